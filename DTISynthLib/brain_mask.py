@@ -1,0 +1,36 @@
+"""Brain mask from a b=0 image: median smoothing, Otsu threshold, largest component, holes filled.
+
+The same recipe as dipy's median_otsu, with a smaller default filter (radius 2, 2 passes) that gives
+nearly the same mask on 2-3 mm DWI in a fraction of the time.
+"""
+
+import numpy as np
+from scipy import ndimage
+
+
+def otsu_threshold(values, bins=256):
+    """Threshold maximising the between-class variance of a 1D sample (Otsu 1979)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    hist, edges = np.histogram(values, bins=bins)
+    centers = 0.5 * (edges[:-1] + edges[1:])
+    weight_low = np.cumsum(hist)
+    weight_high = weight_low[-1] - weight_low
+    sum_low = np.cumsum(hist * centers)
+    mean_low = sum_low / np.maximum(weight_low, 1)
+    mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(centers[np.argmax(between)])
+
+
+def brain_mask(b0, median_radius=2, passes=2):
+    """Boolean (x, y, z) brain mask of a mean b=0 volume."""
+    smoothed = np.asarray(b0, dtype=np.float32)
+    for _ in range(passes):
+        smoothed = ndimage.median_filter(smoothed, size=2 * median_radius + 1)
+    mask = smoothed > otsu_threshold(smoothed)
+    labels, count = ndimage.label(mask)
+    if count > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        mask = labels == np.argmax(sizes)
+    return ndimage.binary_fill_holes(mask)

@@ -1,0 +1,29 @@
+# The two set-up commands of README.md. Each creates .venv/ when missing and installs pinned
+# dependencies into it; nothing is installed by hand.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_OUT ?= demo-output
+
+.PHONY: demo test benchmark
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	command -v dwi2tensor >/dev/null || bash Testing/install_mrtrix3.sh
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/dtisynth demo --out $(DEMO_OUT)
+
+test: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -q
+
+benchmark: $(VENV)/.test-installed
+	$(BIN)/python benchmarks/bench_tensor_fit.py

@@ -1,0 +1,51 @@
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("DTISYNTH_SHARED", REPO.parent / "shared"))
+REAL_DATASETS = ["dev_philips_achieva_b2000", "dev_siemens_prisma_xa30_PA_b2500", "dev_siemens_prisma_xa30_AP_b2500"]
+
+
+def real_dwi_path(name):
+    path = SHARED / "data" / "real" / name / f"{name}.nii.gz"
+    if not path.exists():
+        pytest.skip(f"real scanner data not found at {path} (set DTISYNTH_SHARED)")
+    return path
+
+
+@pytest.fixture(params=REAL_DATASETS)
+def real_dwi(request):
+    return real_dwi_path(request.param)
+
+
+def run_mrtrix(dwi_path, out_dir, mask_path=None, ols=False):
+    """MRtrix3 dwi2tensor + tensor2metric on a NIfTI DWI with FSL gradients -> dict of arrays."""
+    import nibabel as nib
+
+    if shutil.which("dwi2tensor") is None:
+        pytest.fail("MRtrix3 is required for the peer tests (Testing/install_mrtrix3.sh installs it)")
+    stem = str(dwi_path)[: -len(".nii.gz")] if str(dwi_path).endswith(".nii.gz") else str(dwi_path)[:-4]
+    out_dir = Path(out_dir)
+    tensor = out_dir / "mrtrix_tensor.nii"
+    cmd = ["dwi2tensor", "-quiet", "-force", "-nthreads", "1", "-fslgrad", stem + ".bvec", stem + ".bval",
+           str(dwi_path), str(tensor)]
+    if mask_path:
+        cmd[1:1] = ["-mask", str(mask_path)]
+    if ols:
+        cmd[1:1] = ["-ols", "-iter", "0"]  # -ols alone only unweights the first of 3 passes (3.0.3)
+    subprocess.run(cmd, check=True)
+    names = {"fa": "-fa", "md": "-adc", "ad": "-ad", "rd": "-rd", "v1": "-vector"}
+    metric_cmd = ["tensor2metric", "-quiet", "-force", "-nthreads", "1", str(tensor)]
+    for name, flag in names.items():
+        metric_cmd += [flag, str(out_dir / f"mrtrix_{name}.nii")]
+    metric_cmd += ["-modulate", "none"]
+    subprocess.run(metric_cmd, check=True)
+    result = {name: np.asarray(nib.load(str(out_dir / f"mrtrix_{name}.nii")).dataobj, dtype=np.float64)
+              for name in names}
+    result["tensor"] = np.asarray(nib.load(str(tensor)).dataobj, dtype=np.float64)
+    return result
