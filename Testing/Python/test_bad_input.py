@@ -1,0 +1,200 @@
+"""Bad input: each case gets an InputError naming the file, the expectation and what was found."""
+
+import gzip
+import hashlib
+import json
+import re
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from DTISynthLib import fit_job
+from DTISynthLib.dwi import check_dwi
+from DTISynthLib.dwi_files import load_dwi, load_mask, save_dwi
+from DTISynthLib.errors import InputError
+from DTISynthLib.io_dicom import read_dicom_dwi
+from DTISynthLib.numerical_phantom import make_fibre_phantom
+
+
+@pytest.fixture
+def phantom_files(tmp_path):
+    dwi, _ = make_fibre_phantom(shape=(10, 9, 6))
+    path = tmp_path / "dwi.nii.gz"
+    save_dwi(path, check_dwi(dwi))
+    return path, dwi
+
+
+def _expect(path, pattern, call):
+    with pytest.raises(InputError) as info:
+        call()
+    message = str(info.value)
+    assert str(path) in message, message
+    assert re.search(pattern, message), message
+    return message
+
+
+def test_3d_file_where_4d_expected(tmp_path, phantom_files):
+    _, dwi = phantom_files
+    path = tmp_path / "b0only.nii.gz"
+    nib.save(nib.Nifti1Image(dwi.data[..., 0], dwi.affine), str(path))
+    (tmp_path / "b0only.bval").write_text("0\n")
+    (tmp_path / "b0only.bvec").write_text("0\n0\n0\n")
+    _expect(path, r"expected a 4D image .*found 3D data of shape \(10, 9, 6\)", lambda: load_dwi(path))
+
+
+def test_bval_count_disagrees(phantom_files):
+    path, _ = phantom_files
+    bval = path.with_name("dwi.bval")
+    bval.write_text("0 1000 1000\n")
+    _expect(bval, r"expected 7 b-values, one per volume.*found 3 b-values", lambda: load_dwi(path))
+
+
+def test_bvec_count_disagrees(phantom_files):
+    path, _ = phantom_files
+    bvec = path.with_name("dwi.bvec")
+    bvec.write_text("0 1 0\n0 0 1\n0 0 0\n")
+    _expect(bvec, r"expected 7 vectors.*found 3 vectors", lambda: load_dwi(path))
+
+
+@pytest.mark.parametrize("vector, found", [("0 0 0", r"\[0.0, 0.0, 0.0\] \(norm 0.0000\) on volume 3"),
+                                           ("0.5 0 0", r"norm 0.5000\) on volume 3")])
+def test_zero_or_non_unit_vector_on_diffusion_weighted_volume(phantom_files, vector, found):
+    path, _ = phantom_files
+    bvec = path.with_name("dwi.bvec")
+    columns = np.loadtxt(bvec)
+    columns[:, 3] = [float(v) for v in vector.split()]
+    np.savetxt(bvec, columns)
+    _expect(path, r"expected a unit gradient vector on every diffusion-weighted volume.*" + found,
+            lambda: load_dwi(path))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_voxels(tmp_path, phantom_files, bad):
+    _, dwi = phantom_files
+    data = dwi.data.copy()
+    data[2, 3, 4, 5] = bad
+    dwi.data, dwi.source = data, str(tmp_path / "x.nrrd")
+    save_dwi(tmp_path / "x.nrrd", dwi)
+    _expect(tmp_path / "x.nrrd", r"expected finite voxel values.*1 NaN or inf values, the first at voxel \(2, 3, 4, 5\)",
+            lambda: load_dwi(tmp_path / "x.nrrd"))
+
+
+def test_all_zero_b0(tmp_path, phantom_files):
+    _, dwi = phantom_files
+    dwi.data = dwi.data.copy()
+    dwi.data[..., 0] = 0
+    save_dwi(tmp_path / "z.nii.gz", dwi)
+    _expect(tmp_path / "z.nii.gz", r"expected a b=0 volume with signal.*every b=0 voxel is zero",
+            lambda: load_dwi(tmp_path / "z.nii.gz"))
+
+
+def test_mask_with_disagreeing_affine(tmp_path, phantom_files):
+    path, dwi = phantom_files
+    shifted = dwi.affine.copy()
+    shifted[0, 3] += 2.0
+    nib.save(nib.Nifti1Image(np.ones(dwi.data.shape[:3], np.uint8), shifted), str(tmp_path / "mask.nii.gz"))
+    _expect(tmp_path / "mask.nii.gz", r"expected a mask with the DWI's affine.*differing by up to 2 mm",
+            lambda: load_mask(tmp_path / "mask.nii.gz", load_dwi(path)))
+
+
+def test_mask_with_disagreeing_grid(tmp_path, phantom_files):
+    path, dwi = phantom_files
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.uint8), dwi.affine), str(tmp_path / "mask.nii.gz"))
+    _expect(tmp_path / "mask.nii.gz", r"expected a mask on the DWI grid \(10, 9, 6\).*found grid \(4, 4, 4\)",
+            lambda: load_mask(tmp_path / "mask.nii.gz", load_dwi(path)))
+
+
+def test_truncated_nifti(tmp_path, phantom_files):
+    path, _ = phantom_files
+    raw = gzip.decompress(path.read_bytes())
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    for side in ("bval", "bvec"):
+        (tmp_path / f"broken.{side}").write_text(path.with_name(f"dwi.{side}").read_text())
+    _expect(broken, r"expected a readable NIfTI file.*damaged or truncated", lambda: load_dwi(broken))
+
+
+def test_corrupt_nifti_header(tmp_path, phantom_files):
+    path, _ = phantom_files
+    broken = tmp_path / "garbage.nii"
+    broken.write_bytes(b"not a nifti file at all" * 20)
+    for side in ("bval", "bvec"):
+        (tmp_path / f"garbage.{side}").write_text(path.with_name(f"dwi.{side}").read_text())
+    _expect(broken, r"expected a readable NIfTI file", lambda: load_dwi(broken))
+
+
+def test_truncated_nrrd(tmp_path, phantom_files):
+    _, dwi = phantom_files
+    save_dwi(tmp_path / "t.nrrd", dwi)
+    content = (tmp_path / "t.nrrd").read_bytes()
+    (tmp_path / "t.nrrd").write_bytes(content[: len(content) - 400])
+    _expect(tmp_path / "t.nrrd", r"expected a readable NRRD file.*damaged or truncated", lambda: load_dwi(tmp_path / "t.nrrd"))
+
+
+def test_nrrd_without_gradients(tmp_path, phantom_files):
+    _, dwi = phantom_files
+    save_dwi(tmp_path / "g.nhdr", dwi)
+    header = (tmp_path / "g.nhdr").read_text().splitlines()
+    (tmp_path / "g.nhdr").write_text("\n".join(line for line in header if "DWMRI_gradient_0004" not in line) + "\n")
+    _expect(tmp_path / "g.nhdr", r"expected 7 DWMRI_gradient_NNNN keys.*no DWMRI_gradient_0004",
+            lambda: load_dwi(tmp_path / "g.nhdr"))
+
+
+def test_missing_and_unknown_files(tmp_path):
+    _expect(tmp_path / "none.nrrd", "expected an existing NRRD file", lambda: load_dwi(tmp_path / "none.nrrd"))
+    (tmp_path / "scan.mha").write_text("x")
+    _expect(tmp_path / "scan.mha", r"expected a .nii, .nii.gz, .nrrd or .nhdr file", lambda: load_dwi(tmp_path / "scan.mha"))
+
+
+def test_dicom_folder_errors(tmp_path, monkeypatch):
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("no DICOM here")
+    _expect(folder, r"expected exactly one diffusion series.*found 0 diffusion series|expected a DICOM folder",
+            lambda: read_dicom_dwi(folder))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "empty-path" / "python"))
+    _expect(folder, r"expected dcm2niix on the PATH", lambda: read_dicom_dwi(folder))
+
+
+def _checksums(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_failure_midway_leaves_no_partial_output_and_inputs_untouched(tmp_path, phantom_files, monkeypatch):
+    path, _ = phantom_files
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fa.nii.gz").write_bytes(b"an earlier result the user keeps")
+    inputs_before = _checksums(path.parent)
+    calls = {"n": 0}
+    real_save = fit_job.save_volume
+
+    def failing_save(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise OSError("disk full")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(fit_job, "save_volume", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        fit_job.run_fit(path, out)
+    assert sorted(p.name for p in out.iterdir()) == ["fa.nii.gz"]
+    assert (out / "fa.nii.gz").read_bytes() == b"an earlier result the user keeps"
+    assert _checksums(path.parent) == inputs_before
+
+
+def test_cli_reports_bad_input_as_json_error(tmp_path, phantom_files):
+    path, _ = phantom_files
+    path.with_name("dwi.bval").write_text("0 1000\n")
+    inputs_before = _checksums(path.parent)
+    run = subprocess.run([sys.executable, "-m", "DTISynthLib", "fit", str(path), "--out", str(tmp_path / "o"), "--jsonl"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2
+    event = json.loads(run.stdout.strip().splitlines()[-1])
+    assert event["event"] == "error" and "dwi.bval" in event["message"] and "found 2 b-values" in event["message"]
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    assert _checksums(path.parent) == inputs_before

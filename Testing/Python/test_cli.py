@@ -1,0 +1,94 @@
+"""The command line as users and programs run it: real subprocesses, real files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from DTISynthLib.dwi import check_dwi
+from DTISynthLib.dwi_files import load_dwi, load_tensor, load_volume, save_dwi
+from DTISynthLib.numerical_phantom import make_fibre_phantom
+from DTISynthLib.tensor_maps import compute_maps
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _dtisynth(*args):
+    return subprocess.run([sys.executable, "-m", "DTISynthLib", *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO)
+
+
+@pytest.fixture
+def phantom(tmp_path):
+    # Large enough that the default brain mask (5-voxel median filter) keeps the brain's edge.
+    dwi, truth = make_fibre_phantom(shape=(28, 26, 16), rotation_degrees=(0, 10, 25))
+    (tmp_path / "in").mkdir()
+    save_dwi(tmp_path / "in" / "dwi.nii.gz", check_dwi(dwi))
+    return tmp_path / "in" / "dwi.nii.gz", truth
+
+
+def test_fit_jsonl_events_and_outputs(tmp_path, phantom):
+    path, truth = phantom
+    run = _dtisynth("fit", path, "--out", tmp_path / "out", "--jsonl", "--maps", "fa,md,color")
+    assert run.returncode == 0, run.stderr
+    events = [json.loads(line) for line in run.stdout.splitlines()]
+    stages = [e["stage"] for e in events if e["event"] == "progress"]
+    assert stages[0] == "load" and stages[-1] == "write" and "fit" in stages and "maps" in stages
+    assert all(0.0 <= e["fraction"] <= 1.0 for e in events if e["event"] == "progress")
+    result = events[-1]
+    assert result["event"] == "result"
+    names = sorted(Path(p).name for p in result["outputs"])
+    assert names == ["color_fa.nii.gz", "fa.nii.gz", "fit.json", "mask.nii.gz", "md.nii.gz", "tensor.nii.gz"]
+    assert all(Path(p).exists() for p in result["outputs"])
+    fa, _ = load_volume(tmp_path / "out" / "fa.nii.gz")
+    true_fa = compute_maps(truth["tensor"], names=("fa",))["fa"]
+    inside = truth["labels"] > 0
+    mask, _ = load_volume(tmp_path / "out" / "mask.nii.gz")
+    both = inside & (mask > 0)
+    assert both.sum() > 0.8 * inside.sum()  # the default mask on a 16-slice phantom: 85 %
+    assert np.abs(fa - true_fa)[both].max() < 1e-4
+    description = json.loads((tmp_path / "out" / "fit.json").read_text())
+    assert "RAS" in description["files"]["tensor.nii.gz"] and description["method"] == "iwls"
+
+
+def test_fit_nrrd_output_with_given_mask_and_method(tmp_path, phantom):
+    path, truth = phantom
+    from DTISynthLib.dwi_files import save_volume
+    dwi = load_dwi(path)
+    save_volume(tmp_path / "mask.nrrd", (truth["labels"] > 0).astype(np.uint8), dwi.affine)
+    run = _dtisynth("fit", path, "--out", tmp_path / "out", "--format", "nrrd", "--mask", tmp_path / "mask.nrrd",
+                    "--method", "ols", "--eigenvalues", "clip")
+    assert run.returncode == 0, run.stderr
+    assert "fit" in run.stderr and "100%" in run.stderr  # the human progress bar
+    tensor, affine = load_tensor(tmp_path / "out" / "tensor.nrrd")
+    np.testing.assert_allclose(tensor[truth["labels"] > 0], truth["tensor"][truth["labels"] > 0], atol=1e-9)
+    np.testing.assert_allclose(affine, dwi.affine, atol=1e-5)
+    assert (tmp_path / "out" / "color_fa.nrrd").read_bytes().find(b"RGB-color") > 0
+
+
+def test_fit_refuses_unknown_map(tmp_path, phantom):
+    path, _ = phantom
+    run = _dtisynth("fit", path, "--out", tmp_path / "out", "--maps", "fa,kurtosis")
+    assert run.returncode == 2 and "unknown map(s) ['kurtosis']" in run.stderr
+
+
+def test_demo_writes_maps_and_a_montage_with_content(tmp_path):
+    run = _dtisynth("demo", "--out", tmp_path / "demo")
+    assert run.returncode == 0, run.stderr
+    assert "mean |FA error|" in run.stderr
+    png = tmp_path / "demo" / "montage.png"
+    import matplotlib.image
+    image = matplotlib.image.imread(str(png))
+    assert image.shape[0] > 300 and image.shape[1] > 800
+    rgb = image[..., :3]
+    assert rgb.std() > 0.1  # maps, not a blank canvas
+    # colour FA panels contain saturated red, green and blue (the three bundles)
+    for channel in range(3):
+        others = [c for c in range(3) if c != channel]
+        dominant = (rgb[..., channel] > 0.5) & (rgb[..., others].max(axis=-1) < 0.3)
+        assert dominant.sum() > 100, channel
+    for name in ("fa", "md", "ad", "rd", "color_fa", "v1", "eigenvalues", "s0", "tensor", "mask"):
+        assert (tmp_path / "demo" / "maps" / f"{name}.nii.gz").exists()
