@@ -13,7 +13,8 @@ Methods
 With b0 + 6 directions the system is exactly determined and all three give the same tensor.
 
 Signal policy: a signal below 1e-6 x the voxel's largest signal (including S <= 0) is raised to that
-floor before the log, as MRtrix3 does; it then gets a near-zero weight in WLS / IWLS. A signal above
+floor before the log, as MRtrix3 does; it then gets a near-zero weight in WLS / IWLS. A voxel with
+no positive signal at all, or whose fit is degenerate, gets a zero tensor (never NaN). A signal above
 S0 is kept as measured (it lowers the apparent diffusivity along its direction and may make an
 eigenvalue negative; see tensor_maps for the negative-eigenvalue policy). Several b=0 volumes are
 averaged into one S0 observation (arithmetic mean, for its better SNR on magnitude data) whose WLS
@@ -28,7 +29,7 @@ from .dwi import DWI
 
 METHODS = ("ols", "wls", "iwls")
 SIGNAL_FLOOR = 1e-6  # relative to the voxel's largest signal
-CHUNK_VOXELS = 65536  # bounds working memory: about 200 bytes per voxel in float64
+CHUNK_VOXELS = 8192  # bounds working memory: about 1 kB per voxel of float64 temporaries
 
 
 @dataclass
@@ -68,15 +69,9 @@ def design_matrix(bvals, gradients):
                       np.ones_like(b)])
 
 
-def average_b0(dwi):
-    """Collapse the b=0 volumes of a DWI into one mean volume placed first.
-
-    Returns (signals (x, y, z, m) float32, bvals (m,), gradients (m, 3), b0 count)."""
-    is_b0 = dwi.is_b0
-    signals = np.concatenate([dwi.mean_b0()[..., None], dwi.data[..., ~is_b0]], axis=-1)
-    bvals = np.concatenate([[0.0], dwi.bvals[~is_b0]])
-    gradients = np.vstack([np.zeros((1, 3)), dwi.gradients[~is_b0]])
-    return signals, bvals, gradients, int(is_b0.sum())
+def b0_averaged_rows(signals, is_b0):
+    """Signals (N, n) -> (N, 1 + n_dw): the mean of the b=0 columns first, then the weighted ones."""
+    return np.concatenate([signals[:, is_b0].mean(axis=1, keepdims=True), signals[:, ~is_b0]], axis=1)
 
 
 def solve_spd(normal, rhs):
@@ -155,29 +150,31 @@ def fit_tensors(dwi: DWI, mask=None, method="iwls", iterations=2, progress=None)
 
     mask: bool (x, y, z) or None for every voxel whose mean b=0 signal is positive.
     progress: optional callable(fraction) called after each chunk of voxels.
+    Works chunk by chunk on rows gathered from dwi.data: beyond the outputs (7 float32 per voxel, the
+    size of a b0 + 6 input) it needs only a few MB of working memory.
     """
-    signals, bvals, gradients, n_b0 = average_b0(dwi)
-    shape = signals.shape[:3]
+    is_b0 = dwi.is_b0
+    bvals = np.concatenate([[0.0], dwi.bvals[~is_b0]])
+    gradients = np.vstack([np.zeros((1, 3)), dwi.gradients[~is_b0]])
+    shape = dwi.data.shape[:3]
+    flat = dwi.data.reshape(-1, dwi.data.shape[3])
     if mask is None:
-        mask = signals[..., 0] > 0
+        mask = dwi.mean_b0() > 0
     mask = np.asarray(mask, dtype=bool)
     index = np.flatnonzero(mask)
-    flat = signals.reshape(-1, signals.shape[3])
-    tensor = np.zeros((index.size, 6), dtype=np.float32)
-    s0 = np.zeros(index.size, dtype=np.float32)
+    tensor = np.zeros(shape + (6,), dtype=np.float32)
+    s0 = np.zeros(shape, dtype=np.float32)
+    tensor_rows, s0_rows = tensor.reshape(-1, 6), s0.reshape(-1)
     for start in range(0, index.size, CHUNK_VOXELS):
-        chunk = slice(start, start + CHUNK_VOXELS)
-        params = fit_signals(flat[index[chunk]], bvals, gradients, method, iterations, b0_weight=n_b0)
+        rows = index[start:start + CHUNK_VOXELS]
+        signals = b0_averaged_rows(flat[rows], is_b0)
+        params = fit_signals(signals, bvals, gradients, method, iterations, b0_weight=int(is_b0.sum()))
         params[~np.isfinite(params).all(axis=1)] = 0.0  # degenerate voxel: no tensor rather than NaN
-        tensor[chunk] = params[:, :6]
-        s0[chunk] = np.where(params[:, 6] != 0, np.exp(np.clip(params[:, 6], -80, 80)), 0.0)
+        tensor_rows[rows] = params[:, :6]
+        s0_rows[rows] = np.where(params[:, 6] != 0, np.exp(np.clip(params[:, 6], -80, 80)), 0.0)
         if progress:
-            progress(min(1.0, (start + CHUNK_VOXELS) / max(index.size, 1)))
-    tensor_full = np.zeros(shape + (6,), dtype=np.float32)
-    s0_full = np.zeros(shape, dtype=np.float32)
-    tensor_full.reshape(-1, 6)[index] = tensor
-    s0_full.reshape(-1)[index] = s0
-    return TensorFit(tensor_full, s0_full, mask)
+            progress(min(1.0, (start + rows.size) / max(index.size, 1)))
+    return TensorFit(tensor, s0, mask)
 
 
 def predict_signals(tensor6, s0, bvals, gradients):

@@ -18,7 +18,7 @@ from .tensor_fit import tensor6_to_matrix
 
 MAP_NAMES = ("fa", "md", "ad", "rd", "color", "v1", "evals", "s0")
 EIGEN_POLICIES = ("keep", "clip")
-CHUNK_VOXELS = 131072
+CHUNK_VOXELS = 8192  # about 0.5 kB of float64 temporaries per voxel
 _COMPONENTS = {"fa": 1, "md": 1, "ad": 1, "rd": 1, "color": 3, "v1": 3, "evals": 3}
 
 
@@ -97,10 +97,10 @@ def compute_maps(tensor, mask=None, names=("fa", "md", "ad", "rd", "color", "v1"
         raise ValueError(f"unknown map(s) {sorted(unknown)}; choose from {MAP_NAMES}")
     shape = tensor.shape[:3]
     flat = tensor.reshape(-1, 6)
-    nonzero = np.any(flat != 0, axis=1)
-    if mask is not None:
-        nonzero &= np.asarray(mask, dtype=bool).reshape(-1)
-    index = np.flatnonzero(nonzero)
+    if mask is None:
+        index = np.flatnonzero(np.any(flat != 0, axis=1))
+    else:
+        index = np.flatnonzero(np.asarray(mask, dtype=bool))
     maps = {n: np.zeros((flat.shape[0], _COMPONENTS[n]), dtype=np.float32) for n in names}
     for start in range(0, index.size, CHUNK_VOXELS):
         rows = index[start:start + CHUNK_VOXELS]
