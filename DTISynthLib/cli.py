@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from . import __version__
+from .dwi_files import FORMATS
 from .errors import InputError
 from .progress import ProgressReporter
 from .tensor_fit import METHODS
@@ -28,7 +29,7 @@ def build_parser():
     fit.add_argument("--method", choices=METHODS, default="iwls",
                      help="ols, wls (OLS-predicted weights, as dipy) or iwls (MRtrix3's default; default)")
     fit.add_argument("--maps", default=",".join(MAP_NAMES), help=f"comma list from {','.join(MAP_NAMES)} (default: all)")
-    fit.add_argument("--format", choices=("nifti", "nrrd"), default="nifti", help="output format (default nifti)")
+    fit.add_argument("--format", choices=FORMATS, default="nifti", help="output format (default nifti)")
     fit.add_argument("--eigenvalues", choices=EIGEN_POLICIES, default="keep",
                      help="negative eigenvalues: keep (as MRtrix3; default) or clip to 0 (as dipy)")
     fit.add_argument("--shell", type=float, help="b-value of the shell to fit in multi-shell data (s/mm^2)")

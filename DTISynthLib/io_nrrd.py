@@ -18,9 +18,11 @@ from .frames import LPS_TO_RAS
 from .io_nifti import exact_text
 from .tensor_fit import matrix_to_tensor6, tensor6_to_matrix
 
+# "scanner-xyz" and the 3D-*-handed spaces do not say which way the axes point: refused.
 _SPACE_TO_RAS = {
     "left-posterior-superior": LPS_TO_RAS, "LPS": LPS_TO_RAS,
-    "right-anterior-superior": np.eye(3), "RAS": np.eye(3), "scanner-xyz": np.eye(3),
+    "right-anterior-superior": np.eye(3), "RAS": np.eye(3),
+    "left-anterior-superior": np.diag([-1.0, 1.0, 1.0]), "LAS": np.diag([-1.0, 1.0, 1.0]),
 }
 _NON_SPATIAL_KINDS = {"list", "vector", "3d-matrix", "rgb-color", "covariant-vector", "point"}
 
@@ -40,7 +42,8 @@ def _geometry(path, header, spatial_axes):
     """4x4 voxel -> RAS affine and the measurement frame in RAS (3x3) from a NRRD header."""
     space = header.get("space")
     if space not in _SPACE_TO_RAS:
-        raise InputError(path, "space left-posterior-superior or right-anterior-superior", f"space {space!r}")
+        raise InputError(path, "an anatomical space: left-posterior-superior, right-anterior-superior or "
+                         "left-anterior-superior", f"space {space!r}")
     to_ras = _SPACE_TO_RAS[space]
     directions = np.asarray(header["space directions"], dtype=np.float64)[spatial_axes]
     origin = np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64)

@@ -198,3 +198,11 @@ def test_cli_reports_bad_input_as_json_error(tmp_path, phantom_files):
     assert event["event"] == "error" and "dwi.bval" in event["message"] and "found 2 b-values" in event["message"]
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
     assert _checksums(path.parent) == inputs_before
+
+
+def test_nrrd_in_an_unoriented_space_is_refused(tmp_path, phantom_files):
+    _, dwi = phantom_files
+    save_dwi(tmp_path / "s.nhdr", dwi)
+    header = (tmp_path / "s.nhdr").read_text().replace("space: left-posterior-superior", "space: scanner-xyz")
+    (tmp_path / "s.nhdr").write_text(header)
+    _expect(tmp_path / "s.nhdr", r"expected an anatomical space.*found space 'scanner-xyz'", lambda: load_dwi(tmp_path / "s.nhdr"))

@@ -32,9 +32,9 @@ def _compare_with_mrtrix(tmp_path, dwi_path, method):
 
 
 @pytest.mark.parametrize("method", ["iwls", "ols"])
-def test_fa_md_match_mrtrix_on_real_scans(tmp_path, real_dwi, method):
-    _, ours, peer, compared = _compare_with_mrtrix(tmp_path, real_dwi, method)
-    assert compared.sum() > 20000
+def test_fa_md_match_mrtrix(tmp_path, peer_dwi, method):
+    _, ours, peer, compared = _compare_with_mrtrix(tmp_path, peer_dwi, method)
+    assert compared.sum() > 8000
     fa_diff = np.abs(ours["fa"] - peer["fa"])[compared]
     md_diff = np.abs(ours["md"] - peer["md"])[compared]
     assert fa_diff.max() <= FA_TOL, (fa_diff.max(), np.percentile(fa_diff, 99.9))
@@ -55,13 +55,14 @@ def test_v1_matches_mrtrix_on_oblique_phantom(tmp_path):
     cosine = np.abs((ours["v1"] * peer["v1"]).sum(-1))[anisotropic]
     assert cosine.min() > 1 - 1e-6
     assert np.abs(ours["fa"] - peer["fa"])[compared].max() <= FA_TOL
+    assert np.abs(ours["md"] - peer["md"])[compared].max() <= MD_TOL
 
 
-def test_dipy_agrees_with_clip_policy(real_dwi):
+def test_dipy_agrees_with_clip_policy(peer_dwi):
     dipy_dti = pytest.importorskip("dipy.reconst.dti")
     from dipy.core.gradients import gradient_table
 
-    dwi = load_dwi(real_dwi)
+    dwi = load_dwi(peer_dwi)
     mask = brain_mask(dwi.mean_b0())
     compared = mask & (dwi.data > 0).all(axis=-1)
     # dipy fits in the frame of the vectors it is given: give it our RAS vectors.

@@ -100,9 +100,9 @@ def test_we_read_slicer_written_dwi_with_rotated_measurement_frame(tmp_path, sce
     np.testing.assert_array_equal(back.data, dwi.data)
 
 
-def test_vtk_diffusion_tensor_mathematics_agrees(scene, real_dwi):
-    """Slicer's vtkDiffusionTensorMathematics FA and trace equal ours on a real scan's fit."""
-    dwi = load_dwi(real_dwi)
+def test_vtk_diffusion_tensor_mathematics_agrees(scene, peer_dwi):
+    """Slicer's vtkDiffusionTensorMathematics FA and trace equal ours on real scans and a phantom."""
+    dwi = load_dwi(peer_dwi)
     mask = dwi.mean_b0() > np.percentile(dwi.mean_b0(), 60)
     tensor = fit_tensors(dwi, mask).tensor
     maps = compute_maps(tensor, mask, names=("fa", "md"))
