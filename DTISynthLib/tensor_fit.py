@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dwi import DWI
+from .errors import InputError
 
 METHODS = ("ols", "wls", "iwls")
 SIGNAL_FLOOR = 1e-6  # relative to the voxel's largest signal
@@ -156,6 +157,11 @@ def fit_tensors(dwi: DWI, mask=None, method="iwls", iterations=2, progress=None)
     is_b0 = dwi.is_b0
     bvals = np.concatenate([[0.0], dwi.bvals[~is_b0]])
     gradients = np.vstack([np.zeros((1, 3)), dwi.gradients[~is_b0]])
+    rank = np.linalg.matrix_rank(design_matrix(bvals, gradients))
+    if rank < 7:
+        raise InputError(dwi.source, "b=0 and at least 6 diffusion directions that determine a tensor",
+                         f"{int((~is_b0).sum())} diffusion-weighted volumes spanning only {rank - 1} of the 6 "
+                         "tensor components")
     shape = dwi.data.shape[:3]
     flat = dwi.data.reshape(-1, dwi.data.shape[3])
     if mask is None:

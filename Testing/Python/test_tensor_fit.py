@@ -149,3 +149,17 @@ def test_design_matrix_convention():
     # ln S = ln S0 - b g^T D g: for g = x and D = diag(d), the row gives -b * Dxx + ln S0
     row = design_matrix(np.array([1000.0]), np.array([[1.0, 0.0, 0.0]]))[0]
     np.testing.assert_allclose(row, [-1000, 0, 0, 0, 0, 0, 1])
+
+
+def test_too_few_or_degenerate_directions_are_refused():
+    from DTISynthLib.errors import InputError
+
+    three = DWI(np.ones((2, 2, 2, 4), np.float32), np.eye(4), np.r_[0, 1000, 1000, 1000],
+                np.vstack([np.zeros(3), np.eye(3)]), "xyz_dwi.nii.gz")
+    with pytest.raises(InputError, match=r"xyz_dwi.nii.gz: expected b=0 and at least 6 diffusion directions.*"
+                                         r"found 3 diffusion-weighted volumes spanning only 3 of the 6"):
+        fit_tensors(check_dwi(three))
+    repeated = np.vstack([np.zeros(3), SIEMENS_6_DIRECTIONS[:3], SIEMENS_6_DIRECTIONS[:3]])  # 6 volumes, 3 directions
+    six = DWI(np.ones((2, 2, 2, 7), np.float32), np.eye(4), np.r_[0, np.full(6, 1000.0)], repeated, "rep.nii.gz")
+    with pytest.raises(InputError, match="spanning only 3 of the 6"):
+        fit_tensors(check_dwi(six))
