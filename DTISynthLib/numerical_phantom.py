@@ -9,11 +9,8 @@ voxel grid but keeps every fibre direction fixed in RAS: what a correct reader m
 import numpy as np
 
 from .dwi import DWI
+from .gradient_schemes import dti_6
 from .tensor_fit import matrix_to_tensor6, predict_signals
-
-# Siemens' 6-direction DTI scheme (the seed paper's scanner), unit vectors; used here in RAS.
-SIEMENS_6_DIRECTIONS = np.array([[1, 0, 1], [-1, 0, 1], [0, 1, 1], [0, 1, -1], [1, 1, 0], [-1, 1, 0]],
-                                dtype=np.float64) / np.sqrt(2.0)
 
 WM_EIGENVALUES = (1.5e-3, 0.35e-3, 0.35e-3)  # mm^2/s, FA about 0.74
 GM_DIFFUSIVITY = 0.8e-3
@@ -48,8 +45,7 @@ def make_fibre_phantom(shape=(32, 32, 16), voxel_size=(1.72, 1.72, 2.0), rotatio
     `snr`: Rician noise with sigma = s0 / snr (None for noise-free).
     """
     if bvals is None:
-        bvals = np.r_[0.0, np.full(6, 1000.0)]
-        gradients = np.vstack([np.zeros(3), SIEMENS_6_DIRECTIONS])
+        bvals, gradients = dti_6()
     shape = tuple(int(v) for v in shape)
     rotation = rotation_matrix(rotation_degrees)
     affine = np.eye(4)

@@ -98,10 +98,11 @@ def make_input(folder, directions):
 
     from DTISynthLib.dwi import check_dwi
     from DTISynthLib.dwi_files import save_dwi, save_volume
-    from DTISynthLib.numerical_phantom import SIEMENS_6_DIRECTIONS, make_fibre_phantom
+    from DTISynthLib.gradient_schemes import SIEMENS_6_RAS
+    from DTISynthLib.numerical_phantom import make_fibre_phantom
 
     if directions == 6:
-        gradients = SIEMENS_6_DIRECTIONS
+        gradients = SIEMENS_6_RAS
     else:
         gradients = np.random.default_rng(directions).normal(size=(directions, 3))
         gradients /= np.linalg.norm(gradients, axis=1)[:, None]

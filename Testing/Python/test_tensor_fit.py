@@ -3,7 +3,8 @@ import pytest
 
 from DTISynthLib.dwi import DWI, check_dwi, select_shell, shells
 from DTISynthLib.errors import InputError
-from DTISynthLib.numerical_phantom import SIEMENS_6_DIRECTIONS, make_fibre_phantom
+from DTISynthLib.gradient_schemes import SIEMENS_6_RAS
+from DTISynthLib.numerical_phantom import make_fibre_phantom
 from DTISynthLib.tensor_fit import (METHODS, design_matrix, fit_signals, fit_tensors, predict_signals, solve_spd,
                                     tensor6_to_matrix)
 from DTISynthLib.tensor_maps import compute_maps, eigen_decompose
@@ -80,7 +81,7 @@ def test_several_b0_volumes_are_averaged():
     # Exactly determined system: S0 must be the arithmetic mean of the b=0 volumes, not the first one.
     tensors = _random_tensors(1)
     bvals, gradients = _table(6, n_b0=3)
-    gradients[3:] = SIEMENS_6_DIRECTIONS
+    gradients[3:] = SIEMENS_6_RAS
     signal = predict_signals(tensors, 1000.0, bvals, gradients)[0]
     signal[:3] = [900.0, 1000.0, 1100.0]
     dwi = check_dwi(DWI(signal.reshape(1, 1, 1, -1).astype(np.float32), np.eye(4), bvals, gradients))
@@ -91,7 +92,7 @@ def test_several_b0_volumes_are_averaged():
 
 def test_nonpositive_signal_and_signal_above_s0_stay_finite():
     bvals, gradients = _table(6)
-    gradients[1:] = SIEMENS_6_DIRECTIONS
+    gradients[1:] = SIEMENS_6_RAS
     signals = np.array([[1000, 0, 500, 400, 300, 600, 500],      # zero signal
                         [1000, -20, 500, 400, 300, 600, 500],    # negative signal (after noise removal)
                         [1000, 1200, 500, 400, 300, 600, 500],   # S > S0: negative ADC along one direction
@@ -133,7 +134,7 @@ def test_colour_fa_is_in_ras_for_oblique_image():
 
 def test_multi_shell_refused_unless_a_shell_is_chosen():
     bvals = np.r_[0, np.full(6, 1000.0), np.full(6, 2000.0)]
-    gradients = np.vstack([np.zeros(3), SIEMENS_6_DIRECTIONS, SIEMENS_6_DIRECTIONS])
+    gradients = np.vstack([np.zeros(3), SIEMENS_6_RAS, SIEMENS_6_RAS])
     dwi = check_dwi(DWI(np.ones((2, 2, 2, 13), np.float32), np.eye(4), bvals, gradients, "multi.nii.gz"))
     assert shells(dwi.bvals) == [1000.0, 2000.0]
     with pytest.raises(InputError, match=r"multi.nii.gz: expected a single non-zero shell.*b = 1000, 2000"):
@@ -159,7 +160,7 @@ def test_too_few_or_degenerate_directions_are_refused():
     with pytest.raises(InputError, match=r"xyz_dwi.nii.gz: expected b=0 and at least 6 diffusion directions.*"
                                          r"found 3 diffusion-weighted volumes spanning only 3 of the 6"):
         fit_tensors(check_dwi(three))
-    repeated = np.vstack([np.zeros(3), SIEMENS_6_DIRECTIONS[:3], SIEMENS_6_DIRECTIONS[:3]])  # 6 volumes, 3 directions
+    repeated = np.vstack([np.zeros(3), SIEMENS_6_RAS[:3], SIEMENS_6_RAS[:3]])  # 6 volumes, 3 directions
     six = DWI(np.ones((2, 2, 2, 7), np.float32), np.eye(4), np.r_[0, np.full(6, 1000.0)], repeated, "rep.nii.gz")
     with pytest.raises(InputError, match="spanning only 3 of the 6"):
         fit_tensors(check_dwi(six))
