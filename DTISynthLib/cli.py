@@ -5,14 +5,28 @@ Exit codes: 0 success, 2 bad input or usage, 1 unexpected failure.
 """
 
 import argparse
-import sys
 
 from . import __version__
+from .cohort import PAPER_GRID
 from .dwi_files import FORMATS
 from .errors import InputError
+from .gradient_schemes import DEFAULT_B
+from .pairs import MODES
 from .progress import ProgressReporter
+from .simulation import SCHEMES
 from .tensor_fit import METHODS
 from .tensor_maps import EIGEN_POLICIES, MAP_NAMES
+
+
+def parse_grid(text):
+    """'128x128x76' -> (128, 128, 76)."""
+    try:
+        grid = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        grid = ()
+    if len(grid) != 3 or min(grid) < 8:
+        raise argparse.ArgumentTypeError(f"expected a grid like 128x128x76 (each at least 8), not {text!r}")
+    return grid
 
 
 def build_parser():
@@ -35,6 +49,33 @@ def build_parser():
     fit.add_argument("--shell", type=float, help="b-value of the shell to fit in multi-shell data (s/mm^2)")
     fit.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
 
+    simulate = jobs.add_parser("simulate", help="simulate paired DWI / DTI data on the digital brain phantom")
+    what = simulate.add_subparsers(dest="what", required=True)
+    cohort = what.add_parser("cohort", help="N subjects: 3-direction DWI, 6-direction DTI and ground truth")
+    cohort.add_argument("--n", type=int, required=True, help="number of subjects")
+    cohort.add_argument("--out", required=True, help="output folder (BIDS-like layout)")
+    cohort.add_argument("--scheme", choices=SCHEMES, default="sampled",
+                        help="eigenvalue scheme of paper 2 (default sampled, from the embedded reference subject)")
+    cohort.add_argument("--sample-from", help="DWI whose tensor fit supplies the eigenvalues (sampled schemes)")
+    cohort.add_argument("--snr", type=float, default=30.0, help="b=0 white-matter SNR (default 30)")
+    cohort.add_argument("--grid", type=parse_grid, default=PAPER_GRID,
+                        help="voxels, e.g. 128x128x76 (default; the field of view is fixed at 220x220x152 mm)")
+    cohort.add_argument("--seed", type=int, required=True, help="random seed: the same seed gives the same bytes")
+    cohort.add_argument("--no-variation", action="store_true",
+                        help="no pose, misregistration, deformation or diffusivity variation between subjects")
+    cohort.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
+
+    pairs = jobs.add_parser("pairs", help="3-direction input and 6-direction target from a multi-direction scan")
+    pairs.add_argument("dwi", help="multi-direction DWI (NIfTI + bval/bvec, NRRD or DICOM folder)")
+    pairs.add_argument("--bval")
+    pairs.add_argument("--bvec")
+    pairs.add_argument("--out", required=True, help="output folder")
+    pairs.add_argument("--mode", choices=MODES, default="nearest",
+                       help="nearest measured volumes (default) or signals predicted from the full tensor fit")
+    pairs.add_argument("--b", type=float, default=DEFAULT_B, help="b-value of predicted signals (tensor mode)")
+    pairs.add_argument("--shell", type=float, help="shell to use in multi-shell data (s/mm^2)")
+    pairs.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
+
     demo = jobs.add_parser("demo", help="simulate a phantom, fit it and write maps and a montage")
     demo.add_argument("--out", required=True, help="output folder")
     demo.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
@@ -50,6 +91,18 @@ def main(argv=None):
             outputs = run_fit(args.dwi, args.out, args.bval, args.bvec, args.mask, args.method, args.maps,
                               args.format, args.eigenvalues, args.shell, reporter)
             reporter.result(outputs, f"wrote {len(outputs)} files to {args.out}")
+        elif args.job == "simulate":
+            from .cohort import write_cohort
+            outputs = write_cohort(args.out, args.n, args.scheme, args.seed, args.snr, args.grid, args.sample_from,
+                                   vary=not args.no_variation, reporter=reporter)
+            reporter.result(outputs, f"wrote {args.n} subjects ({len(outputs)} files) to {args.out}")
+        elif args.job == "pairs":
+            from .pairs import run_pairs
+            outputs, report = run_pairs(args.dwi, args.out, args.mode, args.b, args.bval, args.bvec, args.shell,
+                                        reporter)
+            angles = report["dwi3_angle_degrees"] + report["dti6_angle_degrees"]
+            reporter.result(outputs, f"wrote {args.out}; largest angle from nominal {max(angles):.1f} degrees"
+                            + "".join(f"\nwarning: {w}" for w in report["warnings"]))
         elif args.job == "demo":
             from .demo import run_demo
             outputs, message = run_demo(args.out, reporter)

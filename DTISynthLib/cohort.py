@@ -19,10 +19,11 @@ from scipy import ndimage
 
 from . import __version__
 from .atomic import atomic_output_dir, write_text_atomic
-from .brain_phantom import (LABELS, MAX_FIBRES, NUCLEUS_DIFFUSIVITY, ROI_GROUPS, ROIS, fibre_compartments, roi_labels,
+from .brain_phantom import (MAX_FIBRES, NUCLEUS_DIFFUSIVITY, ROI_GROUPS, ROIS, fibre_compartments, roi_labels,
                             sample_tissue, tissue_atlas)
 from .dwi import DWI
 from .dwi_files import save_dwi, save_tensor, save_volume
+from .errors import InputError
 from .gradient_schemes import dti_6, dwi_3
 from .numerical_phantom import rotation_matrix
 from .simulation import (SCHEMES, add_rician_noise, build_voxel_tissue, eigenvalues_for, random_choices,
@@ -199,3 +200,125 @@ def simulate_subject(params, scheme="sampled", pools=None, grid=PAPER_GRID, nois
                      _volume(grid, inside, tissue.fractions), _volume(grid, inside, labels, np.int16),
                      _volume(grid, inside, t1))
     return SimulatedSubject(params, scheme, acquisitions["dwi"], acquisitions["dti"], *truth, sigma)
+
+
+def eigenvalue_pools(scheme, sample_from=None, shell=None):
+    """Eigenvalue pools for a scheme: from a real scan (`sample_from`) or the embedded reference."""
+    if sample_from is None:
+        return reference_pools()
+    if scheme in ("syn", "random-wm"):
+        raise InputError(sample_from, "--sample-from only with the sampled or sample-and-mean schemes",
+                         f"scheme {scheme}")
+    from .brain_mask import brain_mask
+    from .dwi import select_shell
+    from .dwi_files import load_dwi
+    from .simulation import pools_from_fit
+    from .tensor_fit import fit_tensors
+    from .tensor_maps import compute_maps
+
+    dwi = select_shell(load_dwi(sample_from), shell)
+    mask = brain_mask(dwi.mean_b0())
+    maps = compute_maps(fit_tensors(dwi, mask).tensor, mask, ("evals", "fa", "md"))
+    return pools_from_fit(maps["evals"], maps["fa"], maps["md"], mask, str(sample_from))
+
+
+def _json(data):
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def _acquisition_sidecar(subject, name):
+    dwi = subject.dwi if name == "dwi3" else subject.dti
+    scheme = "b=0 + the scanner's x, y, z axes" if name == "dwi3" else "b=0 + Siemens' 6 directions"
+    sidecar = {
+        "Description": f"simulated {'conventional 3-direction DWI' if name == 'dwi3' else '6-direction DTI'}",
+        "DiffusionScheme": scheme, "BValue": float(dwi.bvals.max()),
+        "GradientFrame": "bvec: FSL convention along the image axes; the vectors are the scanner (RAS) axes",
+        "SimulationScheme": subject.scheme, "NoiseSigma": subject.sigma, "SNR": subject.parameters.snr,
+        "SNRDefinition": "b=0 signal of white matter / sigma of each Gaussian channel (Rician magnitude)",
+        "VoxelSizeMM": [float(v) for v in np.linalg.norm(dwi.affine[:3, :3], axis=0)],
+        "GeneratedBy": f"DTISynth {__version__}",
+    }
+    if name == "dwi3":
+        sidecar["AcquiredSeparately"] = ("head moved by the subject's misregistration (see the truth JSON) "
+                                         "and independent noise, relative to the 6-direction DTI")
+    return sidecar
+
+
+def write_subject(staging, subject):
+    """Write one subject under `staging` (the BIDS-like layout of write_cohort)."""
+    sid = subject.parameters.subject_id
+    dwi_dir = staging / sid / "dwi"
+    truth_dir = staging / "derivatives" / "truth" / sid
+    dwi_dir.mkdir(parents=True, exist_ok=True)
+    truth_dir.mkdir(parents=True, exist_ok=True)
+    for name, dwi in (("dwi3", subject.dwi), ("dti6", subject.dti)):
+        stem = dwi_dir / f"{sid}_acq-{name}_dwi"
+        save_dwi(stem.with_name(stem.name + ".nii.gz"), dwi)
+        write_text_atomic(stem.with_name(stem.name + ".json"), _json(_acquisition_sidecar(subject, name)))
+    affine = subject.dti.affine
+    save_tensor(truth_dir / f"{sid}_space-dti6_tensor.nii.gz", subject.truth_tensor, affine)
+    save_volume(truth_dir / f"{sid}_space-dti6_tissue.nii.gz", subject.tissue, affine)
+    save_volume(truth_dir / f"{sid}_space-dti6_dseg.nii.gz", subject.labels.astype(np.uint8), affine)
+    save_volume(truth_dir / f"{sid}_space-dti6_T1like.nii.gz", subject.t1, affine)
+    p = subject.parameters
+    truth = dict(asdict(p), scheme=subject.scheme, noise_sigma=subject.sigma,
+                 head_pose_matrix=p.head_pose.round(10).tolist(),
+                 misregistration_matrix=p.misregistration.round(10).tolist(),
+                 misregistration_meaning=("4x4 rigid transform in the scanner RAS frame (mm): a head point at "
+                                          "x in the 6-direction DTI is at M x in the 3-direction DWI"),
+                 tensor=("apparent tensor of the noise-free 6-direction DTI: Dxx, Dyy, Dzz, Dxy, Dxz, Dyz "
+                         "(MRtrix3 order), mm^2/s, RAS"),
+                 tissue="volume fractions: WM, GM, CSF", dseg="ROI labels, see ../labels.tsv")
+    write_text_atomic(truth_dir / f"{sid}_truth.json", _json(truth))
+
+
+def label_table_tsv():
+    rows = ["index\tname\troi"]
+    for roi in ROIS:
+        group = next(g for g, labels in ROI_GROUPS.items() if roi.label in labels)
+        rows.append(f"{roi.label}\t{roi.name}\t{group}")
+    return "\n".join(rows) + "\n"
+
+
+def write_cohort(out_dir, n, scheme="sampled", seed=0, snr=30.0, grid=PAPER_GRID, sample_from=None,
+                 vary=True, reporter=None):
+    """Simulate `n` subjects and write them, all or nothing, in a BIDS-like layout under `out_dir`.
+
+    Layout: sub-XXX/dwi/sub-XXX_acq-{dwi3,dti6}_dwi.{nii.gz,bval,bvec,json}; derivatives/truth/
+    sub-XXX/ (tensor, tissue fractions, ROI labels, T1-like image, truth JSON with the recorded
+    misregistration); dataset_description.json, participants.tsv, derivatives/truth/labels.tsv.
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, not {scheme!r}")
+    if n < 1:
+        raise ValueError(f"--n must be at least 1, not {n}")
+    pools = eigenvalue_pools(scheme, sample_from)
+    rows = ["participant_id\tseed\tsnr\tdiffusivity_scale\thead_rotation_degrees\thead_translation_mm"
+            "\tmisregistration_rotation_degrees\tmisregistration_translation_mm"]
+    with atomic_output_dir(out_dir) as staging:
+        for i in range(n):
+            sid = f"sub-{i + 1:03d}"
+            subject_seed = int(np.random.default_rng([seed, i]).integers(0, 2**31 - 1))
+            if reporter:
+                reporter.progress("simulate", i / n, f"{sid} ({scheme})")
+            params = draw_subject(sid, subject_seed, snr, vary)
+            subject = simulate_subject(params, scheme, pools, grid)
+            write_subject(staging, subject)
+            rows.append("\t".join([sid, str(subject_seed), f"{params.snr:g}", f"{params.diffusivity_scale:g}"] +
+                                  [" ".join(f"{v:g}" for v in values) for values in (
+                                      params.head_rotation_degrees, params.head_translation_mm,
+                                      params.misregistration_rotation_degrees, params.misregistration_translation_mm)]))
+        description = {"Name": "DTISynth simulated cohort", "BIDSVersion": "1.9.0", "DatasetType": "raw",
+                       "GeneratedBy": [{"Name": "DTISynth", "Version": __version__}],
+                       "DTISynth": {"subjects": n, "scheme": scheme, "seed": seed, "snr": snr, "grid": list(grid),
+                                    "eigenvalue_source": pools.source, "phantom": "MNI ICBM152 2009a tissue maps"}}
+        write_text_atomic(staging / "dataset_description.json", _json(description))
+        write_text_atomic(staging / "participants.tsv", "\n".join(rows) + "\n")
+        write_text_atomic(staging / "derivatives" / "truth" / "labels.tsv", label_table_tsv())
+        write_text_atomic(staging / "derivatives" / "truth" / "dataset_description.json",
+                          _json({"Name": "DTISynth ground truth", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+                                 "GeneratedBy": [{"Name": "DTISynth", "Version": __version__}]}))
+        written = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
+    if reporter:
+        reporter.progress("simulate", 1.0, f"{n} subjects")
+    return [Path(out_dir) / p for p in written]

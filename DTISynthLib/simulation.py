@@ -197,7 +197,7 @@ def simulate_signals(tissue, bvals, gradients, scheme, rng):
     g = np.asarray(gradients, dtype=np.float64)
     weight = tissue.fractions * tissue.tissue_s0  # (N, 3): each tissue's share of the b=0 signal
     if scheme == "random-wm":
-        attenuation = rng.uniform(0.0, 1.0, size=(len(f), len(bvals)))
+        attenuation = rng.uniform(0.0, 1.0, size=(len(weight), len(bvals)))
         attenuation[:, bvals <= 0] = 1.0
         free_water = np.exp(-bvals * FREE_WATER)[None, :]
         return weight[:, :2].sum(axis=1, keepdims=True) * attenuation + weight[:, 2:3] * free_water

@@ -14,7 +14,6 @@ Voxels outside the mask, or with an all-zero tensor, are zero in every map; noth
 
 import numpy as np
 
-from .tensor_fit import tensor6_to_matrix
 
 MAP_NAMES = ("fa", "md", "ad", "rd", "color", "v1", "evals", "s0")
 EIGEN_POLICIES = ("keep", "clip")

@@ -8,7 +8,6 @@ DiffusionBValue (0018,9087) and DiffusionGradientOrientation (0018,9089), an LPS
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 

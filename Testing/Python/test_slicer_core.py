@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 
-from DTISynthLib.dwi import DWI, check_dwi
+from DTISynthLib.dwi import check_dwi
 from DTISynthLib.dwi_files import load_dwi, save_dwi, save_tensor, save_volume
-from DTISynthLib.frames import LPS_TO_RAS
 from DTISynthLib.numerical_phantom import make_fibre_phantom, rotation_matrix
 from DTISynthLib.tensor_fit import fit_tensors
 from DTISynthLib.tensor_maps import compute_maps
