@@ -27,3 +27,4 @@ test: $(VENV)/.test-installed
 
 benchmark: $(VENV)/.test-installed
 	$(BIN)/python benchmarks/bench_tensor_fit.py
+	$(BIN)/python benchmarks/bench_simulation.py

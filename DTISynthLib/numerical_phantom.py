@@ -1,4 +1,6 @@
-"""A small numerical DWI phantom with known tensors: the stand-in default until the brain phantom.
+"""A small analytic DWI phantom with known tensors, for frame, format and fitting tests.
+
+(The realistic phantom is brain_phantom.py; this one is exact and fast, with sharp regions.)
 
 Geometry: an ellipsoidal "brain" of isotropic grey-matter-like tissue holding three white-matter
 bundles along known RAS directions (left-right, anterior-posterior, superior-inferior) and a

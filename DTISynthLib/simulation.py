@@ -70,12 +70,13 @@ def pools_from_fit(evals, fa, md, brain, source, min_voxels=50):
 
     Without a T1 segmentation, tissues are classified from DTI and eroded by one voxel: WM where
     FA > 0.7 (paper 2's single-fibre rule), GM where FA < 0.25 and 0.6e-3 <= MD <= 1.1e-3, CSF where
-    MD > 2.2e-3. Deep grey nuclei cannot be told apart here and share the GM pool.
+    MD > 1.5e-3 (above any tissue; at b >= 2000 the CSF signal sits at the noise floor and its measured
+    MD falls to 1.5-2.2e-3). Deep grey nuclei cannot be told apart here and share the GM pool.
     """
     interior = ndimage.binary_erosion(brain, iterations=1)
     classes = {"wm": fa > 0.7,
                "gm": (fa < 0.25) & (md >= 0.6e-3) & (md <= 1.1e-3),
-               "csf": md > 2.2e-3}
+               "csf": md > 1.5e-3}
     pools = {}
     for tissue, selected in classes.items():
         voxels = ndimage.binary_erosion(selected & interior, iterations=1)

@@ -1,0 +1,88 @@
+"""Rigid (6 degrees of freedom) registration of two volumes with SimpleITK: Mattes mutual
+information, multi-resolution, as the seed paper did with FSL FLIRT.
+
+Frames: our affines map voxels to RAS mm; ITK's physical space is LPS. Conversions happen here only.
+Result: a 4x4 rigid transform M in the RAS world frame such that the anatomy at world point x in
+the fixed image lies at M x in the moving image (the convention of the cohort's recorded
+misregistration). Deterministic: fixed sampling seed, one thread.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+_FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS, its own inverse
+
+
+def to_sitk(volume, affine):
+    """numpy (x, y, z) + voxel -> RAS affine -> SimpleITK image (LPS physical space)."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(volume, (2, 1, 0)), dtype=np.float32))
+    lps = _FLIP @ np.asarray(affine, dtype=np.float64)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image.SetSpacing(tuple(spacing))
+    image.SetDirection(tuple((lps[:3, :3] / spacing).ravel()))
+    image.SetOrigin(tuple(lps[:3, 3]))
+    return image
+
+
+@dataclass
+class RigidResult:
+    """matrix: 4x4 RAS world transform (fixed point x -> moving point M x); metric: final Mattes MI
+    (more negative is better); correlation: Pearson correlation of the fixed image and the moving
+    image resampled onto it, inside the fixed image's foreground (a quality figure in [-1, 1])."""
+
+    matrix: np.ndarray
+    metric: float
+    correlation: float
+
+
+def register_rigid(fixed, fixed_affine, moving, moving_affine, seed=0):
+    """Rigidly register `moving` to `fixed` (3D arrays with RAS affines)."""
+    fixed_img, moving_img = to_sitk(fixed, fixed_affine), to_sitk(moving, moving_affine)
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
+    method.SetMetricSamplingStrategy(method.REGULAR)
+    method.SetMetricSamplingPercentage(0.5, seed)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=300,
+                                                    relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel([4, 2, 1])
+    method.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method.SetNumberOfThreads(1)
+    initial = sitk.CenteredTransformInitializer(fixed_img, moving_img, sitk.Euler3DTransform(),
+                                                sitk.CenteredTransformInitializerFilter.MOMENTS)
+    method.SetInitialTransform(initial, inPlace=False)
+    transform = method.Execute(fixed_img, moving_img)
+    matrix = _FLIP @ transform_to_matrix(transform) @ _FLIP
+    resampled = sitk.GetArrayFromImage(sitk.Resample(moving_img, fixed_img, transform, sitk.sitkLinear, 0.0))
+    fixed_array = sitk.GetArrayFromImage(fixed_img)
+    foreground = fixed_array > np.percentile(fixed_array, 50)
+    correlation = float(np.corrcoef(fixed_array[foreground], resampled[foreground])[0, 1])
+    return RigidResult(matrix, float(method.GetMetricValue()), correlation)
+
+
+def transform_to_matrix(transform):
+    """4x4 matrix (LPS) of a SimpleITK transform mapping fixed physical points to moving ones."""
+    composite = sitk.CompositeTransform(transform) if not isinstance(transform, sitk.CompositeTransform) else transform
+    matrix = np.eye(4)
+    for i in range(composite.GetNumberOfTransforms()):
+        t = composite.GetNthTransform(i).Downcast()
+        a = np.eye(4)
+        a[:3, :3] = np.asarray(t.GetMatrix()).reshape(3, 3)
+        centre = np.asarray(t.GetCenter())
+        a[:3, 3] = np.asarray(t.GetTranslation()) + centre - a[:3, :3] @ centre
+        matrix = matrix @ a  # composite transforms apply the last added first
+    return matrix
+
+
+def rigid_difference(estimated, truth, points):
+    """(max rotation angle in degrees, mean / max displacement in mm at `points` (N, 3)) between two rigid maps."""
+    delta = np.linalg.inv(truth) @ estimated
+    angle = np.degrees(np.arccos(np.clip((np.trace(delta[:3, :3]) - 1) / 2, -1.0, 1.0)))
+    moved = points @ estimated[:3, :3].T + estimated[:3, 3]
+    expected = points @ truth[:3, :3].T + truth[:3, 3]
+    distance = np.linalg.norm(moved - expected, axis=1)
+    return float(angle), float(distance.mean()), float(distance.max())
