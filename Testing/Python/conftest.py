@@ -11,6 +11,13 @@ SHARED = Path(os.environ.get("DTISYNTH_SHARED", REPO.parent / "shared"))
 REAL_DATASETS = ["dev_philips_achieva_b2000", "dev_siemens_prisma_xa30_PA_b2500", "dev_siemens_prisma_xa30_AP_b2500"]
 
 
+def random_gradient_table(n_directions, b=1000.0, seed=1, n_b0=1):
+    """(bvals, gradients): n_b0 b=0 volumes, then random unit directions (RAS) at b (s/mm^2)."""
+    g = np.random.default_rng(seed).normal(size=(n_directions, 3))
+    g /= np.linalg.norm(g, axis=1)[:, None]
+    return np.r_[np.zeros(n_b0), np.full(n_directions, b)], np.vstack([np.zeros((n_b0, 3)), g])
+
+
 def real_dwi_path(name):
     path = SHARED / "data" / "real" / name / f"{name}.nii.gz"
     if not path.exists():
@@ -35,11 +42,9 @@ def peer_dwi(request, tmp_path_factory):
     from DTISynthLib.dwi_files import save_dwi
     from DTISynthLib.numerical_phantom import make_fibre_phantom
 
-    rng = np.random.default_rng(7)
-    g = rng.normal(size=(30, 3))
-    g /= np.linalg.norm(g, axis=1)[:, None]
+    bvals, gradients = random_gradient_table(30, seed=7)
     dwi, _ = make_fibre_phantom(shape=(40, 36, 20), rotation_degrees=(20, -15, 35), snr=25, seed=3,
-                                bvals=np.r_[0, np.full(30, 1000.0)], gradients=np.vstack([np.zeros(3), g]))
+                                bvals=bvals, gradients=gradients)
     path = tmp_path_factory.mktemp("phantom") / "oblique_phantom.nii.gz"
     save_dwi(path, check_dwi(dwi))
     return path

@@ -9,16 +9,14 @@ from DTISynthLib.numerical_phantom import LABELS, make_fibre_phantom
 from DTISynthLib.tensor_fit import fit_tensors
 from DTISynthLib.tensor_maps import compute_maps
 
+from conftest import random_gradient_table
+
 FORMATS = ["dwi.nii.gz", "dwi.nii", "dwi.nrrd", "dwi.nhdr"]
 
 
 @pytest.fixture
 def oblique_phantom():
-    rng = np.random.default_rng(3)
-    g = rng.normal(size=(12, 3))
-    g /= np.linalg.norm(g, axis=1)[:, None]
-    bvals = np.r_[0.0, 0.0, np.full(6, 1000.0), np.full(6, 1000.0)][:14]
-    gradients = np.vstack([np.zeros((2, 3)), g])
+    bvals, gradients = random_gradient_table(12, seed=3, n_b0=2)
     dwi, truth = make_fibre_phantom(shape=(20, 18, 10), rotation_degrees=(15, -10, 30), bvals=bvals,
                                     gradients=gradients)
     return check_dwi(dwi), truth
@@ -104,11 +102,8 @@ def test_dicom_series_through_dcm2niix(tmp_path):
 
     from DTISynthLib.io_dicom import read_dicom_dwi
 
-    rng = np.random.default_rng(4)
-    g = rng.normal(size=(8, 3))
-    g /= np.linalg.norm(g, axis=1)[:, None]
-    dwi, truth = make_fibre_phantom(shape=(20, 18, 8), rotation_degrees=(12, -8, 25),
-                                    bvals=np.r_[0, np.full(8, 1000.0)], gradients=np.vstack([np.zeros(3), g]))
+    bvals, gradients = random_gradient_table(8, seed=4)
+    dwi, truth = make_fibre_phantom(shape=(20, 18, 8), rotation_degrees=(12, -8, 25), bvals=bvals, gradients=gradients)
     scale = write_dicom_series(tmp_path / "dicom", dwi)
     back = check_dwi(read_dicom_dwi(tmp_path / "dicom"))
     assert back.source == str(tmp_path / "dicom")

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from DTISynthLib.dwi import DWI, check_dwi
-from DTISynthLib.dwi_files import load_dwi, save_dwi
+from DTISynthLib.dwi_files import load_dwi
 from DTISynthLib.errors import InputError
 from DTISynthLib.gradient_schemes import AXES_3_RAS, SIEMENS_6_RAS
 from DTISynthLib.numerical_phantom import make_fibre_phantom
 from DTISynthLib.pairs import make_pairs, nearest_volumes
+
+from conftest import random_gradient_table
 from DTISynthLib.tensor_fit import predict_signals
 
 
@@ -28,10 +30,7 @@ def test_nearest_volumes_on_real_scans(real_dwi):
 
 
 def test_nearest_mode_keeps_measured_volumes_and_vectors():
-    rng = np.random.default_rng(0)
-    g = rng.normal(size=(40, 3))
-    g /= np.linalg.norm(g, axis=1)[:, None]
-    bvals, gradients = np.r_[0, np.full(40, 1000.0)], np.vstack([np.zeros(3), g])
+    bvals, gradients = random_gradient_table(40, seed=0)
     dwi, _ = make_fibre_phantom(shape=(12, 12, 6), bvals=bvals, gradients=gradients)
     dwi = check_dwi(dwi)
     dwi3, dti6, report = make_pairs(dwi, "nearest")
@@ -46,10 +45,7 @@ def test_nearest_mode_keeps_measured_volumes_and_vectors():
 
 
 def test_tensor_mode_predicts_exact_directions_at_b1000():
-    rng = np.random.default_rng(1)
-    g = rng.normal(size=(30, 3))
-    g /= np.linalg.norm(g, axis=1)[:, None]
-    bvals, gradients = np.r_[0, np.full(30, 2500.0)], np.vstack([np.zeros(3), g])
+    bvals, gradients = random_gradient_table(30, b=2500.0, seed=1)
     dwi, truth = make_fibre_phantom(shape=(40, 40, 16), bvals=bvals, gradients=gradients)
     dwi3, dti6, report = make_pairs(check_dwi(dwi), "tensor", b=1000.0)
     np.testing.assert_allclose(dti6.gradients[1:], SIEMENS_6_RAS)

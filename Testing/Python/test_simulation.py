@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from DTISynthLib.brain_phantom import LABELS, ROI_GROUPS, ROIS, fibre_compartments, sample_tissue
-from DTISynthLib.cohort import (PAPER_GRID, SimulatedSubject, draw_subject, scanner_affine, simulate_subject,
+from DTISynthLib.cohort import (PAPER_GRID, draw_subject, scanner_affine, simulate_subject,
                                 subject_tissue, write_cohort)
 from DTISynthLib.dwi import check_dwi
 from DTISynthLib.dwi_files import load_dwi, save_dwi

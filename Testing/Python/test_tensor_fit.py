@@ -9,6 +9,8 @@ from DTISynthLib.tensor_fit import (METHODS, design_matrix, fit_signals, fit_ten
                                     tensor6_to_matrix)
 from DTISynthLib.tensor_maps import compute_maps, eigen_decompose
 
+from conftest import random_gradient_table
+
 
 def _random_tensors(n, seed=0):
     rng = np.random.default_rng(seed)
@@ -16,13 +18,6 @@ def _random_tensors(n, seed=0):
     t[:, :3] = rng.uniform(0.3e-3, 1.6e-3, (n, 3))
     t[:, 3:] = rng.normal(0, 2e-4, (n, 3))
     return t
-
-
-def _table(n_dirs, seed=1, b=1000.0, n_b0=1):
-    rng = np.random.default_rng(seed)
-    g = rng.normal(size=(n_dirs, 3))
-    g /= np.linalg.norm(g, axis=1)[:, None]
-    return np.r_[np.zeros(n_b0), np.full(n_dirs, b)], np.vstack([np.zeros((n_b0, 3)), g])
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -40,7 +35,7 @@ def test_noise_free_phantom_recovers_ground_truth(method):
 @pytest.mark.parametrize("method", METHODS)
 def test_overdetermined_noise_free_fit_is_exact(method):
     tensors = _random_tensors(500)
-    bvals, gradients = _table(30)
+    bvals, gradients = random_gradient_table(30)
     params = fit_signals(predict_signals(tensors, 800.0, bvals, gradients), bvals, gradients, method)
     np.testing.assert_allclose(params[:, :6], tensors, atol=1e-10)
     np.testing.assert_allclose(np.exp(params[:, 6]), 800.0, rtol=1e-9)
@@ -50,7 +45,7 @@ def test_wls_and_iwls_beat_ols_on_noisy_low_signal():
     # Log-domain noise is heteroscedastic: weighting by the signal lowers the error (Veraart 2013).
     rng = np.random.default_rng(5)
     tensors = np.tile([1.7e-3, 0.3e-3, 0.3e-3, 0, 0, 0], (4000, 1))
-    bvals, gradients = _table(30, b=2000.0)
+    bvals, gradients = random_gradient_table(30, b=2000.0)
     clean = predict_signals(tensors, 100.0, bvals, gradients)
     noisy = np.abs(clean + rng.normal(0, 3.0, clean.shape))
     errors = {m: np.abs(fit_signals(noisy, bvals, gradients, m)[:, :6] - tensors).mean() for m in METHODS}
@@ -80,7 +75,7 @@ def test_eigen_decomposition_matches_lapack():
 def test_several_b0_volumes_are_averaged():
     # Exactly determined system: S0 must be the arithmetic mean of the b=0 volumes, not the first one.
     tensors = _random_tensors(1)
-    bvals, gradients = _table(6, n_b0=3)
+    bvals, gradients = random_gradient_table(6, n_b0=3)
     gradients[3:] = SIEMENS_6_RAS
     signal = predict_signals(tensors, 1000.0, bvals, gradients)[0]
     signal[:3] = [900.0, 1000.0, 1100.0]
@@ -91,7 +86,7 @@ def test_several_b0_volumes_are_averaged():
 
 
 def test_nonpositive_signal_and_signal_above_s0_stay_finite():
-    bvals, gradients = _table(6)
+    bvals, gradients = random_gradient_table(6)
     gradients[1:] = SIEMENS_6_RAS
     signals = np.array([[1000, 0, 500, 400, 300, 600, 500],      # zero signal
                         [1000, -20, 500, 400, 300, 600, 500],    # negative signal (after noise removal)
