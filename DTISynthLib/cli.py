@@ -65,6 +65,11 @@ def build_parser():
                         help="no pose, misregistration, deformation or diffusivity variation between subjects")
     cohort.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
 
+    atlas = what.add_parser("atlas", help="the embedded default atlas: ROI labels, T1-like, FA and b=0 templates")
+    atlas.add_argument("--out", required=True, help="output folder")
+    atlas.add_argument("--grid", type=parse_grid, default=PAPER_GRID, help="voxels (default 128x128x76)")
+    atlas.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
+
     pairs = jobs.add_parser("pairs", help="3-direction input and 6-direction target from a multi-direction scan")
     pairs.add_argument("dwi", help="multi-direction DWI (NIfTI + bval/bvec, NRRD or DICOM folder)")
     pairs.add_argument("--bval")
@@ -91,6 +96,10 @@ def main(argv=None):
             outputs = run_fit(args.dwi, args.out, args.bval, args.bvec, args.mask, args.method, args.maps,
                               args.format, args.eigenvalues, args.shell, reporter)
             reporter.result(outputs, f"wrote {len(outputs)} files to {args.out}")
+        elif args.job == "simulate" and args.what == "atlas":
+            from .cohort import write_atlas
+            outputs = write_atlas(args.out, args.grid)
+            reporter.result(outputs, f"wrote the atlas ({len(outputs)} files) to {args.out}")
         elif args.job == "simulate":
             from .cohort import write_cohort
             outputs = write_cohort(args.out, args.n, args.scheme, args.seed, args.snr, args.grid, args.sample_from,

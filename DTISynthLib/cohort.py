@@ -322,3 +322,33 @@ def write_cohort(out_dir, n, scheme="sampled", seed=0, snr=30.0, grid=PAPER_GRID
     if reporter:
         reporter.progress("simulate", 1.0, f"{n} subjects")
     return [Path(out_dir) / p for p in written]
+
+
+def phantom_atlas(grid=PAPER_GRID):
+    """DTISynth's embedded default atlas on `grid`, in MNI space (world = MNI152 RAS mm).
+
+    The phantom without pose, deformation or noise: (affine, ROI labels, T1-like template (0-1),
+    FA template, b=0 template). Issue 6 registers it to subjects through its FA / b=0 / T1 templates.
+    """
+    from .tensor_maps import compute_maps
+
+    subject = simulate_subject(draw_subject("atlas", 0, vary=False), "sampled", grid=grid, noise=False)
+    fa = compute_maps(subject.truth_tensor, names=("fa",))["fa"]
+    return subject.dti.affine, subject.labels, subject.t1, fa, subject.dti.data[..., 0]
+
+
+def write_atlas(out_dir, grid=PAPER_GRID):
+    """Write the embedded atlas (labels, T1-like, FA and b=0 templates, label table) atomically."""
+    affine, labels, t1, fa, b0 = phantom_atlas(grid)
+    with atomic_output_dir(out_dir) as staging:
+        save_volume(staging / "atlas_dseg.nii.gz", labels.astype(np.uint8), affine)
+        save_volume(staging / "atlas_T1like.nii.gz", t1, affine)
+        save_volume(staging / "atlas_FA.nii.gz", fa, affine)
+        save_volume(staging / "atlas_b0.nii.gz", b0, affine)
+        write_text_atomic(staging / "labels.tsv", label_table_tsv())
+        write_text_atomic(staging / "atlas.json", _json({
+            "space": "MNI152NLin2009aSym (RAS mm)", "grid": list(grid),
+            "source": "DTISynth digital brain phantom (MNI ICBM152 2009a tissue maps, Resources/Phantom)",
+            "rois": {roi.name: roi.label for roi in ROIS}, "generated_by": f"DTISynth {__version__}"}))
+        names = sorted(p.name for p in staging.iterdir())
+    return [Path(out_dir) / name for name in names]

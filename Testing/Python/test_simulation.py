@@ -221,3 +221,24 @@ def test_signals_match_dipy_multi_tensor():
                                      fractions=100 * share / share.sum(), snr=None)
         np.testing.assert_allclose(ours[n], peer, rtol=1e-9, err_msg=f"voxel {n}")
     assert k == 3
+
+
+def test_embedded_atlas_is_in_mni_space_with_templates(tmp_path):
+    from DTISynthLib.cohort import write_atlas
+    from DTISynthLib.dwi_files import load_volume
+
+    paths = write_atlas(tmp_path / "atlas", grid=SMALL)
+    assert sorted(p.name for p in paths) == ["atlas.json", "atlas_FA.nii.gz", "atlas_T1like.nii.gz", "atlas_b0.nii.gz",
+                                             "atlas_dseg.nii.gz", "labels.tsv"]
+    labels, affine = load_volume(tmp_path / "atlas" / "atlas_dseg.nii.gz")
+    fa, _ = load_volume(tmp_path / "atlas" / "atlas_FA.nii.gz")
+    t1, _ = load_volume(tmp_path / "atlas" / "atlas_T1like.nii.gz")
+    assert set(np.unique(labels).astype(int)) == set(range(10))  # background + 9 ROIs
+    # World coordinates are MNI: the voxel nearest each ROI centre carries that ROI's label.
+    for roi in ROIS:
+        ijk = np.round(np.linalg.solve(affine[:3, :3], np.asarray(roi.centre) - affine[:3, 3])).astype(int)
+        assert labels[tuple(ijk)] == roi.label, roi.name
+    assert fa[labels == 9].mean() > 0.45 and fa[np.isin(labels, (3, 4))].mean() < 0.4
+    assert 0 <= t1.min() and t1.max() <= 1 and t1[labels > 0].mean() > 0.3
+    table = (tmp_path / "atlas" / "labels.tsv").read_text().splitlines()
+    assert table[0] == "index\tname\troi" and len(table) == 10
