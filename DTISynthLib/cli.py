@@ -16,6 +16,19 @@ from .progress import ProgressReporter
 from .simulation import SCHEMES
 from .tensor_fit import METHODS
 from .tensor_maps import EIGEN_POLICIES, MAP_NAMES
+from .training import AMP_MODES
+from .training_data import INTENSITY_MODES
+
+
+def parse_grid_2d(text):
+    """'128x128' -> (128, 128)."""
+    try:
+        grid = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        grid = ()
+    if len(grid) != 2 or min(grid) < 8:
+        raise argparse.ArgumentTypeError(f"expected a slice grid like 128x128, not {text!r}")
+    return grid
 
 
 def parse_grid(text):
@@ -81,6 +94,37 @@ def build_parser():
     pairs.add_argument("--shell", type=float, help="shell to use in multi-shell data (s/mm^2)")
     pairs.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
 
+    train = jobs.add_parser("train", help="train pix2pix generators, one per DTI direction (runs under torchrun too)")
+    train.add_argument("--data", required=True, help="folder of <name>_acq-dwi3_dwi / <name>_acq-dti6_dwi pairs")
+    train.add_argument("--out", required=True, help="model folder (manifest.json + safetensors weights)")
+    train.add_argument("--direction", default="all", help="all (default) or a comma list of 1-6")
+    train.add_argument("--epochs", type=int, default=100, help="epochs at constant learning rate (default 100)")
+    train.add_argument("--decay-epochs", type=int, default=0, help="further epochs of linear decay (default 0)")
+    train.add_argument("--batch-size", type=int, default=1)
+    train.add_argument("--accumulate", type=int, default=1, help="micro-batches per optimiser step")
+    train.add_argument("--lr", type=float, default=2e-4)
+    train.add_argument("--lambda-l1", type=float, default=100.0)
+    train.add_argument("--ngf", type=int, default=64)
+    train.add_argument("--ndf", type=int, default=64)
+    train.add_argument("--depth", type=int, default=7, help="down-samplings: 7 for 128 x 128, 8 for 256 x 256")
+    train.add_argument("--grid", type=parse_grid_2d, help="slice grid H x W (default: from the data)")
+    train.add_argument("--intensity", choices=INTENSITY_MODES, default="paper",
+                       help="paper (raw, clipped at 255) or relative (signal / b=0, full precision)")
+    train.add_argument("--quantise-8bit", action="store_true", help="8-bit values, as the paper's PNG files")
+    train.add_argument("--validation-fraction", type=float, default=0.1)
+    train.add_argument("--no-register", action="store_true", help="the DWI is already on the DTI grid")
+    train.add_argument("--flip-augment", action="store_true",
+                       help="left-right flips, pairing each direction with its mirrored partner")
+    train.add_argument("--no-dropout", action="store_true")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--nondeterministic", action="store_true", help="allow faster non-deterministic kernels")
+    train.add_argument("--amp", choices=AMP_MODES, default="none", help="autocast: bf16 (CPU / GPU), fp16 (GPU)")
+    train.add_argument("--channels-last", action="store_true")
+    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument("--weights-dtype", choices=("float32", "float16"), default="float32")
+    train.add_argument("--resume", action="store_true", help="continue each direction from its last checkpoint")
+    train.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
+
     demo = jobs.add_parser("demo", help="simulate a phantom, fit it and write maps and a montage")
     demo.add_argument("--out", required=True, help="output folder")
     demo.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
@@ -112,6 +156,19 @@ def main(argv=None):
             angles = report["dwi3_angle_degrees"] + report["dti6_angle_degrees"]
             reporter.result(outputs, f"wrote {args.out}; largest angle from nominal {max(angles):.1f} degrees"
                             + "".join(f"\nwarning: {w}" for w in report["warnings"]))
+        elif args.job == "train":
+            from .train_job import describe, parse_directions, run_training
+            from .training import TrainConfig
+            from .training_data import Intensity
+            config = TrainConfig(epochs=args.epochs, decay_epochs=args.decay_epochs, lr=args.lr,
+                                 lambda_l1=args.lambda_l1, batch_size=args.batch_size, accumulate=args.accumulate,
+                                 ngf=args.ngf, ndf=args.ndf, depth=args.depth, dropout=not args.no_dropout,
+                                 seed=args.seed, deterministic=not args.nondeterministic, amp=args.amp,
+                                 channels_last=args.channels_last, flip_augment=args.flip_augment, device=args.device)
+            manifest = run_training(args.data, args.out, parse_directions(args.direction), config,
+                                    Intensity(args.intensity, args.quantise_8bit), args.grid, args.validation_fraction,
+                                    not args.no_register, args.resume, args.weights_dtype, reporter)
+            reporter.result([manifest], f"model package in {args.out}: {describe(args.out)}")
         elif args.job == "demo":
             from .demo import run_demo
             outputs, message = run_demo(args.out, reporter)

@@ -86,3 +86,19 @@ def rigid_difference(estimated, truth, points):
     expected = points @ truth[:3, :3].T + truth[:3, 3]
     distance = np.linalg.norm(moved - expected, axis=1)
     return float(angle), float(distance.mean()), float(distance.max())
+
+
+def resample_rigid(volume, moving_affine, fixed_affine, fixed_shape, matrix, order=1):
+    """Resample a moving volume (x, y, z[, n]) onto the fixed grid through a rigid RAS map `matrix`
+    (fixed world point x -> moving world point M x), trilinear by default, zero outside."""
+    from scipy import ndimage
+
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in fixed_shape[:3]], indexing="ij"), axis=0).reshape(3, -1)
+    world = fixed_affine[:3, :3] @ ijk + fixed_affine[:3, 3:4]
+    moving_world = matrix[:3, :3] @ world + matrix[:3, 3:4]
+    moving_ijk = np.linalg.solve(moving_affine[:3, :3], moving_world - moving_affine[:3, 3:4])
+    volume = np.asarray(volume, dtype=np.float32)
+    channels = volume.reshape(volume.shape[:3] + (-1,))
+    out = np.stack([ndimage.map_coordinates(channels[..., c], moving_ijk, order=order, mode="constant", cval=0.0)
+                    for c in range(channels.shape[3])], axis=-1)
+    return out.reshape(tuple(fixed_shape[:3]) + volume.shape[3:]).astype(np.float32)
