@@ -1,0 +1,180 @@
+"""Training: loss decrease, resume equivalence, distributed equivalence, packages, flips."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from DTISynthLib.cohort import draw_subject, simulate_subject, write_cohort
+from DTISynthLib.errors import InputError
+from DTISynthLib.model_package import load_generators, read_manifest
+from DTISynthLib.train_job import run_training
+from DTISynthLib.training import Pix2PixTrainer, TrainConfig
+from DTISynthLib.training_data import (Intensity, find_pairs, flip_pair_index, load_subject_slices,
+                                       split_subjects)
+
+from ddp_worker import tiny_data
+
+HERE = Path(__file__).resolve().parent
+TINY = dict(ngf=4, ndf=4, depth=5)
+
+
+def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(tmp_path):
+    x, y = tiny_data(n=2)
+    config = TrainConfig(epochs=1, dropout=False, seed=1, lr=1e-3, ngf=8, ndf=4, depth=5)  # a test-scale lr
+    trainer = Pix2PixTrainer(config, 0, (x, y), None, tmp_path)
+    batch = [(torch.from_numpy(x), torch.from_numpy(y[:, :1]))]
+    l1 = [trainer.train_step(batch)[2] for _ in range(40)]
+    assert l1[-1] < 0.6 * l1[0], (l1[0], l1[-1])  # measured 0.349 -> 0.183
+
+
+def _states(trainer):
+    return {**{f"G.{k}": v for k, v in trainer.g_module.state_dict().items()},
+            **{f"D.{k}": v for k, v in trainer.d_module.state_dict().items()}}
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
+    data = tiny_data(n=6)
+    validation = tiny_data(n=2, seed=1)
+    config = TrainConfig(epochs=2, decay_epochs=1, seed=5, **TINY)  # with dropout: RNG state must resume too
+    straight = Pix2PixTrainer(config, 1, data, validation, tmp_path / "a")
+    straight.run()
+    first = Pix2PixTrainer(TrainConfig(epochs=1, seed=5, **TINY), 1, data, validation, tmp_path / "b")
+    first.run()  # "interrupted" after epoch 1
+    resumed = Pix2PixTrainer(config, 1, data, validation, tmp_path / "b")
+    resumed.run(resume=True)
+    assert resumed.epoch == 3
+    a, b = _states(straight), _states(resumed)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert straight.history == [dict(h, seconds=s["seconds"]) for h, s in zip(resumed.history, straight.history)]
+    log = (tmp_path / "b" / "training_log_direction_2.csv").read_text().splitlines()
+    assert len(log) == 4 and log[0].startswith("epoch,lr,loss_D")
+
+
+def test_two_process_ddp_matches_single_process_with_the_same_global_batch(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parents[1]), str(HERE)]), OMP_NUM_THREADS="1")
+    single = subprocess.run([sys.executable, str(HERE / "ddp_worker.py"), str(tmp_path / "single"), "2"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(HERE / "ddp_worker.py"), str(tmp_path / "ddp"), "1"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    a = load_file(str(tmp_path / "single" / "params.safetensors"))
+    b = load_file(str(tmp_path / "ddp" / "params.safetensors"))
+    initial = load_file(str(tmp_path / "single" / "initial.safetensors"))
+    assert a.keys() == b.keys() == initial.keys()
+    moved = max(float((a[n] - initial[n]).abs().max()) for n in a)
+    differs = max(float((a[n] - b[n]).abs().max()) for n in a)
+    assert moved > 5e-4  # training changed the weights (measured 1.8e-3), so agreement means something
+    assert differs < 1e-3 * moved, (differs, moved)  # measured 1.1e-7: float summation order only
+
+
+@pytest.fixture(scope="module")
+def tiny_cohort(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cohort")
+    write_cohort(folder, 3, "sampled", seed=2, grid=(32, 32, 19))
+    return folder
+
+
+def test_slices_split_by_subject_and_intensity_modes(tiny_cohort):
+    pairs = find_pairs(tiny_cohort)
+    assert [p.subject for p in pairs] == ["sub-001", "sub-002", "sub-003"]
+    training, validation = split_subjects([p.subject for p in pairs], 0.34, seed=0)
+    assert len(validation) == 1 and not set(training) & set(validation)
+    x, y, info = load_subject_slices(pairs[0], Intensity("paper"), (32, 32))
+    assert x.shape == (19, 3, 32, 32) and y.shape == (19, 6, 32, 32)
+    assert x.min() >= -1 and x.max() <= 1 and info["correlation"] > 0.9
+    paper_8bit = Intensity("paper", quantise_8bit=True)
+    x8, _, _ = load_subject_slices(pairs[0], paper_8bit, (32, 32))
+    values = np.unique((x8 + 1) * 127.5)
+    np.testing.assert_allclose(values, np.round(values), atol=1e-3)  # 8-bit levels only
+    xr, yr, _ = load_subject_slices(pairs[0], Intensity("relative"), (32, 32))
+    assert xr.max() <= 1 and yr.max() <= 1 and not np.allclose(xr, x)
+
+
+def test_intensity_round_trip():
+    signal = np.array([[0.0, 100.0, 254.0, 300.0]])
+    b0 = np.array([[0.0, 400.0, 400.0, 400.0]])
+    paper = Intensity("paper")
+    np.testing.assert_allclose(paper.from_network(paper.to_network(signal, b0), b0), [[0, 100, 254, 255]], atol=1e-4)
+    relative = Intensity("relative")
+    np.testing.assert_allclose(relative.from_network(relative.to_network(signal, b0), b0), [[0, 100, 254, 300]],
+                               atol=1e-3)
+
+
+def test_flip_pairs_mirror_directions_on_a_symmetric_phantom():
+    assert [flip_pair_index(i) for i in range(6)] == [1, 0, 2, 3, 5, 4]
+    # A left-right mirrored (1, 0, 1) image is a (-1, 0, 1) image: on the (nearly) symmetric phantom,
+    # flipped direction 2 must look like direction 1, much more than unflipped direction 2 does.
+    subject = simulate_subject(draw_subject("s", 1, vary=False), "syn", grid=(64, 64, 38), noise=False)
+    d1, d2 = subject.dti.data[..., 1], subject.dti.data[..., 2]
+    brain = subject.tissue.sum(-1) > 0.5
+    mirrored = np.flip(d2, axis=0)  # axis 0 is x (left-right) on the axial scanner grid
+    error_flipped = np.abs(mirrored - d1)[brain].mean()
+    error_unflipped = np.abs(np.flip(d1, axis=0) - d1)[brain].mean()
+    assert error_flipped < 0.3 * error_unflipped, (error_flipped, error_unflipped)
+
+
+def test_package_round_trip_and_the_loader_refuses_tampering(tmp_path, tiny_cohort):
+    config = TrainConfig(epochs=1, seed=0, **TINY)
+    manifest_path = run_training(tiny_cohort, tmp_path / "m", [1, 3], config, Intensity("relative"), grid=(32, 32),
+                                 validation_fraction=0.34, weights_dtype="float16")
+    manifest = read_manifest(tmp_path / "m")
+    assert [d["index"] for d in manifest["directions"]] == [1, 3]
+    assert manifest["intensity"] == {"mode": "relative", "quantise_8bit": False} and manifest["grid"] == [32, 32]
+    assert manifest["b_value"] == 1000.0 and len(manifest["training"]["validation_subjects"]) == 1
+    assert {"val_L1", "val_PSNR", "val_SSIM"} <= set(manifest["directions"][0]["validation"])
+    generators, _ = load_generators(tmp_path / "m")
+    assert sorted(generators) == [1, 3] and not generators[1].training
+    out = generators[3](torch.zeros(1, 3, 32, 32))
+    assert out.shape == (1, 1, 32, 32)
+
+    weights = tmp_path / "m" / "direction_3.safetensors"
+    original = weights.read_bytes()
+    tampered = bytearray(original)
+    tampered[-10] ^= 0xFF
+    weights.write_bytes(bytes(tampered))
+    with pytest.raises(InputError, match=r"direction_3.safetensors: expected SHA-256 .* found SHA-256"):
+        load_generators(tmp_path / "m")
+    weights.write_bytes(original)
+
+    text = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps(dict(text, format_version=99)))
+    with pytest.raises(InputError, match=r"manifest.json: expected format_version 1 .* found format_version 99"):
+        load_generators(tmp_path / "m")
+    manifest_path.write_text(json.dumps(dict(text, format="pickle")))
+    with pytest.raises(InputError, match="expected format 'dtisynth-pix2pix'"):
+        load_generators(tmp_path / "m")
+    manifest_path.write_text(json.dumps(text))
+    garbage = b"\x80\x04not safetensors"
+    weights.write_bytes(garbage)
+    entry = next(d for d in text["directions"] if d["index"] == 3)
+    import hashlib
+    entry["sha256"] = hashlib.sha256(garbage).hexdigest()
+    manifest_path.write_text(json.dumps(text))
+    with pytest.raises(InputError, match="expected a safetensors weights file"):
+        load_generators(tmp_path / "m", directions=[3])
+
+
+def test_train_command_and_resume(tmp_path, tiny_cohort):
+    command = [sys.executable, "-m", "DTISynthLib", "train", "--data", str(tiny_cohort), "--out", str(tmp_path / "m"),
+               "--direction", "2", "--ngf", "4", "--ndf", "4", "--depth", "5", "--validation-fraction", "0.34",
+               "--jsonl"]
+    first = subprocess.run(command + ["--epochs", "1"], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(command + ["--epochs", "2", "--resume"], capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    events = [json.loads(line) for line in second.stdout.splitlines()]
+    assert any("resumed after epoch 1" in e.get("message", "") for e in events)
+    log = (tmp_path / "m" / "training_log_direction_2.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in log[1:]] == ["1", "2"]
+    assert read_manifest(tmp_path / "m")["directions"][0]["epochs_trained"] == 2
