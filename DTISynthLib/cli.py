@@ -16,7 +16,7 @@ from .progress import ProgressReporter
 from .simulation import SCHEMES
 from .tensor_fit import METHODS
 from .tensor_maps import EIGEN_POLICIES, MAP_NAMES
-from .training import AMP_MODES
+from .train_config import AMP_MODES
 from .training_data import INTENSITY_MODES
 
 
@@ -157,8 +157,8 @@ def main(argv=None):
             reporter.result(outputs, f"wrote {args.out}; largest angle from nominal {max(angles):.1f} degrees"
                             + "".join(f"\nwarning: {w}" for w in report["warnings"]))
         elif args.job == "train":
+            from .train_config import TrainConfig
             from .train_job import describe, parse_directions, run_training
-            from .training import TrainConfig
             from .training_data import Intensity
             config = TrainConfig(epochs=args.epochs, decay_epochs=args.decay_epochs, lr=args.lr,
                                  lambda_l1=args.lambda_l1, batch_size=args.batch_size, accumulate=args.accumulate,

@@ -19,15 +19,30 @@ from scipy import ndimage
 
 from . import __version__
 from .atomic import atomic_output_dir, write_text_atomic
-from .brain_phantom import (MAX_FIBRES, NUCLEUS_DIFFUSIVITY, ROI_GROUPS, ROIS, fibre_compartments, roi_labels,
-                            sample_tissue, tissue_atlas)
+from .brain_phantom import (
+    MAX_FIBRES,
+    NUCLEUS_DIFFUSIVITY,
+    ROI_GROUPS,
+    ROIS,
+    fibre_compartments,
+    roi_labels,
+    sample_tissue,
+    tissue_atlas,
+)
 from .dwi import DWI
 from .dwi_files import save_dwi, save_tensor, save_volume
 from .errors import InputError
 from .gradient_schemes import dti_6, dwi_3
 from .numerical_phantom import rotation_matrix
-from .simulation import (SCHEMES, add_rician_noise, build_voxel_tissue, eigenvalues_for, random_choices,
-                         reference_pools, simulate_signals)
+from .simulation import (
+    SCHEMES,
+    add_rician_noise,
+    build_voxel_tissue,
+    eigenvalues_for,
+    random_choices,
+    reference_pools,
+    simulate_signals,
+)
 from .tensor_fit import fit_signals
 
 PAPER_GRID = (128, 128, 76)

@@ -14,7 +14,6 @@ Voxels outside the mask, or with an all-zero tensor, are zero in every map; noth
 
 import numpy as np
 
-
 MAP_NAMES = ("fa", "md", "ad", "rd", "color", "v1", "evals", "s0")
 EIGEN_POLICIES = ("keep", "clip")
 CHUNK_VOXELS = 8192  # about 0.5 kB of float64 temporaries per voxel

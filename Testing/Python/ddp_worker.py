@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from DTISynthLib.training import Pix2PixTrainer, TrainConfig
+from DTISynthLib.train_config import TrainConfig
+from DTISynthLib.training import Pix2PixTrainer
 
 
 def tiny_data(n=8, size=32, seed=0):

@@ -2,14 +2,13 @@
 
 import numpy as np
 import pytest
+from conftest import random_gradient_table
 
 from DTISynthLib.dwi import check_dwi
 from DTISynthLib.dwi_files import load_dwi, load_tensor, load_volume, save_dwi, save_tensor, save_volume
 from DTISynthLib.numerical_phantom import LABELS, make_fibre_phantom
 from DTISynthLib.tensor_fit import fit_tensors
 from DTISynthLib.tensor_maps import compute_maps
-
-from conftest import random_gradient_table
 
 FORMATS = ["dwi.nii.gz", "dwi.nii", "dwi.nrrd", "dwi.nhdr"]
 

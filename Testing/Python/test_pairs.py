@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import random_gradient_table
 
 from DTISynthLib.dwi import DWI, check_dwi
 from DTISynthLib.dwi_files import load_dwi
@@ -13,8 +14,6 @@ from DTISynthLib.errors import InputError
 from DTISynthLib.gradient_schemes import AXES_3_RAS, SIEMENS_6_RAS
 from DTISynthLib.numerical_phantom import make_fibre_phantom
 from DTISynthLib.pairs import make_pairs, nearest_volumes
-
-from conftest import random_gradient_table
 from DTISynthLib.tensor_fit import predict_signals
 
 

@@ -7,6 +7,7 @@ policy.
 
 import numpy as np
 import pytest
+from conftest import run_mrtrix
 
 from DTISynthLib.brain_mask import brain_mask
 from DTISynthLib.dwi import check_dwi
@@ -14,8 +15,6 @@ from DTISynthLib.dwi_files import load_dwi, save_dwi, save_volume
 from DTISynthLib.numerical_phantom import make_fibre_phantom
 from DTISynthLib.tensor_fit import fit_tensors
 from DTISynthLib.tensor_maps import compute_maps
-
-from conftest import run_mrtrix
 
 FA_TOL = 1e-4
 MD_TOL = 1e-4 * 1e-3  # mm^2/s

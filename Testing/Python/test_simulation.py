@@ -6,14 +6,20 @@ import numpy as np
 import pytest
 
 from DTISynthLib.brain_phantom import LABELS, ROI_GROUPS, ROIS, fibre_compartments, sample_tissue
-from DTISynthLib.cohort import (PAPER_GRID, draw_subject, scanner_affine, simulate_subject,
-                                subject_tissue, write_cohort)
+from DTISynthLib.cohort import PAPER_GRID, draw_subject, scanner_affine, simulate_subject, subject_tissue, write_cohort
 from DTISynthLib.dwi import check_dwi
 from DTISynthLib.dwi_files import load_dwi, save_dwi
 from DTISynthLib.gradient_schemes import dti_6
 from DTISynthLib.registration import register_rigid, rigid_difference
-from DTISynthLib.simulation import (FREE_WATER, SYN_EIGENVALUES, eigenvalues_for, pools_from_fit,
-                                    random_choices, reference_pools, simulate_signals)
+from DTISynthLib.simulation import (
+    FREE_WATER,
+    SYN_EIGENVALUES,
+    eigenvalues_for,
+    pools_from_fit,
+    random_choices,
+    reference_pools,
+    simulate_signals,
+)
 from DTISynthLib.tensor_fit import fit_tensors
 from DTISynthLib.tensor_maps import compute_maps
 

@@ -1,15 +1,21 @@
 import numpy as np
 import pytest
+from conftest import random_gradient_table
 
 from DTISynthLib.dwi import DWI, check_dwi, select_shell, shells
 from DTISynthLib.errors import InputError
 from DTISynthLib.gradient_schemes import SIEMENS_6_RAS
 from DTISynthLib.numerical_phantom import make_fibre_phantom
-from DTISynthLib.tensor_fit import (METHODS, design_matrix, fit_signals, fit_tensors, predict_signals, solve_spd,
-                                    tensor6_to_matrix)
+from DTISynthLib.tensor_fit import (
+    METHODS,
+    design_matrix,
+    fit_signals,
+    fit_tensors,
+    predict_signals,
+    solve_spd,
+    tensor6_to_matrix,
+)
 from DTISynthLib.tensor_maps import compute_maps, eigen_decompose
-
-from conftest import random_gradient_table
 
 
 def _random_tensors(n, seed=0):

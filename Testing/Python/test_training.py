@@ -9,17 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ddp_worker import tiny_data
 from safetensors.torch import load_file
 
 from DTISynthLib.cohort import draw_subject, simulate_subject, write_cohort
 from DTISynthLib.errors import InputError
 from DTISynthLib.model_package import load_generators, read_manifest
+from DTISynthLib.train_config import TrainConfig
 from DTISynthLib.train_job import run_training
-from DTISynthLib.training import Pix2PixTrainer, TrainConfig
-from DTISynthLib.training_data import (Intensity, find_pairs, flip_pair_index, load_subject_slices,
-                                       split_subjects)
-
-from ddp_worker import tiny_data
+from DTISynthLib.training import Pix2PixTrainer
+from DTISynthLib.training_data import Intensity, find_pairs, flip_pair_index, load_subject_slices, split_subjects
 
 HERE = Path(__file__).resolve().parent
 TINY = dict(ngf=4, ndf=4, depth=5)
