@@ -125,6 +125,17 @@ def build_parser():
     train.add_argument("--resume", action="store_true", help="continue each direction from its last checkpoint")
     train.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
 
+    synth = jobs.add_parser("synthesize", help="synthesize a 6-direction DTI from a 3-direction DWI, with maps")
+    synth.add_argument("--dwi", required=True, help="3-direction DWI with b=0 (NIfTI + bval/bvec, NRRD or DICOM folder)")
+    synth.add_argument("--bval")
+    synth.add_argument("--bvec")
+    synth.add_argument("--b0", help="reference b=0 to register the DWI to (default: the DWI's own b=0)")
+    synth.add_argument("--models", help="model folder (default: the shipped demo set)")
+    synth.add_argument("--out", required=True, help="output folder")
+    synth.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    synth.add_argument("--force-b", action="store_true", help="accept a b-value other than the models'")
+    synth.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
+
     demo = jobs.add_parser("demo", help="simulate a phantom, fit it and write maps and a montage")
     demo.add_argument("--out", required=True, help="output folder")
     demo.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
@@ -169,6 +180,11 @@ def main(argv=None):
                                     Intensity(args.intensity, args.quantise_8bit), args.grid, args.validation_fraction,
                                     not args.no_register, args.resume, args.weights_dtype, reporter)
             reporter.result([manifest], f"model package in {args.out}: {describe(args.out)}")
+        elif args.job == "synthesize":
+            from .synthesis import run_synthesis
+            outputs, report = run_synthesis(args.dwi, args.out, args.b0, args.models, args.device, args.force_b,
+                                            args.bval, args.bvec, reporter)
+            reporter.result(outputs, f"synthetic DTI in {args.out}" + "".join(f"\nwarning: {w}" for w in report["warnings"]))
         elif args.job == "demo":
             from .demo import run_demo
             outputs, message = run_demo(args.out, reporter)

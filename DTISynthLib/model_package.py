@@ -19,6 +19,7 @@ from .atomic import write_text_atomic
 from .errors import InputError
 
 FORMAT = "dtisynth-pix2pix"
+DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "demo"  # the shipped demo set
 FORMAT_VERSION = 1
 
 
@@ -97,7 +98,7 @@ def load_generators(folder, directions=None, device="cpu"):
         if actual != entry["sha256"]:
             raise InputError(path, f"SHA-256 {entry['sha256']} from manifest.json", f"SHA-256 {actual}")
         try:
-            state = load_file(str(path), device=device)
+            state = load_file(str(path), device=str(device))
         except (SafetensorError, OSError, ValueError) as exc:
             raise InputError(path, "a safetensors weights file", f"unreadable content ({exc})") from None
         generator = build_generator(manifest["architecture"]).to(device)

@@ -1,0 +1,207 @@
+"""The synthesis pipeline: assembly, frames, registration, resampling, determinism, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from DTISynthLib import synthesis
+from DTISynthLib.cohort import draw_subject, simulate_subject, write_cohort
+from DTISynthLib.dwi import DWI, check_dwi
+from DTISynthLib.errors import InputError
+from DTISynthLib.gradient_schemes import SIEMENS_6_RAS
+from DTISynthLib.registration import resample_rigid, rigid_difference
+from DTISynthLib.synthesis import ModelGrid, TorchGenerators, synthesize_dwi, write_synthesis
+from DTISynthLib.tensor_fit import fit_tensors
+from DTISynthLib.tensor_maps import compute_maps
+from DTISynthLib.training_data import Intensity
+
+GRID = (64, 64, 38)
+
+
+class FakeTruthGenerators:
+    """A named fake generator: returns the true target slices of each direction (network units).
+
+    It proves the assembly (intensity mapping, gradient table, frames) independently of model quality.
+    """
+
+    def __init__(self, dti, intensity):
+        units = intensity.to_network(dti.data[..., 1:], dti.mean_b0()[..., None])  # (x, y, z, 6)
+        self.units = np.transpose(units, (2, 3, 1, 0))  # (z, 6, y, x)
+
+    def predict(self, direction, inputs, slice_indices):
+        assert inputs.shape[1] == 3
+        return self.units[slice_indices, direction - 1]
+
+
+def manifest_for(affine, grid, intensity="relative"):
+    return {"b_value": 1000.0, "grid": list(grid[:2]), "voxel_size_mm": np.linalg.norm(affine[:3, :3], axis=0).tolist(),
+            "intensity": {"mode": intensity, "quantise_8bit": False},
+            "directions": [{"index": i + 1, "gradient_ras": g.tolist()} for i, g in enumerate(SIEMENS_6_RAS)]}
+
+
+@pytest.fixture(scope="module")
+def still_subject():
+    """Noise-free, no motion: the DWI and the DTI see the same head."""
+    return simulate_subject(draw_subject("sub-001", 4, vary=False), "sampled", grid=GRID, noise=False)
+
+
+def test_truth_stub_reproduces_the_ground_truth_tensors(still_subject):
+    subject = still_subject
+    manifest = manifest_for(subject.dti.affine, GRID)
+    fake = FakeTruthGenerators(subject.dti, Intensity("relative"))
+    result = synthesize_dwi(check_dwi(subject.dwi), fake, manifest)
+    dti = result.dti
+    np.testing.assert_allclose(dti.gradients[1:], SIEMENS_6_RAS)
+    np.testing.assert_allclose(dti.bvals, [0] + [1000] * 6)
+    brain = subject.tissue.sum(-1) > 0.5
+    np.testing.assert_allclose(dti.data[brain], subject.dti.data[brain], rtol=1e-5, atol=1e-3)
+    tensor = fit_tensors(check_dwi(dti), brain).tensor
+    fa = compute_maps(tensor, brain, ("fa",))["fa"]
+    true_fa = compute_maps(subject.truth_tensor, brain, ("fa",))["fa"]
+    assert np.abs(fa - true_fa)[brain].max() < 1e-4
+    np.testing.assert_allclose(tensor[brain], subject.truth_tensor[brain], atol=1e-8)
+    assert result.report["registration"]["performed"] is False
+    assert result.report["axis_angle_degrees"] == [0.0, 0.0, 0.0]
+
+
+def test_registration_to_a_separate_b0_recovers_the_misregistration():
+    subject = simulate_subject(draw_subject("sub-002", 11, snr=40.0), "sampled", grid=GRID)
+    manifest = manifest_for(subject.dti.affine, GRID)
+    fake = FakeTruthGenerators(subject.dti, Intensity("relative"))
+    b0 = (subject.dti.mean_b0(), subject.dti.affine, "dti_b0.nii.gz")
+    result = synthesize_dwi(check_dwi(subject.dwi), fake, manifest, b0=b0)
+    matrix = np.asarray(result.report["registration"]["matrix_ras"])
+    points = np.argwhere(subject.tissue.sum(-1) > 0.5) @ subject.dti.affine[:3, :3].T + subject.dti.affine[:3, 3]
+    angle, _, max_mm = rigid_difference(matrix, subject.parameters.misregistration, points)
+    assert angle < 0.5 and max_mm < 0.5, (angle, max_mm)
+    assert result.report["registration"]["correlation"] > 0.9
+    np.testing.assert_array_equal(result.dti.data[..., 0], subject.dti.mean_b0())  # the reference b=0
+
+
+def test_model_grid_resampling_round_trip(still_subject):
+    subject = still_subject
+    grid = ModelGrid.for_native(subject.dti.affine, GRID, (128, 128), (1.72, 1.72))
+    assert grid.shape == (128, 128, 38)
+    np.testing.assert_allclose(np.linalg.norm(grid.affine[:3, :3], axis=0), [1.72, 1.72, 4.0], atol=1e-6)
+    # same centre of the field of view
+    centre = lambda a, s: a[:3, :3] @ ((np.asarray(s) - 1) / 2) + a[:3, 3]  # noqa: E731
+    np.testing.assert_allclose(centre(grid.affine, grid.shape), centre(subject.dti.affine, GRID), atol=1e-9)
+    b0 = subject.dti.mean_b0()
+    there = resample_rigid(b0, subject.dti.affine, grid.affine, grid.shape, np.eye(4))
+    back = resample_rigid(there, grid.affine, subject.dti.affine, GRID, np.eye(4))
+    brain = subject.tissue.sum(-1) > 0.9
+    interior = brain & np.roll(brain, 1, 0) & np.roll(brain, -1, 0) & np.roll(brain, 1, 1) & np.roll(brain, -1, 1)
+    assert np.abs(back - b0)[interior].mean() < 0.05 * b0[interior].mean()
+    native = ModelGrid.for_native(subject.dti.affine, GRID, GRID[:2], np.linalg.norm(subject.dti.affine[:3, :3], axis=0))
+    assert native.is_native(subject.dti.affine, GRID)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    from DTISynthLib.train_config import TrainConfig
+    from DTISynthLib.train_job import run_training
+
+    folder = tmp_path_factory.mktemp("models")
+    write_cohort(folder / "cohort", 2, "sampled", seed=1, grid=(32, 32, 19))
+    run_training(folder / "cohort", folder / "m", list(range(1, 7)), TrainConfig(epochs=1, ngf=4, ndf=4, depth=5),
+                 Intensity("relative"), grid=(32, 32), validation_fraction=0.5)
+    return folder / "m"
+
+
+def test_real_models_give_identical_output_on_repeated_runs(tmp_path, tiny_models):
+    subject = simulate_subject(draw_subject("sub-003", 2), "sampled", grid=(32, 32, 19))
+    generators = TorchGenerators(tiny_models, "cpu")
+    first = synthesize_dwi(check_dwi(subject.dwi), generators, generators.manifest)
+    second = synthesize_dwi(check_dwi(subject.dwi), TorchGenerators(tiny_models, "cpu"), generators.manifest)
+    assert np.array_equal(first.dti.data, second.dti.data)
+    assert not np.array_equal(first.dti.data[..., 1], first.dti.data[..., 2])  # six different models
+    written = write_synthesis(tmp_path / "out", first)
+    names = {p.relative_to(tmp_path / "out").as_posix() for p in written}
+    assert {"synthetic_dti.nii.gz", "synthetic_dti.bval", "synthetic_dti.bvec", "synthetic_dti.nrrd",
+            "maps/fa.nii.gz", "maps/color_fa.nii.gz", "maps/tensor.nii.gz", "synthesis.json"} <= names
+
+
+def _dwi(bvals, gradients, shape=(16, 16, 8), source="dwi.nii.gz"):
+    data = np.full(shape + (len(bvals),), 100.0, np.float32)
+    data[..., 0] = 300.0
+    return check_dwi(DWI(data, np.eye(4), np.asarray(bvals, float), np.asarray(gradients, float), source))
+
+
+def test_bad_inputs_are_refused_with_clear_messages():
+    manifest = manifest_for(np.eye(4), (16, 16))
+    xyz = np.vstack([np.zeros(3), np.eye(3)])
+    with pytest.raises(InputError, match=r"dwi.nii.gz: expected b = 1000 s/mm\^2 like the models .* found b = 2000"):
+        synthesize_dwi(_dwi([0, 2000, 2000, 2000], xyz), None, manifest)
+    with pytest.raises(InputError, match="expected three diffusion-weighted volumes"):
+        synthesize_dwi(_dwi([0, 1000, 1000], xyz[:3]), None, manifest)
+    coplanar = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [np.sqrt(0.5), np.sqrt(0.5), 0]])
+    with pytest.raises(InputError, match="expected three non-coplanar diffusion directions"):
+        synthesize_dwi(_dwi([0, 1000, 1000, 1000], coplanar), None, manifest)
+    tilt = np.radians(40)
+    far = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [np.sin(tilt), 0, np.cos(tilt)]])
+    with pytest.raises(InputError, match=r"within 30 degrees of the scanner's z axis.*40.0 degrees"):
+        synthesize_dwi(_dwi([0, 1000, 1000, 1000], far), None, manifest)
+
+
+def test_forced_b_value_and_tilted_direction_are_reported(still_subject):
+    subject = still_subject
+    manifest = dict(manifest_for(subject.dti.affine, GRID), b_value=800.0)
+    tilt = np.radians(15)
+    dwi = check_dwi(subject.dwi)
+    dwi.gradients[3] = [np.sin(tilt), 0, np.cos(tilt)]
+    fake = FakeTruthGenerators(subject.dti, Intensity("relative"))
+    result = synthesize_dwi(dwi, fake, manifest, force_b=True)
+    assert any("z direction 15.0 degrees" in w for w in result.report["warnings"])
+    assert any("b-value 1000 differs from the models' 800 (forced)" in w for w in result.report["warnings"])
+
+
+def test_b0_that_does_not_overlap_or_does_not_register_is_refused(still_subject):
+    subject = still_subject
+    manifest = manifest_for(subject.dti.affine, GRID)
+    far_affine = subject.dti.affine.copy()
+    far_affine[0, 3] += 500.0
+    with pytest.raises(InputError, match=r"far_b0.nii.gz: expected a b=0 overlapping the DWI.*found 0% overlap"):
+        synthesize_dwi(check_dwi(subject.dwi), None, manifest, b0=(subject.dti.mean_b0(), far_affine, "far_b0.nii.gz"))
+    noise = np.random.default_rng(0).uniform(0, 1000, GRID).astype(np.float32)
+    with pytest.raises(InputError, match=r"noise_b0.nii.gz: expected a b=0 the DWI registers to.*correlation"):
+        synthesize_dwi(check_dwi(subject.dwi), None, manifest, b0=(noise, subject.dti.affine, "noise_b0.nii.gz"))
+
+
+def test_failure_while_writing_leaves_no_partial_results(tmp_path, still_subject, monkeypatch):
+    subject = still_subject
+    fake = FakeTruthGenerators(subject.dti, Intensity("relative"))
+    result = synthesize_dwi(check_dwi(subject.dwi), fake, manifest_for(subject.dti.affine, GRID))
+    calls = {"n": 0}
+    real = synthesis.save_volume
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synthesis, "save_volume", failing)
+    with pytest.raises(OSError, match="No space left"):
+        write_synthesis(tmp_path / "out", result)
+    assert not any(p.is_file() for p in (tmp_path / "out").rglob("*"))
+
+
+def test_synthesize_command_with_a_corrupt_models_folder(tmp_path, tiny_models, still_subject):
+    import shutil
+    import subprocess
+    import sys
+
+    from DTISynthLib.dwi_files import save_dwi
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models)
+    save_dwi(tmp_path / "dwi.nii.gz", check_dwi(still_subject.dwi))
+    (models / "direction_4.safetensors").write_bytes(b"corrupt")
+    run = subprocess.run([sys.executable, "-m", "DTISynthLib", "synthesize", "--dwi", str(tmp_path / "dwi.nii.gz"),
+                          "--models", str(models), "--out", str(tmp_path / "out"), "--jsonl"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2
+    event = json.loads(run.stdout.splitlines()[-1])
+    assert event["event"] == "error" and "direction_4.safetensors: expected SHA-256" in event["message"]
+    assert not (tmp_path / "out").exists()
