@@ -35,6 +35,11 @@ def _umask():
     return mask
 
 
+def set_default_permissions(path):
+    """Give a file made through a private temporary file the permissions a plain open() would."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def write_text_atomic(path, text):
     """Write `text` to `path` through a temporary file in the same folder and a rename."""
     path = Path(path)
@@ -42,7 +47,7 @@ def write_text_atomic(path, text):
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
+        set_default_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -134,6 +134,8 @@ def build_parser():
     synth.add_argument("--out", required=True, help="output folder")
     synth.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     synth.add_argument("--force-b", action="store_true", help="accept a b-value other than the models'")
+    synth.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                       help="fp32 (default) or bf16 autocast + channels_last (faster, ~1e-2 network units apart)")
     synth.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
 
     demo = jobs.add_parser("demo", help="simulate a phantom, fit it and write maps and a montage")
@@ -183,7 +185,7 @@ def main(argv=None):
         elif args.job == "synthesize":
             from .synthesis import run_synthesis
             outputs, report = run_synthesis(args.dwi, args.out, args.b0, args.models, args.device, args.force_b,
-                                            args.bval, args.bvec, reporter)
+                                            args.bval, args.bvec, reporter, args.precision)
             reporter.result(outputs, f"synthetic DTI in {args.out}" + "".join(f"\nwarning: {w}" for w in report["warnings"]))
         elif args.job == "demo":
             from .demo import run_demo

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_text_atomic
+from .atomic import set_default_permissions, write_text_atomic
 from .errors import InputError
 
 FORMAT = "dtisynth-pix2pix"
@@ -42,6 +42,7 @@ def save_generator_weights(path, state_dict, dtype="float32"):
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata={"format": FORMAT, "dtype": dtype})
+    set_default_permissions(tmp)
     tmp.replace(path)
     return sha256_file(path)
 

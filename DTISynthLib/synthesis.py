@@ -33,7 +33,7 @@ from .gradient_schemes import AXES_3_RAS
 from .registration import register_rigid, resample_rigid
 from .tensor_fit import fit_tensors
 from .tensor_maps import compute_maps
-from .training_data import Intensity
+from .training_data import Intensity, brain_floor
 
 ANGLE_WARNING_DEGREES = 10.0
 ANGLE_LIMIT_DEGREES = 30.0
@@ -94,27 +94,42 @@ class ModelGrid:
         return tuple(native_shape[:3]) == self.shape and np.allclose(native_affine, self.affine, atol=1e-6)
 
 
-class TorchGenerators:
-    """The generators of a verified model package: predict(direction, inputs, slice_indices)."""
+PRECISIONS = ("fp32", "bf16")
 
-    def __init__(self, models_dir, device="auto", batch_size=16):
+
+class TorchGenerators:
+    """The generators of a verified model package: predict(direction, inputs, slice_indices).
+
+    precision "fp32" (default: full precision, deterministic on one machine) or "bf16" (autocast and
+    channels_last: faster on recent CPUs and GPUs, outputs differ from fp32 by ~1e-2 network units).
+    """
+
+    def __init__(self, models_dir, device="auto", batch_size=16, precision="fp32"):
         import torch
 
         from .model_package import load_generators
 
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if device == "auto" else device))
         self.generators, self.manifest = load_generators(models_dir, device=self.device)
         self.batch_size = batch_size
+        self.precision = precision
+        if precision == "bf16":
+            for model in self.generators.values():
+                model.to(memory_format=torch.channels_last)
 
     def predict(self, direction, inputs, slice_indices):
         import torch
 
         model = self.generators[direction]
         outputs = []
-        with torch.no_grad():
+        memory_format = torch.channels_last if self.precision == "bf16" else torch.contiguous_format
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             for start in range(0, len(inputs), self.batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(inputs[start:start + self.batch_size])).to(self.device)
+                x = torch.from_numpy(np.ascontiguousarray(inputs[start:start + self.batch_size])).to(
+                    self.device, memory_format=memory_format)
                 outputs.append(model(x)[:, 0].float().cpu().numpy())
         return np.concatenate(outputs)
 
@@ -179,14 +194,16 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
         resample_rigid(reference, ref_affine, grid.affine, grid.shape, np.eye(4))
     intensity = Intensity(**manifest["intensity"])
     inputs = np.transpose(intensity.to_network(moved[..., 1:], moved[..., :1]), (2, 3, 1, 0))  # (z, 3, y, x)
-    slices = np.arange(inputs.shape[0])
-    progress("resample", 1.0)
+    # Slices without signal in the reference b=0 are background: not run through the models, zero.
+    slices = np.flatnonzero((ref_on_grid > brain_floor(ref_on_grid)).any(axis=(0, 1)))
+    report["slices_synthesized"] = int(slices.size)
+    progress("resample", 1.0, f"{slices.size} of {inputs.shape[0]} slices hold signal")
     entries = sorted(manifest["directions"], key=lambda d: d["index"])
-    synthetic = np.empty(grid.shape + (len(entries),), dtype=np.float32)
+    synthetic = np.zeros(grid.shape + (len(entries),), dtype=np.float32)
     for k, entry in enumerate(entries):
         progress("synthesize", k / len(entries), f"direction {entry['index']}")
-        units = generators.predict(entry["index"], inputs, slices)  # (z, y, x)
-        synthetic[..., k] = intensity.from_network(np.transpose(units, (2, 1, 0)), ref_on_grid)
+        units = generators.predict(entry["index"], inputs[slices], slices)  # (n, y, x)
+        synthetic[:, :, slices, k] = intensity.from_network(np.transpose(units, (2, 1, 0)), ref_on_grid[:, :, slices])
     progress("synthesize", 1.0, f"{len(entries)} directions")
     if not grid.is_native(ref_affine, reference.shape):
         synthetic = resample_rigid(synthetic, grid.affine, ref_affine, reference.shape, np.eye(4))
@@ -239,7 +256,7 @@ def load_reference_b0(path, dwi):
 
 
 def run_synthesis(dwi_path, out_dir, b0_path=None, models_dir=None, device="auto", force_b=False, bval=None,
-                  bvec=None, reporter=None):
+                  bvec=None, reporter=None, precision="fp32"):
     """The `dtisynth synthesize` job; returns the written paths and the report."""
     from .dwi_files import load_dwi
     from .model_package import DEFAULT_MODELS
@@ -249,9 +266,10 @@ def run_synthesis(dwi_path, out_dir, b0_path=None, models_dir=None, device="auto
     dwi = load_dwi(dwi_path, bval, bvec)
     b0 = load_reference_b0(b0_path, dwi) if b0_path else None
     models_dir = models_dir or DEFAULT_MODELS
-    generators = TorchGenerators(models_dir, device)
+    generators = TorchGenerators(models_dir, device, precision=precision)
     progress("load", 1.0, f"models {models_dir} on {generators.device}")
     result = synthesize_dwi(dwi, generators, generators.manifest, b0, force_b, reporter)
     result.report.update(models=str(models_dir), device=str(generators.device),
-                         deterministic="eval mode (dropout off, batch-norm running statistics), float32")
+                         precision=precision,
+                         deterministic="eval mode: dropout off, batch-norm running statistics")
     return write_synthesis(out_dir, result, reporter=reporter), result.report

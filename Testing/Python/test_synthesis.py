@@ -205,3 +205,35 @@ def test_synthesize_command_with_a_corrupt_models_folder(tmp_path, tiny_models, 
     event = json.loads(run.stdout.splitlines()[-1])
     assert event["event"] == "error" and "direction_4.safetensors: expected SHA-256" in event["message"]
     assert not (tmp_path / "out").exists()
+
+
+def test_shipped_demo_models_are_verified_small_and_useful():
+    from DTISynthLib.model_package import DEFAULT_MODELS, read_manifest
+
+    manifest = read_manifest(DEFAULT_MODELS)
+    assert [d["index"] for d in manifest["directions"]] == [1, 2, 3, 4, 5, 6]
+    size = sum((DEFAULT_MODELS / d["file"]).stat().st_size for d in manifest["directions"])
+    assert size <= 40 * 2**20, size
+    for entry in manifest["directions"]:
+        assert {"val_L1", "val_PSNR", "val_SSIM"} <= set(entry["validation"]), entry["index"]
+        np.testing.assert_allclose(entry["gradient_ras"], SIEMENS_6_RAS[entry["index"] - 1], atol=1e-9)
+    generators = TorchGenerators(DEFAULT_MODELS, "cpu")  # every checksum verified on load
+    # An unseen subject (its seed is not in the training cohort) and its noise-free twin (same seed).
+    params = draw_subject("sub-009", 424242)
+    subject = simulate_subject(params, "sampled")
+    clean = simulate_subject(params, "sampled", noise=False)
+    b0 = (subject.dti.mean_b0(), subject.dti.affine, "b0")
+    dti = synthesize_dwi(check_dwi(subject.dwi), generators, manifest, b0=b0).dti
+    # Direction-specific contrast was learned: in white matter every direction beats an oracle that knows
+    # the true mean over the six directions but nothing directional (measured error ratios 0.45-0.71).
+    white = subject.tissue[..., 0] > 0.8
+    isotropic = clean.dti.data[..., 1:].mean(axis=-1)
+    for k in range(1, 7):
+        truth = clean.dti.data[..., k][white]
+        model_error = np.abs(dti.data[..., k][white] - truth).mean()
+        oracle_error = np.abs(isotropic[white] - truth).mean()
+        assert model_error < 0.8 * oracle_error, (k, model_error, oracle_error)
+    brain = subject.tissue[..., :2].sum(-1) > 0.8
+    md = compute_maps(fit_tensors(check_dwi(dti), brain).tensor, brain, ("md",))["md"]
+    true_md = compute_maps(subject.truth_tensor, brain, ("md",))["md"]
+    assert abs(np.median(md[brain]) / np.median(true_md[brain]) - 1) < 0.1

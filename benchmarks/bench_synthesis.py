@@ -1,0 +1,131 @@
+"""End-to-end synthesis of one full-size subject (128 x 128 x 76) with paper-size models (ngf 64):
+registration + inference + fit + maps, DTISynth against a paper-style pipeline, in one run.
+
+Paper-style: the same registration, then 8-bit PNG slices of the DWI, per-slice batch-1 inference
+reading each PNG, 8-bit PNG outputs, re-assembly from the PNGs, then the same tensor fit and maps.
+Each pipeline runs in its own process (wall time, peak RSS). The models have random weights: this
+measures speed, not quality. Targets (issue 5): <= 15 s, peak RSS <= 3 GB, >= 3x the paper-style.
+
+    .venv/bin/python benchmarks/bench_synthesis.py [--repeats 2] [--keep DIR]
+"""
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_tensor_fit import run_measured  # noqa: E402  (one way to time a process and its peak RSS)
+
+
+def make_inputs(work):
+    import torch
+
+    from DTISynthLib.cohort import draw_subject, simulate_subject
+    from DTISynthLib.dwi import check_dwi
+    from DTISynthLib.dwi_files import save_dwi, save_volume
+    from DTISynthLib.gradient_schemes import AXES_3_RAS, SIEMENS_6_RAS
+    from DTISynthLib.model_package import save_generator_weights, write_manifest
+    from DTISynthLib.networks import UNetGenerator, init_weights
+
+    subject = simulate_subject(draw_subject("sub-001", 3), "sampled")
+    save_dwi(work / "dwi.nii.gz", check_dwi(subject.dwi))
+    save_volume(work / "b0.nii.gz", subject.dti.mean_b0(), subject.dti.affine)
+    models = work / "models"
+    models.mkdir()
+    torch.manual_seed(0)
+    entries = []
+    for i in range(6):
+        sha = save_generator_weights(models / f"direction_{i + 1}.safetensors",
+                                     init_weights(UNetGenerator(3, 1, 64, 7)).state_dict(), "float16")
+        entries.append({"index": i + 1, "gradient_ras": SIEMENS_6_RAS[i].tolist(), "sha256": sha, "dtype": "float16",
+                        "file": f"direction_{i + 1}.safetensors", "validation": {}})
+    write_manifest(models, {"architecture": {"generator": {"in_channels": 3, "out_channels": 1, "ngf": 64, "depth": 7,
+                                                           "dropout": True}, "discriminator": {"ndf": 64, "n_layers": 3}},
+                            "intensity": {"mode": "paper", "quantise_8bit": False}, "grid": [128, 128],
+                            "voxel_size_mm": [1.71875, 1.71875, 2.0], "b_value": 1000.0,
+                            "input_directions": AXES_3_RAS.tolist(), "directions": entries})
+
+
+def paper_style(work, out):
+    """The seed paper's way, scripted: register, PNG slices, batch-1 inference per PNG, re-assemble, fit."""
+    import torch
+    from PIL import Image
+
+    from DTISynthLib.dwi import DWI
+    from DTISynthLib.dwi_files import load_dwi, load_volume
+    from DTISynthLib.model_package import load_generators
+    from DTISynthLib.registration import register_rigid, resample_rigid
+    from DTISynthLib.synthesis import SynthesisResult, write_synthesis
+
+    out = Path(out)
+    png = out / "png"
+    png.mkdir(parents=True)
+    dwi = load_dwi(work / "dwi.nii.gz")
+    b0, affine = load_volume(work / "b0.nii.gz")
+    reg = register_rigid(b0, affine, dwi.mean_b0(), dwi.affine)
+    moved = resample_rigid(dwi.data[..., 1:4], dwi.affine, affine, b0.shape, reg.matrix)
+    for k in range(moved.shape[2]):
+        rgb = np.clip(np.round(np.transpose(moved[:, :, k], (1, 0, 2))), 0, 255).astype(np.uint8)
+        Image.fromarray(rgb).save(png / f"slice_{k:03d}.png")
+    generators, manifest = load_generators(work / "models")
+    synthetic = np.zeros(b0.shape + (6,), np.float32)
+    with torch.no_grad():
+        for d in range(1, 7):
+            for k in range(moved.shape[2]):
+                image = np.asarray(Image.open(png / f"slice_{k:03d}.png"), np.float32) / 127.5 - 1
+                x = torch.from_numpy(image.transpose(2, 0, 1).copy())[None]
+                y = generators[d](x)[0, 0].numpy()
+                Image.fromarray(np.round((y + 1) * 127.5).astype(np.uint8)).save(png / f"d{d}_{k:03d}.png")
+        for d in range(1, 7):
+            for k in range(moved.shape[2]):
+                synthetic[:, :, k, d - 1] = np.asarray(Image.open(png / f"d{d}_{k:03d}.png"), np.float32).T
+    data = np.concatenate([b0[..., None], synthetic], axis=-1)
+    bvals = np.r_[0.0, np.full(6, 1000.0)]
+    gradients = np.vstack([np.zeros(3), [e["gradient_ras"] for e in manifest["directions"]]])
+    write_synthesis(out / "result", SynthesisResult(DWI(data, affine, bvals, gradients), {}))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--keep", help="folder for inputs and outputs (default: temporary)")
+    args = parser.parse_args()
+    work = Path(args.keep or tempfile.mkdtemp(prefix="dtisynth-synth-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "models" / "manifest.json").exists():
+        make_inputs(work)
+    me = Path(__file__).resolve()
+    rows = {}
+    for r in range(args.repeats):
+        for precision in ("fp32", "bf16"):
+            wall, rss, _ = run_measured([sys.executable, "-m", "DTISynthLib", "synthesize", "--dwi", work / "dwi.nii.gz",
+                                         "--b0", work / "b0.nii.gz", "--models", work / "models", "--device", "cpu",
+                                         "--precision", precision, "--out", work / f"ours_{precision}_{r}"])
+            rows.setdefault(f"DTISynth synthesize ({precision})", []).append((wall, rss))
+        wall, rss, _ = run_measured([sys.executable, me, "--paper-style", work, work / f"paper_{r}"])
+        rows.setdefault("paper-style (PNG, batch 1, 8-bit)", []).append((wall, rss))
+    paper = statistics.median(t for t, _ in rows["paper-style (PNG, batch 1, 8-bit)"])
+    print(f"\nSynthesis end to end, 128x128x76, paper-size generators (ngf 64, 6 x 41.8 M parameters), CPU, "
+          f"{args.repeats} repeats, {time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"{'pipeline':40} {'median s':>9} {'min s':>7} {'peak RSS MiB':>13} {'speed-up':>9}")
+    for name, values in rows.items():
+        times = [t for t, _ in values]
+        print(f"{name:40} {statistics.median(times):9.2f} {min(times):7.2f} {max(m for _, m in values):13.0f} "
+              f"{paper / statistics.median(times):9.2f}")
+    print("targets: <= 15 s, <= 3072 MiB, >= 3x the paper-style; no GPU on this machine")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--paper-style":
+        paper_style(Path(sys.argv[2]), sys.argv[3])
+    else:
+        sys.exit(main())
