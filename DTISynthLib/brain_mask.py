@@ -25,10 +25,22 @@ def otsu_threshold(values, bins=256):
 
 def brain_mask(b0, median_radius=2, passes=2):
     """Boolean (x, y, z) brain mask of a mean b=0 volume."""
-    smoothed = np.asarray(b0, dtype=np.float32)
+    b0 = np.asarray(b0, dtype=np.float32)
+    # Median filtering is the cost: do it only in the box around the head (rough Otsu threshold),
+    # padded by the filters' reach; outside it every voxel is background anyway.
+    rough = b0 > otsu_threshold(b0)
+    box = tuple(slice(0, n) for n in b0.shape)
+    if rough.any():
+        reach = median_radius * passes + 2
+        corners = np.argwhere(rough)
+        low, high = np.maximum(corners.min(0) - reach, 0), np.minimum(corners.max(0) + reach + 1, b0.shape)
+        box = tuple(slice(a, b) for a, b in zip(low, high))
+    smoothed = np.zeros_like(b0)
+    inner = b0[box]
     for _ in range(passes):
-        smoothed = ndimage.median_filter(smoothed, size=2 * median_radius + 1)
-    mask = smoothed > otsu_threshold(smoothed)
+        inner = ndimage.median_filter(inner, size=2 * median_radius + 1)
+    smoothed[box] = inner
+    mask = smoothed > otsu_threshold(inner)
     labels, count = ndimage.label(mask)
     if count > 1:
         sizes = np.bincount(labels.ravel())

@@ -124,7 +124,8 @@ def _write(path, data, header):
     path = Path(path)
     detached = path.suffix == ".nhdr"
     custom = {k: "string" for k in header if k.startswith("DWMRI") or k == "modality"}
-    nrrd.write(str(path), data, header, detached_header=detached, index_order="F", custom_field_map=custom)
+    nrrd.write(str(path), data, header, detached_header=detached, index_order="F", custom_field_map=custom,
+               compression_level=1)  # gzip level 1: several times faster than 9, files ~10 % larger
 
 
 def write_nrrd_tensor(path, tensor6, affine):

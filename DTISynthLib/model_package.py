@@ -102,12 +102,19 @@ def load_generators(folder, directions=None, device="cpu"):
             state = load_file(str(path), device=str(device))
         except (SafetensorError, OSError, ValueError) as exc:
             raise InputError(path, "a safetensors weights file", f"unreadable content ({exc})") from None
-        generator = build_generator(manifest["architecture"]).to(device)
+        import torch
+
+        with torch.device("meta"):  # no random initialisation of weights about to be replaced
+            generator = build_generator(manifest["architecture"])
         template = generator.state_dict()
         if set(state) != set(template):
             raise InputError(path, f"the weights of the manifest's architecture ({len(template)} tensors)",
                              f"{len(state)} tensors, {len(set(state) ^ set(template))} names differing")
-        generator.load_state_dict({k: v.to(template[k].dtype) for k, v in state.items()})
+        wrong = [k for k, v in state.items() if tuple(v.shape) != tuple(template[k].shape)]
+        if wrong:
+            raise InputError(path, "tensor shapes of the manifest's architecture",
+                             f"{wrong[0]} of shape {tuple(state[wrong[0]].shape)}, not {tuple(template[wrong[0]].shape)}")
+        generator.load_state_dict({k: v.to(template[k].dtype) for k, v in state.items()}, assign=True)
         generators[entry["index"]] = generator.eval()
     return generators, manifest
 

