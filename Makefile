@@ -29,3 +29,4 @@ benchmark: $(VENV)/.test-installed
 	$(BIN)/python benchmarks/bench_tensor_fit.py
 	$(BIN)/python benchmarks/bench_simulation.py
 	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_synthesis.py
