@@ -20,26 +20,20 @@ from .train_config import AMP_MODES
 from .training_data import INTENSITY_MODES
 
 
-def parse_grid_2d(text):
-    """'128x128' -> (128, 128)."""
+def parse_grid(text, dims=3):
+    """'128x128x76' -> (128, 128, 76); with dims=2, '128x128' -> (128, 128). Each size at least 8."""
     try:
         grid = tuple(int(v) for v in text.lower().split("x"))
     except ValueError:
         grid = ()
-    if len(grid) != 2 or min(grid) < 8:
-        raise argparse.ArgumentTypeError(f"expected a slice grid like 128x128, not {text!r}")
+    if len(grid) != dims or min(grid) < 8:
+        example = "x".join(["128", "128", "76"][:dims])
+        raise argparse.ArgumentTypeError(f"expected a grid like {example} (each at least 8), not {text!r}")
     return grid
 
 
-def parse_grid(text):
-    """'128x128x76' -> (128, 128, 76)."""
-    try:
-        grid = tuple(int(v) for v in text.lower().split("x"))
-    except ValueError:
-        grid = ()
-    if len(grid) != 3 or min(grid) < 8:
-        raise argparse.ArgumentTypeError(f"expected a grid like 128x128x76 (each at least 8), not {text!r}")
-    return grid
+def parse_slice_grid(text):
+    return parse_grid(text, dims=2)
 
 
 def build_parser():
@@ -107,7 +101,7 @@ def build_parser():
     train.add_argument("--ngf", type=int, default=64)
     train.add_argument("--ndf", type=int, default=64)
     train.add_argument("--depth", type=int, default=7, help="down-samplings: 7 for 128 x 128, 8 for 256 x 256")
-    train.add_argument("--grid", type=parse_grid_2d, help="slice grid H x W (default: from the data)")
+    train.add_argument("--grid", type=parse_slice_grid, help="slice grid H x W (default: from the data)")
     train.add_argument("--intensity", choices=INTENSITY_MODES, default="paper",
                        help="paper (raw, clipped at 255) or relative (signal / b=0, full precision)")
     train.add_argument("--quantise-8bit", action="store_true", help="8-bit values, as the paper's PNG files")

@@ -11,6 +11,20 @@ SHARED = Path(os.environ.get("DTISYNTH_SHARED", REPO.parent / "shared"))
 REAL_DATASETS = ["dev_philips_achieva_b2000", "dev_siemens_prisma_xa30_PA_b2500", "dev_siemens_prisma_xa30_AP_b2500"]
 
 
+def fail_on_call(monkeypatch, module, name, call_number, error):
+    """Make module.name raise `error` on its call_number-th call (a disk that fills up midway)."""
+    real = getattr(module, name)
+    calls = {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call_number:
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, failing)
+
+
 def random_gradient_table(n_directions, b=1000.0, seed=1, n_b0=1):
     """(bvals, gradients): n_b0 b=0 volumes, then random unit directions (RAS) at b (s/mm^2)."""
     g = np.random.default_rng(seed).normal(size=(n_directions, 3))

@@ -10,6 +10,7 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import fail_on_call
 
 from DTISynthLib import fit_job
 from DTISynthLib.dwi import check_dwi
@@ -170,16 +171,7 @@ def test_failure_midway_leaves_no_partial_output_and_inputs_untouched(tmp_path, 
     out.mkdir()
     (out / "fa.nii.gz").write_bytes(b"an earlier result the user keeps")
     inputs_before = _checksums(path.parent)
-    calls = {"n": 0}
-    real_save = fit_job.save_volume
-
-    def failing_save(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise OSError("disk full")
-        return real_save(*args, **kwargs)
-
-    monkeypatch.setattr(fit_job, "save_volume", failing_save)
+    fail_on_call(monkeypatch, fit_job, "save_volume", 4, OSError("disk full"))
     with pytest.raises(OSError, match="disk full"):
         fit_job.run_fit(path, out)
     assert sorted(p.name for p in out.iterdir()) == ["fa.nii.gz"]

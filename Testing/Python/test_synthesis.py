@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import fail_on_call
 
 from DTISynthLib import synthesis
 from DTISynthLib.cohort import draw_subject, simulate_subject, write_cohort
@@ -172,16 +173,7 @@ def test_failure_while_writing_leaves_no_partial_results(tmp_path, still_subject
     subject = still_subject
     fake = FakeTruthGenerators(subject.dti, Intensity("relative"))
     result = synthesize_dwi(check_dwi(subject.dwi), fake, manifest_for(subject.dti.affine, GRID))
-    calls = {"n": 0}
-    real = synthesis.save_volume
-
-    def failing(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise OSError("No space left on device")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(synthesis, "save_volume", failing)
+    fail_on_call(monkeypatch, synthesis, "save_volume", 3, OSError("No space left on device"))
     with pytest.raises(OSError, match="No space left"):
         write_synthesis(tmp_path / "out", result)
     assert not any(p.is_file() for p in (tmp_path / "out").rglob("*"))
