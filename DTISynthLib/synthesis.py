@@ -186,11 +186,14 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
                              f"correlation {result.correlation:.2f} after registration")
         progress("register", 1.0, f"correlation {result.correlation:.3f}")
     grid = ModelGrid.for_native(ref_affine, reference.shape, manifest["grid"], manifest["voxel_size_mm"])
-    native = grid.is_native(ref_affine, reference.shape) and b0 is None
-    progress("resample", 0.0, "onto the model grid" if not native else "native grid is the model grid")
+    reference_is_model_grid = grid.is_native(ref_affine, reference.shape)
+    progress("resample", 0.0, "native grid is the model grid" if reference_is_model_grid else "onto the model grid")
     stack = np.concatenate([dwi_b0[..., None], weighted], axis=-1)
-    moved = stack if native else resample_rigid(stack, dwi.affine, grid.affine, grid.shape, matrix)
-    ref_on_grid = reference if grid.is_native(ref_affine, reference.shape) else \
+    if reference_is_model_grid and b0 is None:
+        moved = stack  # the DWI is its own reference and already on the model grid
+    else:
+        moved = resample_rigid(stack, dwi.affine, grid.affine, grid.shape, matrix)
+    ref_on_grid = reference if reference_is_model_grid else \
         resample_rigid(reference, ref_affine, grid.affine, grid.shape, np.eye(4))
     intensity = Intensity(**manifest["intensity"])
     inputs = np.transpose(intensity.to_network(moved[..., 1:], moved[..., :1]), (2, 3, 1, 0))  # (z, 3, y, x)
@@ -206,7 +209,7 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
         units = generators.predict(entry["index"], inputs[slices], slices)  # (n, y, x)
         synthetic[:, :, slices, k] = intensity.from_network(np.transpose(units, (2, 1, 0)), ref_on_grid[:, :, slices])
     progress("synthesize", 1.0, f"{len(entries)} directions")
-    if not grid.is_native(ref_affine, reference.shape):
+    if not reference_is_model_grid:
         synthetic = resample_rigid(synthetic, grid.affine, ref_affine, reference.shape, np.eye(4))
     bvals = np.r_[0.0, np.full(len(entries), b_model)]
     gradients = np.vstack([np.zeros(3), [e["gradient_ras"] for e in entries]])
@@ -238,7 +241,7 @@ def write_synthesis(out_dir, result, maps=("fa", "md", "ad", "rd", "color", "v1"
     return [Path(out_dir) / n for n in names]
 
 
-def load_reference_b0(path, dwi):
+def load_reference_b0(path):
     """A separate b=0 volume (3D, or the first volume of a 4D file) as (volume, affine, source)."""
     from .dwi_files import file_format
     from .io_nifti import read_nifti
@@ -265,7 +268,7 @@ def run_synthesis(dwi_path, out_dir, b0_path=None, models_dir=None, device="auto
     progress = reporter.progress if reporter else (lambda *a, **k: None)
     progress("load", 0.0, f"reading {dwi_path}")
     dwi = load_dwi(dwi_path, bval, bvec)
-    b0 = load_reference_b0(b0_path, dwi) if b0_path else None
+    b0 = load_reference_b0(b0_path) if b0_path else None
     models_dir = models_dir or DEFAULT_MODELS
     generators = TorchGenerators(models_dir, device, precision=precision)
     progress("load", 1.0, f"models {models_dir} on {generators.device}")

@@ -291,7 +291,7 @@ class Pix2PixTrainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         fields = ["epoch", "lr", "loss_D", "loss_G_GAN", "loss_G_L1", "val_L1", "val_PSNR", "val_SSIM", "seconds"]
         new = not path.exists() or row["epoch"] == 1
-        rows = [] if new else list(csv.DictReader(path.open()))[: row["epoch"] - 1]
+        rows = [] if new else list(csv.DictReader(path.read_text().splitlines()))[: row["epoch"] - 1]
         rows.append({k: row.get(k, "") for k in fields})
         text = ",".join(fields) + "\n" + "".join(",".join(str(r.get(k, "")) for k in fields) + "\n" for r in rows)
         write_text_atomic(path, text)
