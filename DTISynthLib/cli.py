@@ -14,6 +14,7 @@ from .gradient_schemes import DEFAULT_B
 from .pairs import MODES
 from .progress import ProgressReporter
 from .simulation import SCHEMES
+from .synthesis import PRECISIONS
 from .tensor_fit import METHODS
 from .tensor_maps import EIGEN_POLICIES, MAP_NAMES
 from .train_config import AMP_MODES
@@ -128,8 +129,9 @@ def build_parser():
     synth.add_argument("--out", required=True, help="output folder")
     synth.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     synth.add_argument("--force-b", action="store_true", help="accept a b-value other than the models'")
-    synth.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                       help="fp32 (default) or bf16 autocast + channels_last (faster, ~1e-2 network units apart)")
+    synth.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="auto (default: bf16 where the hardware computes it natively, else fp32), fp32, or bf16 "
+                            "(autocast + channels_last with an fp32 output layer)")
     synth.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
 
     demo = jobs.add_parser("demo", help="simulate a phantom, fit it and write maps and a montage")
@@ -177,12 +179,15 @@ def main(argv=None):
                                     not args.no_register, args.resume, args.weights_dtype, reporter)
             reporter.result([manifest], f"model package in {args.out}: {describe(args.out)}")
         elif args.job == "synthesize":
-            from .synthesis import run_synthesis
+            from .synthesis import keep_freed_heap_memory, run_synthesis
+            keep_freed_heap_memory()
             outputs, report = run_synthesis(args.dwi, args.out, args.b0, args.models, args.device, args.force_b,
                                             args.bval, args.bvec, reporter, args.precision)
             reporter.result(outputs, f"synthetic DTI in {args.out}" + "".join(f"\nwarning: {w}" for w in report["warnings"]))
         elif args.job == "demo":
             from .demo import run_demo
+            from .synthesis import keep_freed_heap_memory
+            keep_freed_heap_memory()
             outputs, message = run_demo(args.out, reporter)
             reporter.result(outputs, message)
     except (InputError, ValueError) as exc:

@@ -41,11 +41,12 @@ def load_dwi(path, bval=None, bvec=None):
     return check_dwi(dwi)
 
 
-def save_dwi(path, dwi):
-    """Write a DWI as NIfTI + bval / bvec or as Slicer NRRD, by file name. Returns written paths."""
+def save_dwi(path, dwi, compress_nrrd=True):
+    """Write a DWI as NIfTI + bval / bvec (.nii.gz compressed) or as Slicer NRRD (gzip unless
+    compress_nrrd is False), by file name. Returns written paths."""
     if file_format(path) == "nifti":
         return io_nifti.write_nifti_dwi(path, dwi)
-    return io_nrrd.write_nrrd_dwi(path, dwi)
+    return io_nrrd.write_nrrd_dwi(path, dwi, compress_nrrd)
 
 
 def load_volume(path):

@@ -37,25 +37,54 @@ class RigidResult:
     correlation: float
 
 
-def register_rigid(fixed, fixed_affine, moving, moving_affine, seed=0):
-    """Rigidly register `moving` to `fixed` (3D arrays with RAS affines)."""
+LEVEL_VOXEL_MM = (7.0, 3.5)
+
+
+def pyramid_levels(voxel_mm):
+    """Shrink factors and smoothing sigmas (mm) of the registration pyramid for a fixed image of
+    `voxel_mm` (its finest spacing): levels near 7 and 3.5 mm voxels, the native grid when coarser.
+
+    Rigid alignment of smooth b=0 images needs no finer level: on full-size phantoms (1.72 mm) the
+    3.5 mm finest level recovers the recorded misregistration as well as a native-resolution level
+    (max error 0.015-0.022 mm against 0.012-0.021 mm) in half the time.
+    """
+    shrinks = sorted({max(1, round(target / voxel_mm)) for target in LEVEL_VOXEL_MM}, reverse=True)
+    return shrinks, [0.0 if f == 1 else f * voxel_mm / 3.5 for f in shrinks]
+
+
+def register_rigid(fixed, fixed_affine, moving, moving_affine, seed=1):
+    """Rigidly register `moving` to `fixed` (3D arrays with RAS affines).
+
+    seed: the metric's sampling seed; 0 is refused because SimpleITK reads it as "seed from the wall
+    clock", which made repeated registrations differ by up to 0.05 mm.
+    """
+    if seed == 0:
+        raise ValueError("seed 0 means a wall-clock seed in SimpleITK; pass a fixed non-zero seed")
     fixed_img, moving_img = to_sitk(fixed, fixed_affine), to_sitk(moving, moving_affine)
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
     method.SetMetricSamplingStrategy(method.REGULAR)
-    method.SetMetricSamplingPercentage(0.2, seed)  # 0.02 mm from 0.5 at full size, twice as fast
+    method.SetMetricSamplingPercentage(0.5, seed)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=300,
                                                     relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
     method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([4, 2, 1])
-    method.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
+    shrinks, sigmas = pyramid_levels(min(np.linalg.norm(np.asarray(fixed_affine)[:3, :3], axis=0)))
+    method.SetShrinkFactorsPerLevel(shrinks)
+    method.SetSmoothingSigmasPerLevel(sigmas)
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     method.SetNumberOfThreads(1)
     initial = sitk.CenteredTransformInitializer(fixed_img, moving_img, sitk.Euler3DTransform(),
                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
     method.SetInitialTransform(initial, inPlace=False)
-    transform = method.Execute(fixed_img, moving_img)
+    # ITK's threaded metric and moment sums vary in the last bit (1e-14 mm) from run to run; one thread
+    # everywhere makes the result, and so the synthesis, bit-identical on repeated runs.
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        transform = method.Execute(fixed_img, moving_img)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     matrix = _FLIP @ transform_to_matrix(transform) @ _FLIP
     resampled = sitk.GetArrayFromImage(sitk.Resample(moving_img, fixed_img, transform, sitk.sitkLinear, 0.0))
     fixed_array = sitk.GetArrayFromImage(fixed_img)
@@ -88,17 +117,27 @@ def rigid_difference(estimated, truth, points):
     return float(angle), float(distance.mean()), float(distance.max())
 
 
-def resample_rigid(volume, moving_affine, fixed_affine, fixed_shape, matrix, order=1):
+def resample_rigid(volume, moving_affine, fixed_affine, fixed_shape, matrix, order=1, workers=2):
     """Resample a moving volume (x, y, z[, n]) onto the fixed grid through a rigid RAS map `matrix`
-    (fixed world point x -> moving world point M x), trilinear by default, zero outside."""
+    (fixed world point x -> moving world point M x), trilinear by default, zero outside.
+
+    Fixed voxel index -> moving voxel index is one affine map, so scipy's affine_transform evaluates it
+    per voxel without a coordinate array; volumes run on `workers` threads (scipy releases the GIL).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from scipy import ndimage
 
-    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in fixed_shape[:3]], indexing="ij"), axis=0).reshape(3, -1)
-    world = fixed_affine[:3, :3] @ ijk + fixed_affine[:3, 3:4]
-    moving_world = matrix[:3, :3] @ world + matrix[:3, 3:4]
-    moving_ijk = np.linalg.solve(moving_affine[:3, :3], moving_world - moving_affine[:3, 3:4])
+    to_moving = np.linalg.inv(moving_affine) @ matrix @ fixed_affine  # fixed ijk -> moving ijk
     volume = np.asarray(volume, dtype=np.float32)
     channels = volume.reshape(volume.shape[:3] + (-1,))
-    out = np.stack([ndimage.map_coordinates(channels[..., c], moving_ijk, order=order, mode="constant", cval=0.0)
-                    for c in range(channels.shape[3])], axis=-1)
-    return out.reshape(tuple(fixed_shape[:3]) + volume.shape[3:]).astype(np.float32)
+    out = np.empty(tuple(fixed_shape[:3]) + (channels.shape[3],), dtype=np.float32)
+
+    def one(c):
+        out[..., c] = ndimage.affine_transform(np.ascontiguousarray(channels[..., c]), to_moving[:3, :3],
+                                               to_moving[:3, 3], output_shape=tuple(fixed_shape[:3]),
+                                               output=np.float32, order=order, mode="constant", cval=0.0)
+
+    with ThreadPoolExecutor(max(1, min(workers, channels.shape[3]))) as pool:
+        list(pool.map(one, range(channels.shape[3])))
+    return out.reshape(tuple(fixed_shape[:3]) + volume.shape[3:])

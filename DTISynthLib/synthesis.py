@@ -18,6 +18,7 @@ Frames: all gradient vectors are RAS world vectors (as everywhere in memory).
 """
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,44 +95,124 @@ class ModelGrid:
         return tuple(native_shape[:3]) == self.shape and np.allclose(native_affine, self.affine, atol=1e-6)
 
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def bf16_is_native(device):
+    """Whether `device` (a torch.device) computes bfloat16 in hardware (AMX / AVX512-BF16 CPUs, CUDA
+    GPUs from Ampere on); elsewhere bf16 is emulated and slower than fp32."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and \
+        bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 class TorchGenerators:
     """The generators of a verified model package: predict(direction, inputs, slice_indices).
 
-    precision "fp32" (default: full precision, deterministic on one machine) or "bf16" (autocast and
-    channels_last: faster on recent CPUs and GPUs, outputs differ from fp32 by ~1e-2 network units).
+    The manifest is read at once (a bad one fails before any work); torch and the weights load on a
+    background thread, overlapping the DWI's loading and registration (which release the GIL), and
+    predict() waits for them.
+
+    precision: "fp32" (full precision throughout) or "bf16" (autocast and channels_last; the output
+    layer and tanh stay in fp32, so outputs are not quantised to bf16's 8-bit mantissa; differences
+    from fp32 are stated in the README), or "auto" (default): bf16 where the hardware computes it
+    natively, fp32 elsewhere. Either way eval mode makes outputs deterministic on one machine.
     """
 
-    def __init__(self, models_dir, device="auto", batch_size=16, precision="fp32"):
+    def __init__(self, models_dir, device="auto", batch_size=16, precision="auto"):
+        from .model_package import read_manifest
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        self.manifest = read_manifest(models_dir)
+        self.batch_size = batch_size
+        pool = ThreadPoolExecutor(1, thread_name_prefix="dtisynth-load-models")
+        self._loading = pool.submit(self._load, models_dir, device, precision)
+        pool.shutdown(wait=False)
+
+    @staticmethod
+    def _load(models_dir, device, precision):
         import torch
 
         from .model_package import load_generators
 
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if device == "auto" else device))
-        self.generators, self.manifest = load_generators(models_dir, device=self.device)
-        self.batch_size = batch_size
-        self.precision = precision
+        device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                              ("cpu" if device == "auto" else device))
+        generators, _ = load_generators(models_dir, device=device)
+        if precision == "auto":
+            precision = "bf16" if bf16_is_native(device) else "fp32"
         if precision == "bf16":
-            for model in self.generators.values():
+            for model in generators.values():
                 model.to(memory_format=torch.channels_last)
+                head = set(model.last.modules())
+                # Autocast would cast these weights to bf16 on every call; stored so, the results are
+                # identical and the fp32 copies (half a GB for six paper-size models) are gone.
+                for module in model.modules():
+                    if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) and module not in head:
+                        module.to(torch.bfloat16)
+                model.last = _Float32(model.last)
+        return generators, device, precision
+
+    @property
+    def generators(self):
+        return self._loading.result()[0]
+
+    @property
+    def device(self):
+        return self._loading.result()[1]
+
+    @property
+    def precision(self):
+        """The precision in use ("fp32" or "bf16"; "auto" resolved)."""
+        return self._loading.result()[2]
 
     def predict(self, direction, inputs, slice_indices):
         import torch
 
         model = self.generators[direction]
+        bf16 = self.precision == "bf16"
         outputs = []
-        memory_format = torch.channels_last if self.precision == "bf16" else torch.contiguous_format
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        memory_format = torch.channels_last if bf16 else torch.contiguous_format
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             for start in range(0, len(inputs), self.batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(inputs[start:start + self.batch_size])).to(
                     self.device, memory_format=memory_format)
                 outputs.append(model(x)[:, 0].float().cpu().numpy())
         return np.concatenate(outputs)
+
+
+def _Float32(module):
+    """Wrap a module so that it runs in fp32 inside an autocast region (its input cast up)."""
+    import torch
+
+    class Float32(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.module = module
+
+        def forward(self, x):
+            with torch.autocast(x.device.type, enabled=False):
+                return self.module(x.float())
+
+    return Float32()
+
+
+def keep_freed_heap_memory():
+    """For a one-job process: make glibc's malloc serve blocks up to 256 MB from the heap and keep
+    freed memory instead of returning it. Otherwise each batch's activations are fresh mmap pages,
+    faulted in anew: about 20 % of CPU inference time with paper-size models. Returns whether it took
+    effect (False outside glibc). Process-wide, so only the command line calls it."""
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, 256 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 def _overlap_fraction(moving_affine, moving_shape, fixed_affine, fixed_shape):
@@ -145,8 +226,12 @@ def _overlap_fraction(moving_affine, moving_shape, fixed_affine, fixed_shape):
 
 @dataclass
 class SynthesisResult:
+    """The synthetic DTI (b=0 + six directions, RAS gradients), the report, and the brain mask of its
+    b=0 (None: write_synthesis computes it)."""
+
     dti: DWI
     report: dict
+    mask: np.ndarray = None
 
 
 def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=None):
@@ -202,6 +287,9 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
     slices = np.flatnonzero((ref_on_grid > brain_floor(ref_on_grid)).mean(axis=(0, 1)) >= 0.005)
     report["slices_synthesized"] = int(slices.size)
     progress("resample", 1.0, f"{slices.size} of {inputs.shape[0]} slices hold signal")
+    # The brain mask depends on the reference b=0 alone: computed here, it fills the wait for the
+    # models still loading on their background thread.
+    mask = brain_mask(reference)
     entries = sorted(manifest["directions"], key=lambda d: d["index"])
     synthetic = np.zeros(grid.shape + (len(entries),), dtype=np.float32)
     for k, entry in enumerate(entries):
@@ -214,28 +302,34 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
     bvals = np.r_[0.0, np.full(len(entries), b_model)]
     gradients = np.vstack([np.zeros(3), [e["gradient_ras"] for e in entries]])
     data = np.concatenate([reference[..., None].astype(np.float32), np.clip(synthetic, 0, None)], axis=-1)
-    return SynthesisResult(DWI(data, ref_affine, bvals, gradients, f"<synthetic DTI from {dwi.source}>"), report)
+    return SynthesisResult(DWI(data, ref_affine, bvals, gradients, f"<synthetic DTI from {dwi.source}>"), report, mask)
 
 
 def write_synthesis(out_dir, result, maps=("fa", "md", "ad", "rd", "color", "v1", "evals", "s0"), reporter=None):
-    """Write the synthetic DTI (NIfTI + bval / bvec, Slicer NRRD), its tensors and maps, and the report."""
+    """Write the synthetic DTI (NIfTI + bval / bvec, Slicer NRRD), its tensors and maps, and the report.
+
+    Files are compressed on two threads (zlib releases the GIL), the DTI's while the mask and tensors
+    are computed; all land in a staging folder that replaces `out_dir` only when everything is written.
+    """
     progress = reporter.progress if reporter else (lambda *a, **k: None)
     dti = result.dti
-    progress("fit", 0.0, "tensors of the synthetic DTI")
-    mask = brain_mask(dti.data[..., 0])
-    fit = fit_tensors(dti, mask, "ols")
-    volumes = compute_maps(fit.tensor, fit.mask, [m for m in maps if m != "s0"])
-    if "s0" in maps:
-        volumes["s0"] = fit.s0
-    progress("fit", 1.0)
-    with atomic_output_dir(out_dir) as staging:
-        paths = save_dwi(staging / "synthetic_dti.nii.gz", dti) + save_dwi(staging / "synthetic_dti.nrrd", dti)
+    with atomic_output_dir(out_dir) as staging, ThreadPoolExecutor(2) as pool:
+        writes = [pool.submit(save_dwi, staging / "synthetic_dti.nii.gz", dti),
+                  pool.submit(save_dwi, staging / "synthetic_dti.nrrd", dti, compress_nrrd=False)]
+        progress("fit", 0.0, "tensors of the synthetic DTI")
+        mask = result.mask if result.mask is not None else brain_mask(dti.data[..., 0])
+        fit = fit_tensors(dti, mask, "ols")
+        volumes = compute_maps(fit.tensor, fit.mask, [m for m in maps if m != "s0"])
+        if "s0" in maps:
+            volumes["s0"] = fit.s0
+        progress("fit", 1.0)
         (staging / "maps").mkdir()
-        paths += save_tensor(staging / "maps" / "tensor.nii.gz", fit.tensor, dti.affine)
-        paths += save_volume(staging / "maps" / "mask.nii.gz", mask.astype(np.uint8), dti.affine)
-        for name, volume in volumes.items():
-            paths += save_volume(staging / "maps" / f"{MAP_FILE_NAMES[name]}.nii.gz", volume, dti.affine)
+        writes.append(pool.submit(save_tensor, staging / "maps" / "tensor.nii.gz", fit.tensor, dti.affine))
+        writes.append(pool.submit(save_volume, staging / "maps" / "mask.nii.gz", mask.astype(np.uint8), dti.affine))
+        writes += [pool.submit(save_volume, staging / "maps" / f"{MAP_FILE_NAMES[name]}.nii.gz", volume, dti.affine)
+                   for name, volume in volumes.items()]
         write_text_atomic(staging / "synthesis.json", json.dumps(result.report, indent=2, sort_keys=True) + "\n")
+        paths = [path for write in writes for path in write.result()]
         names = [p.relative_to(staging) for p in paths] + [Path("synthesis.json")]
     progress("write", 1.0, f"{len(names)} files")
     return [Path(out_dir) / n for n in names]
@@ -260,7 +354,7 @@ def load_reference_b0(path):
 
 
 def run_synthesis(dwi_path, out_dir, b0_path=None, models_dir=None, device="auto", force_b=False, bval=None,
-                  bvec=None, reporter=None, precision="fp32"):
+                  bvec=None, reporter=None, precision="auto"):
     """The `dtisynth synthesize` job; returns the written paths and the report."""
     from .dwi_files import load_dwi
     from .model_package import DEFAULT_MODELS
@@ -269,11 +363,12 @@ def run_synthesis(dwi_path, out_dir, b0_path=None, models_dir=None, device="auto
     progress("load", 0.0, f"reading {dwi_path}")
     dwi = load_dwi(dwi_path, bval, bvec)
     b0 = load_reference_b0(b0_path) if b0_path else None
+    # Models load on a background thread while the DWI registers (started only now: a concurrent
+    # torch import slows gzip reading threefold through the GIL).
     models_dir = models_dir or DEFAULT_MODELS
     generators = TorchGenerators(models_dir, device, precision=precision)
-    progress("load", 1.0, f"models {models_dir} on {generators.device}")
+    progress("load", 1.0, f"input read; models {models_dir} loading in the background")
     result = synthesize_dwi(dwi, generators, generators.manifest, b0, force_b, reporter)
-    result.report.update(models=str(models_dir), device=str(generators.device),
-                         precision=precision,
+    result.report.update(models=str(models_dir), device=str(generators.device), precision=generators.precision,
                          deterministic="eval mode: dropout off, batch-norm running statistics")
     return write_synthesis(out_dir, result, reporter=reporter), result.report

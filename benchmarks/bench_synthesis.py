@@ -10,6 +10,7 @@ measures speed, not quality. Targets (issue 5): <= 15 s, peak RSS <= 3 GB, >= 3x
 """
 
 import argparse
+import json
 import shutil
 import statistics
 import sys
@@ -102,12 +103,17 @@ def main():
         make_inputs(work)
     me = Path(__file__).resolve()
     rows = {}
+    for old in list(work.glob("ours_*")) + list(work.glob("paper_*")):  # outputs of an earlier --keep run
+        shutil.rmtree(old)
     for r in range(args.repeats):
-        for precision in ("fp32", "bf16"):
+        for precision in ("auto", "fp32"):
+            out = work / f"ours_{precision}_{r}"
             wall, rss, _ = run_measured([sys.executable, "-m", "DTISynthLib", "synthesize", "--dwi", work / "dwi.nii.gz",
                                          "--b0", work / "b0.nii.gz", "--models", work / "models", "--device", "cpu",
-                                         "--precision", precision, "--out", work / f"ours_{precision}_{r}"])
-            rows.setdefault(f"DTISynth synthesize ({precision})", []).append((wall, rss))
+                                         "--precision", precision, "--out", out])
+            used = json.loads((out / "synthesis.json").read_text())["precision"]
+            name = f"DTISynth synthesize ({'default, auto: ' + used if precision == 'auto' else precision})"
+            rows.setdefault(name, []).append((wall, rss))
         wall, rss, _ = run_measured([sys.executable, me, "--paper-style", work, work / f"paper_{r}"])
         rows.setdefault("paper-style (PNG, batch 1, 8-bit)", []).append((wall, rss))
     paper = statistics.median(t for t, _ in rows["paper-style (PNG, batch 1, 8-bit)"])

@@ -20,3 +20,14 @@ def test_brain_mask_agrees_with_dipy_median_otsu(real_dwi):
     dice = 2 * (ours & reference).sum() / (ours.sum() + reference.sum())
     # measured: Achieva 0.931, Prisma PA 0.911, Prisma AP 0.927 (edges differ with the smaller filter)
     assert dice >= 0.90, dice
+
+
+@pytest.mark.parametrize("shape", [(5, 6, 7), (23, 9, 8), (61, 30, 12)])
+def test_threaded_median_equals_one_scipy_call(shape):
+    from scipy import ndimage
+
+    from DTISynthLib.brain_mask import median_filter_threaded
+
+    volume = np.random.default_rng(len(shape) + shape[0]).random(shape).astype(np.float32)
+    for workers in (1, 2, 3):
+        assert np.array_equal(median_filter_threaded(volume, 5, workers), ndimage.median_filter(volume, size=5))

@@ -32,10 +32,12 @@ def phantom():
     return check_dwi(dwi), truth
 
 
-def test_slicer_opens_dwi_nrrd_as_dwi_node(tmp_path, scene, phantom):
+@pytest.mark.parametrize("compress", [True, False], ids=["gzip", "raw"])
+def test_slicer_opens_dwi_nrrd_as_dwi_node(tmp_path, scene, phantom, compress):
     _, logic = scene
     dwi, _ = phantom
-    save_dwi(tmp_path / "dwi.nrrd", dwi)
+    save_dwi(tmp_path / "dwi.nrrd", dwi, compress_nrrd=compress)
+    assert (b"encoding: gzip" if compress else b"encoding: raw") in (tmp_path / "dwi.nrrd").read_bytes()[:2000]
     node = logic.AddArchetypeVolume(str(tmp_path / "dwi.nrrd"), "dwi")
     assert node.IsA("vtkMRMLDiffusionWeightedVolumeNode")
     ijk_to_ras = vtk.vtkMatrix4x4()

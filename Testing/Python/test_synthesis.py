@@ -123,6 +123,47 @@ def test_real_models_give_identical_output_on_repeated_runs(tmp_path, tiny_model
             "maps/fa.nii.gz", "maps/color_fa.nii.gz", "maps/tensor.nii.gz", "synthesis.json"} <= names
 
 
+def test_bf16_keeps_an_fp32_output_layer_and_stays_close_to_fp32(tiny_models):
+    subject = simulate_subject(draw_subject("sub-003", 2), "sampled", grid=(32, 32, 19))
+    fp32 = TorchGenerators(tiny_models, "cpu", precision="fp32")
+    bf16 = TorchGenerators(tiny_models, "cpu", precision="bf16")
+    inputs = np.random.default_rng(0).uniform(-1, 1, (5, 3, 32, 32)).astype(np.float32)
+    a, b = fp32.predict(1, inputs, np.arange(5)), bf16.predict(1, inputs, np.arange(5))
+    assert a.dtype == b.dtype == np.float32
+    assert 0 < np.abs(a - b).max() < 0.05  # bf16 activations, fp32 accumulation and output layer
+    # bf16 output would have zero low 16 bits in every value; the fp32 head gives full mantissas
+    assert (b.view(np.uint32) & 0xFFFF).astype(bool).mean() > 0.9
+    auto = TorchGenerators(tiny_models, "cpu", precision="auto")
+    assert auto.precision == ("bf16" if synthesis.bf16_is_native(auto.device) else "fp32")
+    first = synthesize_dwi(check_dwi(subject.dwi), bf16, bf16.manifest)
+    second = synthesize_dwi(check_dwi(subject.dwi), bf16, bf16.manifest)
+    assert np.array_equal(first.dti.data, second.dti.data)
+
+
+def test_resampling_equals_trilinear_at_explicit_moving_coordinates():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    volume = rng.random((20, 18, 9, 2)).astype(np.float32)
+    moving = np.diag([1.8, 1.7, 2.5, 1.0])
+    moving[:3, 3] = [-17, -15, -11]
+    fixed = np.diag([-1.5, 1.5, 2.0, 1.0])[[1, 0, 2, 3]]  # permuted, flipped axes
+    fixed[:3, 3] = [-10, 8, -8]
+    angle = np.radians(7)
+    matrix = np.eye(4)
+    matrix[:3, :3] = [[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]]
+    matrix[:3, 3] = [0.7, -1.2, 0.4]
+    shape = (15, 22, 10)
+    out = resample_rigid(volume, moving, fixed, shape, matrix)
+    ijk = np.indices(shape).reshape(3, -1)
+    world = matrix[:3, :3] @ (fixed[:3, :3] @ ijk + fixed[:3, 3:]) + matrix[:3, 3:]
+    moving_ijk = np.linalg.solve(moving[:3, :3], world - moving[:3, 3:])
+    for c in range(2):
+        expected = ndimage.map_coordinates(volume[..., c], moving_ijk, order=1, mode="constant").reshape(shape)
+        np.testing.assert_allclose(out[..., c], expected, atol=1e-5)
+    assert 0.2 < (out[..., 0] > 0).mean() < 1.0  # partly outside: zero there
+
+
 def _dwi(bvals, gradients, shape=(16, 16, 8), source="dwi.nii.gz"):
     data = np.full(shape + (len(bvals),), 100.0, np.float32)
     data[..., 0] = 300.0
