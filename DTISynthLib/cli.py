@@ -134,6 +134,22 @@ def build_parser():
                             "(autocast + channels_last with an fp32 output layer)")
     synth.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
 
+    evaluate = jobs.add_parser("evaluate", help="compare synthetic with original DTI: atlas ROIs, statistics, report")
+    evaluate.add_argument("--original", required=True,
+                          help="the acquired DTI (b=0 + 6 or more directions), or a cohort folder of "
+                               "<subject>_acq-dti6_dwi files")
+    evaluate.add_argument("--synthetic", required=True,
+                          help="a `dtisynth synthesize` output folder (or its synthetic_dti file); for a cohort, "
+                               "a folder with one such folder per subject")
+    evaluate.add_argument("--out", required=True, help="output folder")
+    evaluate.add_argument("--atlas", action="append", default=[],
+                          help="atlas folder (atlas_dseg.nii.gz, atlas_b0 / atlas_FA.nii.gz, labels.tsv); repeat "
+                               "for several; 'embedded' is the phantom atlas (the default)")
+    evaluate.add_argument("--rois", type=lambda text: [r for r in text.split(",") if r],
+                          help="comma-separated ROIs (default: the seed paper's five)")
+    evaluate.add_argument("--jobs", type=int, default=1, help="subjects evaluated in parallel (cohort mode)")
+    evaluate.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
+
     demo = jobs.add_parser("demo", help="simulate a phantom, fit it and write maps and a montage")
     demo.add_argument("--out", required=True, help="output folder")
     demo.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
@@ -184,6 +200,14 @@ def main(argv=None):
             outputs, report = run_synthesis(args.dwi, args.out, args.b0, args.models, args.device, args.force_b,
                                             args.bval, args.bvec, reporter, args.precision)
             reporter.result(outputs, f"synthetic DTI in {args.out}" + "".join(f"\nwarning: {w}" for w in report["warnings"]))
+        elif args.job == "evaluate":
+            from .evaluation import run_evaluation
+            outputs, summary = run_evaluation(args.original, args.synthetic, args.out, args.atlas, args.rois,
+                                              args.jobs, reporter)
+            flagged = sum(1 for row in summary["table2"] if row["flag"])
+            reporter.result(outputs, f"evaluation of {len(summary['subjects'])} subject(s) in {args.out}; report "
+                            f"{args.out}/report.html" + (f"\nwarning: {flagged} flagged row(s) in table2.csv" if flagged
+                                                         else ""))
         elif args.job == "demo":
             from .demo import run_demo
             from .synthesis import keep_freed_heap_memory

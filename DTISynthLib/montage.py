@@ -31,8 +31,12 @@ def axial_display(volume_ras, k):
     return np.flip(np.swapaxes(volume_ras[:, :, k], 0, 1), axis=(0, 1))
 
 
-def write_montage(path, rows, affine, slices=None, title=None):
-    """rows: list of (row label, {map name: volume}); writes a PNG with one column per map."""
+DIFFERENCE_RANGE = {"fa": 0.3, "md": 0.5, "ad": 0.5, "rd": 0.5}  # +- this, in the colour bar's unit
+
+
+def write_montage(path, rows, affine, slices=None, title=None, difference_rows=()):
+    """rows: list of (row label, {map name: volume}); writes a PNG with one column per map. Rows whose
+    label is in `difference_rows` are shown on a diverging scale symmetric about 0 (DIFFERENCE_RANGE)."""
     names = [n for n in MAP_DISPLAY if any(n in maps for _, maps in rows)]
     first = rows[0][1][names[0]]
     depth = to_ras_axes(first, affine).shape[2]
@@ -47,6 +51,8 @@ def write_montage(path, rows, affine, slices=None, title=None):
                 ax.set_visible(False)
                 continue
             title_text, cmap, (lo, hi), scale = MAP_DISPLAY[name]
+            if label in difference_rows:
+                cmap, (lo, hi) = "coolwarm", (-DIFFERENCE_RANGE[name], DIFFERENCE_RANGE[name])
             image = axial_display(to_ras_axes(np.asarray(maps[name]) * scale, affine), k)
             if name == "color":
                 ax.imshow(np.clip(image, 0, 1), interpolation="nearest")
@@ -57,8 +63,9 @@ def write_montage(path, rows, affine, slices=None, title=None):
                 ax.set_title(title_text, fontsize=8)
             if c == 0:
                 ax.set_ylabel(label, fontsize=9)
-            ax.text(0.02, 0.5, "R", color="yellow", transform=ax.transAxes, fontsize=7, va="center")
-            ax.text(0.98, 0.5, "L", color="yellow", transform=ax.transAxes, fontsize=7, va="center", ha="right")
+            marker = "black" if label in difference_rows else "yellow"
+            ax.text(0.02, 0.5, "R", color=marker, transform=ax.transAxes, fontsize=7, va="center")
+            ax.text(0.98, 0.5, "L", color=marker, transform=ax.transAxes, fontsize=7, va="center", ha="right")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -52,6 +52,17 @@ def pyramid_levels(voxel_mm):
     return shrinks, [0.0 if f == 1 else f * voxel_mm / 3.5 for f in shrinks]
 
 
+def _execute_deterministic(method, fixed_img, moving_img):
+    """Run a registration on one thread: ITK's threaded metric sums vary in the last bit (1e-14 mm)
+    from run to run, and one thread makes the result, and what is built on it, bit-identical."""
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        return method.Execute(fixed_img, moving_img)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
 def register_rigid(fixed, fixed_affine, moving, moving_affine, seed=1):
     """Rigidly register `moving` to `fixed` (3D arrays with RAS affines).
 
@@ -77,14 +88,7 @@ def register_rigid(fixed, fixed_affine, moving, moving_affine, seed=1):
     initial = sitk.CenteredTransformInitializer(fixed_img, moving_img, sitk.Euler3DTransform(),
                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
     method.SetInitialTransform(initial, inPlace=False)
-    # ITK's threaded metric and moment sums vary in the last bit (1e-14 mm) from run to run; one thread
-    # everywhere makes the result, and so the synthesis, bit-identical on repeated runs.
-    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    try:
-        transform = method.Execute(fixed_img, moving_img)
-    finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    transform = _execute_deterministic(method, fixed_img, moving_img)
     matrix = _FLIP @ transform_to_matrix(transform) @ _FLIP
     resampled = sitk.GetArrayFromImage(sitk.Resample(moving_img, fixed_img, transform, sitk.sitkLinear, 0.0))
     fixed_array = sitk.GetArrayFromImage(fixed_img)
@@ -141,3 +145,77 @@ def resample_rigid(volume, moving_affine, fixed_affine, fixed_shape, matrix, ord
     with ThreadPoolExecutor(max(1, min(workers, channels.shape[3]))) as pool:
         list(pool.map(one, range(channels.shape[3])))
     return out.reshape(tuple(fixed_shape[:3]) + volume.shape[3:])
+
+
+DEMONS_ITERATIONS = 60
+DEMONS_SMOOTHING_MM = 3.0  # Gaussian regularisation of the demons displacement field
+
+
+def _mattes(seed, sampling=0.25):
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.REGULAR)
+    method.SetMetricSamplingPercentage(sampling, seed)
+    method.SetInterpolator(sitk.sitkLinear)
+    return method
+
+
+def register_atlas(subject_image, subject_affine, atlas_image, atlas_affine, deformable=True, seed=1):
+    """Register an atlas template to a subject image of the same contrast (b=0 to b=0, or FA to FA):
+    affine (Mattes mutual information, so any intensity scale), then, if `deformable`, symmetric-forces
+    demons on the histogram-matched images for the local shape (a displacement field smoothed by
+    DEMONS_SMOOTHING_MM, on a two-level pyramid for grids finer than 2.5 mm).
+
+    Returns a SimpleITK transform mapping subject physical (LPS) points to atlas points; warp_labels
+    carries labels with it. Arrays (x, y, z) with voxel -> RAS affines, as everywhere. Deterministic
+    (fixed sampling seed, one thread for the affine stage; demons has no random sampling).
+    """
+    if seed == 0:
+        raise ValueError("seed 0 means a wall-clock seed in SimpleITK; pass a fixed non-zero seed")
+    fixed, moving = to_sitk(subject_image, subject_affine), to_sitk(atlas_image, atlas_affine)
+    voxel = min(np.linalg.norm(np.asarray(subject_affine)[:3, :3], axis=0))
+    shrinks, sigmas = pyramid_levels(voxel)
+    method = _mattes(seed)
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=200,
+                                                    relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(shrinks)
+    method.SetSmoothingSigmasPerLevel(sigmas)
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.AffineTransform(3),
+                                                sitk.CenteredTransformInitializerFilter.MOMENTS)
+    method.SetInitialTransform(initial, inPlace=False)
+    affine = _execute_deterministic(method, fixed, moving)
+    if not deformable:
+        return affine
+    warped = sitk.Resample(moving, fixed, affine, sitk.sitkLinear, 0.0)
+    warped = sitk.HistogramMatching(warped, fixed, numberOfHistogramLevels=128, numberOfMatchPoints=15,
+                                    thresholdAtMeanIntensity=True)
+    field = None
+    for shrink in ([2, 1] if voxel < 2.5 else [1]):
+        level_fixed = sitk.SmoothingRecursiveGaussian(fixed, voxel)  # the subject is noisy, the template not
+        level_moving = warped
+        if shrink > 1:
+            level_fixed, level_moving = sitk.Shrink(level_fixed, [shrink] * 3), sitk.Shrink(level_moving, [shrink] * 3)
+        demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
+        demons.SetNumberOfIterations(DEMONS_ITERATIONS)
+        demons.SetStandardDeviations(DEMONS_SMOOTHING_MM / (voxel * shrink))  # in voxels of the level
+        if field is None:
+            field = demons.Execute(level_fixed, level_moving)
+        else:
+            initial = sitk.Resample(field, level_fixed, sitk.Transform(), sitk.sitkLinear, 0.0, field.GetPixelID())
+            field = demons.Execute(level_fixed, level_moving, initial)
+    if field.GetSize() != fixed.GetSize():
+        field = sitk.Resample(field, fixed, sitk.Transform(), sitk.sitkLinear, 0.0, field.GetPixelID())
+    displacement = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
+    return sitk.CompositeTransform([affine, displacement])  # the displacement applies first, then the affine
+
+
+def warp_labels(labels, atlas_affine, transform, subject_affine, subject_shape):
+    """Atlas labels (x, y, z integers) carried onto the subject grid by nearest neighbour (0 outside)."""
+    moving = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(labels, (2, 1, 0)), dtype=np.int32))
+    geometry = to_sitk(np.zeros(np.asarray(labels).shape, np.float32), atlas_affine)
+    moving.CopyInformation(geometry)
+    reference = to_sitk(np.zeros(tuple(subject_shape[:3]), np.float32), subject_affine)
+    warped = sitk.Resample(moving, reference, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkInt32)
+    return np.transpose(sitk.GetArrayFromImage(warped), (2, 1, 0))
