@@ -21,6 +21,7 @@ Frames: voxel -> RAS affines throughout.
 
 import csv
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from .brain_phantom import ROI_GROUPS, roi_labels, sample_tissue
 from .errors import InputError
 
 DEFAULT_ROIS = tuple(ROI_GROUPS)
+RESOURCES_ATLASES = Path(__file__).resolve().parents[1] / "Resources" / "Atlases"
 
 
 @dataclass
@@ -52,8 +54,10 @@ class Atlas:
         return {roi: tuple(labels) for roi, labels in groups.items()}
 
 
+@lru_cache(maxsize=2)
 def embedded_atlas(grid=None):
-    """The phantom atlas (MNI space) on `grid` (default the seed paper's geometry)."""
+    """The phantom atlas (MNI space) on `grid` (default the seed paper's geometry); cached, so treat
+    its arrays as read-only."""
     from .brain_phantom import ROIS
     from .cohort import PAPER_GRID, phantom_atlas
 
