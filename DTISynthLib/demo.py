@@ -1,10 +1,13 @@
-"""The README's main job: simulate a brain-phantom subject, synthesize its DTI from its 3-direction DWI
-with the shipped demo models, and compare synthetic with simulated-acquired maps.
+"""The README's main job: simulate brain-phantom subjects, synthesize their DTI from their 3-direction
+DWI with the shipped demo models, compare synthetic with simulated-acquired maps, and evaluate the
+cohort as the seed paper did.
 
-Writes <out>/input (the subject: 3-direction DWI, 6-direction DTI, ground truth), <out>/synthetic
-(synthetic DTI, its maps and synthesis.json), <out>/acquired (maps of the simulated-acquired DTI),
-<out>/montage.png (acquired, synthetic and ground-truth maps) and <out>/roi_values.tsv (ROI means of
-FA and MD: acquired, synthetic, ground truth and the seed paper's Table 2 originals).
+Writes <out>/input (the subjects: 3-direction DWI, 6-direction DTI, ground truth), <out>/synthetic/
+<subject> (synthetic DTI, its maps and synthesis.json), <out>/acquired (maps of sub-001's simulated-
+acquired DTI), <out>/montage.png (sub-001's acquired, synthetic and ground-truth maps),
+<out>/roi_values.tsv (sub-001's ROI means of FA and MD: acquired, synthetic, ground truth and the
+seed paper's Table 2 originals) and <out>/evaluation (the cohort's ROI statistics, t-tests,
+Bland-Altman, PSNR / SSIM, figures and report.html).
 """
 
 from pathlib import Path
@@ -32,31 +35,45 @@ def _read_maps(folder):
     return {n: read_nifti(Path(folder) / f"{MAP_FILE_NAMES[n]}.nii.gz")[0] for n in MAPS}
 
 
-def run_demo(out_dir, reporter, grid=PAPER_GRID, snr=30.0, seed=0, models=None):
-    """Simulate, synthesize, fit and compare; returns (written paths, summary message)."""
+def run_demo(out_dir, reporter, grid=PAPER_GRID, snr=30.0, seed=0, models=None, subjects=3, jobs=2):
+    """Simulate, synthesize, fit, compare and evaluate; returns (written paths, summary message)."""
+    from .evaluation import run_evaluation
+
     out_dir = Path(out_dir)
-    reporter.progress("simulate", 0.0, f"brain phantom subject {grid}, SNR {snr:g}")
-    subject = simulate_subject(draw_subject("sub-001", seed, snr), "sampled", grid=grid)
+    names = [f"sub-{i + 1:03d}" for i in range(subjects)]
     with atomic_output_dir(out_dir / "input") as staging:
-        write_subject(staging, subject)
-        save_volume(staging / "brain_mask.nii.gz", (subject.tissue.sum(axis=-1) > 0.5).astype(np.uint8),
-                    subject.dti.affine)
-        save_volume(staging / "dti_b0.nii.gz", subject.dti.mean_b0(), subject.dti.affine)
+        for i, name in enumerate(names):
+            reporter.progress("simulate", i / subjects, f"brain phantom {name} {grid}, SNR {snr:g}")
+            subject = simulate_subject(draw_subject(name, seed + i, snr), "sampled", grid=grid)
+            write_subject(staging, subject)
+            if i == 0:
+                first = subject
+                save_volume(staging / "brain_mask.nii.gz", (subject.tissue.sum(axis=-1) > 0.5).astype(np.uint8),
+                            subject.dti.affine)
         inputs = sorted(out_dir / "input" / p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
     reporter.progress("simulate", 1.0, f"{len(inputs)} files in {out_dir / 'input'}")
-    dwi_dir = out_dir / "input" / "sub-001" / "dwi"
-    synthetic, report = run_synthesis(dwi_dir / "sub-001_acq-dwi3_dwi.nii.gz", out_dir / "synthetic",
-                                      b0_path=out_dir / "input" / "dti_b0.nii.gz", models_dir=models, reporter=reporter)
-    acquired = run_fit(dwi_dir / "sub-001_acq-dti6_dwi.nii.gz", out_dir / "acquired",
+    synthetic, warnings = [], []
+    for name in names:
+        dwi_dir = out_dir / "input" / name / "dwi"
+        # the reference b=0 is the acquired DTI's (its first volume), as the paper registered to it
+        written, report = run_synthesis(dwi_dir / f"{name}_acq-dwi3_dwi.nii.gz", out_dir / "synthetic" / name,
+                                        b0_path=dwi_dir / f"{name}_acq-dti6_dwi.nii.gz", models_dir=models,
+                                        reporter=reporter)
+        synthetic += written
+        warnings += [f"{name}: {w}" for w in report["warnings"]]
+    first_dwi = out_dir / "input" / names[0] / "dwi"
+    acquired = run_fit(first_dwi / f"{names[0]}_acq-dti6_dwi.nii.gz", out_dir / "acquired",
                        mask_path=out_dir / "input" / "brain_mask.nii.gz", method="ols", reporter=reporter)
-    maps = {"acquired": _read_maps(out_dir / "acquired"), "synthetic": _read_maps(out_dir / "synthetic" / "maps"),
-            "ground truth": compute_maps(subject.truth_tensor, names=MAPS)}
-    montage = write_montage(out_dir / "montage.png", [(name, m) for name, m in maps.items()], subject.dti.affine,
-                            title="DTISynth demo: synthetic DTI from a 3-direction DWI (brain phantom, demo models)")
+    maps = {"acquired": _read_maps(out_dir / "acquired"),
+            "synthetic": _read_maps(out_dir / "synthetic" / names[0] / "maps"),
+            "ground truth": compute_maps(first.truth_tensor, names=MAPS)}
+    montage = write_montage(out_dir / "montage.png", [(name, m) for name, m in maps.items()], first.dti.affine,
+                            title=f"DTISynth demo, {names[0]}: synthetic DTI from a 3-direction DWI "
+                                  "(brain phantom, demo models)")
     header = ["roi", "voxels"] + [f"{q}_{s}" for q in ("FA", "MD") for s in ("acquired", "synthetic", "truth", "paper")]
     rows = [header]
     for roi, labels in ROI_GROUPS.items():
-        inside = np.isin(subject.labels, labels)
+        inside = np.isin(first.labels, labels)
         row = [roi, str(int(inside.sum()))]
         for quantity, paper in (("fa", TABLE_2_ORIGINALS[roi][0]), ("md", TABLE_2_ORIGINALS[roi][1])):
             fmt = "{:.3f}" if quantity == "fa" else "{:.3e}"
@@ -65,8 +82,14 @@ def run_demo(out_dir, reporter, grid=PAPER_GRID, snr=30.0, seed=0, models=None):
         rows.append(row)
     table = out_dir / "roi_values.tsv"
     write_text_atomic(table, "".join("\t".join(row) + "\n" for row in rows))
-    message = "demo: ROI means (acquired / synthetic / ground truth / paper Table 2)\n" + "".join(
+    evaluation, summary = run_evaluation(out_dir / "input", out_dir / "synthetic", out_dir / "evaluation",
+                                         jobs=jobs, reporter=reporter)
+    fa_rows = [r for r in summary["table2"] if r["map"] == "fa"]
+    message = f"demo, {names[0]}: ROI means (acquired / synthetic / ground truth / paper Table 2)\n" + "".join(
         f"  {row[0]:<32}" + "".join(f"{v:>13}" for v in row[1:]) + "\n" for row in rows) + \
-        f"synthetic DTI in {out_dir / 'synthetic'}, montage {montage}, table {table}" + \
-        "".join(f"\nwarning: {w}" for w in report["warnings"])
-    return inputs + synthetic + acquired + [montage, table], message
+        f"cohort of {subjects}, FA original / synthetic (mean +- SD over subjects), paired t-test p:\n" + "".join(
+        f"  {r['roi']:<32} {r['original_mean']:.3f} +- {r['original_sd']:.3f}   {r['synthetic_mean']:.3f} +- "
+        f"{r['synthetic_sd']:.3f}   p = {r['p_mean']:.3g}\n" for r in fa_rows) + \
+        f"synthetic DTIs in {out_dir / 'synthetic'}, montage {montage}, table {table}, " \
+        f"report {out_dir / 'evaluation' / 'report.html'}" + "".join(f"\nwarning: {w}" for w in warnings)
+    return inputs + synthetic + acquired + [montage, table] + evaluation, message

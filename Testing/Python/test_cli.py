@@ -101,9 +101,17 @@ def test_demo_synthesizes_and_compares(tmp_path):
         others = [c for c in range(3) if c != channel]
         dominant = (rgb[..., channel] > 0.4) & (rgb[..., others].max(axis=-1) < 0.25)
         assert dominant.sum() > 30, channel
-    for path in ("synthetic/synthetic_dti.nii.gz", "synthetic/synthetic_dti.nrrd", "synthetic/maps/fa.nii.gz",
-                 "synthetic/synthesis.json", "acquired/fa.nii.gz", "input/sub-001/dwi/sub-001_acq-dwi3_dwi.nii.gz"):
+    for path in ("synthetic/sub-001/synthetic_dti.nii.gz", "synthetic/sub-001/synthetic_dti.nrrd",
+                 "synthetic/sub-003/maps/fa.nii.gz", "synthetic/sub-002/synthesis.json", "acquired/fa.nii.gz",
+                 "input/sub-001/dwi/sub-001_acq-dwi3_dwi.nii.gz", "evaluation/report.html",
+                 "evaluation/figures/bland_altman.png", "evaluation/figures/montage_sub-003.png"):
         assert (tmp_path / "demo" / path).exists(), path
+    # the cohort evaluation ends the demo: three subjects, every ROI, no flagged row
+    assert "cohort of 3, FA original / synthetic" in run.stderr
+    import csv
+    with open(tmp_path / "demo" / "evaluation" / "table2.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 20 and all(r["subjects"] == "3" and not r["flag"] for r in table)
 
 
 def test_simulate_cohort_command(tmp_path):
