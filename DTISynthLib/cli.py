@@ -150,6 +150,13 @@ def build_parser():
     evaluate.add_argument("--jobs", type=int, default=1, help="subjects evaluated in parallel (cohort mode)")
     evaluate.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
 
+    scene = jobs.add_parser("scene", help="write a Slicer scene bundle (.mrb) of synthesis (and evaluation) results")
+    scene.add_argument("--results", required=True, help="a `dtisynth synthesize` output folder")
+    scene.add_argument("--evaluation", help="a `dtisynth evaluate` output folder for the same subject")
+    scene.add_argument("--out", required=True, help="the scene file (.mrb)")
+    scene.add_argument("--name", default="DTISynth", help="name of the subject-hierarchy folder and node prefix")
+    scene.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
+
     demo = jobs.add_parser("demo", help="simulate a phantom, fit it and write maps and a montage")
     demo.add_argument("--out", required=True, help="output folder")
     demo.add_argument("--jsonl", action="store_true", help="JSON-lines progress events on stdout")
@@ -208,6 +215,11 @@ def main(argv=None):
             reporter.result(outputs, f"evaluation of {len(summary['subjects'])} subject(s) in {args.out}; report "
                             f"{args.out}/report.html" + (f"\nwarning: {flagged} flagged row(s) in table2.csv" if flagged
                                                          else ""))
+        elif args.job == "scene":
+            from .mrml_adapter import write_scene_bundle
+            reporter.progress("scene", 0.0, f"nodes from {args.results}")
+            out, roles = write_scene_bundle(args.results, args.out, args.evaluation, args.name)
+            reporter.result([out], f"Slicer scene {out} with {len(roles)} nodes: open it in Slicer (File > Add Data)")
         elif args.job == "demo":
             from .demo import run_demo
             from .synthesis import keep_freed_heap_memory

@@ -142,8 +142,10 @@ def match_directions(original, synthetic):
     return [(int(s), int(orig_idx[b]), float(a)) for s, b, a in zip(syn_idx, best, angles)]
 
 
-def evaluate_subject(subject, original_path, synthetic_path, atlases, rois, figure_dir=None):
-    """Evaluate one subject (see the module docstring); writes its montage into figure_dir if given."""
+def evaluate_subject(subject, original_path, synthetic_path, atlases, rois, out_dir=None):
+    """Evaluate one subject (see the module docstring). With `out_dir`, writes its montage to
+    figures/montage_<subject>.png and its ROIs to rois/<subject>_rois.nii.gz (label k = the k-th ROI,
+    on the original's grid, inside the evaluated brain mask)."""
     from dataclasses import replace
 
     from .atlas import check_rois, place_rois
@@ -192,11 +194,18 @@ def evaluate_subject(subject, original_path, synthetic_path, atlases, rois, figu
                            "ssim": ssim(slices(reference), slices(test), peak, slices(mask)),
                            "flag": "" if angle <= DIRECTION_WARNING_DEGREES else
                            f"nearest original direction {angle:.1f} degrees away"})
-    if figure_dir is not None:
+    if out_dir is not None:
+        from .dwi_files import save_volume
         from .report import write_subject_montage
 
-        report["montage"] = str(write_subject_montage(Path(figure_dir) / f"montage_{subject}.png", subject,
+        report["montage"] = str(write_subject_montage(Path(out_dir) / "figures" / f"montage_{subject}.png", subject,
                                                       maps["original"], maps["synthetic"], original.affine))
+        labels = np.zeros(mask.shape, np.uint8)
+        for index, roi in enumerate(rois, start=1):
+            labels[roi_masks[roi] & mask] = index
+        (Path(out_dir) / "rois").mkdir(exist_ok=True)
+        report["rois"] = str(save_volume(Path(out_dir) / "rois" / f"{subject}_rois.nii.gz", labels,
+                                         original.affine)[0])
     return SubjectResult(subject, rows, similarity, report)
 
 
@@ -293,17 +302,18 @@ def run_evaluation(original, synthetic, out_dir, atlas_dirs=(), rois=None, jobs=
     with atomic_output_dir(out_dir) as staging:
         figures = staging / "figures"
         figures.mkdir()
+        (staging / "rois").mkdir()
         progress("evaluate", 0.0, f"{len(subjects)} subject{'s' if len(subjects) > 1 else ''}, {len(rois)} ROIs")
         if jobs > 1 and len(subjects) > 1:
             # spawn, not fork: the parent may hold torch's OpenMP pool and other threads (the demo)
             with ProcessPoolExecutor(min(jobs, len(subjects)), mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = [pool.submit(evaluate_subject, s, o, y, atlases, rois, figures) for s, o, y in subjects]
+                futures = [pool.submit(evaluate_subject, s, o, y, atlases, rois, staging) for s, o, y in subjects]
                 for done, future in enumerate(as_completed(futures), start=1):
                     results.append(future.result())
                     progress("evaluate", done / len(subjects), results[-1].subject)
         else:
             for done, (s, o, y) in enumerate(subjects, start=1):
-                results.append(evaluate_subject(s, o, y, atlases, rois, figures))
+                results.append(evaluate_subject(s, o, y, atlases, rois, staging))
                 progress("evaluate", done / len(subjects), s)
         results.sort(key=lambda r: r.subject)
         table, agreement = cohort_tables(results, rois)
@@ -322,8 +332,10 @@ def run_evaluation(original, synthetic, out_dir, atlas_dirs=(), rois=None, jobs=
                    "roi_definition": "atlas ROIs restricted to the brain mask of the original b=0",
                    "snr_definition": "ROI mean / ROI SD over voxels (the seed paper's definition)"}
         for r in results:  # paths in the report relative to the output folder
-            if "montage" in r.report:
-                r.report["montage"] = str(Path(r.report["montage"]).relative_to(staging))
+            for key in ("montage", "rois"):
+                r.report[key] = str(Path(r.report[key]).relative_to(staging))
+        write_text_atomic(staging / "rois" / "rois.tsv",
+                          "index\troi\n" + "".join(f"{i}\t{roi}\n" for i, roi in enumerate(rois, start=1)))
         write_text_atomic(staging / "evaluation.json", json.dumps(_finite(summary), indent=2, allow_nan=False) + "\n")
         write_html_report(staging / "report.html", summary, ba_figure, figures)
         written = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())

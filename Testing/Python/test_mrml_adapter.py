@@ -1,0 +1,127 @@
+"""The MRML adapter with slicer-core (a real MRML scene, no fakes): node classes, frames, arrays,
+table, plots, segmentation, and the .mrb scene bundle round trip."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from DTISynthLib.cohort import write_cohort
+from DTISynthLib.dwi import DWI, check_dwi
+from DTISynthLib.dwi_files import load_dwi, load_tensor
+from DTISynthLib.evaluation import run_evaluation
+from DTISynthLib.synthesis import SynthesisResult, write_synthesis
+
+slicer = pytest.importorskip("slicer")
+vtk = pytest.importorskip("vtk")
+adapter = pytest.importorskip("DTISynthLib.mrml_adapter")
+
+
+def _matrix(vtk_matrix):
+    return np.array([[vtk_matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """A synthesize folder (the subject's acquired DTI with 5 % weaker weighted signals stands in for
+    the synthetic one) and its evaluate folder."""
+    root = tmp_path_factory.mktemp("adapter")
+    write_cohort(root / "cohort", 1, "sampled", seed=2, grid=(64, 64, 38))
+    original = root / "cohort" / "sub-001" / "dwi" / "sub-001_acq-dti6_dwi.nii.gz"
+    dti = check_dwi(load_dwi(original))
+    data = dti.data.copy()
+    data[..., 1:] *= 0.95
+    write_synthesis(root / "synthetic", SynthesisResult(DWI(data, dti.affine, dti.bvals, dti.gradients), {}))
+    run_evaluation(original, root / "synthetic", root / "evaluation")
+    return root
+
+
+@pytest.fixture
+def scene():
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    return scene
+
+
+def test_adapter_creates_each_node_with_its_class_frames_and_values(results, scene):
+    nodes = adapter.load_results(scene, results / "synthetic", results / "evaluation", name="sub-001")
+    dwi = check_dwi(load_dwi(results / "synthetic" / "synthetic_dti.nii.gz"))
+    assert nodes["dwi"].IsA("vtkMRMLDiffusionWeightedVolumeNode")
+    ijk_to_ras, frame = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+    nodes["dwi"].GetIJKToRASMatrix(ijk_to_ras)
+    np.testing.assert_allclose(_matrix(ijk_to_ras), dwi.affine, atol=1e-6)
+    nodes["dwi"].GetMeasurementFrameMatrix(frame)
+    gradients = np.array([nodes["dwi"].GetDiffusionGradient(i) for i in range(nodes["dwi"].GetNumberOfGradients())])
+    np.testing.assert_allclose((_matrix(frame)[:3, :3] @ gradients.T).T, dwi.gradients, atol=1e-9)
+    np.testing.assert_allclose([nodes["dwi"].GetBValue(i) for i in range(7)], dwi.bvals)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(nodes["dwi"]), np.transpose(dwi.data, (2, 1, 0, 3)))
+
+    tensor, affine = load_tensor(results / "synthetic" / "maps" / "tensor.nii.gz")
+    assert nodes["tensor"].IsA("vtkMRMLDiffusionTensorVolumeNode")
+    assert nodes["tensor"].GetDisplayNode() is not None  # glyphs and colour need the default display nodes
+    matrices = slicer.util.arrayFromVolume(nodes["tensor"])  # (k, j, i, 3, 3)
+    k, j, i = 19, 30, 33
+    dxx, dyy, dzz, dxy, dxz, dyz = tensor[i, j, k]
+    np.testing.assert_allclose(matrices[k, j, i], [[dxx, dxy, dxz], [dxy, dyy, dyz], [dxz, dyz, dzz]], rtol=1e-6)
+    assert np.abs(matrices).max() > 1e-4  # a brain's tensors, not zeros
+    nodes["tensor"].GetIJKToRASMatrix(ijk_to_ras)
+    np.testing.assert_allclose(_matrix(ijk_to_ras), affine, atol=1e-6)
+
+    assert nodes["fa"].IsA("vtkMRMLScalarVolumeNode") and nodes["color"].IsA("vtkMRMLVectorVolumeNode")
+    display = nodes["md"].GetDisplayNode()
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx((0.0, 2.0e-3))
+
+    segments = nodes["rois"].GetSegmentation()
+    names = {segments.GetNthSegment(n).GetName() for n in range(segments.GetNumberOfSegments())}
+    assert names == {"lentiform_nucleus", "thalamus", "posterior_limb_internal_capsule",
+                     "posterior_thalamic_radiation", "splenium_corpus_callosum"}
+
+    with open(results / "evaluation" / "table2.csv") as f:
+        rows = list(csv.DictReader(f))
+    table = nodes["table"]
+    assert table.GetNumberOfRows() == len(rows) == 20
+    means = slicer.util.arrayFromTableColumn(table, "synthetic_mean")
+    np.testing.assert_allclose(means, [float(r["synthetic_mean"]) for r in rows], rtol=1e-6)
+    assert table.GetTable().GetColumnByName("roi").GetValue(0) == rows[0]["roi"]
+
+    chart = nodes["bland_altman_md"]
+    assert chart.IsA("vtkMRMLPlotChartNode") and chart.GetNumberOfPlotSeriesNodes() == 4
+    points = nodes["bland_altman_md_sub-001 Bland-Altman MD points"]
+    differences = slicer.util.arrayFromTableColumn(points, "difference")
+    md_rows = [r for r in rows if r["map"] == "md"]
+    # table2.csv holds 6 significant digits (1e-3 mm^2/s units): differences agree to that rounding
+    np.testing.assert_allclose(differences, [float(r["synthetic_mean"]) - float(r["original_mean"]) for r in md_rows],
+                               atol=2e-6)
+
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    folders = {hierarchy.GetItemParent(hierarchy.GetItemByDataNode(n)) for n in nodes.values()}
+    assert len(folders) == 1 and hierarchy.GetItemName(folders.pop()) == "sub-001"
+
+
+def test_scene_bundle_reloads_with_the_same_nodes(results, tmp_path):
+    out, roles = adapter.write_scene_bundle(results / "synthetic", tmp_path / "results.mrb", results / "evaluation")
+    assert out.exists() and out.stat().st_size > 10_000
+    assert [p.name for p in tmp_path.iterdir()] == ["results.mrb"]  # no temporary file or folder left
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    cache = slicer.vtkCacheManager()  # real Slicer sets these up; ReadFromMRB unpacks into the cache
+    cache.SetRemoteCacheDirectory(str(tmp_path / "cache"))
+    io_manager = slicer.vtkDataIOManager()
+    io_manager.SetCacheManager(cache)
+    scene.SetDataIOManager(io_manager)
+    scene.SetCacheManager(cache)
+    assert scene.ReadFromMRB(str(out))
+    classes = {}
+    for n in range(scene.GetNumberOfNodes()):
+        node = scene.GetNthNode(n)
+        classes.setdefault(node.GetClassName(), []).append(node)
+    for name in ("vtkMRMLDiffusionWeightedVolumeNode", "vtkMRMLDiffusionTensorVolumeNode",
+                 "vtkMRMLSegmentationNode", "vtkMRMLTableNode", "vtkMRMLPlotChartNode"):
+        assert name in classes, name
+    dwi = classes["vtkMRMLDiffusionWeightedVolumeNode"][0]
+    assert dwi.GetNumberOfGradients() == 7
+    expected = check_dwi(load_dwi(results / "synthetic" / "synthetic_dti.nii.gz"))
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(dwi), np.transpose(expected.data, (2, 1, 0, 3)), rtol=1e-6)
+    assert len(classes["vtkMRMLPlotChartNode"]) == 4 and len(classes["vtkMRMLScalarVolumeNode"]) >= 4
+    with pytest.raises(ValueError, match=".mrb"):
+        adapter.write_scene_bundle(results / "synthetic", tmp_path / "results.zip")
