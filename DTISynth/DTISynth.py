@@ -1,54 +1,343 @@
-"""DTISynth Slicer module: a minimal scripted module. The real panel comes with the Slicer issue.
+"""DTISynth Slicer module: the panel, a parameter node and a thin logic.
 
-The science lives in DTISynthLib (installed beside this file); this file stays thin.
+The science lives in DTISynthLib (installed beside this file). Synthesis and evaluation run as a child
+process (`PythonSlicer -m DTISynthLib ... --jsonl`, DTISynthLib.slicer_jobs), so Slicer never freezes
+and never imports torch; results come back through one MRML adapter (DTISynthLib.mrml_adapter).
+
+Scripting from Slicer's Python console:
+
+    logic = slicer.util.getModuleLogic("DTISynth")
+    nodes = logic.synthesize(dwiNode, b0Node, models=None, wait=True)   # {role: node}
 """
 
+import importlib
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import qt
 import slicer
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+import vtk
+from slicer import vtkMRMLDiffusionWeightedVolumeNode, vtkMRMLScalarVolumeNode
+from slicer.i18n import tr as _
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+from DTISynthLib.model_package import DEFAULT_MODELS
+
+MAP_ROLES = {"FA": "fa", "MD": "md", "AD": "ad", "RD": "rd", "colour FA": "color"}
 
 
 class DTISynth(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "DTISynth"
+        self.parent.title = _("DTISynth")
         self.parent.categories = ["Diffusion"]
         self.parent.dependencies = []
         self.parent.contributors = ["DTISynth developers"]
-        self.parent.helpText = (
-            "Synthesize diffusion tensor images (b0 + 6 directions) from a conventional 3-direction DWI, "
-            "fit tensors and derive FA / MD / AD / RD / colour-FA maps. This version offers tensor fitting; "
-            "synthesis arrives in a later release.")
-        self.parent.acknowledgementText = (
-            "Method after: Deep learning-based diffusion tensor image generation model: a proof-of-concept "
-            "study (pix2pix, one model per gradient direction).")
+        self.parent.helpText = _(
+            "Synthesize a diffusion tensor image (b=0 + 6 directions) from a conventional 3-direction DWI with "
+            "six pix2pix generators, fit tensors and show FA / MD / AD / RD / colour-FA maps. With an acquired "
+            "DTI, the paper's evaluation runs too: atlas ROIs, ROI statistics, paired t-tests and Bland-Altman. "
+            "Work runs in a separate process: Slicer stays responsive and Cancel stops it. "
+            "Documentation: the README of the DTISynth extension.")
+        self.parent.acknowledgementText = _(
+            "Method after: Deep learning-based diffusion tensor image generation model: a proof-of-concept study "
+            "(pix2pix, one model per gradient direction), and the multi-tensor simulation and single-voxel "
+            "autoencoder realism score for synthetic diffusion data. The brain phantom uses the MNI ICBM152 2009a "
+            "tissue maps (see Resources/Phantom/README.md).")
+        slicer.app.connect("startupCompleted()", registerSampleData)
 
 
-class DTISynthWidget(ScriptedLoadableModuleWidget):
+def registerSampleData():
+    """A brain-phantom subject in Sample Data, simulated locally (nothing is downloaded)."""
+    import SampleData
+
+    icon = str(Path(__file__).parent / "Resources" / "Icons" / "DTISynth.png")
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="DTISynth", sampleName="DTISynthPhantom", thumbnailFileName=icon,
+        customDownloader=lambda source: DTISynthLogic().loadPhantomSample())
+
+
+@parameterNodeWrapper
+class DTISynthParameterNode:
+    """inputDWI: the 3-direction DWI; referenceB0: the b=0 to register to (default the DWI's own);
+    acquiredDTI: an acquired DTI to evaluate against (optional); modelsFolder: a model package;
+    device: where the generators run; shownMap / showROIs: the results display."""
+
+    inputDWI: vtkMRMLDiffusionWeightedVolumeNode
+    referenceB0: vtkMRMLScalarVolumeNode
+    acquiredDTI: vtkMRMLDiffusionWeightedVolumeNode
+    modelsFolder: Path = DEFAULT_MODELS
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    shownMap: Annotated[str, Choice(list(MAP_ROLES))] = "FA"
+    showROIs: bool = True
+
+
+class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self.job = None
+        self.nodes = {}
+        self.timer = qt.QTimer()
+        self.timer.setInterval(200)
+        self.timer.connect("timeout()", self.onPoll)
+
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/DTISynth.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = DTISynthLogic()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.importModelsButton.connect("clicked(bool)", self.onImportModels)
+        self.ui.openModelsFolderButton.connect("clicked(bool)", self.onOpenModelsFolder)
+        self.ui.showTableButton.connect("clicked(bool)", lambda: self.logic.showTable(self.nodes))
+        self.ui.showPlotButton.connect("clicked(bool)", lambda: self.logic.showPlot(self.nodes))
+        self.ui.mapComboBox.connect("currentIndexChanged(int)", self.onDisplayChanged)
+        self.ui.roiOverlayCheckBox.connect("toggled(bool)", self.onDisplayChanged)
+        self.ui.resultsCollapsibleButton.enabled = False
+        self.initializeParameterNode()
+
+    def cleanup(self):
+        if self.job is not None:
+            self.job.cancel()
+        self.timer.stop()
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event):
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputDWI:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLDiffusionWeightedVolumeNode")
+            if first:
+                self._parameterNode.inputDWI = first
+
+    def setParameterNode(self, parameterNode):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None):
+        running = self.job is not None
+        ready = bool(self._parameterNode and self._parameterNode.inputDWI)
+        self.ui.applyButton.enabled = running or ready
+        self.ui.applyButton.text = _("Cancel") if running else _("Apply")
+        self.ui.applyButton.toolTip = _("Stop the running synthesis") if running else (
+            _("Synthesize the DTI") if ready else _("Select a 3-direction DWI"))
+
+    def onApplyButton(self):
+        if self.job is not None:
+            self.job.cancel()
+            self._log(_("Cancelled: nothing was loaded."))
+            self._stop()
+            return
+        if not self.logic.ensureDependencies():
+            return
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("DTISynth could not start."), waitCursor=True):
+            self.ui.logTextEdit.clear()
+            self.ui.progressBar.value = 0
+            self.job = self.logic.synthesize(p.inputDWI, p.referenceB0, p.acquiredDTI, models=p.modelsFolder,
+                                             device=p.device, wait=False)
+            self.timer.start()
+        self._checkCanApply()
+
+    def onPoll(self):
+        from DTISynthLib.slicer_jobs import JobFailed
+
+        try:
+            for event in self.job.poll():
+                if event.get("event") == "progress":
+                    self.ui.progressBar.value = int(100 * event["fraction"])
+                    self.ui.progressBar.format = f"{event['stage']} %p%"
+                if event.get("message"):
+                    self._log(event["message"])
+            if self.job.running:
+                return
+            self.nodes = self.job.load(slicer.mrmlScene)
+            self.job.cleanup()
+            self._log(_("Done: results are in the subject hierarchy folder {name}.").format(name=self.job.name))
+            self.ui.resultsCollapsibleButton.enabled = True
+            self.onDisplayChanged()
+        except JobFailed as exc:
+            self.job.cleanup()
+            slicer.util.errorDisplay(_("DTISynth failed: {message}").format(message=str(exc)))
+            self._log(str(exc))
+        self._stop()
+
+    def _stop(self):
+        self.timer.stop()
+        self.job = None
+        self._checkCanApply()
+
+    def _log(self, text):
+        self.ui.logTextEdit.appendPlainText(text)
+
+    def onDisplayChanged(self, *args):
+        if self.nodes:
+            self.logic.showResults(self.nodes, self.ui.mapComboBox.currentText, self.ui.roiOverlayCheckBox.checked)
+
+    def onImportModels(self):
+        source = qt.QFileDialog.getOpenFileName(None, _("Import a model package"), "", _("Model package (*.zip)"))
+        if not source:
+            source = qt.QFileDialog.getExistingDirectory(None, _("Import a model package folder"))
+        if source:
+            with slicer.util.tryWithErrorDisplay(_("The model package was refused."), waitCursor=True):
+                self._parameterNode.modelsFolder = self.logic.importModels(source)
+
+    def onOpenModelsFolder(self):
+        qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(self._parameterNode.modelsFolder)))
 
 
 class DTISynthLogic(ScriptedLoadableModuleLogic):
-    pass
+    """Qt-free apart from dialogs: the work is DTISynthLib.slicer_jobs and DTISynthLib.mrml_adapter."""
+
+    def getParameterNode(self):
+        return DTISynthParameterNode(super().getParameterNode())
+
+    def modelsRoot(self):
+        """Where imported model packages go (the user's application data folder)."""
+        location = qt.QStandardPaths.writableLocation(qt.QStandardPaths.AppDataLocation)
+        return Path(location) / "DTISynth" / "models"
+
+    def ensureDependencies(self, confirm=True):
+        """Install what the child process needs, after the user agrees: torch (through the PyTorch
+        extension when installed) and Resources/requirements.txt. Checks with find_spec, so torch is never
+        imported into Slicer."""
+        requirements = Path(__file__).parent / "Resources" / "requirements.txt"
+        missing_torch = importlib.util.find_spec("torch") is None
+        if missing_torch:
+            if confirm and not slicer.util.confirmOkCancelDisplay(
+                    _("DTISynth needs PyTorch (a large download). Install it now?")):
+                return False
+            try:
+                import PyTorchUtils
+
+                if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
+                    return False
+            except ImportError:
+                slicer.util.pip_install("torch")
+        try:
+            packaging = importlib.import_module("slicer.packaging")
+        except ImportError:  # Slicer before 5.12
+            packaging = None
+        if packaging is not None:
+            packaging.pip_ensure(packaging.load_requirements(requirements), requester="DTISynth",
+                                 prompt_install=confirm)
+        else:
+            names = [line.split("#")[0].strip() for line in requirements.read_text().splitlines()]
+            modules = {"pynrrd": "nrrd"}
+            needed = [n for n in names if n and importlib.util.find_spec(
+                modules.get(n.split(">")[0].split("=")[0], n.split(">")[0].split("=")[0])) is None]
+            if needed:
+                if confirm and not slicer.util.confirmOkCancelDisplay(
+                        _("DTISynth needs {packages}. Install them now?").format(packages=", ".join(needed))):
+                    return False
+                slicer.util.pip_install(needed)
+        return True
+
+    def synthesize(self, dwiNode, b0Node=None, acquiredNode=None, models=None, device="auto", wait=True,
+                   progress=None):
+        """Synthesize (and, with acquiredNode, evaluate). wait=True blocks and returns {role: node};
+        wait=False returns the started DTISynthLib.slicer_jobs.SynthesisJob for the caller to poll."""
+        from DTISynthLib.slicer_jobs import SynthesisJob
+
+        job = SynthesisJob(dwiNode, b0Node, acquiredNode, models=models, device=device)
+        if wait:
+            return job.run(slicer.mrmlScene, progress=progress or (lambda e: logging.info(e.get("message", ""))))
+        job.start()
+        return job
+
+    def importModels(self, source):
+        from DTISynthLib.model_package import import_package
+
+        return import_package(source, self.modelsRoot())
+
+    def showResults(self, nodes, shownMap="FA", showROIs=True):
+        slicer.util.setSliceViewerLayers(background=nodes[MAP_ROLES[shownMap]], fit=True)
+        if "rois" in nodes:
+            nodes["rois"].GetDisplayNode().SetVisibility(bool(showROIs))
+
+    def showTable(self, nodes):
+        if "table" in nodes:
+            slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView)
+            slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(nodes["table"].GetID())
+            slicer.app.applicationLogic().PropagateTableSelection()
+
+    def showPlot(self, nodes, map_name="fa"):
+        chart = nodes.get(f"bland_altman_{map_name}")
+        if chart is not None:
+            slicer.modules.plots.logic().ShowChartInLayout(chart)
+
+    def loadPhantomSample(self):
+        """Simulate a phantom subject here (a few seconds) and add its 3-direction DWI and 6-direction DTI."""
+        from DTISynthLib.cohort import draw_subject, simulate_subject
+        from DTISynthLib.dwi import check_dwi
+        from DTISynthLib.mrml_adapter import add_dwi_volume
+
+        with slicer.util.WaitCursor():
+            subject = simulate_subject(draw_subject("sub-001", 0), "sampled")
+            dwi = add_dwi_volume(slicer.mrmlScene, "DTISynthPhantom 3-direction DWI", check_dwi(subject.dwi))
+            dti = add_dwi_volume(slicer.mrmlScene, "DTISynthPhantom acquired DTI", check_dwi(subject.dti))
+        return [dwi, dti]
 
 
 class DTISynthTest(ScriptedLoadableModuleTest):
+    """Runs in real Slicer: Developer Tools > Reload and Test, or `Slicer --testing --python-code
+    "import DTISynth; DTISynth.DTISynthTest().runTest()"`."""
+
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_fit_numerical_phantom()
+        self.test_synthesize_phantom_with_demo_models()
 
-    def test_fit_numerical_phantom(self):
-        from DTISynthLib.numerical_phantom import make_fibre_phantom
-        from DTISynthLib.tensor_fit import fit_tensors
-        from DTISynthLib.tensor_maps import compute_maps
-
-        dwi, truth = make_fibre_phantom(shape=(16, 16, 8))
-        fit = fit_tensors(dwi, truth["labels"] > 0)
-        fa = compute_maps(fit.tensor, names=("fa",))["fa"]
-        expected = compute_maps(truth["tensor"], names=("fa",))["fa"]
-        self.assertLess(abs(fa - expected).max(), 1e-4)
-        self.delayDisplay("DTISynth fit test passed")
+    def test_synthesize_phantom_with_demo_models(self):
+        logic = DTISynthLogic()
+        if importlib.util.find_spec("torch") is None:
+            self.skipTest("PyTorch is not installed in this Slicer")
+        dwi, dti = logic.loadPhantomSample()
+        nodes = logic.synthesize(dwi, None, dti, wait=True)
+        self.assertTrue(nodes["tensor"].IsA("vtkMRMLDiffusionTensorVolumeNode"))
+        self.assertEqual(nodes["dwi"].GetNumberOfGradients(), 7)
+        self.assertEqual(nodes["table"].GetNumberOfRows(), 20)
+        fa = slicer.util.arrayFromVolume(nodes["fa"])
+        self.assertGreater(float(fa.max()), 0.5)
+        self.assertNotIn("torch", __import__("sys").modules)
+        self.delayDisplay("DTISynth synthesis test passed")

@@ -79,6 +79,17 @@ def build_generator(architecture):
     return UNetGenerator(g["in_channels"], g["out_channels"], g["ngf"], g["depth"], g.get("dropout", True))
 
 
+def _verified_weights(folder, entry):
+    """The weights file of a manifest entry, refused when missing or when its SHA-256 differs."""
+    path = Path(folder) / entry["file"]
+    if not path.exists():
+        raise InputError(path, "the weights file named in manifest.json", "no such file")
+    actual = sha256_file(path)
+    if actual != entry["sha256"]:
+        raise InputError(path, f"SHA-256 {entry['sha256']} from manifest.json", f"SHA-256 {actual}")
+    return path
+
+
 def load_generators(folder, directions=None, device="cpu"):
     """Load verified generators {index: module in eval mode} and the manifest. `directions`: indices
     (1-6) to load, default all in the manifest."""
@@ -92,12 +103,7 @@ def load_generators(folder, directions=None, device="cpu"):
     for entry in manifest["directions"]:
         if entry["index"] not in wanted:
             continue
-        path = folder / entry["file"]
-        if not path.exists():
-            raise InputError(path, "the weights file named in manifest.json", "no such file")
-        actual = sha256_file(path)
-        if actual != entry["sha256"]:
-            raise InputError(path, f"SHA-256 {entry['sha256']} from manifest.json", f"SHA-256 {actual}")
+        path = _verified_weights(folder, entry)
         try:
             state = load_file(str(path), device=str(device))
         except (SafetensorError, OSError, ValueError) as exc:
@@ -123,3 +129,51 @@ def direction_vectors(manifest):
     """(indices, RAS unit vectors (k, 3)) of the manifest's output directions."""
     entries = sorted(manifest["directions"], key=lambda d: d["index"])
     return [d["index"] for d in entries], np.array([d["gradient_ras"] for d in entries], dtype=np.float64)
+
+
+def verify_package(folder):
+    """Check a model folder without loading weights (torch-free): manifest, files and SHA-256 checksums."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    for entry in manifest["directions"]:
+        _verified_weights(folder, entry)
+    return manifest
+
+
+def import_package(source, models_root):
+    """Copy a model package (a folder, or a .zip holding one) into models_root/<its name>, verified
+    first (verify_package) and moved into place in one rename. Returns the new folder. A .zip's
+    members must stay inside it (no absolute or ../ paths)."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    source, models_root = Path(source), Path(models_root)
+    models_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=models_root))
+    try:
+        if source.is_dir():
+            package = staging / source.name
+            shutil.copytree(source, package)
+        elif zipfile.is_zipfile(source):
+            with zipfile.ZipFile(source) as archive:
+                for member in archive.namelist():
+                    if member.startswith("/") or ".." in Path(member).parts:
+                        raise InputError(source, "a zip of one model folder", f"the member path {member!r}")
+                archive.extractall(staging / "unzipped")
+            manifests = list((staging / "unzipped").rglob("manifest.json"))
+            if len(manifests) != 1:
+                raise InputError(source, "a zip holding one model folder (one manifest.json)", f"{len(manifests)}")
+            package = manifests[0].parent
+            if package == staging / "unzipped":
+                package = package.rename(staging / source.stem)
+        else:
+            raise InputError(source, "a model folder or a .zip of one", "neither")
+        verify_package(package)
+        target = models_root / package.name
+        if target.exists():
+            raise InputError(target, "a new model name", "a model folder of that name already exists")
+        package.rename(target)
+        return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -116,6 +116,10 @@ def add_segmentation(scene, name, labels, affine, roi_names):
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(labelmap)
     logic = slicer.vtkSlicerSegmentationsModuleLogic()
     logic.SetMRMLScene(scene)
+    if not np.any(labels):  # every ROI empty (flagged in the tables): an empty segmentation
+        scene.RemoveNode(labelmap)
+        segmentation.CreateDefaultDisplayNodes()
+        return segmentation
     if not logic.ImportLabelmapToSegmentationNode(labelmap, segmentation):
         raise RuntimeError(f"Slicer could not import the ROI labels into {name}")
     present = sorted(int(v) for v in np.unique(labels) if v > 0)

@@ -60,13 +60,15 @@ class SynthesisJob:
         if self.models:
             synthesize += ["--models", str(self.models)]
         if self.acquired_node is not None:
-            save_dwi(self.work / "acquired.nrrd", dwi_from_node(self.acquired_node), compress_nrrd=False)
+            acquired = dwi_from_node(self.acquired_node)
+            save_dwi(self.work / "acquired.nrrd", acquired, compress_nrrd=False)
+            save_volume(self.work / "acquired_b0.nii.gz", acquired.mean_b0(), acquired.affine)
         if self.b0_node is not None:
             volume, affine = volume_from_node(self.b0_node)
             save_volume(self.work / "b0.nii.gz", volume, affine)
             synthesize += ["--b0", str(self.work / "b0.nii.gz")]
         elif self.acquired_node is not None:  # register to the acquired DTI's b=0, as the paper did
-            synthesize += ["--b0", str(self.work / "acquired.nrrd")]
+            synthesize += ["--b0", str(self.work / "acquired_b0.nii.gz")]
         self.commands = [synthesize]
         if self.acquired_node is not None:
             self.commands.append(["evaluate", "--original", str(self.work / "acquired.nrrd"), "--synthetic",
@@ -97,9 +99,7 @@ class SynthesisJob:
                 if line.startswith("{"):
                     new.append(json.loads(line))
                 continue
-            self.events += new  # end of output: the command has finished
-            new = []
-            self._finish()
+            self._finish(new)  # end of output: the command has finished
             if not block:
                 break
         self.events += new
@@ -110,12 +110,12 @@ class SynthesisJob:
 
         return bool(select.select([self.process.stdout], [], [], 0)[0])
 
-    def _finish(self):
+    def _finish(self, pending):
         code = self.process.wait()
         self.process.stdout.close()
         self.process = None
         if code != 0:
-            errors = [e.get("message", "") for e in self.events if e.get("event") == "error"]
+            errors = [e.get("message", "") for e in self.events + pending if e.get("event") == "error"]
             stderr = Path(self.stderr_path).read_text().strip().splitlines()
             raise JobFailed(errors[-1] if errors else stderr[-1] if stderr else f"exit code {code}")
         if self.commands:

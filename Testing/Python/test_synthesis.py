@@ -7,7 +7,7 @@ import pytest
 from conftest import fail_on_call
 
 from DTISynthLib import synthesis
-from DTISynthLib.cohort import draw_subject, simulate_subject, write_cohort
+from DTISynthLib.cohort import draw_subject, simulate_subject
 from DTISynthLib.dwi import DWI, check_dwi
 from DTISynthLib.errors import InputError
 from DTISynthLib.gradient_schemes import SIEMENS_6_RAS
@@ -96,18 +96,6 @@ def test_model_grid_resampling_round_trip(still_subject):
     assert np.abs(back - b0)[interior].mean() < 0.05 * b0[interior].mean()
     native = ModelGrid.for_native(subject.dti.affine, GRID, GRID[:2], np.linalg.norm(subject.dti.affine[:3, :3], axis=0))
     assert native.is_native(subject.dti.affine, GRID)
-
-
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory):
-    from DTISynthLib.train_config import TrainConfig
-    from DTISynthLib.train_job import run_training
-
-    folder = tmp_path_factory.mktemp("models")
-    write_cohort(folder / "cohort", 2, "sampled", seed=1, grid=(32, 32, 19))
-    run_training(folder / "cohort", folder / "m", list(range(1, 7)), TrainConfig(epochs=1, ngf=4, ndf=4, depth=5),
-                 Intensity("relative"), grid=(32, 32), validation_fraction=0.5)
-    return folder / "m"
 
 
 def test_real_models_give_identical_output_on_repeated_runs(tmp_path, tiny_models):
@@ -270,3 +258,30 @@ def test_shipped_demo_models_are_verified_small_and_useful():
     md = compute_maps(fit_tensors(check_dwi(dti), brain).tensor, brain, ("md",))["md"]
     true_md = compute_maps(subject.truth_tensor, brain, ("md",))["md"]
     assert abs(np.median(md[brain]) / np.median(true_md[brain]) - 1) < 0.1
+
+
+def test_model_import_from_zip_verifies_and_refuses_tampering(tmp_path):
+    import shutil
+    import zipfile
+
+    from DTISynthLib.model_package import DEFAULT_MODELS, import_package
+
+    archive = tmp_path / "demo.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in sorted(DEFAULT_MODELS.iterdir()):
+            z.write(path, f"demo/{path.name}")
+    imported = import_package(archive, tmp_path / "models")
+    assert imported == tmp_path / "models" / "demo" and (imported / "direction_6.safetensors").exists()
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["demo"]  # no staging left
+    with pytest.raises(InputError, match="already exists"):
+        import_package(archive, tmp_path / "models")
+    tampered = tmp_path / "tampered"
+    shutil.copytree(DEFAULT_MODELS, tampered)
+    with open(tampered / "direction_3.safetensors", "r+b") as f:
+        f.seek(-1, 2)
+        last = f.read(1)[0]
+        f.seek(-1, 2)
+        f.write(bytes([last ^ 1]))  # one bit flipped, same size
+    with pytest.raises(InputError, match="SHA-256"):
+        import_package(tampered, tmp_path / "models")
+    assert not (tmp_path / "models" / "tampered").exists()

@@ -1,0 +1,65 @@
+"""The Slicer module's Qt-free logic: the real command line in a child process on tiny models,
+progress events, results loaded through the adapter, Cancel, and failures (slicer-core scene)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from DTISynthLib.cohort import draw_subject, simulate_subject
+from DTISynthLib.dwi import DWI, check_dwi
+
+slicer = pytest.importorskip("slicer")
+adapter = pytest.importorskip("DTISynthLib.mrml_adapter")
+from DTISynthLib.slicer_jobs import JobFailed, SynthesisJob  # noqa: E402
+
+
+@pytest.fixture
+def scene():
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    return scene
+
+
+@pytest.fixture(scope="module")
+def subject():
+    return simulate_subject(draw_subject("sub-004", 4), "sampled", grid=(64, 64, 38))
+
+
+def test_job_runs_the_command_line_and_loads_the_results(scene, subject, tiny_models):
+    dwi_node = adapter.add_dwi_volume(scene, "input DWI", check_dwi(subject.dwi))
+    acquired_node = adapter.add_dwi_volume(scene, "acquired DTI", check_dwi(subject.dti))
+    events = []
+    job = SynthesisJob(dwi_node, acquired_node=acquired_node, models=tiny_models, device="cpu", name="sub-004")
+    nodes = job.run(scene, progress=events.append)
+    stages = [e["stage"] for e in events if e["event"] == "progress"]
+    assert {"register", "synthesize", "fit", "evaluate", "report"} <= set(stages)
+    assert [e["event"] for e in events].count("result") == 2  # synthesize, then evaluate
+    assert nodes["dwi"].IsA("vtkMRMLDiffusionWeightedVolumeNode") and nodes["dwi"].GetNumberOfGradients() == 7
+    assert nodes["tensor"].IsA("vtkMRMLDiffusionTensorVolumeNode") and nodes["table"].GetNumberOfRows() == 20
+    np.testing.assert_allclose(adapter.volume_from_node(nodes["fa"])[1], subject.dti.affine, atol=1e-5)
+    assert job.work is None and not job.running  # temporary files gone, no child left
+
+
+def test_cancel_ends_the_child_and_loads_nothing(scene, subject, tiny_models):
+    dwi_node = adapter.add_dwi_volume(scene, "input DWI", check_dwi(subject.dwi))
+    before = scene.GetNumberOfNodes()
+    job = SynthesisJob(dwi_node, models=tiny_models, device="cpu")
+    job.start()
+    pid, work = job.process.pid, job.work
+    while not any(e["event"] == "progress" for e in job.events):
+        job.poll()
+    job.cancel()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)  # the whole process group is gone
+    assert not job.running and not work.exists() and scene.GetNumberOfNodes() == before
+
+
+def test_a_failing_run_reports_the_command_lines_message(scene, subject, tiny_models):
+    dwi = check_dwi(subject.dwi)
+    two = DWI(dwi.data[..., :3], dwi.affine, dwi.bvals[:3], dwi.gradients[:3])  # b=0 and two directions
+    dwi_node = adapter.add_dwi_volume(scene, "two directions", check_dwi(two))
+    before = scene.GetNumberOfNodes()
+    with pytest.raises(JobFailed, match="three diffusion-weighted volumes"):
+        SynthesisJob(dwi_node, models=tiny_models, device="cpu").run(scene)
+    assert scene.GetNumberOfNodes() == before

@@ -1,0 +1,89 @@
+"""Static checks of the Slicer module (its Qt panel cannot run here): the .ui and the module agree,
+every input widget is bound to the parameter node, CMake lists the resources, and nothing the
+module imports pulls torch into Slicer."""
+
+import ast
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE = REPO / "DTISynth" / "DTISynth.py"
+UI = REPO / "DTISynth" / "Resources" / "UI" / "DTISynth.ui"
+INPUT_CLASSES = {"qMRMLNodeComboBox", "QComboBox", "QCheckBox", "ctkPathLineEdit"}
+
+
+def _widgets():
+    root = ElementTree.parse(UI).getroot()
+    widgets = {}
+    for widget in root.iter("widget"):
+        bound = [p.find("string").text for p in widget.findall("property") if p.get("name") == "SlicerParameterName"]
+        widgets[widget.get("name")] = (widget.get("class"), bound[0] if bound else None)
+    return widgets
+
+
+def _parameters():
+    tree = ast.parse(MODULE.read_text())
+    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "DTISynthParameterNode")
+    return {s.target.id for s in node.body if isinstance(s, ast.AnnAssign)}
+
+
+def test_every_widget_the_module_uses_exists_in_the_ui():
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE.read_text()))
+    assert used, "the module uses no widget"
+    missing = used - set(_widgets())
+    assert not missing, missing
+
+
+def test_every_input_widget_is_bound_to_a_parameter_and_every_parameter_to_a_widget():
+    widgets = _widgets()
+    parameters = _parameters()
+    unbound = [name for name, (cls, bound) in widgets.items() if cls in INPUT_CLASSES and not bound]
+    assert not unbound, unbound
+    bound = [b for _, b in widgets.values() if b]
+    assert sorted(bound) == sorted(set(bound)), "a parameter bound twice"
+    assert set(bound) == parameters, (set(bound) ^ parameters)
+
+
+def test_ui_selectors_get_the_scene_and_take_the_right_node_classes():
+    root = ElementTree.parse(UI).getroot()
+    receivers = {c.find("receiver").text for c in root.iter("connection")
+                 if c.find("slot").text == "setMRMLScene(vtkMRMLScene*)"}
+    selectors = {n for n, (cls, _) in _widgets().items() if cls == "qMRMLNodeComboBox"}
+    assert receivers == selectors
+    text = MODULE.read_text()
+    assert "inputDWI: vtkMRMLDiffusionWeightedVolumeNode" in text and "referenceB0: vtkMRMLScalarVolumeNode" in text
+
+
+def test_cmake_lists_every_module_resource():
+    cmake = (REPO / "DTISynth" / "CMakeLists.txt").read_text()
+    block = re.search(r"set\(MODULE_PYTHON_RESOURCES\s+(.*?)\)", cmake, re.S).group(1)
+    listed = {line.strip().replace("${MODULE_NAME}", "DTISynth") for line in block.splitlines() if line.strip()}
+    present = {p.relative_to(REPO / "DTISynth").as_posix() for p in (REPO / "DTISynth" / "Resources").rglob("*")
+               if p.is_file()}
+    assert listed == present, (listed ^ present)
+
+
+def test_requirements_cover_the_runtime_dependencies_slicer_lacks():
+    pyproject = (REPO / "pyproject.toml").read_text()
+    runtime = set(re.findall(r'^\s+"([A-Za-z0-9_.-]+)==', pyproject.split("[project.optional-dependencies]")[0], re.M))
+    listed = {re.split(r"[<>=]", line)[0].strip() for line in
+              (REPO / "DTISynth" / "Resources" / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    assert listed == runtime - {"torch", "numpy", "SimpleITK"}, (listed, runtime)
+
+
+def test_what_the_module_imports_keeps_torch_out_of_slicer():
+    tree = ast.parse(MODULE.read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "torch" not in imported
+    ours = sorted(m for m in imported if m.startswith("DTISynthLib"))
+    assert "DTISynthLib.slicer_jobs" in ours and "DTISynthLib.mrml_adapter" in ours
+    code = "import sys\n" + "".join(f"import {m}\n" for m in ours + ["DTISynthLib.evaluation", "DTISynthLib.atlas"]) + \
+        "print('torch' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "False"
