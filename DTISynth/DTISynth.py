@@ -19,7 +19,7 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLDiffusionWeightedVolumeNode, vtkMRMLScalarVolumeNode
+from slicer import vtkMRMLDiffusionWeightedVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSequenceNode
 from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -68,17 +68,25 @@ def registerSampleData():
 
 @parameterNodeWrapper
 class DTISynthParameterNode:
-    """inputDWI: the 3-direction DWI; referenceB0: the b=0 to register to (default the DWI's own);
-    acquiredDTI: an acquired DTI to evaluate against (optional); modelsFolder: a model package;
-    device: where the generators run; shownMap / showROIs: the results display."""
+    """inputDWI: the 3-direction DWI, or inputSequence (a 4D volume loaded as a sequence) with FSL
+    bvalFile / bvecFile; referenceB0: the b=0 to register to (default the DWI's own); acquiredDTI: an
+    acquired DTI to evaluate against (optional); modelsFolder: a model package; device: where the
+    generators run; shownMap / showROIs: the results display."""
 
     inputDWI: vtkMRMLDiffusionWeightedVolumeNode
+    inputSequence: vtkMRMLSequenceNode
+    bvalFile: Path
+    bvecFile: Path
     referenceB0: vtkMRMLScalarVolumeNode
     acquiredDTI: vtkMRMLDiffusionWeightedVolumeNode
     modelsFolder: Path = DEFAULT_MODELS
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     shownMap: Annotated[str, Choice(list(MAP_ROLES))] = "FA"
     showROIs: bool = True
+
+
+def _given(path):
+    return path is not None and str(path) not in ("", ".")
 
 
 class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -154,11 +162,12 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _checkCanApply(self, caller=None, event=None):
         running = self.job is not None
-        ready = bool(self._parameterNode and self._parameterNode.inputDWI)
+        p = self._parameterNode
+        ready = bool(p and (p.inputDWI or (p.inputSequence and _given(p.bvalFile) and _given(p.bvecFile))))
         self.ui.applyButton.enabled = running or ready
         self.ui.applyButton.text = _("Cancel") if running else _("Apply")
         self.ui.applyButton.toolTip = _("Stop the running synthesis") if running else (
-            _("Synthesize the DTI") if ready else _("Select a 3-direction DWI"))
+            _("Synthesize the DTI") if ready else _("Select a 3-direction DWI (or a 4D sequence with bval / bvec)"))
 
     def onApplyButton(self):
         if self.job is not None:
@@ -172,8 +181,10 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("DTISynth could not start."), waitCursor=True):
             self.ui.logTextEdit.clear()
             self.ui.progressBar.value = 0
-            self.job = self.logic.synthesize(p.inputDWI, p.referenceB0, p.acquiredDTI, models=p.modelsFolder,
-                                             device=p.device, wait=False)
+            self.job = self.logic.synthesize(p.inputDWI or p.inputSequence, p.referenceB0, p.acquiredDTI,
+                                             models=p.modelsFolder, device=p.device, wait=False,
+                                             bval=p.bvalFile if not p.inputDWI else None,
+                                             bvec=p.bvecFile if not p.inputDWI else None)
             self.timer.start()
         self._checkCanApply()
 
@@ -194,6 +205,8 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._log(_("Done: results are in the subject hierarchy folder {name}.").format(name=self.job.name))
             self.ui.resultsCollapsibleButton.enabled = True
             self.onDisplayChanged()
+            self.logic.showTable(self.nodes)
+            self.logic.showPlot(self.nodes)
         except JobFailed as exc:
             self.job.cleanup()
             slicer.util.errorDisplay(_("DTISynth failed: {message}").format(message=str(exc)))
@@ -272,12 +285,13 @@ class DTISynthLogic(ScriptedLoadableModuleLogic):
         return True
 
     def synthesize(self, dwiNode, b0Node=None, acquiredNode=None, models=None, device="auto", wait=True,
-                   progress=None):
-        """Synthesize (and, with acquiredNode, evaluate). wait=True blocks and returns {role: node};
-        wait=False returns the started DTISynthLib.slicer_jobs.SynthesisJob for the caller to poll."""
+                   progress=None, bval=None, bvec=None):
+        """Synthesize (and, with acquiredNode, evaluate). dwiNode: a DWI node, or a sequence node with FSL
+        bval / bvec files. wait=True blocks and returns {role: node}; wait=False returns the started
+        DTISynthLib.slicer_jobs.SynthesisJob for the caller to poll."""
         from DTISynthLib.slicer_jobs import SynthesisJob
 
-        job = SynthesisJob(dwiNode, b0Node, acquiredNode, models=models, device=device)
+        job = SynthesisJob(dwiNode, b0Node, acquiredNode, models=models, device=device, bval=bval, bvec=bvec)
         if wait:
             return job.run(slicer.mrmlScene, progress=progress or (lambda e: logging.info(e.get("message", ""))))
         job.start()

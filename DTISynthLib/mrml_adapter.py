@@ -216,6 +216,26 @@ def dwi_from_node(node):
     return DWI(np.ascontiguousarray(data), _node_affine(node), bvals, gradients, f"<Slicer node {node.GetName()}>")
 
 
+def dwi_from_sequence(sequence, bval_path, bvec_path):
+    """A DWI from a vtkMRMLSequenceNode of scalar volumes (a 4D volume loaded as a sequence) and FSL
+    bval / bvec files (bvecs in the image frame of those volumes, as FSL writes them)."""
+    from .dwi import DWI
+    from .errors import InputError
+    from .io_nifti import read_fsl_gradients
+
+    volumes = [sequence.GetNthDataNode(i) for i in range(sequence.GetNumberOfDataNodes())]
+    if not volumes or not all(v.IsA("vtkMRMLScalarVolumeNode") for v in volumes):
+        raise InputError(sequence.GetName(), "a sequence of scalar volumes (a 4D DWI)",
+                         f"{len(volumes)} items of {sorted({v.GetClassName() for v in volumes})}")
+    arrays = [volume_from_node(v) for v in volumes]
+    affine = arrays[0][1]
+    if any(a.shape != arrays[0][0].shape or not np.allclose(m, affine, atol=1e-4) for a, m in arrays):
+        raise InputError(sequence.GetName(), "volumes on one grid", "volumes of different geometry")
+    bvals, gradients = read_fsl_gradients(bval_path, bvec_path, len(arrays), affine)
+    data = np.stack([a for a, _ in arrays], axis=-1)
+    return DWI(data, affine, bvals, gradients, f"<Slicer sequence {sequence.GetName()}>")
+
+
 def volume_from_node(node):
     """(x, y, z) float32 array and voxel -> RAS affine of a scalar volume node."""
     slicer, _ = _slicer()

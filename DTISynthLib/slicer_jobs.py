@@ -37,8 +37,10 @@ class SynthesisJob:
     """One synthesis (and, with an acquired DTI, evaluation) of Slicer nodes in a child process."""
 
     def __init__(self, dwi_node, b0_node=None, acquired_node=None, models=None, device="auto", name=None,
-                 python=None):
+                 python=None, bval=None, bvec=None):
+        """dwi_node: a DWI node, or a sequence of scalar volumes with FSL `bval` / `bvec` files."""
         self.dwi_node, self.b0_node, self.acquired_node = dwi_node, b0_node, acquired_node
+        self.bval, self.bvec = bval, bvec
         self.models, self.device = models, device
         self.name = name or f"DTISynth {dwi_node.GetName()}"
         self.python = python or python_executable()
@@ -51,10 +53,12 @@ class SynthesisJob:
     # ------------------------------------------------------------------ steps
     def _export(self):
         from .dwi_files import save_dwi, save_volume
-        from .mrml_adapter import dwi_from_node, volume_from_node
+        from .mrml_adapter import dwi_from_node, dwi_from_sequence, volume_from_node
 
+        dwi = dwi_from_sequence(self.dwi_node, self.bval, self.bvec) if self.dwi_node.IsA("vtkMRMLSequenceNode") \
+            else dwi_from_node(self.dwi_node)
         self.work = Path(tempfile.mkdtemp(prefix="dtisynth-slicer-"))
-        save_dwi(self.work / "dwi.nrrd", dwi_from_node(self.dwi_node), compress_nrrd=False)
+        save_dwi(self.work / "dwi.nrrd", dwi, compress_nrrd=False)
         synthesize = ["synthesize", "--dwi", str(self.work / "dwi.nrrd"), "--out", str(self.work / "synthetic"),
                       "--device", self.device, "--jsonl"]
         if self.models:

@@ -125,3 +125,21 @@ def test_scene_bundle_reloads_with_the_same_nodes(results, tmp_path):
     assert len(classes["vtkMRMLPlotChartNode"]) == 4 and len(classes["vtkMRMLScalarVolumeNode"]) >= 4
     with pytest.raises(ValueError, match=".mrb"):
         adapter.write_scene_bundle(results / "synthetic", tmp_path / "results.zip")
+
+
+def test_scene_command_writes_the_bundle_and_refuses_a_bad_name(results, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def dtisynth(*args):
+        return subprocess.run([sys.executable, "-m", "DTISynthLib", "scene", *map(str, args), "--jsonl"],
+                              capture_output=True, text=True)
+
+    run = dtisynth("--results", results / "synthetic", "--evaluation", results / "evaluation", "--out",
+                   tmp_path / "s.mrb")
+    assert run.returncode == 0, run.stderr
+    events = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert events[-1]["event"] == "result" and events[-1]["outputs"] == [str(tmp_path / "s.mrb")]
+    run = dtisynth("--results", results / "synthetic", "--out", tmp_path / "s.txt")
+    assert run.returncode == 2 and ".mrb" in run.stdout and not (tmp_path / "s.txt").exists()

@@ -63,3 +63,20 @@ def test_a_failing_run_reports_the_command_lines_message(scene, subject, tiny_mo
     with pytest.raises(JobFailed, match="three diffusion-weighted volumes"):
         SynthesisJob(dwi_node, models=tiny_models, device="cpu").run(scene)
     assert scene.GetNumberOfNodes() == before
+
+
+def test_a_4d_sequence_with_fsl_gradients_is_accepted(scene, subject, tiny_models, tmp_path):
+    from DTISynthLib.io_nifti import write_nifti_dwi
+
+    dwi = check_dwi(subject.dwi)
+    write_nifti_dwi(tmp_path / "dwi.nii.gz", dwi)  # writes the FSL bval / bvec beside it
+    sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "4D DWI")
+    for i in range(dwi.data.shape[3]):
+        volume = adapter.add_scalar_volume(scene, f"volume {i}", dwi.data[..., i], dwi.affine)
+        sequence.SetDataNodeAtValue(volume, str(i))
+    exported = adapter.dwi_from_sequence(sequence, tmp_path / "dwi.bval", tmp_path / "dwi.bvec")
+    np.testing.assert_allclose(exported.gradients, dwi.gradients, atol=1e-6)  # FSL image frame -> RAS
+    np.testing.assert_array_equal(exported.data, dwi.data)
+    nodes = SynthesisJob(sequence, models=tiny_models, device="cpu", bval=tmp_path / "dwi.bval",
+                         bvec=tmp_path / "dwi.bvec").run(scene)
+    assert nodes["tensor"].IsA("vtkMRMLDiffusionTensorVolumeNode")
