@@ -13,6 +13,7 @@ Scripting from Slicer's Python console:
 import importlib
 import importlib.util
 import logging
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -273,10 +274,10 @@ class DTISynthLogic(ScriptedLoadableModuleLogic):
             packaging.pip_ensure(packaging.load_requirements(requirements), requester="DTISynth",
                                  prompt_install=confirm)
         else:
-            names = [line.split("#")[0].strip() for line in requirements.read_text().splitlines()]
-            modules = {"pynrrd": "nrrd"}
-            needed = [n for n in names if n and importlib.util.find_spec(
-                modules.get(n.split(">")[0].split("=")[0], n.split(">")[0].split("=")[0])) is None]
+            lines = [line.split("#")[0].strip() for line in requirements.read_text().splitlines()]
+            modules = {"pynrrd": "nrrd"}  # distribution name -> import name, where they differ
+            needed = [line for line in lines if line and importlib.util.find_spec(
+                modules.get(re.split(r"[<>=!~ ]", line)[0], re.split(r"[<>=!~ ]", line)[0])) is None]
             if needed:
                 if confirm and not slicer.util.confirmOkCancelDisplay(
                         _("DTISynth needs {packages}. Install them now?").format(packages=", ".join(needed))):

@@ -89,15 +89,15 @@ def _load_synthetic(path):
     return load_dwi(path)
 
 
-def align_synthetic(original, synthetic, synthetic_source):
+def align_synthetic(original, synthetic, synthetic_source, brain):
     """The synthetic DTI on the original's grid: as is when the grids agree, else rigidly registered
     (b=0 to b=0) and resampled. Refuses a synthetic DTI whose b=0 does not match the original's
     (smoothed, inside the brain where both have data, below SAME_SUBJECT_MIN_CORRELATION: another
     subject or scan) or that covers less than MIN_BRAIN_COVERAGE of the original's brain.
-    Returns (data (x, y, z, n) on the original grid, covered (x, y, z) bool, report)."""
+    brain: the original's brain mask. Returns (data (x, y, z, n) on the original grid, covered
+    (x, y, z) bool, report)."""
     from scipy import ndimage
 
-    from .brain_mask import brain_mask
     from .registration import register_rigid, resample_rigid
 
     b0_orig = original.mean_b0()
@@ -113,7 +113,6 @@ def align_synthetic(original, synthetic, synthetic_source):
         covered = resample_rigid(ones, synthetic.affine, original.affine, original.data.shape, rigid.matrix) > 0.999
         report["registration_matrix_ras"] = rigid.matrix.round(6).tolist()
     b0_syn = data[..., synthetic.is_b0].mean(axis=-1)
-    brain = brain_mask(b0_orig)
     coverage = float((brain & covered).sum() / max(1, brain.sum()))
     report["brain_coverage"] = round(coverage, 4)
     if coverage < MIN_BRAIN_COVERAGE:
@@ -162,9 +161,11 @@ def evaluate_subject(subject, original_path, synthetic_path, atlases, rois, out_
         if (~dwi.is_b0).sum() < 6:
             raise InputError(path, "a DTI with b=0 and at least six diffusion directions", f"{(~dwi.is_b0).sum()}")
     owners = check_rois(atlases, rois)
-    data, covered, report = align_synthetic(original, synthetic, synthetic_path)
+    b0 = original.mean_b0()
+    brain = brain_mask(b0)
+    data, covered, report = align_synthetic(original, synthetic, synthetic_path, brain)
     synthetic = replace(synthetic, data=data, affine=original.affine)
-    mask = brain_mask(original.mean_b0()) & covered  # statistics only where both DTIs have data
+    mask = brain & covered  # statistics only where both DTIs have data
     maps = {}
     for source, dwi in (("original", original), ("synthetic", synthetic)):
         fit = fit_tensors(dwi, mask, "ols")
@@ -172,7 +173,7 @@ def evaluate_subject(subject, original_path, synthetic_path, atlases, rois, out_
     roi_masks, placements = {}, []
     for atlas in {id(a): a for a in owners.values()}.values():
         wanted = [r for r, a in owners.items() if a is atlas]
-        masks, placement = place_rois(atlas, original.mean_b0(), maps["original"]["fa"], original.affine, wanted)
+        masks, placement = place_rois(atlas, b0, maps["original"]["fa"], original.affine, wanted)
         roi_masks.update(masks)
         placements.append(placement)
     report["atlases"] = placements
@@ -185,10 +186,10 @@ def evaluate_subject(subject, original_path, synthetic_path, atlases, rois, out_
                 rows.append({"subject": subject, "roi": roi, "map": name, "source": source, "voxels": voxels,
                              "mean": mean, "sd": sd, "snr": snr, "flag": flag})
     similarity = []
+    slices = lambda v: np.moveaxis(v, 2, 0)  # noqa: E731  axial slices (z, x, y)
     for syn_index, orig_index, angle in match_directions(original, synthetic):
         reference, test = original.data[..., orig_index], synthetic.data[..., syn_index]
         peak = float(reference[mask].max()) if mask.any() else 1.0
-        slices = lambda v: np.moveaxis(v, 2, 0)  # noqa: E731  axial slices (z, x, y)
         similarity.append({"subject": subject, "direction": syn_index, "original_volume": orig_index,
                            "angle_degrees": round(angle, 2), "psnr_db": psnr(reference, test, peak, mask),
                            "ssim": ssim(slices(reference), slices(test), peak, slices(mask)),
@@ -210,6 +211,14 @@ def evaluate_subject(subject, original_path, synthetic_path, atlases, rois, out_
 
 
 # ----------------------------------------------------------------------------- cohort
+
+def _mean(values):
+    return float(np.mean(values)) if values.size else float("nan")
+
+
+def _sd(values):
+    return float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
+
 
 def cohort_tables(results, rois):
     """Table 2 rows (per ROI and map: mean +- SD across subjects of the ROI means, paired t-test p;
@@ -238,13 +247,11 @@ def cohort_tables(results, rois):
                 flags.append(f"left out (empty or one-voxel ROI): {', '.join(skipped)}")
             if n < 2:
                 flags.append(f"no t-test with {n} subject{'s' if n != 1 else ''}")
-            sd = lambda v: float(np.std(v, ddof=1)) if v.size > 1 else float("nan")  # noqa: E731
-            mean = lambda v: float(np.mean(v)) if v.size else float("nan")  # noqa: E731
             table.append({"roi": roi, "map": name, "unit": unit, "subjects": n,
-                          "original_mean": mean(orig), "original_sd": sd(orig),
-                          "synthetic_mean": mean(syn), "synthetic_sd": sd(syn), "p_mean": p_mean,
-                          "original_snr": mean(snr_o), "original_snr_sd": sd(snr_o),
-                          "synthetic_snr": mean(snr_s), "synthetic_snr_sd": sd(snr_s), "p_snr": p_snr,
+                          "original_mean": _mean(orig), "original_sd": _sd(orig),
+                          "synthetic_mean": _mean(syn), "synthetic_sd": _sd(syn), "p_mean": p_mean,
+                          "original_snr": _mean(snr_o), "original_snr_sd": _sd(snr_o),
+                          "synthetic_snr": _mean(snr_s), "synthetic_snr_sd": _sd(snr_s), "p_snr": p_snr,
                           "flag": "; ".join(flags)})
             ba = bland_altman(orig, syn)
             agreement.append({"map": name, "roi": roi, "unit": unit, "subjects": usable, **ba})

@@ -52,6 +52,29 @@ def pyramid_levels(voxel_mm):
     return shrinks, [0.0 if f == 1 else f * voxel_mm / 3.5 for f in shrinks]
 
 
+def _mattes(seed, sampling, bins):
+    """A registration method with Mattes mutual information, regular sampling and linear
+    interpolation. seed 0 is refused: SimpleITK reads it as "seed from the wall clock"."""
+    if seed == 0:
+        raise ValueError("seed 0 means a wall-clock seed in SimpleITK; pass a fixed non-zero seed")
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
+    method.SetMetricSamplingStrategy(method.REGULAR)
+    method.SetMetricSamplingPercentage(sampling, seed)
+    method.SetInterpolator(sitk.sitkLinear)
+    return method
+
+
+def _set_pyramid(method, fixed_affine):
+    """Set pyramid_levels for the fixed image's finest spacing (mm); returns that spacing."""
+    voxel = min(np.linalg.norm(np.asarray(fixed_affine)[:3, :3], axis=0))
+    shrinks, sigmas = pyramid_levels(voxel)
+    method.SetShrinkFactorsPerLevel(shrinks)
+    method.SetSmoothingSigmasPerLevel(sigmas)
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    return voxel
+
+
 def _execute_deterministic(method, fixed_img, moving_img):
     """Run a registration on one thread: ITK's threaded metric sums vary in the last bit (1e-14 mm)
     from run to run, and one thread makes the result, and what is built on it, bit-identical."""
@@ -69,21 +92,12 @@ def register_rigid(fixed, fixed_affine, moving, moving_affine, seed=1):
     seed: the metric's sampling seed; 0 is refused because SimpleITK reads it as "seed from the wall
     clock", which made repeated registrations differ by up to 0.05 mm.
     """
-    if seed == 0:
-        raise ValueError("seed 0 means a wall-clock seed in SimpleITK; pass a fixed non-zero seed")
+    method = _mattes(seed, sampling=0.5, bins=50)
     fixed_img, moving_img = to_sitk(fixed, fixed_affine), to_sitk(moving, moving_affine)
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
-    method.SetMetricSamplingStrategy(method.REGULAR)
-    method.SetMetricSamplingPercentage(0.5, seed)
-    method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=300,
                                                     relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
     method.SetOptimizerScalesFromPhysicalShift()
-    shrinks, sigmas = pyramid_levels(min(np.linalg.norm(np.asarray(fixed_affine)[:3, :3], axis=0)))
-    method.SetShrinkFactorsPerLevel(shrinks)
-    method.SetSmoothingSigmasPerLevel(sigmas)
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    _set_pyramid(method, fixed_affine)
     method.SetNumberOfThreads(1)
     initial = sitk.CenteredTransformInitializer(fixed_img, moving_img, sitk.Euler3DTransform(),
                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
@@ -151,15 +165,6 @@ DEMONS_ITERATIONS = 60
 DEMONS_SMOOTHING_MM = 3.0  # Gaussian regularisation of the demons displacement field
 
 
-def _mattes(seed, sampling=0.25):
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    method.SetMetricSamplingStrategy(method.REGULAR)
-    method.SetMetricSamplingPercentage(sampling, seed)
-    method.SetInterpolator(sitk.sitkLinear)
-    return method
-
-
 def register_atlas(subject_image, subject_affine, atlas_image, atlas_affine, deformable=True, seed=1):
     """Register an atlas template to a subject image of the same contrast (b=0 to b=0, or FA to FA):
     affine (Mattes mutual information, so any intensity scale), then, if `deformable`, symmetric-forces
@@ -170,18 +175,12 @@ def register_atlas(subject_image, subject_affine, atlas_image, atlas_affine, def
     carries labels with it. Arrays (x, y, z) with voxel -> RAS affines, as everywhere. Deterministic
     (fixed sampling seed, one thread for the affine stage; demons has no random sampling).
     """
-    if seed == 0:
-        raise ValueError("seed 0 means a wall-clock seed in SimpleITK; pass a fixed non-zero seed")
+    method = _mattes(seed, sampling=0.25, bins=32)
     fixed, moving = to_sitk(subject_image, subject_affine), to_sitk(atlas_image, atlas_affine)
-    voxel = min(np.linalg.norm(np.asarray(subject_affine)[:3, :3], axis=0))
-    shrinks, sigmas = pyramid_levels(voxel)
-    method = _mattes(seed)
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=200,
                                                     relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
     method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel(shrinks)
-    method.SetSmoothingSigmasPerLevel(sigmas)
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    voxel = _set_pyramid(method, subject_affine)
     initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.AffineTransform(3),
                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
     method.SetInitialTransform(initial, inPlace=False)
@@ -191,10 +190,10 @@ def register_atlas(subject_image, subject_affine, atlas_image, atlas_affine, def
     warped = sitk.Resample(moving, fixed, affine, sitk.sitkLinear, 0.0)
     warped = sitk.HistogramMatching(warped, fixed, numberOfHistogramLevels=128, numberOfMatchPoints=15,
                                     thresholdAtMeanIntensity=True)
+    smoothed = sitk.SmoothingRecursiveGaussian(fixed, voxel)  # the subject is noisy, the template not
     field = None
     for shrink in ([2, 1] if voxel < 2.5 else [1]):
-        level_fixed = sitk.SmoothingRecursiveGaussian(fixed, voxel)  # the subject is noisy, the template not
-        level_moving = warped
+        level_fixed, level_moving = smoothed, warped
         if shrink > 1:
             level_fixed, level_moving = sitk.Shrink(level_fixed, [shrink] * 3), sitk.Shrink(level_moving, [shrink] * 3)
         demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
