@@ -1,8 +1,8 @@
 """DTISynth Slicer module: the panel, a parameter node and a thin logic.
 
 The science lives in DTISynthLib (installed beside this file). Synthesis and evaluation run as a child
-process (`PythonSlicer -m DTISynthLib ... --jsonl`, DTISynthLib.slicer_jobs), so Slicer never freezes
-and never imports torch; results come back through one MRML adapter (DTISynthLib.mrml_adapter).
+process (`PythonSlicer -m DTISynthLib ... --jsonl`, DTISynthLib.slicer.job_runner), so Slicer never freezes
+and never imports torch; results come back through one MRML adapter (DTISynthLib.slicer.mrml_adapter).
 
 Scripting from Slicer's Python console:
 
@@ -31,7 +31,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from DTISynthLib.model_package import DEFAULT_MODELS
+from DTISynthLib.generators.package import DEFAULT_MODELS
 
 MAP_ROLES = {"FA": "fa", "MD": "md", "AD": "ad", "RD": "rd", "colour FA": "color"}
 
@@ -190,7 +190,7 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._checkCanApply()
 
     def onPoll(self):
-        from DTISynthLib.slicer_jobs import JobFailed
+        from DTISynthLib.slicer.job_runner import JobFailed
 
         try:
             for event in self.job.poll():
@@ -239,7 +239,7 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class DTISynthLogic(ScriptedLoadableModuleLogic):
-    """Qt-free apart from dialogs: the work is DTISynthLib.slicer_jobs and DTISynthLib.mrml_adapter."""
+    """Qt-free apart from dialogs: the work is DTISynthLib.slicer.job_runner and DTISynthLib.slicer.mrml_adapter."""
 
     def getParameterNode(self):
         return DTISynthParameterNode(super().getParameterNode())
@@ -289,8 +289,8 @@ class DTISynthLogic(ScriptedLoadableModuleLogic):
                    progress=None, bval=None, bvec=None):
         """Synthesize (and, with acquiredNode, evaluate). dwiNode: a DWI node, or a sequence node with FSL
         bval / bvec files. wait=True blocks and returns {role: node}; wait=False returns the started
-        DTISynthLib.slicer_jobs.SynthesisJob for the caller to poll."""
-        from DTISynthLib.slicer_jobs import SynthesisJob
+        DTISynthLib.slicer.job_runner.SynthesisJob for the caller to poll."""
+        from DTISynthLib.slicer.job_runner import SynthesisJob
 
         job = SynthesisJob(dwiNode, b0Node, acquiredNode, models=models, device=device, bval=bval, bvec=bvec)
         if wait:
@@ -299,7 +299,7 @@ class DTISynthLogic(ScriptedLoadableModuleLogic):
         return job
 
     def importModels(self, source):
-        from DTISynthLib.model_package import import_package
+        from DTISynthLib.generators.package import import_package
 
         return import_package(source, self.modelsRoot())
 
@@ -321,9 +321,9 @@ class DTISynthLogic(ScriptedLoadableModuleLogic):
 
     def loadPhantomSample(self):
         """Simulate a phantom subject here (a few seconds) and add its 3-direction DWI and 6-direction DTI."""
-        from DTISynthLib.cohort import draw_subject, simulate_subject
-        from DTISynthLib.dwi import check_dwi
-        from DTISynthLib.mrml_adapter import add_dwi_volume
+        from DTISynthLib.simulation.cohort import draw_subject, simulate_subject
+        from DTISynthLib.core.dwi import check_dwi
+        from DTISynthLib.slicer.mrml_adapter import add_dwi_volume
 
         with slicer.util.WaitCursor():
             subject = simulate_subject(draw_subject("sub-001", 0), "sampled")

@@ -17,9 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from DTISynthLib.cohort import PAPER_GRID, draw_subject, scanner_affine, simulate_subject, subject_tissue, write_subject
-from DTISynthLib.gradient_schemes import dti_6
-from DTISynthLib.simulation import reference_pools, simulate_signals
+from DTISynthLib.core.gradient_schemes import dti_6
+from DTISynthLib.simulation.cohort import (
+    PAPER_GRID,
+    draw_subject,
+    scanner_affine,
+    simulate_subject,
+    subject_tissue,
+    write_subject,
+)
+from DTISynthLib.simulation.signals import reference_pools, simulate_signals
 
 
 def timed(function):

@@ -27,12 +27,12 @@ from bench_tensor_fit import run_measured  # noqa: E402  (one way to time a proc
 def make_inputs(work):
     import torch
 
-    from DTISynthLib.cohort import draw_subject, simulate_subject
-    from DTISynthLib.dwi import check_dwi
-    from DTISynthLib.dwi_files import save_dwi, save_volume
-    from DTISynthLib.gradient_schemes import AXES_3_RAS, SIEMENS_6_RAS
-    from DTISynthLib.model_package import save_generator_weights, write_manifest
-    from DTISynthLib.networks import UNetGenerator, init_weights
+    from DTISynthLib.core.dwi import check_dwi
+    from DTISynthLib.core.gradient_schemes import AXES_3_RAS, SIEMENS_6_RAS
+    from DTISynthLib.generators.networks import UNetGenerator, init_weights
+    from DTISynthLib.generators.package import save_generator_weights, write_manifest
+    from DTISynthLib.io.files import save_dwi, save_volume
+    from DTISynthLib.simulation.cohort import draw_subject, simulate_subject
 
     subject = simulate_subject(draw_subject("sub-001", 3), "sampled")
     save_dwi(work / "dwi.nii.gz", check_dwi(subject.dwi))
@@ -58,11 +58,12 @@ def paper_style(work, out):
     import torch
     from PIL import Image
 
-    from DTISynthLib.dwi import DWI
-    from DTISynthLib.dwi_files import load_dwi, load_volume
-    from DTISynthLib.model_package import load_generators
-    from DTISynthLib.registration import register_rigid, resample_rigid
-    from DTISynthLib.synthesis import SynthesisResult, write_synthesis
+    from DTISynthLib.core.dwi import DWI
+    from DTISynthLib.generators.runner import load_generators
+    from DTISynthLib.io.files import load_dwi, load_volume
+    from DTISynthLib.registration.rigid import register_rigid, resample_rigid
+    from DTISynthLib.synthesis.pipeline import SynthesisResult
+    from DTISynthLib.synthesis.writing import write_synthesis
 
     out = Path(out)
     png = out / "png"

@@ -38,10 +38,10 @@ def child_ours(dwi_path, mask_path, out_dir):
     Memory: growth of the process's peak RSS during fit + maps (outputs included), from a peak counter
     reset after loading (Linux /proc/self/clear_refs), so loading copies do not count.
     """
-    from DTISynthLib.dwi_files import load_dwi, load_mask
-    from DTISynthLib.fit_job import write_fit_outputs
-    from DTISynthLib.tensor_fit import fit_tensors
-    from DTISynthLib.tensor_maps import compute_maps
+    from DTISynthLib.fit.tensor_fit import fit_tensors
+    from DTISynthLib.fit.tensor_maps import compute_maps
+    from DTISynthLib.io.files import load_dwi, load_mask
+    from DTISynthLib.jobs.fit import write_fit_outputs
 
     dwi = load_dwi(dwi_path)
     mask = load_mask(mask_path, dwi)
@@ -65,7 +65,7 @@ def child_dipy(dwi_path, mask_path):
     from dipy.core.gradients import gradient_table
     from dipy.reconst.dti import TensorModel
 
-    from DTISynthLib.dwi_files import load_dwi
+    from DTISynthLib.io.files import load_dwi
 
     dwi = load_dwi(dwi_path)
     mask = np.asarray(nib.load(str(mask_path)).dataobj) > 0
@@ -96,10 +96,10 @@ def run_measured(cmd):
 def make_input(folder, directions):
     import numpy as np
 
-    from DTISynthLib.dwi import check_dwi
-    from DTISynthLib.dwi_files import save_dwi, save_volume
-    from DTISynthLib.gradient_schemes import SIEMENS_6_RAS
-    from DTISynthLib.numerical_phantom import make_fibre_phantom
+    from DTISynthLib.core.dwi import check_dwi
+    from DTISynthLib.core.gradient_schemes import SIEMENS_6_RAS
+    from DTISynthLib.io.files import save_dwi, save_volume
+    from DTISynthLib.simulation.numerical_phantom import make_fibre_phantom
 
     if directions == 6:
         gradients = SIEMENS_6_RAS

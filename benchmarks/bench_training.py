@@ -20,9 +20,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from DTISynthLib.networks import PatchDiscriminator, UNetGenerator, init_weights
-from DTISynthLib.train_config import TrainConfig
-from DTISynthLib.training import Pix2PixTrainer
+from DTISynthLib.generators.networks import (
+    PatchDiscriminator,
+    UNetGenerator,
+    init_weights,
+)
+from DTISynthLib.generators.pix2pix_trainer import Pix2PixTrainer
+from DTISynthLib.training.config import TrainConfig
 
 
 def slices(n, size=128, seed=0):

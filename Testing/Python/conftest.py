@@ -52,9 +52,9 @@ def peer_dwi(request, tmp_path_factory):
     """Inputs for the peer comparisons: every real scan and a noisy, oblique, 30-direction phantom."""
     if request.param != "oblique_phantom":
         return real_dwi_path(request.param)
-    from DTISynthLib.dwi import check_dwi
-    from DTISynthLib.dwi_files import save_dwi
-    from DTISynthLib.numerical_phantom import make_fibre_phantom
+    from DTISynthLib.core.dwi import check_dwi
+    from DTISynthLib.io.files import save_dwi
+    from DTISynthLib.simulation.numerical_phantom import make_fibre_phantom
 
     bvals, gradients = random_gradient_table(30, seed=7)
     dwi, _ = make_fibre_phantom(shape=(40, 36, 20), rotation_degrees=(20, -15, 35), snr=25, seed=3,
@@ -96,10 +96,10 @@ def run_mrtrix(dwi_path, out_dir, mask_path=None, ols=False):
 def tiny_models(tmp_path_factory):
     """A model package of six tiny generators (ngf 4, depth 5, one epoch on two 32x32x19 phantom
     subjects, relative intensities): real files through the real training path, in seconds."""
-    from DTISynthLib.cohort import write_cohort
-    from DTISynthLib.train_config import TrainConfig
-    from DTISynthLib.train_job import run_training
-    from DTISynthLib.training_data import Intensity
+    from DTISynthLib.generators.intensity import Intensity
+    from DTISynthLib.jobs.train import run_training
+    from DTISynthLib.simulation.cohort import write_cohort
+    from DTISynthLib.training.config import TrainConfig
 
     folder = tmp_path_factory.mktemp("models")
     write_cohort(folder / "cohort", 2, "sampled", seed=1, grid=(32, 32, 19))

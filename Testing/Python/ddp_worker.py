@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from DTISynthLib.train_config import TrainConfig
-from DTISynthLib.training import Pix2PixTrainer
+from DTISynthLib.generators.pix2pix_trainer import Pix2PixTrainer
+from DTISynthLib.training.config import TrainConfig
 
 
 def tiny_data(n=8, size=32, seed=0):

@@ -11,7 +11,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from DTISynthLib.frames import LPS_TO_RAS
+from DTISynthLib.core.frames import LPS_TO_RAS
 
 
 def write_dicom_series(folder, dwi, max_value=4000.0):

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from conftest import fail_on_call
 
-from DTISynthLib import fit_job
-from DTISynthLib.dwi import check_dwi
-from DTISynthLib.dwi_files import load_dwi, load_mask, save_dwi
-from DTISynthLib.errors import InputError
-from DTISynthLib.io_dicom import read_dicom_dwi
-from DTISynthLib.numerical_phantom import make_fibre_phantom
+from DTISynthLib.core.dwi import check_dwi
+from DTISynthLib.core.errors import InputError
+from DTISynthLib.io.dicom import read_dicom_dwi
+from DTISynthLib.io.files import load_dwi, load_mask, save_dwi
+from DTISynthLib.jobs import fit as fit_job
+from DTISynthLib.simulation.numerical_phantom import make_fibre_phantom
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from DTISynthLib.brain_mask import brain_mask, otsu_threshold
-from DTISynthLib.dwi_files import load_dwi
+from DTISynthLib.fit.brain_mask import brain_mask, otsu_threshold
+from DTISynthLib.io.files import load_dwi
 
 
 def test_otsu_separates_two_populations():
@@ -26,7 +26,7 @@ def test_brain_mask_agrees_with_dipy_median_otsu(real_dwi):
 def test_threaded_median_equals_one_scipy_call(shape):
     from scipy import ndimage
 
-    from DTISynthLib.brain_mask import median_filter_threaded
+    from DTISynthLib.fit.brain_mask import median_filter_threaded
 
     volume = np.random.default_rng(len(shape) + shape[0]).random(shape).astype(np.float32)
     for workers in (1, 2, 3):

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from DTISynthLib.dwi import check_dwi
-from DTISynthLib.dwi_files import load_dwi, load_tensor, load_volume, save_dwi
-from DTISynthLib.numerical_phantom import make_fibre_phantom
-from DTISynthLib.tensor_maps import compute_maps
+from DTISynthLib.core.dwi import check_dwi
+from DTISynthLib.fit.tensor_maps import compute_maps
+from DTISynthLib.io.files import load_dwi, load_tensor, load_volume, save_dwi
+from DTISynthLib.simulation.numerical_phantom import make_fibre_phantom
 
 REPO = Path(__file__).resolve().parents[2]
 # The shipped demo models (ngf 16, 8 epochs on 7 simulated subjects) against the ground truth, per ROI:
@@ -59,7 +59,7 @@ def test_fit_jsonl_events_and_outputs(tmp_path, phantom):
 
 def test_fit_nrrd_output_with_given_mask_and_method(tmp_path, phantom):
     path, truth = phantom
-    from DTISynthLib.dwi_files import save_volume
+    from DTISynthLib.io.files import save_volume
     dwi = load_dwi(path)
     save_volume(tmp_path / "mask.nrrd", (truth["labels"] > 0).astype(np.uint8), dwi.affine)
     run = _dtisynth("fit", path, "--out", tmp_path / "out", "--format", "nrrd", "--mask", tmp_path / "mask.nrrd",

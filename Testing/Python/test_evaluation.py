@@ -9,13 +9,18 @@ import re
 import numpy as np
 import pytest
 
-from DTISynthLib.atlas import DEFAULT_ROIS, embedded_atlas, place_rois
-from DTISynthLib.brain_phantom import ROI_GROUPS
-from DTISynthLib.cohort import draw_subject, simulate_subject, write_cohort
-from DTISynthLib.dwi import DWI, check_dwi
-from DTISynthLib.dwi_files import load_dwi, save_dwi, save_volume
-from DTISynthLib.errors import InputError
-from DTISynthLib.evaluation import MAPS, bland_altman, paired_t_test, roi_statistics, run_evaluation
+from DTISynthLib.core.dwi import DWI, check_dwi
+from DTISynthLib.core.errors import InputError
+from DTISynthLib.evaluation.atlas import DEFAULT_ROIS, embedded_atlas, place_rois
+from DTISynthLib.evaluation.comparison import MAPS, run_evaluation
+from DTISynthLib.evaluation.statistics import (
+    bland_altman,
+    paired_t_test,
+    roi_statistics,
+)
+from DTISynthLib.io.files import load_dwi, save_dwi, save_volume
+from DTISynthLib.simulation.brain_phantom import ROI_GROUPS
+from DTISynthLib.simulation.cohort import draw_subject, simulate_subject, write_cohort
 
 GRID = (64, 64, 38)
 
@@ -183,7 +188,7 @@ def test_an_roi_empty_after_registration_is_flagged_not_nan(small_cohort, tmp_pa
 
 
 def test_shipped_jhu_label_table_has_the_documented_labels():
-    from DTISynthLib.atlas import RESOURCES_ATLASES, read_label_table
+    from DTISynthLib.evaluation.atlas import RESOURCES_ATLASES, read_label_table
 
     table = read_label_table(RESOURCES_ATLASES / "jhu_icbm_dti_81_labels.tsv")
     rois = {}
@@ -194,7 +199,7 @@ def test_shipped_jhu_label_table_has_the_documented_labels():
 
 
 def test_label_table_without_its_header_is_refused(tmp_path):
-    from DTISynthLib.atlas import read_label_table
+    from DTISynthLib.evaluation.atlas import read_label_table
 
     (tmp_path / "labels.tsv").write_text("5\tsplenium\tsplenium_corpus_callosum\n")
     with pytest.raises(InputError, match="header row"):
@@ -202,8 +207,8 @@ def test_label_table_without_its_header_is_refused(tmp_path):
 
 
 def test_a_synthetic_dti_on_another_grid_is_registered_onto_the_original(small_cohort, tmp_path):
-    from DTISynthLib.cohort import rigid_matrix
-    from DTISynthLib.registration import resample_rigid
+    from DTISynthLib.registration.rigid import resample_rigid
+    from DTISynthLib.simulation.cohort import rigid_matrix
 
     original = small_cohort / "cohort" / "sub-001" / "dwi" / "sub-001_acq-dti6_dwi.nii.gz"
     dti = load_dwi(original)

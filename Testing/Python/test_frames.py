@@ -1,8 +1,13 @@
 import numpy as np
 import pytest
 
-from DTISynthLib.frames import LPS_TO_RAS, affine_rotation, fsl_bvecs_to_ras, ras_to_fsl_bvecs
-from DTISynthLib.numerical_phantom import rotation_matrix
+from DTISynthLib.core.frames import (
+    LPS_TO_RAS,
+    affine_rotation,
+    fsl_bvecs_to_ras,
+    ras_to_fsl_bvecs,
+    rotation_matrix,
+)
 
 
 def _affine(rotation_degrees, voxel=(2.0, 2.0, 3.0), flip_i=False):

@@ -4,11 +4,18 @@ import numpy as np
 import pytest
 from conftest import random_gradient_table
 
-from DTISynthLib.dwi import check_dwi
-from DTISynthLib.dwi_files import load_dwi, load_tensor, load_volume, save_dwi, save_tensor, save_volume
-from DTISynthLib.numerical_phantom import LABELS, make_fibre_phantom
-from DTISynthLib.tensor_fit import fit_tensors
-from DTISynthLib.tensor_maps import compute_maps
+from DTISynthLib.core.dwi import check_dwi
+from DTISynthLib.fit.tensor_fit import fit_tensors
+from DTISynthLib.fit.tensor_maps import compute_maps
+from DTISynthLib.io.files import (
+    load_dwi,
+    load_tensor,
+    load_volume,
+    save_dwi,
+    save_tensor,
+    save_volume,
+)
+from DTISynthLib.simulation.numerical_phantom import LABELS, make_fibre_phantom
 
 FORMATS = ["dwi.nii.gz", "dwi.nii", "dwi.nrrd", "dwi.nhdr"]
 
@@ -99,7 +106,7 @@ def test_dicom_series_through_dcm2niix(tmp_path):
     """A classic DICOM DWI series (LPS geometry and gradients) read through the real dcm2niix."""
     from synthetic_dicom import write_dicom_series
 
-    from DTISynthLib.io_dicom import read_dicom_dwi
+    from DTISynthLib.io.dicom import read_dicom_dwi
 
     bvals, gradients = random_gradient_table(8, seed=4)
     dwi, truth = make_fibre_phantom(shape=(20, 18, 8), rotation_degrees=(12, -8, 25), bvals=bvals, gradients=gradients)

@@ -17,7 +17,7 @@ def _cmake_list(text, variable):
 def test_cmake_lists_every_library_file_and_module_resource():
     cmake = (REPO / "DTISynth" / "CMakeLists.txt").read_text()
     listed = set(_cmake_list(cmake, "DTISYNTHLIB_PYTHON_SCRIPTS"))
-    present = {p.relative_to(REPO).as_posix() for p in (REPO / "DTISynthLib").glob("*.py")}
+    present = {p.relative_to(REPO).as_posix() for p in (REPO / "DTISynthLib").rglob("*.py")}
     assert listed == present, (sorted(present - listed), sorted(listed - present))
     for resource in _cmake_list(cmake, "MODULE_PYTHON_RESOURCES"):
         assert (REPO / "DTISynth" / resource.replace("${MODULE_NAME}", "DTISynth")).exists(), resource
@@ -50,7 +50,7 @@ def test_readme_commands_and_ci_agree():
 
 def test_library_imports_no_gui_and_no_torch_at_import():
     forbidden = {"slicer", "qt", "ctk", "vtk"}
-    for path in (REPO / "DTISynthLib").glob("*.py"):
+    for path in (REPO / "DTISynthLib").rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in tree.body:  # module-level imports only: lazy imports inside functions are allowed
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
@@ -58,17 +58,19 @@ def test_library_imports_no_gui_and_no_torch_at_import():
             assert not any(n.split(".")[0] in forbidden for n in names), (path.name, names)
     # Only the network and training modules load torch; everything Slicer or the CLI start-up touches
     # must not (torch never enters the Slicer process, and `dtisynth fit` starts fast).
-    torch_modules = {"networks", "training", "train_job"}
-    modules = [p.stem for p in (REPO / "DTISynthLib").glob("*.py") if p.stem not in torch_modules | {"__main__"}]
+    torch_modules = {"generators.networks", "generators.pix2pix_trainer", "training.distributed", "training.checkpoints"}
+    modules = [".".join(p.relative_to(REPO / "DTISynthLib").with_suffix("").parts)
+               for p in (REPO / "DTISynthLib").rglob("*.py")]
+    modules = [m.removesuffix(".__init__") for m in modules if m not in torch_modules | {"__main__", "__init__"}]
     code = ("import sys\n" + "".join(f"import DTISynthLib.{m}\n" for m in modules) +
             "print('torch' in sys.modules, 'slicer' in sys.modules)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert run.stdout.strip() == "False False"
-    assert "cli" in modules and "model_package" in modules
+    assert "cli" in modules and "generators.package" in modules
 
 
 def test_no_unpickling_of_model_files():
-    for path in list((REPO / "DTISynthLib").glob("*.py")) + list((REPO / "DTISynth").glob("*.py")):
+    for path in list((REPO / "DTISynthLib").rglob("*.py")) + list((REPO / "DTISynth").glob("*.py")):
         text = path.read_text()
         assert not re.search(r"pickle\.loads?\(", text), path
         for call in re.findall(r"torch\.load\([^)]*\)", text):

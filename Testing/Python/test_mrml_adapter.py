@@ -6,15 +6,16 @@ import csv
 import numpy as np
 import pytest
 
-from DTISynthLib.cohort import write_cohort
-from DTISynthLib.dwi import DWI, check_dwi
-from DTISynthLib.dwi_files import load_dwi, load_tensor
-from DTISynthLib.evaluation import run_evaluation
-from DTISynthLib.synthesis import SynthesisResult, write_synthesis
+from DTISynthLib.core.dwi import DWI, check_dwi
+from DTISynthLib.evaluation.comparison import run_evaluation
+from DTISynthLib.io.files import load_dwi, load_tensor
+from DTISynthLib.simulation.cohort import write_cohort
+from DTISynthLib.synthesis.pipeline import SynthesisResult
+from DTISynthLib.synthesis.writing import write_synthesis
 
 slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
-adapter = pytest.importorskip("DTISynthLib.mrml_adapter")
+adapter = pytest.importorskip("DTISynthLib.slicer.mrml_adapter")
 
 
 def _matrix(vtk_matrix):

@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from DTISynthLib.networks import PatchDiscriminator, UNetGenerator, init_weights, receptive_field
+from DTISynthLib.generators.networks import (
+    PatchDiscriminator,
+    UNetGenerator,
+    init_weights,
+    receptive_field,
+)
 
 
 def _count(module):

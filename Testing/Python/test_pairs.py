@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from conftest import random_gradient_table
 
-from DTISynthLib.dwi import DWI, check_dwi
-from DTISynthLib.dwi_files import load_dwi
-from DTISynthLib.errors import InputError
-from DTISynthLib.gradient_schemes import AXES_3_RAS, SIEMENS_6_RAS
-from DTISynthLib.numerical_phantom import make_fibre_phantom
-from DTISynthLib.pairs import make_pairs, nearest_volumes
-from DTISynthLib.tensor_fit import predict_signals
+from DTISynthLib.core.dwi import DWI, check_dwi
+from DTISynthLib.core.errors import InputError
+from DTISynthLib.core.gradient_schemes import AXES_3_RAS, SIEMENS_6_RAS
+from DTISynthLib.fit.tensor_fit import predict_signals
+from DTISynthLib.io.files import load_dwi
+from DTISynthLib.simulation.numerical_phantom import make_fibre_phantom
+from DTISynthLib.simulation.pairs import make_pairs, nearest_volumes
 
 
 def test_nearest_volumes_on_real_scans(real_dwi):

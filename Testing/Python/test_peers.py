@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from conftest import run_mrtrix
 
-from DTISynthLib.brain_mask import brain_mask
-from DTISynthLib.dwi import check_dwi
-from DTISynthLib.dwi_files import load_dwi, save_dwi, save_volume
-from DTISynthLib.numerical_phantom import make_fibre_phantom
-from DTISynthLib.tensor_fit import fit_tensors
-from DTISynthLib.tensor_maps import compute_maps
+from DTISynthLib.core.dwi import check_dwi
+from DTISynthLib.fit.brain_mask import brain_mask
+from DTISynthLib.fit.tensor_fit import fit_tensors
+from DTISynthLib.fit.tensor_maps import compute_maps
+from DTISynthLib.io.files import load_dwi, save_dwi, save_volume
+from DTISynthLib.simulation.numerical_phantom import make_fibre_phantom
 
 FA_TOL = 1e-4
 MD_TOL = 1e-4 * 1e-3  # mm^2/s

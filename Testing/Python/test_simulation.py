@@ -5,13 +5,28 @@ import hashlib
 import numpy as np
 import pytest
 
-from DTISynthLib.brain_phantom import LABELS, ROI_GROUPS, ROIS, fibre_compartments, sample_tissue
-from DTISynthLib.cohort import PAPER_GRID, draw_subject, scanner_affine, simulate_subject, subject_tissue, write_cohort
-from DTISynthLib.dwi import check_dwi
-from DTISynthLib.dwi_files import load_dwi, save_dwi
-from DTISynthLib.gradient_schemes import dti_6
-from DTISynthLib.registration import register_rigid, rigid_difference
-from DTISynthLib.simulation import (
+from DTISynthLib.core.dwi import check_dwi
+from DTISynthLib.core.gradient_schemes import dti_6
+from DTISynthLib.fit.tensor_fit import fit_tensors
+from DTISynthLib.fit.tensor_maps import compute_maps
+from DTISynthLib.io.files import load_dwi, save_dwi
+from DTISynthLib.registration.rigid import register_rigid, rigid_difference
+from DTISynthLib.simulation.brain_phantom import (
+    LABELS,
+    ROI_GROUPS,
+    ROIS,
+    fibre_compartments,
+    sample_tissue,
+)
+from DTISynthLib.simulation.cohort import (
+    PAPER_GRID,
+    draw_subject,
+    scanner_affine,
+    simulate_subject,
+    subject_tissue,
+    write_cohort,
+)
+from DTISynthLib.simulation.signals import (
     FREE_WATER,
     SYN_EIGENVALUES,
     eigenvalues_for,
@@ -20,8 +35,6 @@ from DTISynthLib.simulation import (
     reference_pools,
     simulate_signals,
 )
-from DTISynthLib.tensor_fit import fit_tensors
-from DTISynthLib.tensor_maps import compute_maps
 
 SMALL = (64, 64, 38)  # 3.4 x 3.4 x 4 mm voxels over the paper's field of view
 
@@ -132,7 +145,7 @@ def test_random_wm_scheme_attenuation_and_free_water():
 
 
 def test_pools_sampled_from_a_real_scan(real_dwi):
-    from DTISynthLib.brain_mask import brain_mask
+    from DTISynthLib.fit.brain_mask import brain_mask
 
     dwi = load_dwi(real_dwi)
     mask = brain_mask(dwi.mean_b0())
@@ -234,8 +247,8 @@ def test_signals_match_dipy_multi_tensor():
 
 
 def test_embedded_atlas_is_in_mni_space_with_templates(tmp_path):
-    from DTISynthLib.cohort import write_atlas
-    from DTISynthLib.dwi_files import load_volume
+    from DTISynthLib.io.files import load_volume
+    from DTISynthLib.simulation.phantom_atlas import write_atlas
 
     paths = write_atlas(tmp_path / "atlas", grid=SMALL)
     assert sorted(p.name for p in paths) == ["atlas.json", "atlas_FA.nii.gz", "atlas_T1like.nii.gz", "atlas_b0.nii.gz",

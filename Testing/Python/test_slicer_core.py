@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from DTISynthLib.dwi import check_dwi
-from DTISynthLib.dwi_files import load_dwi, save_dwi, save_tensor, save_volume
-from DTISynthLib.numerical_phantom import make_fibre_phantom, rotation_matrix
-from DTISynthLib.tensor_fit import fit_tensors
-from DTISynthLib.tensor_maps import compute_maps
+from DTISynthLib.core.dwi import check_dwi
+from DTISynthLib.core.frames import rotation_matrix
+from DTISynthLib.fit.tensor_fit import fit_tensors
+from DTISynthLib.fit.tensor_maps import compute_maps
+from DTISynthLib.io.files import load_dwi, save_dwi, save_tensor, save_volume
+from DTISynthLib.simulation.numerical_phantom import make_fibre_phantom
 
 slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
@@ -68,7 +69,7 @@ def test_slicer_opens_dti_and_scalar_nrrd(tmp_path, scene, phantom):
     matrices = slicer.util.arrayFromVolume(tensor_node)  # (k, j, i, 3, 3) in the measurement frame
     ras = to_ras @ matrices.astype(np.float64) @ to_ras.T
     expected = np.transpose(truth["tensor"], (2, 1, 0, 3))
-    from DTISynthLib.tensor_fit import tensor6_to_matrix
+    from DTISynthLib.core.tensor_layout import tensor6_to_matrix
     np.testing.assert_allclose(ras, tensor6_to_matrix(expected), atol=1e-9)
 
 
@@ -107,7 +108,7 @@ def test_vtk_diffusion_tensor_mathematics_agrees(scene, peer_dwi):
     mask = dwi.mean_b0() > np.percentile(dwi.mean_b0(), 60)
     tensor = fit_tensors(dwi, mask).tensor
     maps = compute_maps(tensor, mask, names=("fa", "md"))
-    from DTISynthLib.tensor_fit import tensor6_to_matrix
+    from DTISynthLib.core.tensor_layout import tensor6_to_matrix
     matrices = tensor6_to_matrix(np.transpose(tensor, (2, 1, 0, 3)).astype(np.float64)).reshape(-1, 9)
     image = vtk.vtkImageData()
     image.SetDimensions(*tensor.shape[:3])

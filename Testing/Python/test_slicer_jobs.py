@@ -6,12 +6,12 @@ import os
 import numpy as np
 import pytest
 
-from DTISynthLib.cohort import draw_subject, simulate_subject
-from DTISynthLib.dwi import DWI, check_dwi
+from DTISynthLib.core.dwi import DWI, check_dwi
+from DTISynthLib.simulation.cohort import draw_subject, simulate_subject
 
 slicer = pytest.importorskip("slicer")
-adapter = pytest.importorskip("DTISynthLib.mrml_adapter")
-from DTISynthLib.slicer_jobs import JobFailed, SynthesisJob  # noqa: E402
+adapter = pytest.importorskip("DTISynthLib.slicer.mrml_adapter")
+from DTISynthLib.slicer.job_runner import JobFailed, SynthesisJob  # noqa: E402
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_a_failing_run_reports_the_command_lines_message(scene, subject, tiny_mo
 
 
 def test_a_4d_sequence_with_fsl_gradients_is_accepted(scene, subject, tiny_models, tmp_path):
-    from DTISynthLib.io_nifti import write_nifti_dwi
+    from DTISynthLib.io.nifti import write_nifti_dwi
 
     dwi = check_dwi(subject.dwi)
     write_nifti_dwi(tmp_path / "dwi.nii.gz", dwi)  # writes the FSL bval / bvec beside it

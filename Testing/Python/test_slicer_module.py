@@ -81,8 +81,8 @@ def test_what_the_module_imports_keeps_torch_out_of_slicer():
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert "torch" not in imported
     ours = sorted(m for m in imported if m.startswith("DTISynthLib"))
-    assert "DTISynthLib.slicer_jobs" in ours and "DTISynthLib.mrml_adapter" in ours
-    code = "import sys\n" + "".join(f"import {m}\n" for m in ours + ["DTISynthLib.evaluation", "DTISynthLib.atlas"]) + \
+    assert "DTISynthLib.slicer.job_runner" in ours and "DTISynthLib.slicer.mrml_adapter" in ours
+    code = "import sys\n" + "".join(f"import {m}\n" for m in ours + ["DTISynthLib.evaluation.comparison", "DTISynthLib.evaluation.atlas"]) + \
         "print('torch' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 0, run.stderr

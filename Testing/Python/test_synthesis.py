@@ -6,16 +6,19 @@ import numpy as np
 import pytest
 from conftest import fail_on_call
 
-from DTISynthLib import synthesis
-from DTISynthLib.cohort import draw_subject, simulate_subject
-from DTISynthLib.dwi import DWI, check_dwi
-from DTISynthLib.errors import InputError
-from DTISynthLib.gradient_schemes import SIEMENS_6_RAS
-from DTISynthLib.registration import resample_rigid, rigid_difference
-from DTISynthLib.synthesis import ModelGrid, TorchGenerators, synthesize_dwi, write_synthesis
-from DTISynthLib.tensor_fit import fit_tensors
-from DTISynthLib.tensor_maps import compute_maps
-from DTISynthLib.training_data import Intensity
+from DTISynthLib.core.dwi import DWI, check_dwi
+from DTISynthLib.core.errors import InputError
+from DTISynthLib.core.gradient_schemes import SIEMENS_6_RAS
+from DTISynthLib.fit.tensor_fit import fit_tensors
+from DTISynthLib.fit.tensor_maps import compute_maps
+from DTISynthLib.generators import runner
+from DTISynthLib.generators.intensity import Intensity
+from DTISynthLib.generators.runner import TorchGenerators
+from DTISynthLib.registration.rigid import resample_rigid, rigid_difference
+from DTISynthLib.simulation.cohort import draw_subject, simulate_subject
+from DTISynthLib.synthesis import writing
+from DTISynthLib.synthesis.pipeline import ModelGrid, synthesize_dwi
+from DTISynthLib.synthesis.writing import write_synthesis
 
 GRID = (64, 64, 38)
 
@@ -122,7 +125,7 @@ def test_bf16_keeps_an_fp32_output_layer_and_stays_close_to_fp32(tiny_models):
     # bf16 output would have zero low 16 bits in every value; the fp32 head gives full mantissas
     assert (b.view(np.uint32) & 0xFFFF).astype(bool).mean() > 0.9
     auto = TorchGenerators(tiny_models, "cpu", precision="auto")
-    assert auto.precision == ("bf16" if synthesis.bf16_is_native(auto.device) else "fp32")
+    assert auto.precision == ("bf16" if runner.bf16_is_native(auto.device) else "fp32")
     first = synthesize_dwi(check_dwi(subject.dwi), bf16, bf16.manifest)
     second = synthesize_dwi(check_dwi(subject.dwi), bf16, bf16.manifest)
     assert np.array_equal(first.dti.data, second.dti.data)
@@ -202,7 +205,7 @@ def test_failure_while_writing_leaves_no_partial_results(tmp_path, still_subject
     subject = still_subject
     fake = FakeTruthGenerators(subject.dti, Intensity("relative"))
     result = synthesize_dwi(check_dwi(subject.dwi), fake, manifest_for(subject.dti.affine, GRID))
-    fail_on_call(monkeypatch, synthesis, "save_volume", 3, OSError("No space left on device"))
+    fail_on_call(monkeypatch, writing, "save_volume", 3, OSError("No space left on device"))
     with pytest.raises(OSError, match="No space left"):
         write_synthesis(tmp_path / "out", result)
     assert not any(p.is_file() for p in (tmp_path / "out").rglob("*"))
@@ -213,7 +216,7 @@ def test_synthesize_command_with_a_corrupt_models_folder(tmp_path, tiny_models, 
     import subprocess
     import sys
 
-    from DTISynthLib.dwi_files import save_dwi
+    from DTISynthLib.io.files import save_dwi
 
     models = tmp_path / "models"
     shutil.copytree(tiny_models, models)
@@ -229,7 +232,7 @@ def test_synthesize_command_with_a_corrupt_models_folder(tmp_path, tiny_models, 
 
 
 def test_shipped_demo_models_are_verified_small_and_useful():
-    from DTISynthLib.model_package import DEFAULT_MODELS, read_manifest
+    from DTISynthLib.generators.package import DEFAULT_MODELS, read_manifest
 
     manifest = read_manifest(DEFAULT_MODELS)
     assert [d["index"] for d in manifest["directions"]] == [1, 2, 3, 4, 5, 6]
@@ -264,7 +267,7 @@ def test_model_import_from_zip_verifies_and_refuses_tampering(tmp_path):
     import shutil
     import zipfile
 
-    from DTISynthLib.model_package import DEFAULT_MODELS, import_package
+    from DTISynthLib.generators.package import DEFAULT_MODELS, import_package
 
     archive = tmp_path / "demo.zip"
     with zipfile.ZipFile(archive, "w") as z:

@@ -2,20 +2,20 @@ import numpy as np
 import pytest
 from conftest import random_gradient_table
 
-from DTISynthLib.dwi import DWI, check_dwi, select_shell, shells
-from DTISynthLib.errors import InputError
-from DTISynthLib.gradient_schemes import SIEMENS_6_RAS
-from DTISynthLib.numerical_phantom import make_fibre_phantom
-from DTISynthLib.tensor_fit import (
+from DTISynthLib.core.dwi import DWI, check_dwi, select_shell, shells
+from DTISynthLib.core.errors import InputError
+from DTISynthLib.core.gradient_schemes import SIEMENS_6_RAS
+from DTISynthLib.core.tensor_layout import tensor6_to_matrix
+from DTISynthLib.fit.tensor_fit import (
     METHODS,
     design_matrix,
     fit_signals,
     fit_tensors,
     predict_signals,
     solve_spd,
-    tensor6_to_matrix,
 )
-from DTISynthLib.tensor_maps import compute_maps, eigen_decompose
+from DTISynthLib.fit.tensor_maps import compute_maps, eigen_decompose
+from DTISynthLib.simulation.numerical_phantom import make_fibre_phantom
 
 
 def _random_tensors(n, seed=0):
@@ -154,7 +154,7 @@ def test_design_matrix_convention():
 
 
 def test_too_few_or_degenerate_directions_are_refused():
-    from DTISynthLib.errors import InputError
+    from DTISynthLib.core.errors import InputError
 
     three = DWI(np.ones((2, 2, 2, 4), np.float32), np.eye(4), np.r_[0, 1000, 1000, 1000],
                 np.vstack([np.zeros(3), np.eye(3)]), "xyz_dwi.nii.gz")

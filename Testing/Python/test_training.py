@@ -12,13 +12,20 @@ import torch
 from ddp_worker import tiny_data
 from safetensors.torch import load_file
 
-from DTISynthLib.cohort import draw_subject, simulate_subject, write_cohort
-from DTISynthLib.errors import InputError
-from DTISynthLib.model_package import load_generators, read_manifest
-from DTISynthLib.train_config import TrainConfig
-from DTISynthLib.train_job import run_training
-from DTISynthLib.training import Pix2PixTrainer
-from DTISynthLib.training_data import Intensity, find_pairs, flip_pair_index, load_subject_slices, split_subjects
+from DTISynthLib.core.errors import InputError
+from DTISynthLib.generators.intensity import Intensity
+from DTISynthLib.generators.package import read_manifest
+from DTISynthLib.generators.pix2pix_trainer import Pix2PixTrainer
+from DTISynthLib.generators.runner import load_generators
+from DTISynthLib.jobs.train import run_training
+from DTISynthLib.simulation.cohort import draw_subject, simulate_subject, write_cohort
+from DTISynthLib.training.config import TrainConfig
+from DTISynthLib.training.data import (
+    find_pairs,
+    flip_pair_index,
+    load_subject_slices,
+    split_subjects,
+)
 
 HERE = Path(__file__).resolve().parent
 TINY = dict(ngf=4, ndf=4, depth=5)

@@ -1,0 +1,208 @@
+"""The names of every file and folder DTISynth's jobs write, in one place.
+
+Each class takes the job's output folder (or a staging folder standing in for it) and names what
+lies inside; readers of results (evaluation, the MRML adapter, the Slicer job runner, the demo) use
+the same classes, so a name changes here and nowhere else.
+"""
+
+from pathlib import Path
+
+EXTENSIONS = {"nifti": ".nii.gz", "nrrd": ".nrrd"}
+# map name (tensor_maps.MAP_NAMES and "s0") -> file stem
+MAP_FILE_STEMS = {"fa": "fa", "md": "md", "ad": "ad", "rd": "rd", "color": "color_fa", "v1": "v1",
+                  "evals": "eigenvalues", "s0": "s0"}
+
+
+class FitOutput:
+    """`dtisynth fit --out DIR`: tensor, mask and maps in one format, and fit.json describing them."""
+
+    def __init__(self, folder, fmt="nifti"):
+        self.folder, self.extension = Path(folder), EXTENSIONS[fmt]
+
+    @property
+    def tensor(self):
+        return self.folder / f"tensor{self.extension}"
+
+    @property
+    def mask(self):
+        return self.folder / f"mask{self.extension}"
+
+    def map(self, name):
+        """The file of map `name` (fa, md, ad, rd, color, v1, evals, s0)."""
+        return self.folder / f"{MAP_FILE_STEMS[name]}{self.extension}"
+
+    @property
+    def description(self):
+        return self.folder / "fit.json"
+
+
+class SynthesisOutput:
+    """`dtisynth synthesize --out DIR`: the synthetic DTI (NIfTI + FSL bval / bvec, Slicer NRRD), its
+    maps (a FitOutput in NIfTI) and synthesis.json."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    @property
+    def dti_nifti(self):
+        return self.folder / "synthetic_dti.nii.gz"
+
+    @property
+    def dti_nrrd(self):
+        return self.folder / "synthetic_dti.nrrd"
+
+    @property
+    def maps(self):
+        return FitOutput(self.folder / "maps")
+
+    @property
+    def report(self):
+        return self.folder / "synthesis.json"
+
+    def find_dti(self):
+        """The synthetic DTI in this folder (NIfTI first, then NRRD), or None."""
+        candidates = sorted(self.folder.glob("synthetic_dti.nii*")) + sorted(self.folder.glob("synthetic_dti.nrrd"))
+        return candidates[0] if candidates else None
+
+
+class EvaluationOutput:
+    """`dtisynth evaluate --out DIR`: tables, evaluation.json, figures, ROI label maps, report.html."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    @property
+    def table2(self):
+        return self.folder / "table2.csv"
+
+    @property
+    def roi_statistics(self):
+        return self.folder / "roi_statistics.csv"
+
+    @property
+    def bland_altman(self):
+        return self.folder / "bland_altman.csv"
+
+    @property
+    def similarity(self):
+        return self.folder / "similarity.csv"
+
+    @property
+    def summary(self):
+        return self.folder / "evaluation.json"
+
+    @property
+    def report(self):
+        return self.folder / "report.html"
+
+    @property
+    def figures(self):
+        return self.folder / "figures"
+
+    @property
+    def bland_altman_figure(self):
+        return self.figures / "bland_altman.png"
+
+    def montage(self, subject):
+        return self.figures / f"montage_{subject}.png"
+
+    @property
+    def rois(self):
+        return self.folder / "rois"
+
+    def roi_labels(self, subject):
+        """Subject's ROI label map (label k = the k-th ROI of rois.tsv) on the original's grid."""
+        return self.rois / f"{subject}_rois.nii.gz"
+
+    @property
+    def roi_table(self):
+        return self.rois / "rois.tsv"
+
+
+class DemoOutput:
+    """`dtisynth demo --out DIR`: the simulated subjects, their synthetic DTIs, sub-001's acquired maps,
+    the montage, the ROI table and the cohort evaluation."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    @property
+    def input(self):
+        return self.folder / "input"
+
+    def synthetic(self, subject=None):
+        return self.folder / "synthetic" if subject is None else SynthesisOutput(self.folder / "synthetic" / subject)
+
+    @property
+    def acquired(self):
+        return FitOutput(self.folder / "acquired")
+
+    @property
+    def brain_mask(self):
+        return self.input / "brain_mask.nii.gz"
+
+    @property
+    def montage(self):
+        return self.folder / "montage.png"
+
+    @property
+    def roi_values(self):
+        return self.folder / "roi_values.tsv"
+
+    @property
+    def evaluation(self):
+        return EvaluationOutput(self.folder / "evaluation")
+
+
+class SlicerJobFolder:
+    """The Slicer job runner's temporary folder: the exported input nodes, the child's synthesis and
+    evaluation folders and each command's stderr."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    @property
+    def dwi(self):
+        return self.folder / "dwi.nrrd"
+
+    @property
+    def reference_b0(self):
+        return self.folder / "b0.nii.gz"
+
+    @property
+    def acquired(self):
+        return self.folder / "acquired.nrrd"
+
+    @property
+    def acquired_b0(self):
+        return self.folder / "acquired_b0.nii.gz"
+
+    @property
+    def synthesis(self):
+        return SynthesisOutput(self.folder / "synthetic")
+
+    @property
+    def evaluation(self):
+        return EvaluationOutput(self.folder / "evaluation")
+
+    def stderr(self, number):
+        return self.folder / f"stderr_{number}.log"
+
+
+# Paired acquisitions (what `simulate cohort` and `pairs` write and `train` / `evaluate` read):
+# <stem>_acq-dwi3_dwi.<ext> (b=0 + x, y, z) beside <stem>_acq-dti6_dwi.<ext> (b=0 + 6 directions).
+DWI3 = "dwi3"
+DTI6 = "dti6"
+
+
+def acquisition_name(stem, acquisition, extension=".nii.gz"):
+    """File name of one acquisition (DWI3 or DTI6) of a subject or scan."""
+    return f"{stem}_acq-{acquisition}_dwi{extension}"
+
+
+def acquisition_subject(file_name):
+    """The stem of an acquisition's file name (`sub-001` of `sub-001_acq-dti6_dwi.nii.gz`), or None."""
+    return file_name.split("_acq-")[0] if "_acq-" in file_name else None
+
+
+PAIRS_REPORT = "pairs.json"

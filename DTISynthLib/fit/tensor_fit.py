@@ -1,0 +1,171 @@
+"""Diffusion tensor fitting, vectorised over voxels.
+
+Model: ln S(b, g) = ln S0 - b g^T D g, with b in s/mm^2, g a unit vector in the RAS world frame,
+so D is in mm^2/s and in the RAS world frame. Parameters per voxel, in MRtrix3's order:
+(Dxx, Dyy, Dzz, Dxy, Dxz, Dyz, ln S0).
+
+Methods
+- "ols": log-linear ordinary least squares.
+- "wls": weighted least squares with weights S_pred^2 from the OLS prediction (Salvador 2005;
+  dipy's WLS).
+- "iwls": MRtrix3's dwi2tensor default: a first WLS pass weighted by the measured signals S^2, then
+  `iterations` passes weighted by the previous pass's predicted signals.
+With b0 + 6 directions the system is exactly determined and all three give the same tensor.
+
+Signal policy: a signal below 1e-6 x the voxel's largest signal (including S <= 0) is raised to that
+floor before the log, as MRtrix3 does; it then gets a near-zero weight in WLS / IWLS. A voxel with
+no positive signal at all, or whose fit is degenerate, gets a zero tensor (never NaN). A signal above
+S0 is kept as measured (it lowers the apparent diffusivity along its direction and may make an
+eigenvalue negative; see tensor_maps for the negative-eigenvalue policy). Several b=0 volumes are
+averaged into one S0 observation (arithmetic mean, for its better SNR on magnitude data) whose WLS
+weight counts the number of b=0 volumes averaged.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.dwi import DWI
+from ..core.errors import InputError
+
+METHODS = ("ols", "wls", "iwls")
+SIGNAL_FLOOR = 1e-6  # relative to the voxel's largest signal
+CHUNK_VOXELS = 8192  # bounds working memory: about 1 kB per voxel of float64 temporaries
+
+
+@dataclass
+class TensorFit:
+    """tensor: float32 (x, y, z, 6) Dxx, Dyy, Dzz, Dxy, Dxz, Dyz in mm^2/s, RAS world frame;
+    s0: float32 (x, y, z) fitted b=0 signal; mask: bool (x, y, z) voxels fitted (zero elsewhere)."""
+
+    tensor: np.ndarray
+    s0: np.ndarray
+    mask: np.ndarray
+
+
+def design_matrix(bvals, gradients):
+    """(n, 7) matrix B with ln S = B @ (Dxx, Dyy, Dzz, Dxy, Dxz, Dyz, ln S0)."""
+    b = np.asarray(bvals, dtype=np.float64)[:, None]
+    g = np.asarray(gradients, dtype=np.float64)
+    x, y, z = g[:, 0:1], g[:, 1:2], g[:, 2:3]
+    return np.hstack([-b * x * x, -b * y * y, -b * z * z, -2 * b * x * y, -2 * b * x * z, -2 * b * y * z,
+                      np.ones_like(b)])
+
+
+def b0_averaged_rows(signals, is_b0):
+    """Signals (N, n) -> (N, 1 + n_dw): the mean of the b=0 columns first, then the weighted ones."""
+    return np.concatenate([signals[:, is_b0].mean(axis=1, keepdims=True), signals[:, ~is_b0]], axis=1)
+
+
+def solve_spd(normal, rhs):
+    """Solve symmetric positive-definite systems laid out voxel-last: normal (k, k, N), rhs (k, N).
+
+    A Cholesky factorisation written as k^2 vector operations over the N voxels: far faster than N
+    small LAPACK calls. A voxel whose matrix is not positive definite gets NaN parameters.
+    """
+    k = normal.shape[0]
+    lower = np.zeros_like(normal)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for j in range(k):
+            pivot = normal[j, j] - np.einsum("kn,kn->n", lower[j, :j], lower[j, :j])
+            lower[j, j] = np.sqrt(np.where(pivot > 0, pivot, np.nan))
+            for i in range(j + 1, k):
+                lower[i, j] = (normal[i, j] - np.einsum("kn,kn->n", lower[i, :j], lower[j, :j])) / lower[j, j]
+        y = np.empty_like(rhs)
+        for i in range(k):
+            y[i] = (rhs[i] - np.einsum("kn,kn->n", lower[i, :i], y[:i])) / lower[i, i]
+        x = np.empty_like(rhs)
+        for i in reversed(range(k)):
+            x[i] = (y[i] - np.einsum("kn,kn->n", lower[i + 1:, i], x[i + 1:])) / lower[i, i]
+    return x
+
+
+def _weighted_solve(design, weights_sq, log_signal):
+    """Per-voxel weighted least squares: solve (B^T W B) p = B^T W y for (N, n) weights W -> (N, 7)."""
+    scale = np.abs(design).max(axis=0)  # equilibrate columns (b ~ 1e3 against 1 for ln S0)
+    scaled = design / scale
+    n_params = scaled.shape[1]
+    outer = (scaled[:, :, None] * scaled[:, None, :]).reshape(scaled.shape[0], -1)
+    normal = (outer.T @ weights_sq.T).reshape(n_params, n_params, -1)
+    rhs = scaled.T @ (weights_sq * log_signal).T
+    return (solve_spd(normal, rhs) / scale[:, None]).T
+
+
+def fit_signals(signals, bvals, gradients, method="iwls", iterations=2, b0_weight=1.0):
+    """Fit tensors to signals (N, n) with float64 arithmetic -> parameters (N, 7) (see design_matrix).
+
+    `b0_weight` multiplies the WLS weight of b=0 rows (the number of b=0 volumes averaged into them).
+    """
+    if method not in METHODS:
+        raise ValueError(f"fit method must be one of {METHODS}, not {method!r}")
+    design = design_matrix(bvals, gradients)
+    signals = np.asarray(signals, dtype=np.float64)
+    params = _fit_log_linear(design, signals, bvals, method, iterations, b0_weight)
+    params[signals.max(axis=1) <= 0] = 0.0  # no signal at all: no tensor
+    return params
+
+
+def _fit_log_linear(design, signals, bvals, method, iterations, b0_weight):
+    floor = SIGNAL_FLOOR * signals.max(axis=1, keepdims=True)
+    signals = np.maximum(signals, np.maximum(floor, np.finfo(np.float64).tiny))
+    log_signal = np.log(signals)
+    params = log_signal @ np.linalg.pinv(design).T  # OLS
+    if method == "ols" or np.linalg.matrix_rank(design) == design.shape[0]:
+        return params  # exactly determined: every weighting gives the same solution
+    row_weight = np.where(np.asarray(bvals) <= 0, b0_weight, 1.0)
+    if method == "wls":
+        predicted = _predicted_weights(params, design)
+        return _weighted_solve(design, predicted**2 * row_weight, log_signal)
+    weights = signals
+    for _ in range(iterations + 1):
+        params = _weighted_solve(design, weights**2 * row_weight, log_signal)
+        weights = _predicted_weights(params, design)
+    return params
+
+
+def _predicted_weights(params, design):
+    # Clipped so that squared weights stay finite in float64 for wild fits in noise-only voxels.
+    return np.exp(np.clip(params @ design.T, -300.0, 300.0))
+
+
+def fit_tensors(dwi: DWI, mask=None, method="iwls", iterations=2, progress=None):
+    """Fit a tensor in every mask voxel of a checked single-shell DWI.
+
+    mask: bool (x, y, z) or None for every voxel whose mean b=0 signal is positive.
+    progress: optional callable(fraction) called after each chunk of voxels.
+    Works chunk by chunk on rows gathered from dwi.data: beyond the outputs (7 float32 per voxel, the
+    size of a b0 + 6 input) it needs only a few MB of working memory.
+    """
+    is_b0 = dwi.is_b0
+    bvals = np.concatenate([[0.0], dwi.bvals[~is_b0]])
+    gradients = np.vstack([np.zeros((1, 3)), dwi.gradients[~is_b0]])
+    rank = np.linalg.matrix_rank(design_matrix(bvals, gradients))
+    if rank < 7:
+        raise InputError(dwi.source, "b=0 and at least 6 diffusion directions that determine a tensor",
+                         f"{int((~is_b0).sum())} diffusion-weighted volumes spanning only {rank - 1} of the 6 "
+                         "tensor components")
+    shape = dwi.data.shape[:3]
+    flat = dwi.data.reshape(-1, dwi.data.shape[3])
+    if mask is None:
+        mask = dwi.mean_b0() > 0
+    mask = np.asarray(mask, dtype=bool)
+    index = np.flatnonzero(mask)
+    tensor = np.zeros(shape + (6,), dtype=np.float32)
+    s0 = np.zeros(shape, dtype=np.float32)
+    tensor_rows, s0_rows = tensor.reshape(-1, 6), s0.reshape(-1)
+    for start in range(0, index.size, CHUNK_VOXELS):
+        rows = index[start:start + CHUNK_VOXELS]
+        signals = b0_averaged_rows(flat[rows], is_b0)
+        params = fit_signals(signals, bvals, gradients, method, iterations, b0_weight=int(is_b0.sum()))
+        params[~np.isfinite(params).all(axis=1)] = 0.0  # degenerate voxel: no tensor rather than NaN
+        tensor_rows[rows] = params[:, :6]
+        s0_rows[rows] = np.where(params[:, 6] != 0, np.exp(np.clip(params[:, 6], -80, 80)), 0.0)
+        if progress:
+            progress(min(1.0, (start + rows.size) / max(index.size, 1)))
+    return TensorFit(tensor, s0, mask)
+
+
+def predict_signals(tensor6, s0, bvals, gradients):
+    """Signals (..., n) of tensors (..., 6) [mm^2/s, RAS] for b-values (s/mm^2) and RAS unit vectors."""
+    design = design_matrix(bvals, gradients)
+    return np.asarray(s0)[..., None] * np.exp(np.asarray(tensor6, dtype=np.float64) @ design[:, :6].T)

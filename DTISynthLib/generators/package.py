@@ -1,0 +1,166 @@
+"""Model packages: a folder with manifest.json and safetensors weights files. Model files are untrusted
+input: nothing is unpickled; every weights file is checked against its SHA-256 in the manifest, and
+the format version and the generator kind must be known. Torch-free: reading and verifying a package
+never loads torch.
+
+manifest.json: format, format_version, architecture (kind, default "pix2pix-per-direction", and the
+kind's own settings, e.g. generator: in/out channels, ngf, depth, dropout; discriminator: ndf,
+n_layers), intensity (mode, quantise_8bit), grid (H, W), voxel_size_mm, b_value (s/mm^2),
+input_directions (RAS unit vectors of the DWI channels), directions (index 1-6, gradient_ras: the
+synthetic DTI's gradient table, RAS), the weights files (network_files), training (hyper-parameters,
+data provenance, subject split), created_by.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..core.atomic import set_default_permissions, write_text_atomic
+from ..core.errors import InputError
+from ..core.gradient_schemes import AXES_3_RAS
+from ..core.resources import RESOURCES
+from .registry import check_kind
+
+FORMAT = "dtisynth-pix2pix"  # every package's format name (it predates generator kinds)
+DEFAULT_MODELS = RESOURCES / "Models" / "demo"  # the shipped demo set
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_generator_weights(path, state_dict, dtype="float32"):
+    """Write a generator state dict as safetensors (float16 storage halves the size); returns SHA-256."""
+    import torch
+    from safetensors.torch import save_file
+
+    cast = {"float32": torch.float32, "float16": torch.float16}[dtype]
+    tensors = {k: (v.detach().to(cast) if v.is_floating_point() else v.detach()).contiguous().cpu()
+               for k, v in state_dict.items()}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "dtype": dtype})
+    set_default_permissions(tmp)
+    tmp.replace(path)
+    return sha256_file(path)
+
+
+def write_manifest(folder, manifest):
+    manifest = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION)
+    write_text_atomic(Path(folder) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def training_fields(request, grid, provenance, processes):
+    """The manifest entries every kind writes after training (all but architecture, directions and
+    the weights files): intensity, grid, voxel size, b-value, input directions, training provenance."""
+    from dataclasses import asdict
+
+    return {"intensity": asdict(request.intensity), "grid": list(grid), "voxel_size_mm": provenance["voxel_size_mm"],
+            "b_value": provenance["b_value"], "input_directions": AXES_3_RAS.tolist(),
+            "gradient_frame": "RAS world (scanner) unit vectors; input channels x, y, z of the scanner",
+            "training": {"config": asdict(request.config), "processes": processes, **provenance},
+            "created_by": f"DTISynth {__version__}", "format_version": FORMAT_VERSION}
+
+
+def network_files(manifest):
+    """{network key: entry with file and sha256}. A package lists its weights files under `networks`
+    (key: each entry's name); packages without that list (the per-direction kind's, the shipped demo
+    set's) give them on the direction entries (key: the direction index)."""
+    if "networks" in manifest:
+        return {entry["name"]: entry for entry in manifest["networks"]}
+    return {entry["index"]: entry for entry in manifest["directions"]}
+
+
+def read_manifest(folder):
+    """Read and check manifest.json of a model folder (format and version)."""
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        raise InputError(path, "a DTISynth model folder with manifest.json", "no manifest.json")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(path, "a JSON manifest", f"unreadable content ({exc})") from None
+    if manifest.get("format") != FORMAT:
+        raise InputError(path, f"format {FORMAT!r}", f"format {manifest.get('format')!r}")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise InputError(path, f"format_version {FORMAT_VERSION} (this DTISynth)",
+                         f"format_version {manifest.get('format_version')!r}")
+    for key in ("architecture", "intensity", "grid", "b_value", "directions"):
+        if key not in manifest:
+            raise InputError(path, f"a {key!r} entry", "none")
+    check_kind(manifest, path)
+    return manifest
+
+
+def verified_weights(folder, entry):
+    """The weights file of a manifest entry, refused when missing or when its SHA-256 differs."""
+    path = Path(folder) / entry["file"]
+    if not path.exists():
+        raise InputError(path, "the weights file named in manifest.json", "no such file")
+    actual = sha256_file(path)
+    if actual != entry["sha256"]:
+        raise InputError(path, f"SHA-256 {entry['sha256']} from manifest.json", f"SHA-256 {actual}")
+    return path
+
+
+def direction_vectors(manifest):
+    """(indices, RAS unit vectors (k, 3)) of the manifest's output directions."""
+    entries = sorted(manifest["directions"], key=lambda d: d["index"])
+    return [d["index"] for d in entries], np.array([d["gradient_ras"] for d in entries], dtype=np.float64)
+
+
+def verify_package(folder):
+    """Check a model folder without loading weights (torch-free): manifest, files and SHA-256 checksums."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    for entry in network_files(manifest).values():
+        verified_weights(folder, entry)
+    return manifest
+
+
+def import_package(source, models_root):
+    """Copy a model package (a folder, or a .zip holding one) into models_root/<its name>, verified
+    first (verify_package) and moved into place in one rename. Returns the new folder. A .zip's
+    members must stay inside it (no absolute or ../ paths)."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    source, models_root = Path(source), Path(models_root)
+    models_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=models_root))
+    try:
+        if source.is_dir():
+            package = staging / source.name
+            shutil.copytree(source, package)
+        elif zipfile.is_zipfile(source):
+            with zipfile.ZipFile(source) as archive:
+                for member in archive.namelist():
+                    if member.startswith("/") or ".." in Path(member).parts:
+                        raise InputError(source, "a zip of one model folder", f"the member path {member!r}")
+                archive.extractall(staging / "unzipped")
+            manifests = list((staging / "unzipped").rglob(MANIFEST))
+            if len(manifests) != 1:
+                raise InputError(source, "a zip holding one model folder (one manifest.json)", f"{len(manifests)}")
+            package = manifests[0].parent
+            if package == staging / "unzipped":
+                package = package.rename(staging / source.stem)
+        else:
+            raise InputError(source, "a model folder or a .zip of one", "neither")
+        verify_package(package)
+        target = models_root / package.name
+        if target.exists():
+            raise InputError(target, "a new model name", "a model folder of that name already exists")
+        package.rename(target)
+        return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

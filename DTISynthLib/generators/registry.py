@@ -1,0 +1,84 @@
+"""The registry of generator kinds: what a model package's `architecture.kind` names.
+
+A kind is one module defining `KIND = GeneratorKind(...)`, listed in KINDS by one line. Synthesis,
+training and the loader ask the registry for a package's kind and use only the GeneratorKind's
+functions: none of them builds a network or reaches into one. Kind modules are imported on first use,
+so reading or verifying a manifest stays torch-free.
+"""
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from ..core.errors import InputError
+
+DEFAULT_KIND = "pix2pix-per-direction"  # what a manifest without architecture.kind is (the shipped demo set)
+KINDS = {  # kind name -> the module defining KIND
+    "pix2pix-per-direction": "DTISynthLib.generators.pix2pix",
+}
+
+
+@dataclass
+class GridSignals:
+    """What a kind synthesizes from, on the model grid (x, y, z), after registration and resampling.
+
+    signals: float32 (x, y, z, 4): the DWI's b=0, then its x, y, z diffusion-weighted volumes (RAS axis
+    order, whatever the file's order); reference: (x, y, z) the reference b=0 (the synthetic DTI's
+    b=0); slices: indices of the axial slices that hold signal (the others stay 0); b_value: the DWI's
+    b (s/mm^2).
+    """
+
+    signals: object
+    reference: object
+    slices: object
+    b_value: float
+
+
+def _unchanged(network, precision):
+    return network
+
+
+@dataclass(frozen=True)
+class GeneratorKind:
+    """A generator kind, as the rest of DTISynth sees it.
+
+    build(manifest, key) -> an untrained torch module for the weights file `key` (package.network_files);
+        called under torch's meta device, then the verified weights are loaded into it.
+    synthesize(predict, grid_signals, manifest, reporter) -> float32 (x, y, z, n) synthetic signals of
+        the manifest's directions sorted by index, on the model grid. predict(key, inputs (N, C, H, W),
+        slice_indices) runs network `key` in eval mode (runner.TorchGenerators.predict).
+    train(request: training.config.TrainingRequest) -> path of the package's manifest.json.
+    prepare_inference(network, precision) -> the network to run at "fp32" or "bf16" (for example bf16
+        weights with an fp32 output layer); default: as built.
+    """
+
+    name: str
+    build: Callable
+    synthesize: Callable
+    train: Callable
+    prepare_inference: Callable = _unchanged
+
+
+def kind_name(manifest):
+    """The kind a manifest names (DEFAULT_KIND when it names none)."""
+    return manifest.get("architecture", {}).get("kind", DEFAULT_KIND)
+
+
+def check_kind(manifest, source):
+    """The manifest's kind name; a kind not in KINDS is refused, naming `source`."""
+    name = kind_name(manifest)
+    if name not in KINDS:
+        raise InputError(source, f"architecture.kind one of {sorted(KINDS)}", f"{name!r}")
+    return name
+
+
+def kind_named(name):
+    """The GeneratorKind registered as `name`."""
+    if name not in KINDS:
+        raise ValueError(f"generator kind must be one of {sorted(KINDS)}, not {name!r}")
+    return importlib.import_module(KINDS[name]).KIND
+
+
+def kind_of(manifest, source="model manifest"):
+    """The GeneratorKind of a manifest."""
+    return kind_named(check_kind(manifest, source))

@@ -1,0 +1,133 @@
+"""Running a model package: its networks loaded through the registry (every checksum verified,
+nothing unpickled) and run batch-wise in eval mode at a chosen precision.
+
+Eval mode (dropout off, batch norm with its running statistics) makes outputs deterministic on one
+machine; precision "bf16" runs under autocast with whatever the kind prepares for it (the
+per-direction kind keeps an fp32 output layer).
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import InputError
+from .package import MANIFEST, network_files, read_manifest, verified_weights
+from .registry import kind_of
+
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def load_generators(folder, directions=None, device="cpu"):
+    """Load a package's verified networks {key: module in eval mode} and its manifest, each network
+    built by the manifest's kind. `directions`: keys of the networks to load (direction indices 1-6
+    for a per-direction kind); default all."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    kind = kind_of(manifest, folder / MANIFEST)
+    files = network_files(manifest)
+    wanted = directions or list(files)
+    networks = {}
+    for key, entry in files.items():
+        if key not in wanted:
+            continue
+        path = verified_weights(folder, entry)
+        try:
+            state = load_file(str(path), device=str(device))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InputError(path, "a safetensors weights file", f"unreadable content ({exc})") from None
+        import torch
+
+        with torch.device("meta"):  # no random initialisation of weights about to be replaced
+            network = kind.build(manifest, key)
+        template = network.state_dict()
+        if set(state) != set(template):
+            raise InputError(path, f"the weights of the manifest's architecture ({len(template)} tensors)",
+                             f"{len(state)} tensors, {len(set(state) ^ set(template))} names differing")
+        wrong = [k for k, v in state.items() if tuple(v.shape) != tuple(template[k].shape)]
+        if wrong:
+            raise InputError(path, "tensor shapes of the manifest's architecture",
+                             f"{wrong[0]} of shape {tuple(state[wrong[0]].shape)}, not {tuple(template[wrong[0]].shape)}")
+        network.load_state_dict({k: v.to(template[k].dtype) for k, v in state.items()}, assign=True)
+        networks[key] = network.eval()
+    return networks, manifest
+
+
+def bf16_is_native(device):
+    """Whether `device` (a torch.device) computes bfloat16 in hardware (AMX / AVX512-BF16 CPUs, CUDA
+    GPUs from Ampere on); elsewhere bf16 is emulated and slower than fp32."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and \
+        bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+class TorchGenerators:
+    """The networks of a verified model package: predict(key, inputs, slice_indices).
+
+    The manifest is read at once (a bad one, or an unknown kind, fails before any work); torch and
+    the weights load on a background thread, overlapping the DWI's loading and registration (which
+    release the GIL), and predict() waits for them.
+
+    precision: "fp32" (full precision throughout), "bf16" (autocast and channels_last, with the
+    kind's prepare_inference; differences from fp32 are stated in the README), or "auto" (default):
+    bf16 where the hardware computes it natively, fp32 elsewhere.
+    """
+
+    def __init__(self, models_dir, device="auto", batch_size=16, precision="auto"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        self.manifest = read_manifest(models_dir)
+        self.kind = kind_of(self.manifest, Path(models_dir) / MANIFEST)
+        self.batch_size = batch_size
+        pool = ThreadPoolExecutor(1, thread_name_prefix="dtisynth-load-models")
+        self._loading = pool.submit(self._load, models_dir, device, precision)
+        pool.shutdown(wait=False)
+
+    def _load(self, models_dir, device, precision):
+        import torch
+
+        device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                              ("cpu" if device == "auto" else device))
+        networks, _ = load_generators(models_dir, device=device)
+        if precision == "auto":
+            precision = "bf16" if bf16_is_native(device) else "fp32"
+        if precision == "bf16":
+            networks = {key: self.kind.prepare_inference(network.to(memory_format=torch.channels_last), "bf16")
+                        for key, network in networks.items()}
+        return networks, device, precision
+
+    @property
+    def generators(self):
+        return self._loading.result()[0]
+
+    @property
+    def device(self):
+        return self._loading.result()[1]
+
+    @property
+    def precision(self):
+        """The precision in use ("fp32" or "bf16"; "auto" resolved)."""
+        return self._loading.result()[2]
+
+    def predict(self, key, inputs, slice_indices):
+        """Network `key` on inputs (N, C, H, W) in batches -> float32 outputs (N, H, W) for a network with
+        one output channel, (N, C_out, H, W) otherwise."""
+        import torch
+
+        model = self.generators[key]
+        bf16 = self.precision == "bf16"
+        outputs = []
+        memory_format = torch.channels_last if bf16 else torch.contiguous_format
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            for start in range(0, len(inputs), self.batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(inputs[start:start + self.batch_size])).to(
+                    self.device, memory_format=memory_format)
+                y = model(x)
+                outputs.append((y[:, 0] if y.shape[1] == 1 else y).float().cpu().numpy())
+        return np.concatenate(outputs)

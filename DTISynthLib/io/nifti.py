@@ -1,0 +1,100 @@
+"""NIfTI (.nii / .nii.gz) with FSL bval / bvec files.
+
+bvec frame: FSL's convention (frames.fsl_bvecs_to_ras); in memory gradients are RAS world vectors.
+The affine is the sform when its code is set, else the qform (nibabel's get_best_affine).
+"""
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..core.dwi import DWI
+from ..core.errors import InputError
+from ..core.frames import fsl_bvecs_to_ras, ras_to_fsl_bvecs
+
+
+def nifti_stem(path):
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+def _sidecar(path, suffix):
+    return Path(path).with_name(nifti_stem(path) + suffix)
+
+
+def read_nifti(path):
+    """Load a NIfTI image: (float32 array, 4x4 affine). Corrupt or truncated files raise InputError."""
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except FileNotFoundError:
+        raise InputError(path, "an existing NIfTI file", "no such file") from None
+    except Exception as exc:  # nibabel raises many types for damaged files
+        raise InputError(path, "a readable NIfTI file", f"a damaged or truncated file ({exc})") from None
+    return data, img.affine.astype(np.float64)
+
+
+def read_fsl_gradients(bval_path, bvec_path, n_volumes, affine):
+    """Read FSL bval / bvec text files -> (bvals (n,), RAS unit gradients (n, 3))."""
+    try:
+        bvals = np.loadtxt(bval_path, dtype=np.float64, ndmin=1).reshape(-1)
+    except (OSError, ValueError) as exc:
+        raise InputError(bval_path, "a text file of b-values", f"unreadable content ({exc})") from None
+    try:
+        bvecs = np.loadtxt(bvec_path, dtype=np.float64, ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise InputError(bvec_path, "a text file of 3 rows of vector components", f"unreadable content ({exc})") from None
+    if bvecs.shape[0] != 3 and bvecs.shape[1] == 3:
+        bvecs = bvecs.T  # some tools write one vector per line
+    if bvecs.shape[0] != 3:
+        raise InputError(bvec_path, "3 rows (x, y, z components)", f"an array of shape {bvecs.shape}")
+    if bvals.shape[0] != n_volumes:
+        raise InputError(bval_path, f"{n_volumes} b-values, one per volume of the image", f"{bvals.shape[0]} b-values")
+    if bvecs.shape[1] != n_volumes:
+        raise InputError(bvec_path, f"{n_volumes} vectors, one per volume of the image", f"{bvecs.shape[1]} vectors")
+    return bvals, fsl_bvecs_to_ras(bvecs, affine)
+
+
+def read_nifti_dwi(path, bval=None, bvec=None):
+    """Load NIfTI DWI with FSL gradients; bval / bvec default to files beside it with the same stem."""
+    path = Path(path)
+    bval = Path(bval) if bval else _sidecar(path, ".bval")
+    bvec = Path(bvec) if bvec else _sidecar(path, ".bvec")
+    for side in (bval, bvec):
+        if not side.exists():
+            raise InputError(side, "an FSL gradient file beside the NIfTI DWI (or pass --bval / --bvec)", "no such file")
+    data, affine = read_nifti(path)
+    if data.ndim != 4:
+        raise InputError(path, "a 4D image (x, y, z, volumes)", f"{data.ndim}D data of shape {data.shape}")
+    bvals, gradients = read_fsl_gradients(bval, bvec, data.shape[3], affine)
+    return DWI(data, affine, bvals, gradients, str(path))
+
+
+def write_nifti(path, data, affine):
+    """Write an array as NIfTI with `affine` as both sform and qform (code 1, scanner)."""
+    img = nib.Nifti1Image(np.asarray(data), np.asarray(affine, dtype=np.float64))
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    nib.save(img, str(path))
+
+
+def exact_text(value):
+    """Shortest decimal text that reads back as exactly the same float64 (1000, not 1000.0000000)."""
+    short = f"{value:.15g}"
+    return short if float(short) == value else repr(float(value))
+
+
+def write_nifti_dwi(path, dwi):
+    """Write DWI as NIfTI + FSL .bval / .bvec beside it (same stem). Returns the three paths."""
+    path = Path(path)
+    write_nifti(path, dwi.data.astype(np.float32), dwi.affine)
+    bval, bvec = _sidecar(path, ".bval"), _sidecar(path, ".bvec")
+    bval.write_text(" ".join(exact_text(v) for v in dwi.bvals) + "\n")
+    bvec.write_text("".join(" ".join(exact_text(v) for v in row) + "\n"
+                            for row in ras_to_fsl_bvecs(dwi.gradients, dwi.affine)))
+    return [path, bval, bvec]

@@ -1,0 +1,55 @@
+"""`dtisynth synthesize`: a synthetic DTI from a 3-direction DWI, with its maps (SynthesisOutput)."""
+
+from ..core.progress import NullReporter
+from ..generators.runner import PRECISIONS
+from .options import add_jsonl_option
+
+NAME = "synthesize"
+HELP = "synthesize a 6-direction DTI from a 3-direction DWI, with maps"
+
+
+def add_arguments(parser):
+    parser.add_argument("--dwi", required=True, help="3-direction DWI with b=0 (NIfTI + bval/bvec, NRRD or DICOM folder)")
+    parser.add_argument("--bval")
+    parser.add_argument("--bvec")
+    parser.add_argument("--b0", help="reference b=0 to register the DWI to (default: the DWI's own b=0)")
+    parser.add_argument("--models", help="model folder (default: the shipped demo set)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--force-b", action="store_true", help="accept a b-value other than the models'")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto (default: bf16 where the hardware computes it natively, else fp32), fp32, or bf16 "
+                             "(autocast + channels_last with an fp32 output layer)")
+    add_jsonl_option(parser)
+
+
+def run(args, reporter):
+    from .process import keep_freed_heap_memory
+
+    keep_freed_heap_memory()
+    outputs, report = run_synthesis(args.dwi, args.out, args.b0, args.models, args.device, args.force_b, args.bval,
+                                    args.bvec, reporter, args.precision)
+    reporter.result(outputs, f"synthetic DTI in {args.out}" + "".join(f"\nwarning: {w}" for w in report["warnings"]))
+
+
+def run_synthesis(dwi_path, out_dir, b0_path=None, models_dir=None, device="auto", force_b=False, bval=None,
+                  bvec=None, reporter=NullReporter(), precision="auto"):
+    """Synthesize from files and write the results; returns the written paths and the report."""
+    from ..generators.package import DEFAULT_MODELS
+    from ..generators.runner import TorchGenerators
+    from ..io.files import load_dwi, load_reference_b0
+    from ..synthesis.pipeline import synthesize_dwi
+    from ..synthesis.writing import write_synthesis
+
+    reporter.progress("load", 0.0, f"reading {dwi_path}")
+    dwi = load_dwi(dwi_path, bval, bvec)
+    b0 = load_reference_b0(b0_path) if b0_path else None
+    # Models load on a background thread while the DWI registers (started only now: a concurrent
+    # torch import slows gzip reading threefold through the GIL).
+    models_dir = models_dir or DEFAULT_MODELS
+    generators = TorchGenerators(models_dir, device, precision=precision)
+    reporter.progress("load", 1.0, f"input read; models {models_dir} loading in the background")
+    result = synthesize_dwi(dwi, generators, generators.manifest, b0, force_b, reporter)
+    result.report.update(models=str(models_dir), device=str(generators.device), precision=generators.precision,
+                         deterministic="eval mode: dropout off, batch-norm running statistics")
+    return write_synthesis(out_dir, result, reporter=reporter), result.report

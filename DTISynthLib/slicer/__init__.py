@@ -1,0 +1,6 @@
+"""The Slicer side, Qt-free: the one MRML adapter (arrays and result folders <-> nodes) and the job
+runner behind the module's panel (the command line in a child process). The only package that
+imports `slicer` or `vtk`, and only inside functions, so that it imports anywhere.
+
+May import: core, io, generators.
+"""

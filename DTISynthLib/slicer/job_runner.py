@@ -1,0 +1,210 @@
+"""Qt-free logic behind the Slicer module: export input nodes, run the command line in a child
+process, follow its JSON-lines events, cancel it, and load the results through mrml_adapter.
+
+Slicer never imports torch: synthesis runs as `PythonSlicer -m DTISynthLib synthesize ... --jsonl`
+(any Python with DTISynthLib outside Slicer). The child runs in its own process group (a new session
+on Linux and macOS, a new process group on Windows), so Cancel ends it and everything it started
+(killpg, or `taskkill /T`); a reader thread follows its output, which works on every platform (select
+on a pipe does not work on Windows). Nothing is loaded into the scene unless the run succeeded.
+
+    job = SynthesisJob(dwi_node, b0_node=None, acquired_node=None, models=None, device="auto")
+    job.start(); ...; job.poll() -> new events; job.cancel()      # the panel's timer drives these
+    nodes = job.run(scene)                                        # or blocking, for scripts
+"""
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from ..core.output_layout import SlicerJobFolder
+
+CREATE_NEW_PROCESS_GROUP = 0x00000200  # Windows' process creation flag (subprocess defines it only there)
+
+
+def python_executable():
+    """PythonSlicer inside Slicer (beside its executable), else this interpreter."""
+    for name in ("PythonSlicer", "PythonSlicer.exe"):
+        candidate = Path(sys.executable).with_name(name)
+        if candidate.exists():
+            return str(candidate)
+    return sys.executable
+
+
+def process_group_options(platform=sys.platform):
+    """Popen options that start the child in a process group of its own, so that it and its children
+    can be stopped together."""
+    if platform == "win32":
+        return {"creationflags": CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
+
+
+def windows_stop_command(pid):
+    """The command that ends a process and all its children on Windows."""
+    return ["taskkill", "/PID", str(pid), "/T", "/F"]
+
+
+def stop_process_tree(process, platform=sys.platform, timeout=10):
+    """End a child started with process_group_options and everything it started, and reap it."""
+    if platform == "win32":
+        subprocess.run(windows_stop_command(process.pid), capture_output=True)
+        process.wait()
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+
+def _read_lines(stream, lines):
+    """Reader thread: every line of `stream` into the queue, then None at the end of output."""
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+class JobFailed(RuntimeError):
+    """The command line ended with an error; the message is its own."""
+
+
+class SynthesisJob:
+    """One synthesis (and, with an acquired DTI, evaluation) of Slicer nodes in a child process."""
+
+    def __init__(self, dwi_node, b0_node=None, acquired_node=None, models=None, device="auto", name=None,
+                 python=None, bval=None, bvec=None):
+        """dwi_node: a DWI node, or a sequence of scalar volumes with FSL `bval` / `bvec` files."""
+        self.dwi_node, self.b0_node, self.acquired_node = dwi_node, b0_node, acquired_node
+        self.bval, self.bvec = bval, bvec
+        self.models, self.device = models, device
+        self.name = name or f"DTISynth {dwi_node.GetName()}"
+        self.python = python or python_executable()
+        self.work = None
+        self.process = None
+        self.events = []
+        self.commands = []
+        self.cancelled = False
+
+    # ------------------------------------------------------------------ steps
+    def _export(self):
+        from ..io.files import save_dwi, save_volume
+        from .mrml_adapter import dwi_from_node, dwi_from_sequence, volume_from_node
+
+        dwi = dwi_from_sequence(self.dwi_node, self.bval, self.bvec) if self.dwi_node.IsA("vtkMRMLSequenceNode") \
+            else dwi_from_node(self.dwi_node)
+        self.work = Path(tempfile.mkdtemp(prefix="dtisynth-slicer-"))
+        files = SlicerJobFolder(self.work)
+        save_dwi(files.dwi, dwi, compress_nrrd=False)
+        synthesize = ["synthesize", "--dwi", str(files.dwi), "--out", str(files.synthesis.folder),
+                      "--device", self.device, "--jsonl"]
+        if self.models:
+            synthesize += ["--models", str(self.models)]
+        if self.acquired_node is not None:
+            acquired = dwi_from_node(self.acquired_node)
+            save_dwi(files.acquired, acquired, compress_nrrd=False)
+            save_volume(files.acquired_b0, acquired.mean_b0(), acquired.affine)
+        if self.b0_node is not None:
+            volume, affine = volume_from_node(self.b0_node)
+            save_volume(files.reference_b0, volume, affine)
+            synthesize += ["--b0", str(files.reference_b0)]
+        elif self.acquired_node is not None:  # register to the acquired DTI's b=0, as the paper did
+            synthesize += ["--b0", str(files.acquired_b0)]
+        self.commands = [synthesize]
+        if self.acquired_node is not None:
+            self.commands.append(["evaluate", "--original", str(files.acquired), "--synthetic",
+                                  str(files.synthesis.folder), "--out", str(files.evaluation.folder), "--jsonl"])
+
+    def start(self):
+        """Export the inputs and start the first command."""
+        self._export()
+        self._launch(self.commands.pop(0))
+
+    def _launch(self, arguments):
+        # stderr to a file: a full pipe would block the child
+        self.stderr_path = SlicerJobFolder(self.work).stderr(len(self.events))
+        with open(self.stderr_path, "w") as stderr:
+            self.process = subprocess.Popen([self.python, "-m", "DTISynthLib", *arguments], stdout=subprocess.PIPE,
+                                            stderr=stderr, text=True, **process_group_options())
+        self._lines = queue.Queue()
+        self._reader = threading.Thread(target=_read_lines, args=(self.process.stdout, self._lines), daemon=True)
+        self._reader.start()
+
+    def poll(self, block=False):
+        """New events ({"event", "stage", "fraction", "message", ...}) since the last call; starts the
+        next command when one finishes. block: wait until all commands have ended. Raises JobFailed
+        with the command's own error message when one fails."""
+        new = []
+        while self.process is not None:
+            try:
+                line = self._lines.get(block=block)
+            except queue.Empty:
+                break  # nothing new yet
+            if line is not None:
+                if line.startswith("{"):
+                    new.append(json.loads(line))
+                continue
+            self._finish(new)  # end of output: the command has finished
+            if not block:
+                break
+        self.events += new
+        return new
+
+    def _finish(self, pending):
+        code = self.process.wait()
+        self.process.stdout.close()
+        self.process = None
+        if code != 0:
+            errors = [e.get("message", "") for e in self.events + pending if e.get("event") == "error"]
+            stderr = Path(self.stderr_path).read_text().strip().splitlines()
+            raise JobFailed(errors[-1] if errors else stderr[-1] if stderr else f"exit code {code}")
+        if self.commands:
+            self._launch(self.commands.pop(0))
+
+    @property
+    def running(self):
+        return self.process is not None
+
+    def cancel(self):
+        """End the child process group and remove the temporary files. Nothing was loaded."""
+        self.cancelled = True
+        if self.process is not None:
+            stop_process_tree(self.process)
+            self._reader.join(timeout=10)  # the pipe closes with the process group: the reader ends
+            self.process.stdout.close()
+            self.process = None
+        self.cleanup()
+
+    def cleanup(self):
+        if self.work is not None:
+            shutil.rmtree(self.work, ignore_errors=True)
+            self.work = None
+
+    def load(self, scene):
+        """Load the finished results into `scene` (one subject-hierarchy folder); returns {role: node}."""
+        from .mrml_adapter import load_results
+
+        files = SlicerJobFolder(self.work)
+        evaluation = files.evaluation.folder if files.evaluation.summary.exists() else None
+        return load_results(scene, files.synthesis.folder, evaluation, self.name)
+
+    def run(self, scene, progress=None):
+        """Blocking: start, follow to the end (progress(event) for each event), load, clean up."""
+        self.start()
+        try:
+            while self.running:
+                for event in self.poll(block=True):
+                    if progress:
+                        progress(event)
+            return self.load(scene)
+        finally:
+            self.cleanup()

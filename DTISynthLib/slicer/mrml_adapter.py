@@ -1,0 +1,325 @@
+"""The one MRML adapter: DTISynth arrays and result folders -> Slicer nodes, in real Slicer or with
+slicer-core (no Qt). Every Slicer tool then works on them: slice views, tensor glyphs, tables,
+plots, segment statistics.
+
+Frames: our arrays are (x, y, z[, ...]) with voxel -> RAS affines; Slicer arrays are (k, j, i[, ...])
+with IJKToRAS matrices, so volumes are transposed here and nowhere else. DWI gradients and tensors
+are RAS, so their measurement frames are the identity (measurement frame -> RAS).
+"""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from ..core.output_layout import EvaluationOutput, SynthesisOutput
+
+# (lower, upper) display window per map, in the map's stored unit (mm^2/s for diffusivities)
+WINDOWS = {"fa": (0.0, 1.0), "md": (0.0, 2.0e-3), "ad": (0.0, 2.5e-3), "rd": (0.0, 2.0e-3)}
+MAPS = ("fa", "md", "ad", "rd", "color")  # the maps loaded as nodes
+
+
+def _slicer():
+    import slicer
+    import vtk
+
+    return slicer, vtk
+
+
+def _ijk_to_ras(affine):
+    slicer, _ = _slicer()
+    return slicer.util.vtkMatrixFromArray(np.asarray(affine, np.float64))
+
+
+def _identity():
+    _, vtk = _slicer()
+    matrix = vtk.vtkMatrix4x4()
+    matrix.Identity()
+    return matrix
+
+
+def _image_data(array_xyz_c, dtype=np.float32):
+    """vtkImageData of an (x, y, z, c) array (x fastest in memory, as VTK wants)."""
+    _, vtk = _slicer()
+    from vtk.util import numpy_support
+
+    array = np.asarray(array_xyz_c, dtype)
+    image = vtk.vtkImageData()
+    image.SetDimensions(*array.shape[:3])
+    flat = np.ascontiguousarray(np.transpose(array, (2, 1, 0, 3))).reshape(-1, array.shape[3])
+    scalars = numpy_support.numpy_to_vtk(flat, deep=True)
+    return image, scalars
+
+
+def add_scalar_volume(scene, name, volume, affine, window=None, labelmap=False):
+    """A scalar (or label map) volume node from an (x, y, z) array; `window` (lower, upper) fixes W/L."""
+    slicer, _ = _slicer()
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode", name)
+    array = np.asarray(volume, np.uint8 if labelmap else np.float32)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(np.transpose(array, (2, 1, 0))))
+    node.SetIJKToRASMatrix(_ijk_to_ras(affine))
+    node.CreateDefaultDisplayNodes()
+    if window is not None and not labelmap:
+        display = node.GetDisplayNode()
+        display.AutoWindowLevelOff()
+        display.SetWindowLevelMinMax(*window)
+    return node
+
+
+def add_color_volume(scene, name, rgb, affine):
+    """Colour FA (x, y, z, 3) in [0, 1] as an RGB vector volume (uint8)."""
+    slicer, _ = _slicer()
+    node = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", name)
+    array = np.clip(np.round(np.asarray(rgb) * 255), 0, 255).astype(np.uint8)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(np.transpose(array, (2, 1, 0, 3))))
+    node.SetIJKToRASMatrix(_ijk_to_ras(affine))
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def add_dwi_volume(scene, name, dwi):
+    """A vtkMRMLDiffusionWeightedVolumeNode: data, b-values, RAS gradients, identity measurement frame."""
+    image, scalars = _image_data(dwi.data)
+    image.GetPointData().SetScalars(scalars)
+    node = scene.AddNewNodeByClass("vtkMRMLDiffusionWeightedVolumeNode", name)
+    node.SetNumberOfGradients(len(dwi.bvals))
+    for i, (b, g) in enumerate(zip(dwi.bvals, dwi.gradients)):
+        node.SetDiffusionGradient(i, [float(v) for v in g])
+        node.SetBValue(i, float(b))
+    node.SetMeasurementFrameMatrix(_identity())
+    node.SetIJKToRASMatrix(_ijk_to_ras(dwi.affine))
+    node.SetAndObserveImageData(image)
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def add_tensor_volume(scene, name, tensor6, affine):
+    """A vtkMRMLDiffusionTensorVolumeNode from (x, y, z, 6) tensors (Dxx, Dyy, Dzz, Dxy, Dxz, Dyz;
+    mm^2/s; RAS) with its default display nodes, so glyphs and colour work."""
+    from ..core.tensor_layout import tensor6_to_matrix
+
+    matrices = tensor6_to_matrix(np.asarray(tensor6, np.float64)).reshape(np.asarray(tensor6).shape[:3] + (9,))
+    image, tensors = _image_data(matrices)
+    tensors.SetName("tensors")
+    image.GetPointData().SetTensors(tensors)
+    node = scene.AddNewNodeByClass("vtkMRMLDiffusionTensorVolumeNode", name)
+    node.SetMeasurementFrameMatrix(_identity())
+    node.SetIJKToRASMatrix(_ijk_to_ras(affine))
+    node.SetAndObserveImageData(image)
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def add_segmentation(scene, name, labels, affine, roi_names):
+    """A segmentation node with one segment per ROI (label k -> roi_names[k - 1]), from a label array."""
+    slicer, _ = _slicer()
+    labelmap = add_scalar_volume(scene, f"{name} labels", labels, affine, labelmap=True)
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(labelmap)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    logic.SetMRMLScene(scene)
+    if not np.any(labels):  # every ROI empty (flagged in the tables): an empty segmentation
+        scene.RemoveNode(labelmap)
+        segmentation.CreateDefaultDisplayNodes()
+        return segmentation
+    if not logic.ImportLabelmapToSegmentationNode(labelmap, segmentation):
+        raise RuntimeError(f"Slicer could not import the ROI labels into {name}")
+    present = sorted(int(v) for v in np.unique(labels) if v > 0)
+    segments = segmentation.GetSegmentation()
+    for index, label in enumerate(present):
+        segments.GetNthSegment(index).SetName(roi_names[label - 1])
+    scene.RemoveNode(labelmap)
+    segmentation.CreateDefaultDisplayNodes()
+    return segmentation
+
+
+def add_table(scene, name, rows, columns):
+    """A vtkMRMLTableNode: numeric columns as doubles (NaN where empty), the others as strings."""
+    _, vtk = _slicer()
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table = node.GetTable()
+    numeric = {c: all(_is_number(r[c]) for r in rows) for c in columns}
+    for column in columns:
+        array = vtk.vtkDoubleArray() if numeric[column] else vtk.vtkStringArray()
+        array.SetName(column)
+        for row in rows:
+            value = row[column]
+            array.InsertNextValue(float(value) if numeric[column] and value != "" else
+                                  (float("nan") if numeric[column] else str(value)))
+        table.AddColumn(array)
+    node.Modified()
+    return node
+
+
+def _is_number(text):
+    if text == "" or text is None:
+        return True
+    try:
+        float(text)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def add_bland_altman_chart(scene, name, agreement_row):
+    """A Bland-Altman plot chart: scatter of (mean, difference) and lines for bias and 95 % limits."""
+    means, diffs = agreement_row["means"], agreement_row["differences"]
+    low, high = (min(means), max(means)) if means else (0.0, 1.0)
+    rows = [{"mean": m, "difference": d} for m, d in zip(means, diffs)]
+    points = add_table(scene, f"{name} points", rows, ["mean", "difference"])
+    lines = add_table(scene, f"{name} lines", [
+        {"x": x, "bias": agreement_row["bias"], "lower": agreement_row["lower"], "upper": agreement_row["upper"]}
+        for x in (low, high)], ["x", "bias", "lower", "upper"])
+    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
+    series = []
+    for label, table, x, y, style in (("ROI means", points, "mean", "difference", "scatter"),
+                                      ("bias", lines, "x", "bias", "line"), ("lower limit", lines, "x", "lower", "line"),
+                                      ("upper limit", lines, "x", "upper", "line")):
+        node = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name} {label}")
+        node.SetAndObserveTableNodeID(table.GetID())
+        node.SetXColumnName(x)
+        node.SetYColumnName(y)
+        node.SetPlotType(node.PlotTypeScatter)
+        if style == "line":
+            node.SetMarkerStyle(node.MarkerStyleNone)
+            node.SetLineStyle(node.LineStyleDash if "limit" in label else node.LineStyleSolid)
+        else:
+            node.SetLineStyle(node.LineStyleNone)
+        chart.AddAndObservePlotSeriesNodeID(node.GetID())
+        series.append(node)
+    unit = agreement_row["unit"]
+    chart.SetTitle(f"Bland-Altman {agreement_row['map'].upper()} ({agreement_row['roi']})")
+    chart.SetXAxisTitle(f"mean of original and synthetic ({unit})")
+    chart.SetYAxisTitle(f"synthetic - original ({unit})")
+    return chart, [points, lines] + series
+
+
+def _node_affine(node):
+    _, vtk = _slicer()
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def dwi_from_node(node):
+    """A DWI (x, y, z, n) with RAS gradients from a vtkMRMLDiffusionWeightedVolumeNode (its gradients
+    are in its measurement frame: turned to RAS here)."""
+    slicer, vtk = _slicer()
+
+    from ..core.dwi import DWI
+
+    frame = vtk.vtkMatrix4x4()
+    node.GetMeasurementFrameMatrix(frame)
+    to_ras = np.array([[frame.GetElement(r, c) for c in range(3)] for r in range(3)])
+    n = node.GetNumberOfGradients()
+    gradients = np.array([node.GetDiffusionGradient(i) for i in range(n)], np.float64) @ to_ras.T
+    bvals = np.array([node.GetBValue(i) for i in range(n)], np.float64)
+    data = np.transpose(slicer.util.arrayFromVolume(node), (2, 1, 0, 3)).astype(np.float32)
+    return DWI(np.ascontiguousarray(data), _node_affine(node), bvals, gradients, f"<Slicer node {node.GetName()}>")
+
+
+def dwi_from_sequence(sequence, bval_path, bvec_path):
+    """A DWI from a vtkMRMLSequenceNode of scalar volumes (a 4D volume loaded as a sequence) and FSL
+    bval / bvec files (bvecs in the image frame of those volumes, as FSL writes them)."""
+    from ..core.dwi import DWI
+    from ..core.errors import InputError
+    from ..io.nifti import read_fsl_gradients
+
+    volumes = [sequence.GetNthDataNode(i) for i in range(sequence.GetNumberOfDataNodes())]
+    if not volumes or not all(v.IsA("vtkMRMLScalarVolumeNode") for v in volumes):
+        raise InputError(sequence.GetName(), "a sequence of scalar volumes (a 4D DWI)",
+                         f"{len(volumes)} items of {sorted({v.GetClassName() for v in volumes})}")
+    arrays = [volume_from_node(v) for v in volumes]
+    affine = arrays[0][1]
+    if any(a.shape != arrays[0][0].shape or not np.allclose(m, affine, atol=1e-4) for a, m in arrays):
+        raise InputError(sequence.GetName(), "volumes on one grid", "volumes of different geometry")
+    bvals, gradients = read_fsl_gradients(bval_path, bvec_path, len(arrays), affine)
+    data = np.stack([a for a, _ in arrays], axis=-1)
+    return DWI(data, affine, bvals, gradients, f"<Slicer sequence {sequence.GetName()}>")
+
+
+def volume_from_node(node):
+    """(x, y, z) float32 array and voxel -> RAS affine of a scalar volume node."""
+    slicer, _ = _slicer()
+    data = np.transpose(slicer.util.arrayFromVolume(node), (2, 1, 0)).astype(np.float32)
+    return np.ascontiguousarray(data), _node_affine(node)
+
+
+def load_results(scene, synthesis_dir, evaluation_dir=None, name="DTISynth", subject=None):
+    """Load a `dtisynth synthesize` folder (and optionally an `evaluate` folder) into `scene`, all
+    nodes in one subject-hierarchy folder. Returns {role: node}."""
+    import json
+
+    slicer, _ = _slicer()
+
+    from ..core.dwi import check_dwi
+    from ..io.files import load_dwi, load_tensor
+    from ..io.nifti import read_nifti
+
+    synthesis = SynthesisOutput(synthesis_dir)
+    nodes = {}
+    dwi = check_dwi(load_dwi(synthesis.dti_nifti))
+    nodes["dwi"] = add_dwi_volume(scene, f"{name} synthetic DWI", dwi)
+    tensor, affine = load_tensor(synthesis.maps.tensor)
+    nodes["tensor"] = add_tensor_volume(scene, f"{name} synthetic DTI", tensor, affine)
+    for key in MAPS:
+        volume, map_affine = read_nifti(synthesis.maps.map(key))
+        nodes[key] = add_color_volume(scene, f"{name} colour FA", volume, map_affine) if key == "color" else \
+            add_scalar_volume(scene, f"{name} {key.upper()}", volume, map_affine, WINDOWS[key])
+    if evaluation_dir is not None:
+        evaluation = EvaluationOutput(evaluation_dir)
+        summary = json.loads(evaluation.summary.read_text())
+        subject = subject or summary["subjects"][0]
+        labels, label_affine = read_nifti(evaluation.folder / summary["subject_reports"][subject]["rois"])
+        nodes["rois"] = add_segmentation(scene, f"{name} ROIs", labels.astype(np.uint8), label_affine, summary["rois"])
+        with open(evaluation.table2, newline="") as f:
+            rows = list(csv.DictReader(f))
+        nodes["table"] = add_table(scene, f"{name} ROI statistics", rows, list(rows[0]))
+        pooled = [r for r in summary["bland_altman"] if r["roi"] == "all ROIs"]
+        for row in pooled:
+            chart, helpers = add_bland_altman_chart(scene, f"{name} Bland-Altman {row['map'].upper()}",
+                                                    {k: (float("nan") if v is None else v) for k, v in row.items()})
+            nodes[f"bland_altman_{row['map']}"] = chart
+            for helper in helpers:
+                nodes[f"bland_altman_{row['map']}_{helper.GetName()}"] = helper
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    folder = hierarchy.CreateFolderItem(hierarchy.GetSceneItemID(), name)
+    for node in nodes.values():
+        item = hierarchy.GetItemByDataNode(node)  # real Slicer adds items itself; slicer-core does not
+        if item:
+            hierarchy.SetItemParent(item, folder)
+        else:
+            hierarchy.CreateItem(folder, node)
+    return nodes
+
+
+def write_scene_bundle(synthesis_dir, out_path, evaluation_dir=None, name="DTISynth"):
+    """A Slicer scene bundle (.mrb) holding load_results' nodes, written atomically."""
+    import os
+    import tempfile
+
+    slicer, _ = _slicer()
+    out_path = Path(out_path)
+    if out_path.suffix.lower() != ".mrb":
+        raise ValueError(f"the scene file must end in .mrb, not {out_path.name!r}")
+    scene = slicer.vtkMRMLScene()
+    previous, slicer.mrmlScene = getattr(slicer, "mrmlScene", None), scene
+    try:
+        nodes = load_results(scene, synthesis_dir, evaluation_dir, name)
+        for node in nodes.values():
+            if node.IsA("vtkMRMLStorableNode") and node.GetStorageNode() is None:
+                node.AddDefaultStorageNode()
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        # no leading dot: Slicer names the bundle's scene file after the stem
+        fd, tmp = tempfile.mkstemp(prefix=f"{out_path.stem}-partial-", suffix=".mrb", dir=out_path.parent)
+        os.close(fd)
+        try:
+            if not scene.WriteToMRB(tmp):
+                raise RuntimeError(f"Slicer could not write the scene bundle {out_path}")
+            os.replace(tmp, out_path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    finally:
+        slicer.mrmlScene = previous
+    return out_path, sorted(nodes)

@@ -1,0 +1,62 @@
+"""Training hyper-parameters (torch-free, so the command line can describe them without loading torch)."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.progress import NullReporter
+
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    decay_epochs: int = 0
+    lr: float = 2e-4
+    beta1: float = 0.5
+    lambda_l1: float = 100.0
+    batch_size: int = 1
+    accumulate: int = 1
+    ngf: int = 64
+    ndf: int = 64
+    depth: int = 7
+    n_layers: int = 3
+    dropout: bool = True
+    seed: int = 0
+    deterministic: bool = True
+    amp: str = "none"
+    channels_last: bool = False
+    flip_augment: bool = False
+    device: str = "auto"
+    extra: dict = field(default_factory=dict)
+
+    def learning_rate(self, epoch):
+        """Constant for `epochs`, then linear decay over `decay_epochs` (the reference's lambda rule)."""
+        return self.lr * (1.0 - max(0, epoch + 1 - self.epochs) / (self.decay_epochs + 1))
+
+    @property
+    def total_epochs(self):
+        return self.epochs + self.decay_epochs
+
+
+@dataclass
+class TrainingRequest:
+    """One `dtisynth train` run, as a generator kind's training step receives it.
+
+    data: folder of paired acquisitions (training.data.find_pairs); out: the model package folder;
+    intensity: the mapping to network units (generators.intensity.Intensity); directions: DTI
+    directions (1-6) to train (a kind that trains all directions at once refuses a subset); grid:
+    slice grid (H, W) or None for the data's; register: the DWI is registered to the DTI b=0.
+    """
+
+    data: Path
+    out: Path
+    config: TrainConfig
+    intensity: object
+    directions: list = field(default_factory=lambda: list(range(1, 7)))
+    grid: tuple = None
+    validation_fraction: float = 0.1
+    register: bool = True
+    resume: bool = False
+    weights_dtype: str = "float32"
+    reporter: object = field(default_factory=NullReporter)

@@ -1,0 +1,172 @@
+"""Paired slices for training the generators: 3-direction DWI -> each 6-direction DTI direction.
+
+Data layout (what `dtisynth simulate cohort` and `dtisynth pairs` write, or your own): any folder
+tree holding, per subject, `<name>_acq-dwi3_dwi.<ext>` and `<name>_acq-dti6_dwi.<ext>` side by side
+(NIfTI + bval / bvec, or NRRD). The DWI is registered rigidly to the DTI b=0 (registration.rigid) and
+resampled onto the DTI grid; then axial slices are centre-padded or cropped to the model grid.
+
+Intensity: the caller's mapping to network units (generators.intensity.Intensity or any object with
+to_network(signal, b0)).
+Frames: the DWI's x, y, z volumes are ordered by the scanner axes (RAS x, y, z); a left-right flip
+of a slice negates the x component of every gradient, so flipped inputs pair with flipped targets
+only when the target direction is flipped too (flip_direction).
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import InputError
+from ..core.gradient_schemes import AXES_3_RAS, SIEMENS_6_RAS
+from ..core.output_layout import DTI6, DWI3, acquisition_name
+from ..core.progress import NullReporter
+from ..io.files import load_dwi
+from ..registration.rigid import register_rigid, resample_rigid
+
+_DWI3 = re.compile(r"^(?P<stem>.+)" + re.escape(acquisition_name("", DWI3, ".")) + r"(?P<ext>nii\.gz|nii|nrrd|nhdr)$")
+
+
+@dataclass
+class SubjectPair:
+    subject: str
+    dwi3: Path
+    dti6: Path
+
+
+def find_pairs(folder):
+    """Every <name>_acq-dwi3_dwi / <name>_acq-dti6_dwi pair under `folder`, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "a folder of paired DWI / DTI files", "no such folder")
+    pairs = []
+    for path in sorted(folder.rglob(acquisition_name("*", DWI3, ".*"))):
+        match = _DWI3.match(path.name)
+        if not match:
+            continue
+        partner = path.with_name(acquisition_name(match["stem"], DTI6, "." + match["ext"]))
+        if partner.exists():
+            pairs.append(SubjectPair(match["stem"].split("_")[0] if match["stem"].startswith("sub-") else match["stem"],
+                                     path, partner))
+    if not pairs:
+        raise InputError(folder, "<name>_acq-dwi3_dwi and <name>_acq-dti6_dwi files side by side (see training/data.py)",
+                         "no such pairs")
+    return pairs
+
+
+def check_acquisitions(dwi3, dti6):
+    """The DWI must be b=0 + x, y, z and the DTI b=0 + Siemens' 6 directions, at one b-value."""
+    for dwi, nominal, name in ((dwi3, AXES_3_RAS, "b=0 + x, y, z"), (dti6, SIEMENS_6_RAS, "b=0 + Siemens' 6 directions")):
+        weighted = ~dwi.is_b0
+        if weighted.sum() != len(nominal) or dwi.is_b0.sum() < 1:
+            raise InputError(dwi.source, f"{name}", f"{int(dwi.is_b0.sum())} b=0 and {int(weighted.sum())} weighted volumes")
+        cosines = np.abs((dwi.gradients[weighted] * nominal).sum(axis=1))
+        if cosines.min() < np.cos(np.radians(20)):
+            raise InputError(dwi.source, f"{name} in that order (within 20 degrees)",
+                             f"vectors {dwi.gradients[weighted].round(3).tolist()}")
+    if abs(dwi3.bvals.max() - dti6.bvals.max()) > 50:
+        raise InputError(dwi3.source, f"the DTI's b-value {dti6.bvals.max():g}", f"b = {dwi3.bvals.max():g}")
+
+
+def fit_to_grid(volume, grid):
+    """Centre-pad with zeros or centre-crop the first two axes of (x, y, ...) to `grid` (H, W)."""
+    out = volume
+    for axis, size in enumerate(grid):
+        current = out.shape[axis]
+        if current > size:
+            start = (current - size) // 2
+            out = np.take(out, np.arange(start, start + size), axis=axis)
+        elif current < size:
+            before = (size - current) // 2
+            pad = [(0, 0)] * out.ndim
+            pad[axis] = (before, size - current - before)
+            out = np.pad(out, pad)
+    return out
+
+
+def load_subject_slices(pair, intensity, grid, register=True):
+    """Network-ready slices of one subject: inputs (Z, 3, H, W) and targets (Z, 6, H, W), float32.
+
+    Returns (inputs, targets, info) where info records the registration and its quality.
+    """
+    dwi3, dti6 = load_dwi(pair.dwi3), load_dwi(pair.dti6)
+    check_acquisitions(dwi3, dti6)
+    dwi_b0, dti_b0 = dwi3.mean_b0(), dti6.mean_b0()
+    weighted3 = dwi3.data[..., ~dwi3.is_b0]
+    info = {"subject": pair.subject, "registered": register}
+    if register:
+        result = register_rigid(dti_b0, dti6.affine, dwi_b0, dwi3.affine)
+        matrix = result.matrix
+        info.update(correlation=result.correlation, matrix=matrix.round(6).tolist())
+    else:
+        matrix = np.eye(4)
+    moved = resample_rigid(np.concatenate([dwi_b0[..., None], weighted3], axis=-1), dwi3.affine, dti6.affine,
+                           dti6.data.shape, matrix)
+    inputs = intensity.to_network(moved[..., 1:], moved[..., :1])
+    targets = intensity.to_network(dti6.data[..., ~dti6.is_b0], dti_b0[..., None])
+    # (x, y, z, c) -> slices (z, c, y, x): image rows run along y, columns along x
+    inputs = np.transpose(fit_to_grid(inputs, grid), (2, 3, 1, 0))
+    targets = np.transpose(fit_to_grid(targets, grid), (2, 3, 1, 0))
+    return np.ascontiguousarray(inputs), np.ascontiguousarray(targets), info
+
+
+def split_subjects(subjects, validation_fraction=0.1, seed=0):
+    """Split subject names (never slices) into (training, validation), reproducibly."""
+    subjects = sorted(subjects)
+    if len(subjects) < 2:
+        raise InputError("training data", "at least 2 subjects (one for validation)", f"{len(subjects)}")
+    order = np.random.default_rng(seed).permutation(len(subjects))
+    n_val = max(1, int(round(validation_fraction * len(subjects))))
+    validation = sorted(subjects[i] for i in order[:n_val])
+    return [s for s in subjects if s not in validation], validation
+
+
+def flip_direction(gradient):
+    """The gradient direction a left-right flipped slice shows: x negated (RAS)."""
+    return np.asarray(gradient, dtype=np.float64) * np.array([-1.0, 1.0, 1.0])
+
+
+def flip_pair_index(direction_index):
+    """Index (0-5) of the Siemens direction equal, up to sign, to the flip of direction `direction_index`
+    (0-5), or None if no direction of the scheme matches."""
+    flipped = flip_direction(SIEMENS_6_RAS[direction_index])
+    cosines = np.abs(SIEMENS_6_RAS @ flipped)
+    best = int(np.argmax(cosines))
+    return best if cosines[best] > 1 - 1e-9 else None
+
+
+def default_grid(shape, depth):
+    """Smallest square grid, a multiple of 2**depth, that holds an (H, W) slice."""
+    step = 2**depth
+    size = int(np.ceil(max(shape[:2]) / step) * step)
+    return (size, size)
+
+
+def load_training_data(data_dir, intensity, depth, grid=None, validation_fraction=0.1, seed=0, register=True,
+                       reporter=NullReporter()):
+    """Slices of every subject, split by subject: ((x, y) train, (x, y) validation or None, provenance)."""
+    pairs = find_pairs(data_dir)
+    training, validation = split_subjects([p.subject for p in pairs], validation_fraction, seed) \
+        if validation_fraction > 0 else ([p.subject for p in pairs], [])
+    reference = load_dwi(pairs[0].dti6)
+    grid = tuple(grid) if grid else default_grid(reference.data.shape, depth)
+    if grid[0] % 2**depth or grid[1] % 2**depth:
+        raise ValueError(f"grid {grid} must be divisible by 2**depth = {2**depth}")
+    slices = {"train": ([], []), "validation": ([], [])}
+    registration = {}
+    for i, pair in enumerate(pairs):
+        reporter.progress("data", i / len(pairs), f"{pair.subject}: registering DWI to DTI, slicing")
+        x, y, info = load_subject_slices(pair, intensity, grid, register)
+        registration[pair.subject] = {k: v for k, v in info.items() if k != "subject"}
+        part = "validation" if pair.subject in validation else "train"
+        slices[part][0].append(x)
+        slices[part][1].append(y)
+    reporter.progress("data", 1.0, f"{len(training)} training, {len(validation)} validation subjects")
+    train = (np.concatenate(slices["train"][0]), np.concatenate(slices["train"][1]))
+    val = (np.concatenate(slices["validation"][0]), np.concatenate(slices["validation"][1])) if validation else None
+    provenance = {"data": str(data_dir), "training_subjects": training, "validation_subjects": validation,
+                  "training_slices": int(train[0].shape[0]), "registration": registration,
+                  "voxel_size_mm": [float(v) for v in np.linalg.norm(reference.affine[:3, :3], axis=0)],
+                  "b_value": round(float(reference.bvals.max()), 1)}
+    return train, val, grid, provenance
