@@ -3,8 +3,10 @@ intensity mapping, the networks, the registry of generator kinds and each kind (
 networks, how their outputs become the DTI's directions, its training step), and the inference runner.
 
 Adding a kind is one module defining `KIND = GeneratorKind(...)` plus one line in registry.KINDS.
-Only networks.py, pix2pix_trainer.py and the kinds' functions import torch; reading or verifying a
-package does not.
+torch is imported at load only by networks.py and pix2pix_trainer.py, elsewhere inside functions:
+reading or verifying a package never loads it.
 
-May import: core, io, evaluation, training.
+Training validates with evaluation's image metrics.
+
+May import: core, evaluation, training.
 """

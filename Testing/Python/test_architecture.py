@@ -279,3 +279,19 @@ def test_job_runner_stops_the_process_tree_on_windows_with_taskkill(monkeypatch)
     child = Child()
     job_runner.stop_process_tree(child, platform="win32")
     assert ran == [["taskkill", "/PID", "4321", "/T", "/F"]] and child.waited
+
+
+def test_every_library_name_the_panel_and_the_benchmarks_import_exists():
+    """The panel cannot run here and the benchmarks run only by hand: their imports are checked here."""
+    import importlib
+
+    files = [REPO / "DTISynth" / "DTISynth.py", *sorted((REPO / "benchmarks").glob("*.py"))]
+    checked = 0
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("DTISynthLib"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name), f"{path.name}: {node.module} has no {alias.name}"
+                    checked += 1
+    assert checked > 20
