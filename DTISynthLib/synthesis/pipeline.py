@@ -13,8 +13,9 @@ Pipeline (the seed paper's, with its weak points addressed):
 4. The package's generator kind (generators.registry) turns the model-grid signals into the DTI's
    directions, its networks run slice-wise in batches in eval mode (dropout off, batch norm with its
    running statistics): the same input and models give identical output on the same machine.
-5. Resample back to the native grid and assemble b=0 (the reference) + the directions with the
-   manifest's gradient table (writing.py then writes NIfTI + bval / bvec, Slicer NRRD DWI, tensors
+5. Resample back to the native grid; by default keep what the DWI measured (assembly.py: the
+   tensor's diagonal, so MD, from the x, y, z volumes; only the rest from the generators); assemble
+   b=0 (the reference) + the directions with the manifest's gradient table (writing.py then writes NIfTI + bval / bvec, Slicer NRRD DWI, tensors
    and maps).
 Frames: all gradient vectors are RAS world vectors (as everywhere in memory).
 """
@@ -31,6 +32,7 @@ from ..fit.brain_mask import brain_mask
 from ..generators.intensity import brain_floor
 from ..generators.registry import GridSignals, kind_of
 from ..registration.rigid import register_rigid, resample_rigid
+from .assembly import ASSEMBLIES, physics_consistent
 
 ANGLE_WARNING_DEGREES = 10.0
 ANGLE_LIMIT_DEGREES = 30.0
@@ -110,13 +112,16 @@ class SynthesisResult:
     mask: np.ndarray = None
 
 
-def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=NullReporter()):
+def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=NullReporter(), assembly="physics"):
     """Synthesize a 6-direction DTI from a checked DWI (see the module docstring).
 
     generators: an object with predict(key, inputs (N, C, H, W), slice_indices) -> outputs in network
     units (generators.runner.TorchGenerators, or a stand-in in tests), for the kind of `manifest`.
-    b0: optional (volume, affine, source).
+    b0: optional (volume, affine, source). assembly: "physics" (default: assembly.physics_consistent, the
+    measured diagonal kept) or "paper" (the generators' outputs as they are, as the seed paper).
     """
+    if assembly not in ASSEMBLIES:
+        raise ValueError(f"assembly must be one of {ASSEMBLIES}, not {assembly!r}")
     kind = kind_of(manifest)
     progress = reporter.progress
     order, angles = assign_axes(dwi)
@@ -173,5 +178,17 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
         synthetic = resample_rigid(synthetic, grid.affine, ref_affine, reference.shape, np.eye(4))
     bvals = np.r_[0.0, np.full(len(entries), b_model)]
     gradients = np.vstack([np.zeros(3), [e["gradient_ras"] for e in entries]])
+    report["assembly"] = assembly
+    if assembly == "physics":
+        # the DWI on the reference grid: what it measured there is kept exactly
+        measured = stack if b0 is None else resample_rigid(stack, dwi.affine, ref_affine, reference.shape, matrix)
+        synthesized = np.zeros(reference.shape[2], bool)
+        synthesized[slices] = True  # the model grid keeps the reference's slices
+        inside = (reference > brain_floor(reference)) & (measured[..., 0] > 0) & synthesized[None, None, :]
+        # The head turned by the registration's rotation R between the acquisitions: a DWI direction g
+        # measured the reference's tissue along R^T g.
+        measured_gradients = dwi.gradients[order] @ matrix[:3, :3]
+        synthetic = physics_consistent(synthetic, reference, measured[..., 1:], measured[..., 0], dwi.bvals[order],
+                                       measured_gradients, bvals[1:], gradients[1:], inside)
     data = np.concatenate([reference[..., None].astype(np.float32), np.clip(synthetic, 0, None)], axis=-1)
     return SynthesisResult(DWI(data, ref_affine, bvals, gradients, f"<synthetic DTI from {dwi.source}>"), report, mask)

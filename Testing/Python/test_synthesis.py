@@ -54,7 +54,8 @@ def test_truth_stub_reproduces_the_ground_truth_tensors(still_subject):
     subject = still_subject
     manifest = manifest_for(subject.dti.affine, GRID)
     fake = FakeTruthGenerators(subject.dti, Intensity("relative"))
-    result = synthesize_dwi(check_dwi(subject.dwi), fake, manifest)
+    # the generators' outputs as they are: the DTI's own directions come back unchanged
+    result = synthesize_dwi(check_dwi(subject.dwi), fake, manifest, assembly="paper")
     dti = result.dti
     np.testing.assert_allclose(dti.gradients[1:], SIEMENS_6_RAS)
     np.testing.assert_allclose(dti.bvals, [0] + [1000] * 6)
@@ -288,3 +289,50 @@ def test_model_import_from_zip_verifies_and_refuses_tampering(tmp_path):
     with pytest.raises(InputError, match="SHA-256"):
         import_package(tampered, tmp_path / "models")
     assert not (tmp_path / "models" / "tampered").exists()
+
+
+class FakeRandomGenerators:
+    """A named fake generator whose outputs are random network units: whatever it says, physics-consistent
+    assembly must keep what the x, y, z DWI measured."""
+
+    def predict(self, direction, inputs, slice_indices):
+        return np.random.default_rng(direction).uniform(-1, 1, (len(inputs),) + inputs.shape[2:]).astype(np.float32)
+
+
+def test_physics_consistent_assembly_keeps_the_measured_md_for_any_generator_output(still_subject):
+    subject = still_subject
+    dwi = check_dwi(subject.dwi)
+    manifest = manifest_for(subject.dti.affine, GRID)
+    brain = subject.tissue.sum(-1) > 0.5
+    with np.errstate(divide="ignore", invalid="ignore"):  # background: no signal
+        adc = -np.log(dwi.data[..., 1:4] / dwi.data[..., :1]) / 1000.0  # noise-free x, y, z ADCs, mm^2/s
+    input_md = adc.mean(axis=-1)
+    for generators in (FakeRandomGenerators(), FakeTruthGenerators(subject.dti, Intensity("relative"))):
+        result = synthesize_dwi(dwi, generators, manifest)
+        assert result.report["assembly"] == "physics"
+        md = compute_maps(fit_tensors(check_dwi(result.dti), brain, "ols").tensor, brain, ("md",))["md"]
+        np.testing.assert_allclose(md[brain], input_md[brain], rtol=1e-6, atol=1e-12)
+    paper = synthesize_dwi(dwi, FakeRandomGenerators(), manifest, assembly="paper")
+    md = compute_maps(fit_tensors(check_dwi(paper.dti), brain, "ols").tensor, brain, ("md",))["md"]
+    assert np.median(np.abs(md[brain] / input_md[brain] - 1)) > 0.1  # raw random outputs: MD is anything
+
+
+def test_assembly_keeps_each_siemens_pairs_generated_difference_and_the_measured_sum():
+    from DTISynthLib.fit.tensor_fit import design_matrix
+    from DTISynthLib.synthesis.assembly import assembled_tensors
+
+    rng = np.random.default_rng(3)
+    generated = rng.uniform(-1.6, -0.4, (50, 6))
+    measured = rng.uniform(-1.2, -0.6, (50, 3))
+    tensor = assembled_tensors(generated, measured, np.full(3, 1000.0), np.eye(3), np.full(6, 1000.0), SIEMENS_6_RAS)
+    np.testing.assert_allclose(tensor[:, :3], -measured / 1000.0, rtol=1e-12)
+    assembled = tensor @ design_matrix(np.full(6, 1000.0), SIEMENS_6_RAS)[:, :6].T
+    pairs = [(i, j) for i in range(6) for j in range(i + 1, 6)
+             if np.allclose(np.abs(SIEMENS_6_RAS[i]), np.abs(SIEMENS_6_RAS[j]))]
+    assert len(pairs) == 3
+    unclipped = np.all(np.abs(tensor[:, 3:]) < np.sqrt(np.abs(tensor[:, [0, 0, 1]] * tensor[:, [1, 2, 2]])) - 1e-12, 1)
+    assert unclipped.sum() > 10
+    for i, j in pairs:
+        np.testing.assert_allclose((assembled[:, i] - assembled[:, j])[unclipped], (generated[:, i] - generated[:, j])[unclipped])
+        axes = np.flatnonzero(np.abs(SIEMENS_6_RAS[i]) > 0.5)
+        np.testing.assert_allclose(assembled[:, i] + assembled[:, j], measured[:, axes].sum(axis=1))

@@ -1,0 +1,75 @@
+"""Physics-consistent assembly: what the x, y, z DWI measured is kept, only the rest is generated.
+
+The tensor model ln(S / S0) = -b g^T D g makes the measured directions g_i (i = 1..3, near the
+scanner's x, y, z) fix three linear combinations of the tensor D exactly: for axis directions its
+diagonal Dxx, Dyy, Dzz, so MD. A generator's outputs for the DTI's directions g_k (log-attenuations
+L_k = ln(S_k / S0)) are replaced by those of the tensor that (1) reproduces the measured
+log-attenuations a_i exactly and (2) fits the generated L_k best (least squares) among all such
+tensors: with C the rows -b_i g_i^T . g_i of the measured directions, N its null space and B the
+DTI's rows, D = pinv(C) a + N pinv(B N) (L - B pinv(C) a): two fixed matrices for every voxel.
+For Siemens' six directions (+-1,0,1)/sqrt2, (0,1,+-1)/sqrt2, (+-1,1,0)/sqrt2 and x, y, z input this
+keeps each pair's generated difference (-2b D_xz for the first pair) and replaces its sum by the
+measured one (ln A_x + ln A_z), so any generated output gives a DTI whose MD is the input's.
+
+Safeguard: an off-diagonal term beyond what a positive semi-definite tensor allows,
+|D_ij| <= sqrt(D_ii D_jj), is clipped to that bound (the diagonal, so MD, is untouched). Without it a
+generator that outputs nothing for one direction of a pair would make its partner brighter than b=0.
+
+Frames: gradients are RAS unit vectors; b in s/mm^2; signals and b=0 volumes on one grid.
+"""
+
+import numpy as np
+
+from ..fit.tensor_fit import design_matrix
+
+ASSEMBLIES = ("physics", "paper")
+ATTENUATION_FLOOR = 1e-6  # attenuations below this (signals <= 0) are raised to it before the log
+_OFF_DIAGONAL = ((3, 0, 1), (4, 0, 2), (5, 1, 2))  # (Dxy, Dxx, Dyy), (Dxz, Dxx, Dzz), (Dyz, Dyy, Dzz)
+
+
+def assembly_matrices(measured_bvals, measured_gradients, bvals, gradients):
+    """(from_generated (6, n), from_measured (6, 3)): D = L @ from_generated.T + a @ from_measured.T,
+    the tensor (Dxx, Dyy, Dzz, Dxy, Dxz, Dyz) of the module docstring."""
+    constraint = design_matrix(measured_bvals, measured_gradients)[:, :6]  # (3, 6)
+    design = design_matrix(bvals, gradients)[:, :6]  # (n, 6)
+    _, singular, vt = np.linalg.svd(constraint)
+    rank = int((singular > 1e-12 * singular.max()).sum())
+    null = vt[rank:].T  # (6, 6 - rank)
+    from_generated = null @ np.linalg.pinv(design @ null)
+    from_measured = (np.eye(6) - from_generated @ design) @ np.linalg.pinv(constraint)
+    return from_generated, from_measured
+
+
+def assembled_tensors(log_generated, log_measured, measured_bvals, measured_gradients, bvals, gradients):
+    """Tensors (N, 6) [mm^2/s, RAS] from generated (N, n) and measured (N, 3) log-attenuations, off-diagonal
+    terms clipped to the positive semi-definite bound."""
+    from_generated, from_measured = assembly_matrices(measured_bvals, measured_gradients, bvals, gradients)
+    tensor = log_generated @ from_generated.T + log_measured @ from_measured.T
+    for off, first, second in _OFF_DIAGONAL:
+        bound = np.sqrt(np.maximum(tensor[:, first], 0.0) * np.maximum(tensor[:, second], 0.0))
+        tensor[:, off] = np.clip(tensor[:, off], -bound, bound)
+    return tensor
+
+
+def physics_consistent(generated, reference_b0, measured, measured_b0, measured_bvals, measured_gradients, bvals,
+                       gradients, inside):
+    """Assembled signals (x, y, z, n) of the DTI's directions.
+
+    generated: (x, y, z, n) generated signals, relative to `reference_b0` (x, y, z); measured:
+    (x, y, z, 3) the DWI's diffusion-weighted volumes on the same grid, relative to `measured_b0`;
+    measured_bvals (3,), measured_gradients (3, 3), bvals (n,), gradients (n, 3): s/mm^2 and RAS unit
+    vectors; inside: voxels to assemble, where both b=0 volumes are positive (others keep the
+    generated signal).
+    """
+    out = np.array(generated, dtype=np.float32, copy=True)
+    index = np.flatnonzero(inside)
+    if index.size == 0:
+        return out
+    s0 = reference_b0.reshape(-1)[index].astype(np.float64)[:, None]
+    log_generated = np.log(np.maximum(generated.reshape(-1, generated.shape[-1])[index] / s0, ATTENUATION_FLOOR))
+    log_measured = np.log(np.maximum(measured.reshape(-1, 3)[index].astype(np.float64)
+                                     / measured_b0.reshape(-1)[index, None], ATTENUATION_FLOOR))
+    tensor = assembled_tensors(log_generated, log_measured, measured_bvals, measured_gradients, bvals, gradients)
+    design = design_matrix(bvals, gradients)[:, :6]
+    out.reshape(-1, out.shape[-1])[index] = (s0 * np.exp(tensor @ design.T)).astype(np.float32)
+    return out
