@@ -15,6 +15,7 @@ from ..core.errors import InputError
 DEFAULT_KIND = "pix2pix-per-direction"  # what a manifest without architecture.kind is (the shipped demo set)
 KINDS = {  # kind name -> the module defining KIND
     "pix2pix-per-direction": "DTISynthLib.generators.pix2pix",
+    "diagonal": "DTISynthLib.generators.diagonal",
 }
 
 

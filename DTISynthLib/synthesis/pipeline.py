@@ -77,8 +77,12 @@ class ModelGrid:
 
     @staticmethod
     def for_native(native_affine, native_shape, model_grid, model_voxel):
+        """model_grid (H, W) and model_voxel (mm) of a manifest; None for both: the native grid (a kind
+        without networks works on any grid)."""
         voxel = np.linalg.norm(native_affine[:3, :3], axis=0)
-        if tuple(native_shape[:2]) == tuple(model_grid) and np.allclose(voxel[:2], model_voxel[:2], atol=1e-3):
+        same = model_grid is None or (tuple(native_shape[:2]) == tuple(model_grid)
+                                      and np.allclose(voxel[:2], model_voxel[:2], atol=1e-3))
+        if same:
             return ModelGrid(np.asarray(native_affine, float), tuple(native_shape[:3]))
         directions = native_affine[:3, :3] / voxel
         new_voxel = np.array([model_voxel[0], model_voxel[1], voxel[2]])

@@ -336,3 +336,24 @@ def test_assembly_keeps_each_siemens_pairs_generated_difference_and_the_measured
         np.testing.assert_allclose((assembled[:, i] - assembled[:, j])[unclipped], (generated[:, i] - generated[:, j])[unclipped])
         axes = np.flatnonzero(np.abs(SIEMENS_6_RAS[i]) > 0.5)
         np.testing.assert_allclose(assembled[:, i] + assembled[:, j], measured[:, axes].sum(axis=1))
+
+
+def test_the_diagonal_baseline_kind_gives_the_measured_diagonal_and_no_off_diagonal_terms(tmp_path, still_subject):
+    from DTISynthLib.core.resources import RESOURCES
+    from DTISynthLib.generators.package import verify_package
+
+    models = RESOURCES / "Models" / "diagonal"
+    manifest = verify_package(models)  # no weights files: nothing to check but the manifest
+    assert manifest["architecture"]["kind"] == "diagonal" and manifest["grid"] is None
+    generators = TorchGenerators(models, "cpu")
+    dwi = check_dwi(still_subject.dwi)
+    brain = still_subject.tissue.sum(-1) > 0.5
+    for assembly in ("paper", "physics"):
+        result = synthesize_dwi(dwi, generators, manifest, assembly=assembly)
+        tensor = fit_tensors(check_dwi(result.dti), brain, "ols").tensor
+        with np.errstate(divide="ignore", invalid="ignore"):
+            adc = -np.log(dwi.data[..., 1:4] / dwi.data[..., :1]) / 1000.0
+        np.testing.assert_allclose(tensor[brain][:, :3], adc[brain], rtol=1e-5, atol=1e-9)
+        assert np.abs(tensor[brain][:, 3:]).max() < 1e-8
+    written = write_synthesis(tmp_path / "diagonal", result)
+    assert (tmp_path / "diagonal" / "maps" / "fa.nii.gz") in written
