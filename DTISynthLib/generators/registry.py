@@ -26,13 +26,15 @@ class GridSignals:
     signals: float32 (x, y, z, 4): the DWI's b=0, then its x, y, z diffusion-weighted volumes (RAS axis
     order, whatever the file's order); reference: (x, y, z) the reference b=0 (the synthetic DTI's
     b=0); slices: indices of the axial slices that hold signal (the others stay 0); b_value: the DWI's
-    b (s/mm^2).
+    b (s/mm^2); gradients: (3, 3) unit vectors of the x, y, z volumes in the reference's RAS frame
+    (rows; within 30 degrees of the axes, not always orthogonal).
     """
 
     signals: object
     reference: object
     slices: object
     b_value: float
+    gradients: object
 
 
 def _unchanged(network, precision):

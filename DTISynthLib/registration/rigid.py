@@ -70,7 +70,12 @@ def rigid_difference(estimated, truth, points):
 
 def resample_rigid(volume, moving_affine, fixed_affine, fixed_shape, matrix, order=1, workers=2):
     """Resample a moving volume (x, y, z[, n]) onto the fixed grid through a rigid RAS map `matrix`
-    (fixed world point x -> moving world point M x), trilinear by default, zero outside.
+    (fixed world point x -> moving world point M x), trilinear by default.
+
+    Each moving voxel covers half a voxel around its centre: a fixed point inside that cell of an edge
+    voxel takes the edge value (scipy's "nearest" extension), a point beyond every cell is zero.
+    scipy's "constant" mode instead zeroes any point outside [0, n - 1], even by 1e-12 voxels from
+    rounding, which blanked or darkened whole edge slices of grids that share their slices.
 
     Fixed voxel index -> moving voxel index is one affine map, so scipy's affine_transform evaluates it
     per voxel without a coordinate array; volumes run on `workers` threads (scipy releases the GIL).
@@ -83,11 +88,16 @@ def resample_rigid(volume, moving_affine, fixed_affine, fixed_shape, matrix, ord
     volume = np.asarray(volume, dtype=np.float32)
     channels = volume.reshape(volume.shape[:3] + (-1,))
     out = np.empty(tuple(fixed_shape[:3]) + (channels.shape[3],), dtype=np.float32)
+    # rounding to the nearest voxel with zero padding marks the points inside some moving voxel's cell
+    outside = ndimage.affine_transform(np.ones(channels.shape[:3], np.float32), to_moving[:3, :3], to_moving[:3, 3],
+                                       output_shape=tuple(fixed_shape[:3]), output=np.float32, order=0,
+                                       mode="grid-constant", cval=0.0) < 0.5
 
     def one(c):
         out[..., c] = ndimage.affine_transform(np.ascontiguousarray(channels[..., c]), to_moving[:3, :3],
                                                to_moving[:3, 3], output_shape=tuple(fixed_shape[:3]),
-                                               output=np.float32, order=order, mode="constant", cval=0.0)
+                                               output=np.float32, order=order, mode="nearest")
+        out[..., c][outside] = 0.0
 
     with ThreadPoolExecutor(max(1, min(workers, channels.shape[3]))) as pool:
         list(pool.map(one, range(channels.shape[3])))

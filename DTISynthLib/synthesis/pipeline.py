@@ -175,8 +175,11 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
     # The brain mask depends on the reference b=0 alone: computed here, it fills the wait for the
     # models still loading on their background thread.
     mask = brain_mask(reference)
-    synthetic = kind.synthesize(generators.predict, GridSignals(moved, ref_on_grid, slices, b_input), manifest,
-                                reporter)
+    # The head turned by the registration's rotation R between the acquisitions: a DWI direction g
+    # measured the reference's tissue along R^T g.
+    measured_gradients = dwi.gradients[order] @ matrix[:3, :3]
+    synthetic = kind.synthesize(generators.predict, GridSignals(moved, ref_on_grid, slices, b_input, measured_gradients),
+                                manifest, reporter)
     entries = sorted(manifest["directions"], key=lambda d: d["index"])
     if not reference_is_model_grid:
         synthetic = resample_rigid(synthetic, grid.affine, ref_affine, reference.shape, np.eye(4))
@@ -188,10 +191,7 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
         measured = stack if b0 is None else resample_rigid(stack, dwi.affine, ref_affine, reference.shape, matrix)
         synthesized = np.zeros(reference.shape[2], bool)
         synthesized[slices] = True  # the model grid keeps the reference's slices
-        inside = (reference > brain_floor(reference)) & (measured[..., 0] > 0) & synthesized[None, None, :]
-        # The head turned by the registration's rotation R between the acquisitions: a DWI direction g
-        # measured the reference's tissue along R^T g.
-        measured_gradients = dwi.gradients[order] @ matrix[:3, :3]
+        inside = (reference > 0) & (measured[..., 0] > 0) & synthesized[None, None, :]
         synthetic = physics_consistent(synthetic, reference, measured[..., 1:], measured[..., 0], dwi.bvals[order],
                                        measured_gradients, bvals[1:], gradients[1:], inside)
     data = np.concatenate([reference[..., None].astype(np.float32), np.clip(synthetic, 0, None)], axis=-1)
