@@ -167,19 +167,21 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
         moved = resample_rigid(stack, dwi.affine, grid.affine, grid.shape, matrix)
     ref_on_grid = reference if reference_is_model_grid else \
         resample_rigid(reference, ref_affine, grid.affine, grid.shape, np.eye(4))
-    # Slices without signal in the reference b=0 (under 0.5 % of their voxels above the brain floor,
-    # so that noise alone does not count) are background: not run through the models, left at zero.
-    slices = np.flatnonzero((ref_on_grid > brain_floor(ref_on_grid)).mean(axis=(0, 1)) >= 0.005)
-    report["slices_synthesized"] = int(slices.size)
-    progress("resample", 1.0, f"{slices.size} of {grid.shape[2]} slices hold signal")
     # The brain mask depends on the reference b=0 alone: computed here, it fills the wait for the
     # models still loading on their background thread.
     mask = brain_mask(reference)
+    # Every slice with brain (the model grid keeps the reference's slices) or with signal (0.5 % of its
+    # voxels above the brain floor, so that noise alone does not count) is synthesized; the others are
+    # background, not run through the models, left at zero.
+    holds_signal = (ref_on_grid > brain_floor(ref_on_grid)).mean(axis=(0, 1)) >= 0.005
+    slices = np.flatnonzero(holds_signal | mask.any(axis=(0, 1)))
+    report["slices_synthesized"] = int(slices.size)
+    progress("resample", 1.0, f"{slices.size} of {grid.shape[2]} slices hold signal")
     # The head turned by the registration's rotation R between the acquisitions: a DWI direction g
     # measured the reference's tissue along R^T g.
     measured_gradients = dwi.gradients[order] @ matrix[:3, :3]
-    synthetic = kind.synthesize(generators.predict, GridSignals(moved, ref_on_grid, slices, b_input, measured_gradients),
-                                manifest, reporter)
+    on_grid = GridSignals(moved, ref_on_grid, slices, b_input, measured_gradients)
+    synthetic = kind.synthesize(generators.predict, on_grid, manifest, reporter)
     entries = sorted(manifest["directions"], key=lambda d: d["index"])
     if not reference_is_model_grid:
         synthetic = resample_rigid(synthetic, grid.affine, ref_affine, reference.shape, np.eye(4))

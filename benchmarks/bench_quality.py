@@ -1,0 +1,316 @@
+"""Quality of synthetic DTIs against ground truth, through the real pipeline (registration to the
+DTI's b=0, model grid, generator kind, assembly, tensor fit), on held-out phantom subjects and on the
+shared real scans, against the acquired DTI and the diagonal physics baseline.
+
+Data
+- phantom: full-size subjects (128 x 128 x 76, SNR 30, re-posed, deformed, misregistered) from seeds
+  disjoint from those of the cohort that trained the shipped demo set (checked). Truth: the apparent
+  tensor of the noise-free DTI; the noise-free DTI signal for PSNR / SSIM against truth. Input: the
+  3-direction DWI registered to the acquired DTI's b=0, as the seed paper did.
+- real: every scan under ../shared/data/real with b=0 + >= 6 directions. Input and acquired DTI are
+  the volumes nearest the axes and Siemens' 6 directions (`dtisynth pairs --mode nearest`); where
+  those are refused (a direction > 30 degrees from its axis, two axes on one volume) the scan's tensor
+  fit predicts both (`--mode tensor`, listed; no acquired row then). Truth is the IWLS fit of all the
+  scan's volumes. The models take attenuations (relative intensity), so an input at another b-value is
+  converted to the models' b per voxel and direction, A^(b_model / b_scan) (exact for mono-exponential
+  decay; listed), as is the acquired DTI it is compared with.
+
+DTIs: each model package (default: the shipped demo set) with physics-consistent assembly and with
+the paper's raw outputs, the diagonal baseline (Resources/Models/diagonal), the acquired DTI.
+
+Metrics (per subject or scan, then the mean over them): FA mean abs error and bias in WM and GM; MD
+median and mean relative error and the share of brain voxels with MD error > 50 % (where the true
+MD exceeds 0.1e-3 mm^2/s); AD and RD bias in
+WM (relative); median angle of the principal eigenvector where true FA > 0.4; PSNR / SSIM of the six
+directions against the acquired DTI and (phantom) the noise-free truth signal; ROI SNR of FA (mean / SD
+over the ROI, the seed paper's definition) synthetic / acquired over the paper's five ROIs (phantom).
+WM / GM: tissue fractions > 0.8 (phantom); true FA > 0.3, and FA < 0.2 with MD < 1.5e-3 mm^2/s (real).
+
+    .venv/bin/python benchmarks/bench_quality.py [--subjects 4] [--models DIR ...] [--out DIR] [--grid 128x128x76]
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+PHANTOM_SEEDS = (900001, 900002, 900003, 900004, 900005, 900006, 900007, 900008)
+DEMO_COHORT = (2024, 8)  # Resources/Models/make_demo_models.sh: simulate cohort --seed 2024 --n 8
+
+
+class CachedPredictions:
+    """The runner's predictions kept per network and slice set, so that one subject's paper and
+    physics assemblies run the networks once."""
+
+    def __init__(self, generators):
+        self.generators, self.cache = generators, {}
+
+    def predict(self, key, inputs, slice_indices):
+        index = (key, tuple(np.asarray(slice_indices).tolist()), inputs.shape)
+        if index not in self.cache:
+            self.cache[index] = self.generators.predict(key, inputs, slice_indices)
+        return self.cache[index]
+
+
+def tensor_and_maps(dwi, mask):
+    from DTISynthLib.core.dwi import check_dwi
+    from DTISynthLib.fit.tensor_fit import fit_tensors
+    from DTISynthLib.fit.tensor_maps import compute_maps
+
+    tensor = fit_tensors(check_dwi(dwi), mask, "ols").tensor
+    return compute_maps(tensor, mask, ("fa", "md", "ad", "rd", "v1"), policy="clip")
+
+
+def direction_similarity(test, reference, mask):
+    """Mean PSNR (dB, peak: the reference direction's brain maximum) and SSIM over the directions."""
+    from DTISynthLib.evaluation.image_metrics import psnr, ssim
+
+    axial = lambda v: np.moveaxis(v, 2, 0)  # noqa: E731
+    values = []
+    for k in range(1, test.shape[-1]):
+        ref, syn = reference[..., k], test[..., k]
+        peak = float(ref[mask].max())
+        values.append((psnr(ref, syn, peak, mask), ssim(axial(ref), axial(syn), peak, axial(mask))))
+    return float(np.mean([v[0] for v in values])), float(np.mean([v[1] for v in values]))
+
+
+def fa_snr(fa, rois):
+    """FA SNR (mean / SD over the voxels) of each ROI mask."""
+    return np.array([fa[r].mean() / fa[r].std(ddof=1) for r in rois])
+
+
+def score(maps, truth, masks):
+    """The metrics of one DTI's maps against the truth maps (module docstring)."""
+    wm, gm, brain = masks["wm"], masks["gm"], masks["brain"]
+    fa_error = maps["fa"] - truth["fa"]
+    tissue = brain & (truth["md"] > 1e-4)  # MD relative errors where MD is tissue's, not noise's
+    md_error = np.abs(maps["md"][tissue] - truth["md"][tissue]) / truth["md"][tissue]
+    strong = brain & (truth["fa"] > 0.4)
+    cosine = np.abs((maps["v1"][strong] * truth["v1"][strong]).sum(-1)).clip(0, 1)
+    return {"fa_abs_wm": float(np.abs(fa_error[wm]).mean()), "fa_bias_wm": float(fa_error[wm].mean()),
+            "fa_abs_gm": float(np.abs(fa_error[gm]).mean()), "fa_bias_gm": float(fa_error[gm].mean()),
+            "md_rel_median": float(np.median(md_error)), "md_rel_mean": float(np.mean(md_error)),
+            "md_over_50": float(np.mean(md_error > 0.5)),
+            "ad_bias_wm": float(np.mean(maps["ad"][wm]) / np.mean(truth["ad"][wm]) - 1),
+            "rd_bias_wm": float(np.mean(maps["rd"][wm]) / np.mean(truth["rd"][wm]) - 1),
+            "v1_angle_median": float(np.degrees(np.median(np.arccos(cosine)))) if strong.any() else float("nan")}
+
+
+def at_b(dwi, b):
+    """The DWI with each diffusion-weighted volume converted to b-value `b` (s/mm^2), voxel by voxel:
+    S0 (S / S0)^(b / b_volume), exact for mono-exponential decay along each direction."""
+    from DTISynthLib.core.dwi import DWI
+
+    weighted = ~dwi.is_b0
+    s0 = dwi.mean_b0()[..., None].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        attenuation = np.where(s0 > 0, dwi.data[..., weighted] / s0, 0.0)
+    data = dwi.data.copy()
+    data[..., weighted] = s0 * np.clip(attenuation, 0.0, None) ** (b / dwi.bvals[weighted])
+    return DWI(data, dwi.affine, np.where(weighted, b, dwi.bvals), dwi.gradients, dwi.source)
+
+
+def synthesize(generators, manifest, dwi, b0, assembly, force_b):
+    from DTISynthLib.synthesis.pipeline import synthesize_dwi
+
+    return synthesize_dwi(dwi, generators, manifest, b0=b0, force_b=force_b, assembly=assembly)
+
+
+def packages(model_dirs):
+    """[(label, runner, manifest, assemblies)] for each model package and the diagonal baseline."""
+    from DTISynthLib.core.resources import RESOURCES
+    from DTISynthLib.generators.runner import TorchGenerators
+
+    rows = []
+    for folder in model_dirs:
+        runner = TorchGenerators(folder, "cpu", precision="fp32")
+        rows.append((Path(folder).name, runner, runner.manifest, ("physics", "paper")))
+    diagonal = TorchGenerators(RESOURCES / "Models" / "diagonal", "cpu", precision="fp32")
+    rows.append(("diagonal baseline", diagonal, diagonal.manifest, ("physics",)))
+    return rows
+
+
+def phantom_subjects(n, grid):
+    from DTISynthLib.simulation.cohort import draw_subject, simulate_subject
+
+    training = {int(np.random.default_rng([DEMO_COHORT[0], i]).integers(0, 2**31 - 1)) for i in range(DEMO_COHORT[1])}
+    assert not training & set(PHANTOM_SEEDS), "benchmark seeds must be disjoint from the demo set's cohort"
+    for i, seed in enumerate(PHANTOM_SEEDS[:n]):
+        params = draw_subject(f"bench-{i + 1:02d}", seed)
+        yield params.subject_id, simulate_subject(params, "sampled", grid=grid), \
+            simulate_subject(params, "sampled", grid=grid, noise=False)
+
+
+def run_phantom(rows, n, grid, results, log):
+    from DTISynthLib.core.dwi import check_dwi
+    from DTISynthLib.fit.tensor_maps import compute_maps
+    from DTISynthLib.simulation.brain_phantom import ROI_GROUPS
+
+    for name, subject, clean in phantom_subjects(n, grid):
+        start = time.perf_counter()
+        masks = {"brain": subject.tissue.sum(-1) > 0.5, "wm": subject.tissue[..., 0] > 0.8,
+                 "gm": subject.tissue[..., 1] > 0.8}
+        truth = compute_maps(subject.truth_tensor, masks["brain"], ("fa", "md", "ad", "rd", "v1"), policy="clip")
+        rois = [np.isin(subject.labels, labels) & masks["brain"] for labels in ROI_GROUPS.values()]
+        acquired = subject.dti
+        acquired_maps = tensor_and_maps(acquired, masks["brain"])
+        acquired_snr = fa_snr(acquired_maps["fa"], rois)
+        entry = dict(score(acquired_maps, truth, masks), similarity_truth=direction_similarity(
+            acquired.data, clean.dti.data, masks["brain"]))
+        results.setdefault(("phantom", "acquired 6-direction"), []).append(dict(entry, subject=name))
+        b0 = (acquired.mean_b0(), acquired.affine, f"{name} DTI b=0")
+        dwi = check_dwi(subject.dwi)
+        for label, runner, manifest, assemblies in rows:
+            cached = CachedPredictions(runner)
+            for assembly in assemblies:
+                dti = synthesize(cached, manifest, dwi, b0, assembly, False).dti
+                maps = tensor_and_maps(dti, masks["brain"])
+                entry = dict(score(maps, truth, masks), subject=name,
+                             similarity_acquired=direction_similarity(dti.data, acquired.data, masks["brain"]),
+                             similarity_truth=direction_similarity(dti.data, clean.dti.data, masks["brain"]),
+                             roi_snr_ratio=float(np.mean(fa_snr(maps["fa"], rois) / acquired_snr)))
+                results.setdefault(("phantom", row_label(label, assembly)), []).append(entry)
+        log(f"phantom {name}: {time.perf_counter() - start:.1f} s")
+
+
+def row_label(label, assembly):
+    return label if label == "diagonal baseline" else f"{label}, {assembly} assembly"
+
+
+def real_scans():
+    folder = SHARED / "data" / "real"
+    return sorted(p / f"{p.name}.nii.gz" for p in folder.iterdir() if (p / f"{p.name}.nii.gz").exists()) \
+        if folder.is_dir() else []
+
+
+def run_real(rows, results, refusals, log):
+    from DTISynthLib.core.dwi import check_dwi
+    from DTISynthLib.core.errors import InputError
+    from DTISynthLib.fit.brain_mask import brain_mask
+    from DTISynthLib.fit.tensor_fit import fit_tensors
+    from DTISynthLib.fit.tensor_maps import compute_maps
+    from DTISynthLib.io.files import load_dwi
+    from DTISynthLib.simulation.pairs import make_pairs
+    from DTISynthLib.synthesis.pipeline import assign_axes
+
+    for path in real_scans():
+        name = path.parent.name
+        start = time.perf_counter()
+        full = load_dwi(path)
+        if (~full.is_b0).sum() < 6:
+            refusals.append({"scan": name, "reason": "fewer than 6 diffusion directions"})
+            continue
+        brain = brain_mask(full.mean_b0())
+        truth = compute_maps(fit_tensors(full, brain).tensor, brain, ("fa", "md", "ad", "rd", "v1"), policy="clip")
+        masks = {"brain": brain, "wm": brain & (truth["fa"] > 0.3),
+                 "gm": brain & (truth["fa"] < 0.2) & (truth["md"] < 1.5e-3) & (truth["md"] > 0)}
+        b = float(np.round(full.bvals.max()))
+        mode = "nearest"
+        try:
+            dwi3, dti6, pairs = make_pairs(full, mode)
+            assign_axes(check_dwi(dwi3))
+        except InputError as exc:
+            mode = "tensor"
+            refusals.append({"scan": name, "pairs": "nearest", "reason": str(exc), "instead": "tensor-mode pairs"})
+            dwi3, dti6, pairs = make_pairs(full, mode, b)
+        acquired = check_dwi(dti6)
+        if mode == "nearest":
+            results.setdefault(("real", "acquired 6 nearest volumes"), []).append(
+                dict(score(tensor_and_maps(acquired, brain), truth, masks), subject=name))
+        b0 = (acquired.mean_b0(), acquired.affine, f"{name} 6-direction b=0")
+        for label, runner, manifest, assemblies in rows:
+            cached = CachedPredictions(runner)
+            b_model = float(manifest["b_value"])
+            converted = abs(b - b_model) > 0.05 * b_model
+            for assembly in assemblies:
+                dti = synthesize(cached, manifest, at_b(check_dwi(dwi3), b_model), b0, assembly, False).dti
+                maps = tensor_and_maps(dti, brain)
+                results.setdefault(("real", row_label(label, assembly)), []).append(dict(
+                    score(maps, truth, masks), subject=name, pairs=mode, b_converted=converted,
+                    similarity_acquired=direction_similarity(dti.data, at_b(acquired, b_model).data, brain)))
+        log(f"real {name} (b={b:g}, {mode} pairs, largest angle to nominal "
+            f"{max(pairs['dwi3_angle_degrees'] + pairs['dti6_angle_degrees']):.1f} degrees): "
+            f"{time.perf_counter() - start:.1f} s")
+
+
+COLUMNS = (("FA abs WM", "fa_abs_wm", "{:.3f}"), ("FA bias WM", "fa_bias_wm", "{:+.3f}"),
+           ("FA abs GM", "fa_abs_gm", "{:.3f}"), ("FA bias GM", "fa_bias_gm", "{:+.3f}"),
+           ("MD err med", "md_rel_median", "{:.1%}"), ("MD err mean", "md_rel_mean", "{:.1%}"),
+           ("MD err>50%", "md_over_50", "{:.2%}"), ("AD bias WM", "ad_bias_wm", "{:+.1%}"),
+           ("RD bias WM", "rd_bias_wm", "{:+.1%}"), ("V1 angle", "v1_angle_median", "{:.1f}"))
+
+
+def summarize(results):
+    """[(data, DTI, n, {metric: mean over subjects})] in table order."""
+    rows = []
+    for (data, label), entries in results.items():
+        mean = {key: float(np.mean([e[key] for e in entries])) for _, key, _ in COLUMNS}
+        for similarity in ("similarity_acquired", "similarity_truth"):
+            if all(similarity in e for e in entries):
+                mean[similarity] = [float(np.mean([e[similarity][i] for e in entries])) for i in (0, 1)]
+        if all("roi_snr_ratio" in e for e in entries):
+            mean["roi_snr_ratio"] = float(np.mean([e["roi_snr_ratio"] for e in entries]))
+        rows.append((data, label, len(entries), mean))
+    return rows
+
+
+def print_table(rows):
+    header = ["data", "DTI", "n"] + [c[0] for c in COLUMNS] + ["PSNR/SSIM vs acquired", "PSNR/SSIM vs truth",
+                                                               "ROI SNR syn/acq"]
+    lines = [header]
+    for data, label, n, mean in rows:
+        similarity = [f"{mean[s][0]:.1f} / {mean[s][1]:.2f}" if s in mean else "-"
+                      for s in ("similarity_acquired", "similarity_truth")]
+        lines.append([data, label, str(n)] + [fmt.format(mean[key]) for _, key, fmt in COLUMNS] + similarity +
+                     [f"{mean['roi_snr_ratio']:.2f}" if "roi_snr_ratio" in mean else "-"])
+    print("| " + " | ".join(lines[0]) + " |")
+    print("|" + "---|" * len(lines[0]))
+    for line in lines[1:]:
+        print("| " + " | ".join(line) + " |")
+
+
+def main():
+    from DTISynthLib.generators.package import DEFAULT_MODELS
+    from DTISynthLib.jobs.options import parse_grid
+    from DTISynthLib.simulation.cohort import PAPER_GRID
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", type=int, default=4, help="phantom subjects (at most 8)")
+    parser.add_argument("--models", nargs="+", default=[str(DEFAULT_MODELS)], help="model packages to score")
+    parser.add_argument("--grid", type=parse_grid, default=PAPER_GRID)
+    parser.add_argument("--no-real", action="store_true", help="phantom subjects only")
+    parser.add_argument("--out", help="folder for bench_quality.json (default: a new temporary folder)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    log = lambda text: print(f"[{time.perf_counter() - started:6.0f} s] {text}", file=sys.stderr, flush=True)  # noqa: E731
+    rows = packages(args.models)
+    results, refusals = {}, []
+    run_phantom(rows, args.subjects, args.grid, results, log)
+    if not args.no_real:
+        run_real(rows, results, refusals, log)
+    order = {"acquired": 0, "diagonal": 2}
+    summary = sorted(summarize(results), key=lambda r: (r[0] != "phantom", order.get(r[1].split(" ")[0], 1), r[1]))
+    print_table(summary)
+    for refusal in refusals:
+        print(f"refused: {refusal}")
+    elapsed = time.perf_counter() - started
+    print(f"\n{len(results)} rows; {elapsed / 60:.1f} min on this machine ({args.subjects} phantom subjects at "
+          f"{'x'.join(map(str, args.grid))}, fp32)")
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench-quality-"))
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"summary": [{"data": d, "dti": label, "n": n, **mean} for d, label, n, mean in summary],
+              "per_subject": {f"{d} / {label}": entries for (d, label), entries in results.items()},
+              "refusals": refusals, "seconds": round(elapsed, 1), "models": args.models,
+              "phantom_seeds": list(PHANTOM_SEEDS[:args.subjects])}
+    (out / "bench_quality.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    print(f"JSON: {out / 'bench_quality.json'}")
+
+
+if __name__ == "__main__":
+    main()
