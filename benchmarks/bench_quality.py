@@ -11,11 +11,11 @@ Data
   the volumes nearest the axes and Siemens' 6 directions (`dtisynth pairs --mode nearest`); where
   those are refused (a direction > 30 degrees from its axis, two axes on one volume) the scan's tensor
   fit predicts both (`--mode tensor`, listed; no acquired row then). Truth is the IWLS fit of all the
-  scan's volumes. The models take attenuations (relative intensity), so an input at another b-value is
-  converted to the models' b per voxel and direction, A^(b_model / b_scan) (exact for mono-exponential
-  decay; listed), as is the acquired DTI it is compared with.
+  scan's volumes. An input at another b-value is forced (`--force-b`: its attenuations converted to
+  the models' b per voxel and direction, A^(b_model / b_scan), exact for mono-exponential decay;
+  listed), and the acquired DTI it is compared with is converted the same way.
 
-DTIs: each model package (default: the shipped demo set) with physics-consistent assembly and with
+DTIs: each model package (default: every shipped set but the baseline) with physics-consistent assembly and with
 the paper's raw outputs, the diagonal baseline (Resources/Models/diagonal), the acquired DTI.
 
 Metrics (per subject or scan, then the mean over them): FA mean abs error and bias in WM and GM; MD
@@ -68,7 +68,8 @@ def tensor_and_maps(dwi, mask):
 
 
 def direction_similarity(test, reference, mask):
-    """Mean PSNR (dB, peak: the reference direction's brain maximum) and SSIM over the directions."""
+    """PSNR (dB, peak: the reference direction's brain maximum) and SSIM: their means over the
+    directions, then each direction's [PSNR, SSIM]."""
     from DTISynthLib.evaluation.image_metrics import psnr, ssim
 
     axial = lambda v: np.moveaxis(v, 2, 0)  # noqa: E731
@@ -77,7 +78,7 @@ def direction_similarity(test, reference, mask):
         ref, syn = reference[..., k], test[..., k]
         peak = float(ref[mask].max())
         values.append((psnr(ref, syn, peak, mask), ssim(axial(ref), axial(syn), peak, axial(mask))))
-    return float(np.mean([v[0] for v in values])), float(np.mean([v[1] for v in values]))
+    return float(np.mean([v[0] for v in values])), float(np.mean([v[1] for v in values])), values
 
 
 def fa_snr(fa, rois):
@@ -103,16 +104,13 @@ def score(maps, truth, masks):
 
 
 def at_b(dwi, b):
-    """The DWI with each diffusion-weighted volume converted to b-value `b` (s/mm^2), voxel by voxel:
-    S0 (S / S0)^(b / b_volume), exact for mono-exponential decay along each direction."""
+    """The DWI with its diffusion-weighted volumes at b-value `b` (synthesis.pipeline.signals_at_b)."""
     from DTISynthLib.core.dwi import DWI
+    from DTISynthLib.synthesis.pipeline import signals_at_b
 
     weighted = ~dwi.is_b0
-    s0 = dwi.mean_b0()[..., None].astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        attenuation = np.where(s0 > 0, dwi.data[..., weighted] / s0, 0.0)
     data = dwi.data.copy()
-    data[..., weighted] = s0 * np.clip(attenuation, 0.0, None) ** (b / dwi.bvals[weighted])
+    data[..., weighted] = signals_at_b(dwi.data[..., weighted], dwi.mean_b0(), dwi.bvals[weighted], b)
     return DWI(data, dwi.affine, np.where(weighted, b, dwi.bvals), dwi.gradients, dwi.source)
 
 
@@ -229,7 +227,7 @@ def run_real(rows, results, refusals, log):
             b_model = float(manifest["b_value"])
             converted = abs(b - b_model) > 0.05 * b_model
             for assembly in assemblies:
-                dti = synthesize(cached, manifest, at_b(check_dwi(dwi3), b_model), b0, assembly, False).dti
+                dti = synthesize(cached, manifest, check_dwi(dwi3), b0, assembly, True).dti
                 maps = tensor_and_maps(dti, brain)
                 results.setdefault(("real", row_label(label, assembly)), []).append(dict(
                     score(maps, truth, masks), subject=name, pairs=mode, b_converted=converted,
@@ -282,7 +280,9 @@ def main():
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=4, help="phantom subjects (at most 8)")
-    parser.add_argument("--models", nargs="+", default=[str(DEFAULT_MODELS)], help="model packages to score")
+    shipped = sorted(str(p.parent) for p in DEFAULT_MODELS.parent.glob("*/manifest.json") if p.parent.name != "diagonal")
+    parser.add_argument("--models", nargs="+", default=shipped, help="model packages to score (default: every shipped "
+                        "set; the diagonal baseline always runs)")
     parser.add_argument("--grid", type=parse_grid, default=PAPER_GRID)
     parser.add_argument("--no-real", action="store_true", help="phantom subjects only")
     parser.add_argument("--out", help="folder for bench_quality.json (default: a new temporary folder)")

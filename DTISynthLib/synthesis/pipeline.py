@@ -68,6 +68,16 @@ def assign_axes(dwi):
     return order, angles
 
 
+def signals_at_b(weighted, b0, bvals, b):
+    """Diffusion-weighted signals (..., n) at b-values `bvals` (n,) converted to b-value `b` (s/mm^2),
+    voxel by voxel: S0 (S / S0)^(b / b_volume), exact for mono-exponential decay along each direction;
+    zero where S0 is not positive."""
+    s0 = np.asarray(b0, dtype=np.float64)[..., None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        attenuation = np.where(s0 > 0, weighted / s0, 0.0)
+    return (s0 * np.clip(attenuation, 0.0, None) ** (b / np.asarray(bvals, dtype=np.float64))).astype(np.float32)
+
+
 @dataclass
 class ModelGrid:
     """The grid the generators see: native slices, model in-plane matrix and voxel size (RAS affine)."""
@@ -133,12 +143,14 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
               "warnings": [f"{'xyz'[i]} direction {a:.1f} degrees from the scanner axis"
                            for i, a in enumerate(angles) if a > ANGLE_WARNING_DEGREES]}
     b_model, b_input = float(manifest["b_value"]), float(np.mean(dwi.bvals[order]))
+    dwi_b0 = dwi.mean_b0()
+    weighted, measured_bvals = dwi.data[..., order], dwi.bvals[order]
     if abs(b_input - b_model) > B_TOLERANCE * b_model:
         if not force_b:
             raise InputError(dwi.source, f"b = {b_model:g} s/mm^2 like the models (or --force-b)", f"b = {b_input:g}")
-        report["warnings"].append(f"b-value {b_input:g} differs from the models' {b_model:g} (forced)")
-    dwi_b0 = dwi.mean_b0()
-    weighted = dwi.data[..., order]
+        report["warnings"].append(f"b-value {b_input:g} differs from the models' {b_model:g} (forced): attenuations "
+                                  f"converted to b = {b_model:g}, assuming mono-exponential decay")
+        weighted, measured_bvals = signals_at_b(weighted, dwi_b0, measured_bvals, b_model), np.full(3, b_model)
     if b0 is None:
         reference, ref_affine, matrix = dwi_b0, dwi.affine, np.eye(4)
         report["registration"] = {"performed": False, "reason": "the DWI's own b=0 is the reference"}
@@ -180,7 +192,7 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
     # The head turned by the registration's rotation R between the acquisitions: a DWI direction g
     # measured the reference's tissue along R^T g.
     measured_gradients = dwi.gradients[order] @ matrix[:3, :3]
-    on_grid = GridSignals(moved, ref_on_grid, slices, b_input, measured_gradients)
+    on_grid = GridSignals(moved, ref_on_grid, slices, float(np.mean(measured_bvals)), measured_gradients)
     synthetic = kind.synthesize(generators.predict, on_grid, manifest, reporter)
     entries = sorted(manifest["directions"], key=lambda d: d["index"])
     if not reference_is_model_grid:
@@ -194,7 +206,7 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
         synthesized = np.zeros(reference.shape[2], bool)
         synthesized[slices] = True  # the model grid keeps the reference's slices
         inside = (reference > 0) & (measured[..., 0] > 0) & synthesized[None, None, :]
-        synthetic = physics_consistent(synthetic, reference, measured[..., 1:], measured[..., 0], dwi.bvals[order],
+        synthetic = physics_consistent(synthetic, reference, measured[..., 1:], measured[..., 0], measured_bvals,
                                        measured_gradients, bvals[1:], gradients[1:], inside)
     data = np.concatenate([reference[..., None].astype(np.float32), np.clip(synthetic, 0, None)], axis=-1)
     return SynthesisResult(DWI(data, ref_affine, bvals, gradients, f"<synthetic DTI from {dwi.source}>"), report, mask)
