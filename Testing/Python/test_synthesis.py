@@ -184,13 +184,14 @@ def test_edge_slices_of_a_real_scan_whose_brain_touches_both_ends_are_synthesize
                                 generators, generators.manifest, b0=b0, force_b=True)
         assert result.report["slices_synthesized"] == mask.shape[2]
         md = compute_maps(fit_tensors(check_dwi(result.dti), mask, "ols").tensor, mask, ("md",))["md"]
-        error = np.abs(md - truth) / np.abs(truth)
-        interior = np.median(error[:, :, 2:-2][mask[:, :, 2:-2]])
+        tissue = mask & (truth > 1e-4)  # relative errors where MD is tissue's, not noise's (as bench_quality)
+        error = np.abs(md - truth) / np.where(tissue, truth, 1.0)
+        interior = np.median(error[:, :, 2:-2][tissue[:, :, 2:-2]])
         for k in (0, -1):
-            edge = error[:, :, k][mask[:, :, k]]
+            edge = error[:, :, k][tissue[:, :, k]]
             # measured here: diagonal 4 % / 3 % (interior 2.6 %), demo 11 % / 14 % (interior 12 %)
             assert np.median(edge) < min(3 * interior, 0.2) and (edge > 1).mean() < 0.05, (models.name, k, interior)
-        assert (error[mask] > 0.5).mean() < 0.005, models.name
+        assert (error[tissue] > 0.5).mean() < 0.005, models.name
 
 
 def _dwi(bvals, gradients, shape=(16, 16, 8), source="dwi.nii.gz"):
