@@ -6,7 +6,7 @@ Adding a kind is one module defining `KIND = GeneratorKind(...)` plus one line i
 torch is imported at load only by networks.py and pix2pix_trainer.py, elsewhere inside functions:
 reading or verifying a package never loads it.
 
-Training validates with evaluation's image metrics.
+Kinds use the tensor model (fit); training validates with evaluation's image metrics.
 
-May import: core, evaluation, training.
+May import: core, fit, evaluation, training.
 """

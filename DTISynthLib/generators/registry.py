@@ -16,6 +16,7 @@ DEFAULT_KIND = "pix2pix-per-direction"  # what a manifest without architecture.k
 KINDS = {  # kind name -> the module defining KIND
     "pix2pix-per-direction": "DTISynthLib.generators.pix2pix",
     "diagonal": "DTISynthLib.generators.diagonal",
+    "tensor-unet": "DTISynthLib.generators.tensor_unet",
 }
 
 

@@ -94,7 +94,7 @@ def load_subject_slices(pair, intensity, grid, register=True):
     check_acquisitions(dwi3, dti6)
     dwi_b0, dti_b0 = dwi3.mean_b0(), dti6.mean_b0()
     weighted3 = dwi3.data[..., ~dwi3.is_b0]
-    info = {"subject": pair.subject, "registered": register}
+    info = {"subject": pair.subject, "registered": register, "b_value": round(float(dti6.bvals.max()), 1)}
     if register:
         result = register_rigid(dti_b0, dti6.affine, dwi_b0, dwi3.affine)
         matrix = result.matrix
@@ -145,7 +145,9 @@ def default_grid(shape, depth):
 
 def load_training_data(data_dir, intensity, depth, grid=None, validation_fraction=0.1, seed=0, register=True,
                        reporter=NullReporter()):
-    """Slices of every subject, split by subject: ((x, y) train, (x, y) validation or None, provenance)."""
+    """Slices of every subject, split by subject: ((x, y) train, (x, y) validation or None, provenance).
+    provenance["subject_slices"]: {"train" / "validation": [(subject, slices, b-value)]} in the order the
+    slices are concatenated, for kinds that look at neighbouring slices or need each subject's b."""
     pairs = find_pairs(data_dir)
     training, validation = split_subjects([p.subject for p in pairs], validation_fraction, seed) \
         if validation_fraction > 0 else ([p.subject for p in pairs], [])
@@ -154,7 +156,7 @@ def load_training_data(data_dir, intensity, depth, grid=None, validation_fractio
     if grid[0] % 2**depth or grid[1] % 2**depth:
         raise ValueError(f"grid {grid} must be divisible by 2**depth = {2**depth}")
     slices = {"train": ([], []), "validation": ([], [])}
-    registration = {}
+    registration, subject_slices = {}, {"train": [], "validation": []}
     for i, pair in enumerate(pairs):
         reporter.progress("data", i / len(pairs), f"{pair.subject}: registering DWI to DTI, slicing")
         x, y, info = load_subject_slices(pair, intensity, grid, register)
@@ -162,11 +164,13 @@ def load_training_data(data_dir, intensity, depth, grid=None, validation_fractio
         part = "validation" if pair.subject in validation else "train"
         slices[part][0].append(x)
         slices[part][1].append(y)
+        subject_slices[part].append((pair.subject, int(x.shape[0]), info["b_value"]))
     reporter.progress("data", 1.0, f"{len(training)} training, {len(validation)} validation subjects")
     train = (np.concatenate(slices["train"][0]), np.concatenate(slices["train"][1]))
     val = (np.concatenate(slices["validation"][0]), np.concatenate(slices["validation"][1])) if validation else None
     provenance = {"data": str(data_dir), "training_subjects": training, "validation_subjects": validation,
                   "training_slices": int(train[0].shape[0]), "registration": registration,
+                  "subject_slices": subject_slices,
                   "voxel_size_mm": [float(v) for v in np.linalg.norm(reference.affine[:3, :3], axis=0)],
                   "b_value": round(float(reference.bvals.max()), 1)}
     return train, val, grid, provenance
