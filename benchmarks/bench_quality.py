@@ -11,9 +11,10 @@ Data
   the volumes nearest the axes and Siemens' 6 directions (`dtisynth pairs --mode nearest`); where
   those are refused (a direction > 30 degrees from its axis, two axes on one volume) the scan's tensor
   fit predicts both (`--mode tensor`, listed; no acquired row then). Truth is the IWLS fit of all the
-  scan's volumes. An input at another b-value is forced (`--force-b`: its attenuations converted to
-  the models' b per voxel and direction, A^(b_model / b_scan), exact for mono-exponential decay;
-  listed), and the acquired DTI it is compared with is converted the same way.
+  scan's volumes. An input at a b-value a package does not take is forced (`--force-b`: its
+  attenuations converted to the package's b per voxel and direction, A^(b_model / b_scan), exact for
+  mono-exponential decay; listed); the acquired DTI it is compared with is converted to the
+  synthetic DTI's b the same way.
 
 DTIs: each model package (default: every shipped set but the baseline) with physics-consistent assembly and with
 the paper's raw outputs, the diagonal baseline (Resources/Models/diagonal), the acquired DTI.
@@ -224,14 +225,15 @@ def run_real(rows, results, refusals, log):
         b0 = (acquired.mean_b0(), acquired.affine, f"{name} 6-direction b=0")
         for label, runner, manifest, assemblies in rows:
             cached = CachedPredictions(runner)
-            b_model = float(manifest["b_value"])
-            converted = abs(b - b_model) > 0.05 * b_model
+            b_model, b_range = float(manifest["b_value"]), manifest.get("b_range")
+            converted = not b_range[0] <= b <= b_range[1] if b_range else abs(b - b_model) > 0.05 * b_model
             for assembly in assemblies:
                 dti = synthesize(cached, manifest, check_dwi(dwi3), b0, assembly, True).dti
                 maps = tensor_and_maps(dti, brain)
                 results.setdefault(("real", row_label(label, assembly)), []).append(dict(
                     score(maps, truth, masks), subject=name, pairs=mode, b_converted=converted,
-                    similarity_acquired=direction_similarity(dti.data, at_b(acquired, b_model).data, brain)))
+                    similarity_acquired=direction_similarity(dti.data, at_b(acquired, float(dti.bvals.max())).data,
+                                                             brain)))
         log(f"real {name} (b={b:g}, {mode} pairs, largest angle to nominal "
             f"{max(pairs['dwi3_angle_degrees'] + pairs['dti6_angle_degrees']):.1f} degrees): "
             f"{time.perf_counter() - start:.1f} s")

@@ -218,7 +218,9 @@ def train(request):
         "networks": [{"name": NETWORK, "file": "tensor.safetensors", "sha256": sha, "dtype": request.weights_dtype,
                       "history": history, "validation": scores}],
         "directions": [{"index": i + 1, "gradient_ras": g.round(12).tolist()} for i, g in enumerate(SIEMENS_6_RAS)],
-        **training_fields(request, grid, provenance, 1)})
+        **training_fields(request, grid, provenance, 1),
+        "b_range": [min(b for part in parts.values() for _, _, b in part),
+                    max(b for part in parts.values() for _, _, b in part)]})
     return out / MANIFEST
 
 

@@ -21,6 +21,9 @@ def add_arguments(parser):
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto (default: bf16 where the hardware computes it natively, else fp32), fp32, or bf16 "
                              "(autocast + channels_last with an fp32 output layer)")
+    parser.add_argument("--output-b", type=float,
+                        help="b-value of the synthetic DTI in s/mm^2 (default: the input's for packages that take a "
+                             "range of b, such as the diagonal baseline; the package's b otherwise)")
     parser.add_argument("--assembly", choices=ASSEMBLIES, default="physics",
                         help="physics (default: the tensor's diagonal, so MD, as the x, y, z DWI measured it; only the "
                              "rest generated) or paper (the generators' outputs as they are, as the seed paper)")
@@ -32,12 +35,12 @@ def run(args, reporter):
 
     keep_freed_heap_memory()
     outputs, report = run_synthesis(args.dwi, args.out, args.b0, args.models, args.device, args.force_b, args.bval,
-                                    args.bvec, reporter, args.precision, args.assembly)
+                                    args.bvec, reporter, args.precision, args.assembly, args.output_b)
     reporter.result(outputs, f"synthetic DTI in {args.out}" + "".join(f"\nwarning: {w}" for w in report["warnings"]))
 
 
 def run_synthesis(dwi_path, out_dir, b0_path=None, models_dir=None, device="auto", force_b=False, bval=None,
-                  bvec=None, reporter=NullReporter(), precision="auto", assembly="physics"):
+                  bvec=None, reporter=NullReporter(), precision="auto", assembly="physics", output_b=None):
     """Synthesize from files and write the results; returns the written paths and the report."""
     from ..generators.package import DEFAULT_MODELS
     from ..generators.runner import TorchGenerators
@@ -53,7 +56,7 @@ def run_synthesis(dwi_path, out_dir, b0_path=None, models_dir=None, device="auto
     models_dir = models_dir or DEFAULT_MODELS
     generators = TorchGenerators(models_dir, device, precision=precision)
     reporter.progress("load", 1.0, f"input read; models {models_dir} loading in the background")
-    result = synthesize_dwi(dwi, generators, generators.manifest, b0, force_b, reporter, assembly)
+    result = synthesize_dwi(dwi, generators, generators.manifest, b0, force_b, reporter, assembly, output_b)
     result.report.update(models=str(models_dir), device=str(generators.device), precision=generators.precision,
                          deterministic="eval mode: dropout off, batch-norm running statistics")
     return write_synthesis(out_dir, result, reporter=reporter), result.report

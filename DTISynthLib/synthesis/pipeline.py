@@ -126,13 +126,21 @@ class SynthesisResult:
     mask: np.ndarray = None
 
 
-def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=NullReporter(), assembly="physics"):
+def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=NullReporter(), assembly="physics",
+                   output_b=None):
     """Synthesize a 6-direction DTI from a checked DWI (see the module docstring).
 
     generators: an object with predict(key, inputs (N, C, H, W), slice_indices) -> outputs in network
     units (generators.runner.TorchGenerators, or a stand-in in tests), for the kind of `manifest`.
     b0: optional (volume, affine, source). assembly: "physics" (default: assembly.physics_consistent, the
     measured diagonal kept) or "paper" (the generators' outputs as they are, as the seed paper).
+
+    b-values: a package whose manifest has `b_range` [low, high] (kinds whose inputs are ADCs) takes any
+    input b in that range; others take their `b_value` (5 %). Outside, the input is refused unless
+    `force_b` (then its attenuations are converted to the package's b). output_b: the synthetic DTI's
+    b (s/mm^2); default the input's for a b_range package, the package's b_value otherwise. The
+    directions are converted to it per voxel, S0 (S / S0)^(output_b / b), exact for the
+    physics-assembled (tensor-consistent) DTI.
     """
     if assembly not in ASSEMBLIES:
         raise ValueError(f"assembly must be one of {ASSEMBLIES}, not {assembly!r}")
@@ -145,9 +153,14 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
     b_model, b_input = float(manifest["b_value"]), float(np.mean(dwi.bvals[order]))
     dwi_b0 = dwi.mean_b0()
     weighted, measured_bvals = dwi.data[..., order], dwi.bvals[order]
-    if abs(b_input - b_model) > B_TOLERANCE * b_model:
+    b_range = manifest.get("b_range")  # kinds that take ADCs: any b they were trained on
+    accepted = b_range[0] <= b_input <= b_range[1] if b_range is not None else \
+        abs(b_input - b_model) <= B_TOLERANCE * b_model
+    if not accepted:
         if not force_b:
-            raise InputError(dwi.source, f"b = {b_model:g} s/mm^2 like the models (or --force-b)", f"b = {b_input:g}")
+            expected = f"b within {b_range[0]:g}-{b_range[1]:g} s/mm^2, the models' trained range" if b_range \
+                else f"b = {b_model:g} s/mm^2 like the models"
+            raise InputError(dwi.source, f"{expected} (or --force-b)", f"b = {b_input:g}")
         report["warnings"].append(f"b-value {b_input:g} differs from the models' {b_model:g} (forced): attenuations "
                                   f"converted to b = {b_model:g}, assuming mono-exponential decay")
         weighted, measured_bvals = signals_at_b(weighted, dwi_b0, measured_bvals, b_model), np.full(3, b_model)
@@ -208,5 +221,12 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
         inside = (reference > 0) & (measured[..., 0] > 0) & synthesized[None, None, :]
         synthetic = physics_consistent(synthetic, reference, measured[..., 1:], measured[..., 0], measured_bvals,
                                        measured_gradients, bvals[1:], gradients[1:], inside)
+    output_b = float(output_b if output_b is not None else (np.round(b_input, 1) if b_range is not None else b_model))
+    if output_b <= 0:
+        raise ValueError(f"the output b-value must be positive, not {output_b:g}")
+    if output_b != b_model:
+        synthetic = signals_at_b(synthetic, reference, bvals[1:], output_b)
+        bvals[1:] = output_b
+    report["b_value"] = output_b
     data = np.concatenate([reference[..., None].astype(np.float32), np.clip(synthetic, 0, None)], axis=-1)
     return SynthesisResult(DWI(data, ref_affine, bvals, gradients, f"<synthetic DTI from {dwi.source}>"), report, mask)

@@ -395,3 +395,31 @@ def test_the_diagonal_baseline_kind_gives_the_measured_diagonal_and_no_off_diago
         assert np.abs(tensor[brain][:, 3:]).max() < 1e-8
     written = write_synthesis(tmp_path / "diagonal", result)
     assert (tmp_path / "diagonal" / "maps" / "fa.nii.gz") in written
+
+
+def test_packages_with_a_b_range_take_any_b_in_it_and_write_the_dti_at_the_chosen_b(still_subject):
+    from DTISynthLib.core.resources import RESOURCES
+    from DTISynthLib.synthesis.pipeline import signals_at_b
+
+    generators = TorchGenerators(RESOURCES / "Models" / "diagonal", "cpu")
+    manifest = generators.manifest
+    assert manifest["b_range"] == [500.0, 3000.0]
+    dwi = check_dwi(still_subject.dwi)
+    brain = still_subject.tissue.sum(-1) > 0.5
+    at_2000 = DWI(np.concatenate([dwi.data[..., :1], signals_at_b(dwi.data[..., 1:], dwi.data[..., 0], dwi.bvals[1:],
+                                                                   2000.0)], axis=-1),
+                  dwi.affine, np.r_[0.0, 2000.0, 2000.0, 2000.0], dwi.gradients, "dwi_b2000.nii.gz")
+    tensors = {}
+    for output_b in (None, 1000.0):
+        result = synthesize_dwi(check_dwi(at_2000), generators, manifest, output_b=output_b)
+        assert not any("forced" in w for w in result.report["warnings"])
+        expected_b = 2000.0 if output_b is None else 1000.0  # default: the input's b
+        np.testing.assert_allclose(result.dti.bvals, [0] + [expected_b] * 6)
+        tensors[output_b] = fit_tensors(check_dwi(result.dti), brain, "ols").tensor
+    # ADCs do not depend on b for this noise-free mono-exponential input: the same tensor at either b
+    np.testing.assert_allclose(tensors[None][brain], tensors[1000.0][brain], rtol=1e-4, atol=1e-9)
+    at_4000 = DWI(at_2000.data, at_2000.affine, np.r_[0.0, 4000.0, 4000.0, 4000.0], at_2000.gradients,
+                  "dwi_b4000.nii.gz")
+    with pytest.raises(InputError, match=r"dwi_b4000.nii.gz: expected b within 500-3000 s/mm\^2, the models' trained "
+                                         r"range \(or --force-b\); found b = 4000"):
+        synthesize_dwi(check_dwi(at_4000), generators, manifest)
