@@ -12,6 +12,7 @@ from ..core.gradient_schemes import SIEMENS_6_RAS
 from .intensity import Intensity
 from .package import (
     MANIFEST,
+    direction_vectors,
     read_manifest,
     save_generator_weights,
     training_fields,
@@ -40,13 +41,13 @@ def synthesize(predict, grid_signals, manifest, reporter):
     intensity = Intensity(**manifest["intensity"])
     moved, reference, slices = grid_signals.signals, grid_signals.reference, grid_signals.slices
     inputs = np.transpose(intensity.to_network(moved[..., 1:], moved[..., :1]), (2, 3, 1, 0))  # (z, 3, y, x)
-    entries = sorted(manifest["directions"], key=lambda d: d["index"])
-    synthetic = np.zeros(reference.shape + (len(entries),), dtype=np.float32)
-    for k, entry in enumerate(entries):
-        reporter.progress("synthesize", k / len(entries), f"direction {entry['index']}")
-        units = predict(entry["index"], inputs[slices], slices)  # (n, y, x)
+    indices, _ = direction_vectors(manifest)
+    synthetic = np.zeros(reference.shape + (len(indices),), dtype=np.float32)
+    for k, index in enumerate(indices):
+        reporter.progress("synthesize", k / len(indices), f"direction {index}")
+        units = predict(index, inputs[slices], slices)  # (n, y, x)
         synthetic[:, :, slices, k] = intensity.from_network(np.transpose(units, (2, 1, 0)), reference[:, :, slices])
-    reporter.progress("synthesize", 1.0, f"{len(entries)} directions")
+    reporter.progress("synthesize", 1.0, f"{len(indices)} directions")
     return synthetic
 
 

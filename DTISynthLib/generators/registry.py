@@ -10,9 +10,12 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from ..core.errors import InputError
 
 DEFAULT_KIND = "pix2pix-per-direction"  # what a manifest without architecture.kind is (the shipped demo set)
+ATTENUATION_FLOOR = 1e-6  # attenuations below this (signals <= 0) are raised to it before the log
 KINDS = {  # kind name -> the module defining KIND
     "pix2pix-per-direction": "DTISynthLib.generators.pix2pix",
     "diagonal": "DTISynthLib.generators.diagonal",
@@ -36,6 +39,14 @@ class GridSignals:
     slices: object
     b_value: float
     gradients: object
+
+    def adcs(self):
+        """Apparent diffusion coefficients (x, y, z, 3) in mm^2/s along the three measured directions,
+        -ln(S / S0) / b, with attenuations floored at ATTENUATION_FLOOR and 0 where S0 <= 0."""
+        b0 = self.signals[..., :1].astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            attenuation = np.where(b0 > 0, self.signals[..., 1:] / b0, 1.0)
+        return -np.log(np.maximum(attenuation, ATTENUATION_FLOOR)) / self.b_value
 
 
 def _unchanged(network, precision):

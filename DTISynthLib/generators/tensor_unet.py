@@ -25,14 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .registry import GeneratorKind
+from ..core.tensor_layout import matrix_to_tensor6
+from ..fit.tensor_fit import predict_signals
+from .package import direction_vectors
+from .registry import ATTENUATION_FLOOR, GeneratorKind
 
 NAME = "tensor-unet"
 NETWORK = "tensor"
 MARGIN = 0.95
 ADC_SCALE = 1e-3  # mm^2/s per network unit
 ADC_MAX = 4.0  # network units: above free water
-ATTENUATION_FLOOR = 1e-6
 _PAIRS = ((0, 1), (0, 2), (1, 2))  # r_xy, r_xz, r_yz
 
 
@@ -51,14 +53,6 @@ def frame_tensors(adc, r):
     for c, (i, j) in enumerate(_PAIRS):
         tensor[..., i, j] = tensor[..., j, i] = r[..., c] * np.sqrt(adc[..., i] * adc[..., j])
     return tensor
-
-
-def adc_from_signals(signals, b_value):
-    """ADCs (x, y, z, 3) in mm^2/s of b=0 + x, y, z signals (x, y, z, 4) at b_value (s/mm^2)."""
-    b0 = signals[..., :1].astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        attenuation = np.where(b0 > 0, signals[..., 1:] / b0, 1.0)
-    return -np.log(np.clip(attenuation, ATTENUATION_FLOOR, None)) / b_value
 
 
 def network_inputs(adc):
@@ -81,21 +75,20 @@ def prepare_inference(network, precision):
 
 
 def synthesize(predict, grid_signals, manifest, reporter):
-    signals, reference, slices = grid_signals.signals, grid_signals.reference, grid_signals.slices
+    reference, slices = grid_signals.reference, grid_signals.slices
     reporter.progress("synthesize", 0.0, "off-diagonal terms in the measured frame")
     measured = np.asarray(grid_signals.gradients, dtype=np.float64)
     frame = measured_frame(measured)
     # ADC_i = sum_j (F m_i)_j^2 D_F,jj for a tensor diagonal in F: solved for the frame's diagonal
-    adc = adc_from_signals(signals, grid_signals.b_value) @ np.linalg.inv(np.square(measured @ frame.T)).T
+    adc = grid_signals.adcs() @ np.linalg.inv(np.square(measured @ frame.T)).T
     inputs = network_inputs(adc)[slices]
     r = MARGIN * np.transpose(predict(NETWORK, inputs, slices), (3, 2, 0, 1))  # (x, y, n, 3)
-    tensor = frame.T @ frame_tensors(adc[:, :, slices], r) @ frame  # RAS
-    entries = sorted(manifest["directions"], key=lambda d: d["index"])
-    directions = np.array([e["gradient_ras"] for e in entries], dtype=np.float64)
-    quadratic = np.einsum("kd,...de,ke->...k", directions, tensor, directions)
-    synthetic = np.zeros(reference.shape + (len(entries),), dtype=np.float32)
-    synthetic[:, :, slices] = reference[:, :, slices, None] * np.exp(-float(manifest["b_value"]) * quadratic)
-    reporter.progress("synthesize", 1.0, f"{len(entries)} directions")
+    tensor = matrix_to_tensor6(frame.T @ frame_tensors(adc[:, :, slices], r) @ frame)  # RAS
+    _, directions = direction_vectors(manifest)
+    synthetic = np.zeros(reference.shape + (len(directions),), dtype=np.float32)
+    synthetic[:, :, slices] = predict_signals(tensor, reference[:, :, slices],
+                                              np.full(len(directions), float(manifest["b_value"])), directions)
+    reporter.progress("synthesize", 1.0, f"{len(directions)} directions")
     return synthetic
 
 

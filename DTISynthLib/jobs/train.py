@@ -1,12 +1,11 @@
 """`dtisynth train`: paired data -> a model package of the chosen generator kind (runs under torchrun
 too). The kind's own training step does the work (generators.registry)."""
 
-import json
 from pathlib import Path
 
 from ..core.progress import NullReporter
 from ..generators.intensity import INTENSITY_MODES
-from ..generators.package import MANIFEST
+from ..generators.package import read_manifest
 from ..generators.registry import DEFAULT_KIND, KINDS
 from ..training.config import AMP_MODES
 from .options import add_jsonl_option, parse_slice_grid
@@ -88,7 +87,7 @@ def parse_directions(text):
 
 def describe(out_dir):
     """Each trained network's validation L1, from the package's manifest."""
-    manifest = json.loads((Path(out_dir) / MANIFEST).read_text())
+    manifest = read_manifest(out_dir)
     entries = manifest.get("networks") or manifest["directions"]
     return ", ".join(f"{e.get('name', 'd' + str(e.get('index')))}: val L1 "
                      f"{e.get('validation', {}).get('val_L1', float('nan')):.4f}" for e in entries)

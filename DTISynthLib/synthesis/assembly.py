@@ -20,10 +20,10 @@ Frames: gradients are RAS unit vectors; b in s/mm^2; signals and b=0 volumes on 
 
 import numpy as np
 
-from ..fit.tensor_fit import design_matrix
+from ..fit.tensor_fit import design_matrix, predict_signals
+from ..generators.registry import ATTENUATION_FLOOR
 
 ASSEMBLIES = ("physics", "paper")
-ATTENUATION_FLOOR = 1e-6  # attenuations below this (signals <= 0) are raised to it before the log
 _OFF_DIAGONAL = ((3, 0, 1), (4, 0, 2), (5, 1, 2))  # (Dxy, Dxx, Dyy), (Dxz, Dxx, Dzz), (Dyz, Dyy, Dzz)
 
 
@@ -70,6 +70,5 @@ def physics_consistent(generated, reference_b0, measured, measured_b0, measured_
     log_measured = np.log(np.maximum(measured.reshape(-1, 3)[index].astype(np.float64)
                                      / measured_b0.reshape(-1)[index, None], ATTENUATION_FLOOR))
     tensor = assembled_tensors(log_generated, log_measured, measured_bvals, measured_gradients, bvals, gradients)
-    design = design_matrix(bvals, gradients)[:, :6]
-    out.reshape(-1, out.shape[-1])[index] = (s0 * np.exp(tensor @ design.T)).astype(np.float32)
+    out.reshape(-1, out.shape[-1])[index] = predict_signals(tensor, s0[:, 0], bvals, gradients).astype(np.float32)
     return out

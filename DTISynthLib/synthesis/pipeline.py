@@ -15,8 +15,8 @@ Pipeline (the seed paper's, with its weak points addressed):
    running statistics): the same input and models give identical output on the same machine.
 5. Resample back to the native grid; by default keep what the DWI measured (assembly.py: the
    tensor's diagonal, so MD, from the x, y, z volumes; only the rest from the generators); assemble
-   b=0 (the reference) + the directions with the manifest's gradient table (writing.py then writes NIfTI + bval / bvec, Slicer NRRD DWI, tensors
-   and maps).
+   b=0 (the reference) + the directions with the manifest's gradient table (writing.py then writes
+   NIfTI + bval / bvec, Slicer NRRD DWI, tensors and maps).
 Frames: all gradient vectors are RAS world vectors (as everywhere in memory).
 """
 
@@ -30,6 +30,7 @@ from ..core.gradient_schemes import AXES_3_RAS
 from ..core.progress import NullReporter
 from ..fit.brain_mask import brain_mask
 from ..generators.intensity import brain_floor
+from ..generators.package import direction_vectors
 from ..generators.registry import GridSignals, kind_of
 from ..registration.rigid import register_rigid, resample_rigid
 from .assembly import ASSEMBLIES, physics_consistent
@@ -207,15 +208,21 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
     measured_gradients = dwi.gradients[order] @ matrix[:3, :3]
     on_grid = GridSignals(moved, ref_on_grid, slices, float(np.mean(measured_bvals)), measured_gradients)
     synthetic = kind.synthesize(generators.predict, on_grid, manifest, reporter)
-    entries = sorted(manifest["directions"], key=lambda d: d["index"])
+    _, directions = direction_vectors(manifest)
     if not reference_is_model_grid:
         synthetic = resample_rigid(synthetic, grid.affine, ref_affine, reference.shape, np.eye(4))
-    bvals = np.r_[0.0, np.full(len(entries), b_model)]
-    gradients = np.vstack([np.zeros(3), [e["gradient_ras"] for e in entries]])
+    bvals = np.r_[0.0, np.full(len(directions), b_model)]
+    gradients = np.vstack([np.zeros(3), directions])
     report["assembly"] = assembly
     if assembly == "physics":
-        # the DWI on the reference grid: what it measured there is kept exactly
-        measured = stack if b0 is None else resample_rigid(stack, dwi.affine, ref_affine, reference.shape, matrix)
+        # the DWI on the reference grid (on the model grid already when the two agree): what it measured
+        # there is kept exactly
+        if reference_is_model_grid:
+            measured = moved
+        elif b0 is None:
+            measured = stack
+        else:
+            measured = resample_rigid(stack, dwi.affine, ref_affine, reference.shape, matrix)
         synthesized = np.zeros(reference.shape[2], bool)
         synthesized[slices] = True  # the model grid keeps the reference's slices
         inside = (reference > 0) & (measured[..., 0] > 0) & synthesized[None, None, :]
