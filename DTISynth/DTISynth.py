@@ -20,7 +20,11 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLDiffusionWeightedVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSequenceNode
+from slicer import (
+    vtkMRMLDiffusionWeightedVolumeNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSequenceNode,
+)
 from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -115,6 +119,8 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.importModelsButton.connect("clicked(bool)", self.onImportModels)
         self.ui.openModelsFolderButton.connect("clicked(bool)", self.onOpenModelsFolder)
+        self.ui.modelSetsListWidget.connect("itemClicked(QListWidgetItem*)", self.onModelSetClicked)
+        self.listModelSets()
         self.ui.showTableButton.connect("clicked(bool)", lambda: self.logic.showTable(self.nodes))
         self.ui.showPlotButton.connect("clicked(bool)", lambda: self.logic.showPlot(self.nodes))
         self.ui.mapComboBox.connect("currentIndexChanged(int)", self.onDisplayChanged)
@@ -233,6 +239,18 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if source:
             with slicer.util.tryWithErrorDisplay(_("The model package was refused."), waitCursor=True):
                 self._parameterNode.modelsFolder = self.logic.importModels(source)
+            self.listModelSets()
+
+    def listModelSets(self):
+        self.ui.modelSetsListWidget.clear()
+        for folder, description in self.logic.modelSets():
+            item = qt.QListWidgetItem(f"{folder.name}: {description}")
+            item.setToolTip(str(folder))
+            item.setData(qt.Qt.UserRole, str(folder))
+            self.ui.modelSetsListWidget.addItem(item)
+
+    def onModelSetClicked(self, item):
+        self._parameterNode.modelsFolder = Path(item.data(qt.Qt.UserRole))
 
     def onOpenModelsFolder(self):
         qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(self._parameterNode.modelsFolder)))
@@ -298,6 +316,13 @@ class DTISynthLogic(ScriptedLoadableModuleLogic):
         job.start()
         return job
 
+    def modelSets(self):
+        """[(folder, one-line description)] of the shipped and imported model packages."""
+        from DTISynthLib.generators.package import SHIPPED_MODELS, installed_packages
+
+        return [(folder, description) for folder, _, description in
+                installed_packages([SHIPPED_MODELS, self.modelsRoot()])]
+
     def importModels(self, source):
         from DTISynthLib.generators.package import import_package
 
@@ -321,8 +346,8 @@ class DTISynthLogic(ScriptedLoadableModuleLogic):
 
     def loadPhantomSample(self):
         """Simulate a phantom subject here (a few seconds) and add its 3-direction DWI and 6-direction DTI."""
-        from DTISynthLib.simulation.cohort import draw_subject, simulate_subject
         from DTISynthLib.core.dwi import check_dwi
+        from DTISynthLib.simulation.cohort import draw_subject, simulate_subject
         from DTISynthLib.slicer.mrml_adapter import add_dwi_volume
 
         with slicer.util.WaitCursor():

@@ -11,9 +11,9 @@ import argparse
 from . import __version__
 from .core.errors import InputError
 from .core.progress import ProgressReporter
-from .jobs import demo, evaluate, fit, pairs, scene, simulate, synthesize, train
+from .jobs import demo, evaluate, fit, models, pairs, scene, simulate, synthesize, train
 
-JOBS = (fit, simulate, pairs, train, synthesize, evaluate, scene, demo)
+JOBS = (fit, simulate, pairs, train, synthesize, evaluate, scene, demo, models)
 
 
 def build_parser():

@@ -4,7 +4,7 @@ shared real scans, against the acquired DTI and the diagonal physics baseline.
 
 Data
 - phantom: full-size subjects (128 x 128 x 76, SNR 30, re-posed, deformed, misregistered) from seeds
-  disjoint from those of the cohort that trained the shipped demo set (checked). Truth: the apparent
+  disjoint from those of the cohorts that trained the shipped sets (checked). Truth: the apparent
   tensor of the noise-free DTI; the noise-free DTI signal for PSNR / SSIM against truth. Input: the
   3-direction DWI registered to the acquired DTI's b=0, as the seed paper did.
 - real: every scan under ../shared/data/real with b=0 + >= 6 directions. Input and acquired DTI are
@@ -14,10 +14,12 @@ Data
   scan's volumes. An input at a b-value a package does not take is forced (`--force-b`: its
   attenuations converted to the package's b per voxel and direction, A^(b_model / b_scan), exact for
   mono-exponential decay; listed); the acquired DTI it is compared with is converted to the
-  synthetic DTI's b the same way.
+  synthetic DTI's b the same way. Scans a scored package trained on (its manifest's training
+  subjects) count in "real (all)" only; the others also in "real (held out)", the honest figure.
 
 DTIs: each model package (default: every shipped set but the baseline) with physics-consistent assembly and with
-the paper's raw outputs, the diagonal baseline (Resources/Models/diagonal), the acquired DTI.
+the networks' outputs as they are ("network": the paper's raw outputs for pix2pix, the denoised tensor for
+tensor-unet), the diagonal baseline (Resources/Models/diagonal), the acquired DTI.
 
 Metrics (per subject or scan, then the mean over them): FA mean abs error and bias in WM and GM; MD
 median and mean relative error and the share of brain voxels with MD error > 50 % (where the true
@@ -26,6 +28,8 @@ WM (relative); median angle of the principal eigenvector where true FA > 0.4; PS
 directions against the acquired DTI and (phantom) the noise-free truth signal; ROI SNR of FA (mean / SD
 over the ROI, the seed paper's definition) synthetic / acquired over the paper's five ROIs (phantom).
 WM / GM: tissue fractions > 0.8 (phantom); true FA > 0.3, and FA < 0.2 with MD < 1.5e-3 mm^2/s (real).
+
+Oblique input (phantom): the cost of input directions up to 30 degrees from orthogonal (run_oblique).
 
     .venv/bin/python benchmarks/bench_quality.py [--subjects 4] [--models DIR ...] [--out DIR] [--grid 128x128x76]
 """
@@ -42,11 +46,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 PHANTOM_SEEDS = (900001, 900002, 900003, 900004, 900005, 900006, 900007, 900008)
-DEMO_COHORT = (2024, 8)  # Resources/Models/make_demo_models.sh: simulate cohort --seed 2024 --n 8
+TRAINING_COHORTS = {"demo": (2024, 8),  # Resources/Models/make_demo_models.sh: simulate cohort --seed 2024 --n 8
+                    "tensor-unet": (7301, 20)}  # Resources/Models/make_tensor_models.sh: --seed 7301 --n 20
 
 
 class CachedPredictions:
-    """The runner's predictions kept per network and slice set, so that one subject's paper and
+    """The runner's predictions kept per network and slice set, so that one subject's network and
     physics assemblies run the networks once."""
 
     def __init__(self, generators):
@@ -129,7 +134,7 @@ def packages(model_dirs):
     rows = []
     for folder in model_dirs:
         runner = TorchGenerators(folder, "cpu", precision="fp32")
-        rows.append((Path(folder).name, runner, runner.manifest, ("physics", "paper")))
+        rows.append((Path(folder).name, runner, runner.manifest, ("physics", "network")))
     diagonal = TorchGenerators(RESOURCES / "Models" / "diagonal", "cpu", precision="fp32")
     rows.append(("diagonal baseline", diagonal, diagonal.manifest, ("physics",)))
     return rows
@@ -138,15 +143,16 @@ def packages(model_dirs):
 def phantom_subjects(n, grid):
     from DTISynthLib.simulation.cohort import draw_subject, simulate_subject
 
-    training = {int(np.random.default_rng([DEMO_COHORT[0], i]).integers(0, 2**31 - 1)) for i in range(DEMO_COHORT[1])}
-    assert not training & set(PHANTOM_SEEDS), "benchmark seeds must be disjoint from the demo set's cohort"
+    training = {int(np.random.default_rng([seed, i]).integers(0, 2**31 - 1))
+                for seed, n in TRAINING_COHORTS.values() for i in range(n)}
+    assert not training & set(PHANTOM_SEEDS), "benchmark seeds must be disjoint from the shipped sets' cohorts"
     for i, seed in enumerate(PHANTOM_SEEDS[:n]):
         params = draw_subject(f"bench-{i + 1:02d}", seed)
         yield params.subject_id, simulate_subject(params, "sampled", grid=grid), \
             simulate_subject(params, "sampled", grid=grid, noise=False)
 
 
-def run_phantom(rows, n, grid, results, log):
+def run_phantom(rows, n, grid, results, log, oblique=True):
     from DTISynthLib.core.dwi import check_dwi
     from DTISynthLib.fit.tensor_maps import compute_maps
     from DTISynthLib.simulation.brain_phantom import ROI_GROUPS
@@ -175,7 +181,42 @@ def run_phantom(rows, n, grid, results, log):
                              similarity_truth=direction_similarity(dti.data, clean.dti.data, masks["brain"]),
                              roi_snr_ratio=float(np.mean(fa_snr(maps["fa"], rois) / acquired_snr)))
                 results.setdefault(("phantom", row_label(label, assembly)), []).append(entry)
+        if oblique:
+            run_oblique(rows, name, subject, clean, truth, masks, results)
         log(f"phantom {name}: {time.perf_counter() - start:.1f} s")
+
+
+OBLIQUE_DEGREES = (0.0, 15.0, 29.5)  # the synthesis limit is 30
+
+
+def oblique_directions(degrees):
+    """x tilted toward y and z tilted toward x by `degrees`, y exact (RAS rows): non-orthogonal input
+    directions up to the synthesis limit (30 degrees from each axis)."""
+    t = np.radians(degrees)
+    return np.array([[np.cos(t), np.sin(t), 0.0], [0.0, 1.0, 0.0], [np.sin(t), 0.0, np.cos(t)]])
+
+
+def run_oblique(rows, name, subject, clean, truth, masks, results):
+    """The cost of non-orthogonal input directions: each package (its default assembly) on a DWI
+    simulated from the subject's true tensors along oblique_directions, on the DTI grid (no
+    registration), Rician noise at the subject's sigma; 0 degrees is the same construction with the
+    exact axes, the reference for the cost."""
+    from DTISynthLib.core.dwi import DWI, check_dwi
+    from DTISynthLib.fit.tensor_fit import predict_signals
+    from DTISynthLib.simulation.signals import add_rician_noise
+
+    s0 = clean.dti.mean_b0()
+    for degrees in OBLIQUE_DEGREES:
+        gradients = oblique_directions(degrees)
+        signals = predict_signals(subject.truth_tensor, s0, np.full(3, 1000.0), gradients)
+        rng = np.random.default_rng([subject.parameters.seed, int(degrees)])
+        data = add_rician_noise(np.concatenate([s0[..., None], signals], -1), subject.sigma, rng)
+        dwi = check_dwi(DWI(data.astype(np.float32), subject.dti.affine, np.r_[0.0, np.full(3, 1000.0)],
+                            np.vstack([np.zeros(3), gradients]), f"<{name} oblique {degrees:g}>"))
+        for label, runner, manifest, _ in rows:
+            dti = synthesize(runner, manifest, dwi, None, None, False).dti
+            results.setdefault(("phantom, oblique input", f"{label}, x and z tilted {degrees:g} degrees"), []).append(
+                dict(score(tensor_and_maps(dti, masks["brain"]), truth, masks), subject=name))
 
 
 def row_label(label, assembly):
@@ -186,6 +227,13 @@ def real_scans():
     folder = SHARED / "data" / "real"
     return sorted(p / f"{p.name}.nii.gz" for p in folder.iterdir() if (p / f"{p.name}.nii.gz").exists()) \
         if folder.is_dir() else []
+
+
+def trained_on(manifest):
+    """Names of the subjects a package trained on (its manifest's training record)."""
+    training = manifest.get("training", {})
+    return {s["subject"] for s in training.get("subjects", []) if s.get("part") == "train"} | \
+        set(training.get("training_subjects", []))
 
 
 def run_real(rows, results, refusals, log):
@@ -201,6 +249,8 @@ def run_real(rows, results, refusals, log):
     for path in real_scans():
         name = path.parent.name
         start = time.perf_counter()
+        groups = ["real (all)"] + ([] if any(path.name.split(".")[0] in trained_on(m) for _, _, m, _ in rows)
+                                   else ["real (held out)"])
         full = load_dwi(path)
         if (~full.is_b0).sum() < 6:
             refusals.append({"scan": name, "reason": "fewer than 6 diffusion directions"})
@@ -220,8 +270,9 @@ def run_real(rows, results, refusals, log):
             dwi3, dti6, pairs = make_pairs(full, mode, b)
         acquired = check_dwi(dti6)
         if mode == "nearest":
-            results.setdefault(("real", "acquired 6 nearest volumes"), []).append(
-                dict(score(tensor_and_maps(acquired, brain), truth, masks), subject=name))
+            entry = dict(score(tensor_and_maps(acquired, brain), truth, masks), subject=name)
+            for group in groups:
+                results.setdefault((group, "acquired 6 nearest volumes"), []).append(entry)
         b0 = (acquired.mean_b0(), acquired.affine, f"{name} 6-direction b=0")
         for label, runner, manifest, assemblies in rows:
             cached = CachedPredictions(runner)
@@ -230,10 +281,11 @@ def run_real(rows, results, refusals, log):
             for assembly in assemblies:
                 dti = synthesize(cached, manifest, check_dwi(dwi3), b0, assembly, True).dti
                 maps = tensor_and_maps(dti, brain)
-                results.setdefault(("real", row_label(label, assembly)), []).append(dict(
-                    score(maps, truth, masks), subject=name, pairs=mode, b_converted=converted,
-                    similarity_acquired=direction_similarity(dti.data, at_b(acquired, float(dti.bvals.max())).data,
-                                                             brain)))
+                entry = dict(score(maps, truth, masks), subject=name, pairs=mode, b_converted=converted,
+                             similarity_acquired=direction_similarity(dti.data, at_b(acquired, float(dti.bvals.max())).data,
+                                                                      brain))
+                for group in groups:
+                    results.setdefault((group, row_label(label, assembly)), []).append(entry)
         log(f"real {name} (b={b:g}, {mode} pairs, largest angle to nominal "
             f"{max(pairs['dwi3_angle_degrees'] + pairs['dti6_angle_degrees']):.1f} degrees): "
             f"{time.perf_counter() - start:.1f} s")
@@ -275,6 +327,24 @@ def print_table(rows):
         print("| " + " | ".join(line) + " |")
 
 
+def print_per_scan(results):
+    """FA abs error in WM / V1 angle of every DTI on every real scan (rows: scans)."""
+    labels = [label for data, label in results if data == "real (all)"]
+    if not labels:
+        return
+    scans = sorted({e["subject"] for label in labels for e in results[("real (all)", label)]})
+    held_out = {e["subject"] for (data, _), entries in results.items() if data == "real (held out)" for e in entries}
+    print("\nPer real scan: FA abs error WM / V1 angle (degrees)")
+    print("| scan | " + " | ".join(labels) + " |")
+    print("|" + "---|" * (len(labels) + 1))
+    for scan in scans:
+        cells = []
+        for label in labels:
+            entry = next((e for e in results[("real (all)", label)] if e["subject"] == scan), None)
+            cells.append(f"{entry['fa_abs_wm']:.3f} / {entry['v1_angle_median']:.1f}" if entry else "-")
+        print(f"| {scan}{'' if scan in held_out else ' (trained on)'} | " + " | ".join(cells) + " |")
+
+
 def main():
     from DTISynthLib.generators.package import DEFAULT_MODELS
     from DTISynthLib.jobs.options import parse_grid
@@ -287,18 +357,21 @@ def main():
                         "set; the diagonal baseline always runs)")
     parser.add_argument("--grid", type=parse_grid, default=PAPER_GRID)
     parser.add_argument("--no-real", action="store_true", help="phantom subjects only")
+    parser.add_argument("--no-oblique", action="store_true", help="skip the non-orthogonal input experiment")
     parser.add_argument("--out", help="folder for bench_quality.json (default: a new temporary folder)")
     args = parser.parse_args()
     started = time.perf_counter()
     log = lambda text: print(f"[{time.perf_counter() - started:6.0f} s] {text}", file=sys.stderr, flush=True)  # noqa: E731
     rows = packages(args.models)
     results, refusals = {}, []
-    run_phantom(rows, args.subjects, args.grid, results, log)
+    run_phantom(rows, args.subjects, args.grid, results, log, not args.no_oblique)
     if not args.no_real:
         run_real(rows, results, refusals, log)
     order = {"acquired": 0, "diagonal": 2}
-    summary = sorted(summarize(results), key=lambda r: (r[0] != "phantom", order.get(r[1].split(" ")[0], 1), r[1]))
+    groups = {"phantom": 0, "phantom, oblique input": 1, "real (held out)": 2, "real (all)": 3}
+    summary = sorted(summarize(results), key=lambda r: (groups[r[0]], order.get(r[1].split(" ")[0], 1), r[1]))
     print_table(summary)
+    print_per_scan(results)
     for refusal in refusals:
         print(f"refused: {refusal}")
     elapsed = time.perf_counter() - started

@@ -6,7 +6,8 @@ never loads torch.
 manifest.json: format, format_version, architecture (kind, default "pix2pix-per-direction", and the
 kind's own settings, e.g. generator: in/out channels, ngf, depth, dropout; discriminator: ndf,
 n_layers), intensity (mode, quantise_8bit), grid (H, W), voxel_size_mm, b_value (s/mm^2),
-input_directions (RAS unit vectors of the DWI channels), directions (index 1-6, gradient_ras: the
+input_directions (RAS unit vectors of the DWI channels), description (one line: what the set is and
+when to use it), assembly (optional: the synthesis assembly the set is meant for), directions (index 1-6, gradient_ras: the
 synthetic DTI's gradient table, RAS), the weights files (network_files), training (hyper-parameters,
 data provenance, subject split), created_by.
 """
@@ -25,7 +26,8 @@ from ..core.resources import RESOURCES
 from .registry import check_kind
 
 FORMAT = "dtisynth-pix2pix"  # every package's format name (it predates generator kinds)
-DEFAULT_MODELS = RESOURCES / "Models" / "demo"  # the shipped demo set
+SHIPPED_MODELS = RESOURCES / "Models"  # one folder per shipped package
+DEFAULT_MODELS = SHIPPED_MODELS / "tensor-unet"  # the default set
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
@@ -164,3 +166,29 @@ def import_package(source, models_root):
         return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def package_description(manifest):
+    """One line saying what a package is: its manifest's description, else its kind."""
+    from .registry import kind_name
+
+    return manifest.get("description") or f"a {kind_name(manifest)} model package"
+
+
+def installed_packages(roots):
+    """[(folder, manifest or None, one-line description)] of every sub-folder of `roots` (folders that
+    may not exist) holding a manifest.json, sorted by name within each root; an unreadable package is
+    listed with the reason instead of its description. Torch-free, weights not read."""
+    found = []
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for folder in sorted(p for p in root.iterdir() if (p / MANIFEST).is_file()):
+            try:
+                manifest = read_manifest(folder)
+            except InputError as exc:
+                found.append((folder, None, f"unusable: {exc}"))
+                continue
+            found.append((folder, manifest, package_description(manifest)))
+    return found

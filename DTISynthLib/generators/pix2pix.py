@@ -62,7 +62,7 @@ def train(request):
     world, rank = distributed_context()
     train_data, validation, grid, provenance = load_training_data(
         request.data, request.intensity, config.depth, request.grid, request.validation_fraction, config.seed,
-        request.register, reporter)
+        request.register, reporter, request.validation_subjects)
     entries = {}
     if (out_dir / MANIFEST).exists():
         entries = {d["index"]: d for d in read_manifest(out_dir)["directions"]}

@@ -31,7 +31,8 @@ class GridSignals:
     order, whatever the file's order); reference: (x, y, z) the reference b=0 (the synthetic DTI's
     b=0); slices: indices of the axial slices that hold signal (the others stay 0); b_value: the DWI's
     b (s/mm^2); gradients: (3, 3) unit vectors of the x, y, z volumes in the reference's RAS frame
-    (rows; within 30 degrees of the axes, not always orthogonal).
+    (rows; within 30 degrees of the axes, not always orthogonal); affine: the model grid's voxel -> RAS
+    (mm) matrix (4, 4).
     """
 
     signals: object
@@ -39,6 +40,7 @@ class GridSignals:
     slices: object
     b_value: float
     gradients: object
+    affine: object
 
     def adcs(self):
         """Apparent diffusion coefficients (x, y, z, 3) in mm^2/s along the three measured directions,

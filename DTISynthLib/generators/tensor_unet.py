@@ -1,41 +1,63 @@
-"""Kind "tensor-unet" (experimental, no shipped set yet): one 2.5D U-Net for every DTI direction that
-predicts only what the x, y, z DWI does not measure.
+"""Kind "tensor-unet": one 2.5D U-Net for every DTI direction. From the three ADCs and the b=0 of a
+slice and its two neighbours it predicts the tensor's off-diagonal terms (the part the x, y, z DWI does
+not measure) and a bounded denoising correction of its diagonal; the DTI's directions are computed
+from that tensor, S_k = S0 exp(-b g_k^T D g_k), for the manifest's gradient table (any table).
 
-Frame: F, the orthonormal frame nearest the three measured directions (rows; the polar factor of
-their matrix, the identity for exact scanner axes). In F the tensor's diagonal is measured,
-D_F,ii = ADC_i = -ln(S_i / S0) / b (exactly so when the directions are orthogonal; up to 30 degrees
-from orthogonal the nearest frame is used and the physics assembly then restores the measured
-values). The network predicts the off-diagonal terms in a bounded form,
-r_ij = D_F,ij / sqrt(D_F,ii D_F,jj) = MARGIN tanh(.) in (-1, 1), so every 2 x 2 minor of D_F stays
-positive definite; D (RAS) = F^T D_F F; each direction g_k of the manifest (any table, RAS) gets
-S_k = S0_reference exp(-b g_k^T D g_k) at the manifest's b-value.
+Frames
+- F: the orthonormal frame nearest the three measured directions (rows, RAS; the polar factor of
+  their matrix, the identity for exact scanner axes). In F the tensor's diagonal is measured,
+  D_F,ii = ADC_i = -ln(S_i / S0) / b (exactly for orthogonal directions; up to 30 degrees from
+  orthogonal the ADCs of F's axes are solved from the three measured ones, first order).
+- W, the working frame: F's rows reordered and signed to follow the model grid's image axes
+  (column axis, row axis, slice axis). The network always sees the tensor in the frame of the image it
+  looks at, so an axial, coronal or sagittal slice stack, or a grid stored with flipped axes, is the
+  same problem to it; D (RAS) = W^T D_W W.
+- Augmentation (training): the 8 in-plane symmetries (transpose, flips; 90-degree rotations are their
+  products) with D_W transformed consistently (flip_tensor, transpose_tensor), and random rotations of
+  the measured frame up to FRAME_ROTATION_DEGREES about any axis.
 
-Inputs: the three ADCs (units of 1e-3 mm^2/s, clipped to [0, 4]) of the slice and of its two
-neighbours (2.5D: 9 channels; edge slices repeat themselves). ADCs do not depend on b to first
-order. Loss: L1 of r and of the six directions' attenuations, in the brain. Augmentation:
-left-right and anterior-posterior flips with the tensor's sign rule (a flip of x negates D_xy and
-D_xz). Training data: training.data's paired slices in relative intensity, each subject at its own
-b-value; targets are the exactly determined fits of the 6-direction DTI.
+Network units and bounds: tensors in units of ADC_SCALE (1e-3 mm^2/s). Output channels (tanh):
+r_xy, r_xz, r_yz with D_ij = MARGIN r_ij sqrt(D_ii D_jj) (every 2 x 2 minor positive definite), and
+D_ii = max(ADC_i + DIAGONAL_RANGE t_i, 0) (the measured ADC corrected by at most DIAGONAL_RANGE);
+tensors that are still not positive semi-definite have their negative eigenvalues raised to 0.
 
-Not yet: in-plane 90-degree rotations, random b and noise augmentation, the b=0 as an
-input, a shipped set.
+Inputs (INPUT_CHANNELS = 12, slice order below, centre, above; edge slices repeat themselves): the
+nine ADCs of W's axes (channel 3 s + k: slice s, axis k; units, clipped to [0, ADC_MAX]), then the
+three b=0 images divided by the brain's median b=0 (clipped to [0, B0_MAX]). ADCs do not depend on b
+to first order and both channel groups are free of the scanner's intensity scale.
+
+Training (train): targets are the tensors and b=0 of each subject's 6-direction DTI (exactly
+determined fits; use noise-free phantom subjects and tensor-mode pairs of real scans); the
+3-direction input is simulated from them for every batch: random b (B_TRAINING, log-uniform), Rician
+noise at a random SNR (SNR_TRAINING, the brain's median b=0 over sigma), random frame rotation and
+symmetry. Loss: L1 of the tensor elements, of FA and of the six Siemens attenuations, in the brain.
 """
 
+import itertools
+import json
 from pathlib import Path
 
 import numpy as np
 
-from ..core.tensor_layout import matrix_to_tensor6
+from ..core.tensor_layout import matrix_to_tensor6, tensor6_to_matrix
 from ..fit.tensor_fit import predict_signals
+from .intensity import brain_floor
 from .package import direction_vectors
-from .registry import ATTENUATION_FLOOR, GeneratorKind
+from .registry import GeneratorKind
 
 NAME = "tensor-unet"
 NETWORK = "tensor"
 MARGIN = 0.95
 ADC_SCALE = 1e-3  # mm^2/s per network unit
 ADC_MAX = 4.0  # network units: above free water
-_PAIRS = ((0, 1), (0, 2), (1, 2))  # r_xy, r_xz, r_yz
+B0_MAX = 4.0  # b=0 / brain median
+DIAGONAL_RANGE = 1.0  # network units: the most a measured ADC may be corrected
+INPUT_CHANNELS = 12
+B_TRAINING = (500.0, 3000.0)  # s/mm^2
+SNR_TRAINING = (12.0, 60.0)
+FRAME_ROTATION_DEGREES = 15.0
+CROP = 96  # training patch (pixels): divisible by 2**depth for depth <= 5
+_PAIRS = ((0, 1), (0, 2), (1, 2))  # r_xy, r_xz, r_yz; tensor6 order Dxx, Dyy, Dzz, Dxy, Dxz, Dyz
 
 
 def measured_frame(gradients):
@@ -44,23 +66,60 @@ def measured_frame(gradients):
     return u @ vt
 
 
-def frame_tensors(adc, r):
-    """Symmetric tensors (..., 3, 3) in the measured frame from ADCs (..., 3) and r (..., 3) in [-1, 1]."""
-    adc = np.maximum(np.asarray(adc, dtype=np.float64), 0.0)
-    tensor = np.zeros(adc.shape[:-1] + (3, 3))
-    for i in range(3):
-        tensor[..., i, i] = adc[..., i]
-    for c, (i, j) in enumerate(_PAIRS):
-        tensor[..., i, j] = tensor[..., j, i] = r[..., c] * np.sqrt(adc[..., i] * adc[..., j])
-    return tensor
+def working_frame(gradients, affine):
+    """(W (3, 3) rows, order (3,)): the measured frame's rows F[order[k]], signed, along image axis k
+    of `affine` (the assignment of rows to axes with the largest total |cosine|)."""
+    frame = measured_frame(gradients)
+    axes = np.asarray(affine, dtype=np.float64)[:3, :3]
+    axes = (axes / np.linalg.norm(axes, axis=0)).T  # rows: image axis directions (RAS)
+    cosines = axes @ frame.T  # [image axis k, frame row m]
+    order = max(itertools.permutations(range(3)), key=lambda p: sum(abs(cosines[k, p[k]]) for k in range(3)))
+    signs = np.array([1.0 if cosines[k, order[k]] >= 0 else -1.0 for k in range(3)])
+    return frame[list(order)] * signs[:, None], np.array(order)
 
 
-def network_inputs(adc):
-    """(z, 9, y, x) float32 network inputs of ADCs (x, y, z, 3): each slice with its two neighbours."""
-    units = np.clip(np.transpose(adc, (2, 3, 1, 0)) / ADC_SCALE, 0.0, ADC_MAX).astype(np.float32)  # (z, 3, y, x)
-    below = np.concatenate([units[:1], units[:-1]])
-    above = np.concatenate([units[1:], units[-1:]])
-    return np.concatenate([below, units, above], axis=1)
+def frame_adcs(grid_signals):
+    """ADCs (x, y, z, 3) in mm^2/s of the measured frame F's axes (module docstring)."""
+    measured = np.asarray(grid_signals.gradients, dtype=np.float64)
+    frame = measured_frame(measured)
+    # ADC_i = sum_j (F m_i)_j^2 D_F,jj for a tensor diagonal in F: solved for the frame's diagonal
+    return grid_signals.adcs() @ np.linalg.inv(np.square(measured @ frame.T)).T
+
+
+def b0_units(b0):
+    """b=0 (x, y, z) divided by its brain median (voxels above intensity.brain_floor), in [0, B0_MAX]."""
+    b0 = np.asarray(b0, dtype=np.float64)
+    brain = b0[b0 > brain_floor(b0)]
+    median = float(np.median(brain)) if brain.size else 1.0
+    return np.clip(b0 / median, 0.0, B0_MAX)
+
+
+def slabs(slices):
+    """(z, ...) -> (z, 3, ...): each slice with the one below and the one above (edges repeated)."""
+    below = np.concatenate([slices[:1], slices[:-1]])
+    above = np.concatenate([slices[1:], slices[-1:]])
+    return np.stack([below, slices, above], axis=1)
+
+
+def decode(output, adc):
+    """Tensors in W (B, 6, H, W; units) from network outputs (B, 6, H, W; tanh) and the input's centre
+    ADCs (B, 3, H, W; units). Torch tensors."""
+    import torch
+
+    diagonal = (adc + DIAGONAL_RANGE * output[:, 3:6]).clamp(min=0.0)
+    off = [MARGIN * output[:, c] * (diagonal[:, i] * diagonal[:, j]).clamp(min=1e-12).sqrt()
+           for c, (i, j) in enumerate(_PAIRS)]
+    return torch.cat([diagonal, torch.stack(off, 1)], 1)
+
+
+def positive_semidefinite(matrices):
+    """Symmetric matrices (..., 3, 3) with negative eigenvalues raised to 0 (only where there are any)."""
+    out = np.array(matrices, dtype=np.float64)
+    bad = np.linalg.eigvalsh(out)[..., 0] < 0
+    if bad.any():
+        values, vectors = np.linalg.eigh(out[bad])
+        out[bad] = np.einsum("nij,nj,nkj->nik", vectors, np.maximum(values, 0.0), vectors)
+    return out
 
 
 def build(manifest, key):
@@ -75,15 +134,22 @@ def prepare_inference(network, precision):
 
 
 def synthesize(predict, grid_signals, manifest, reporter):
+    import torch
+
     reference, slices = grid_signals.reference, grid_signals.slices
-    reporter.progress("synthesize", 0.0, "off-diagonal terms in the measured frame")
-    measured = np.asarray(grid_signals.gradients, dtype=np.float64)
-    frame = measured_frame(measured)
-    # ADC_i = sum_j (F m_i)_j^2 D_F,jj for a tensor diagonal in F: solved for the frame's diagonal
-    adc = grid_signals.adcs() @ np.linalg.inv(np.square(measured @ frame.T)).T
-    inputs = network_inputs(adc)[slices]
-    r = MARGIN * np.transpose(predict(NETWORK, inputs, slices), (3, 2, 0, 1))  # (x, y, n, 3)
-    tensor = matrix_to_tensor6(frame.T @ frame_tensors(adc[:, :, slices], r) @ frame)  # RAS
+    reporter.progress("synthesize", 0.0, "one tensor network, all directions")
+    working, order = working_frame(grid_signals.gradients, grid_signals.affine)
+    adc = frame_adcs(grid_signals)[..., order]  # W's axes
+    units = np.clip(np.transpose(adc, (2, 3, 1, 0)) / ADC_SCALE, 0.0, ADC_MAX).astype(np.float32)  # (z, 3, y, x)
+    b0 = np.transpose(b0_units(grid_signals.signals[..., 0]), (2, 1, 0)).astype(np.float32)  # (z, y, x)
+    adc_slabs, b0_slabs = slabs(units)[slices], slabs(b0)[slices]
+    n, _, _, height, width = adc_slabs.shape
+    inputs = np.concatenate([adc_slabs.reshape(n, 9, height, width), b0_slabs], axis=1)
+    output = predict(NETWORK, inputs, slices)
+    with torch.no_grad():
+        tensor_w = decode(torch.from_numpy(np.asarray(output, np.float32)), torch.from_numpy(units[slices])).numpy()
+    matrices = tensor6_to_matrix(np.transpose(tensor_w, (3, 2, 0, 1)).astype(np.float64) * ADC_SCALE)  # (x, y, n)
+    tensor = matrix_to_tensor6(positive_semidefinite(working.T @ matrices @ working))  # RAS
     _, directions = direction_vectors(manifest)
     synthetic = np.zeros(reference.shape + (len(directions),), dtype=np.float32)
     synthetic[:, :, slices] = predict_signals(tensor, reference[:, :, slices],
@@ -92,128 +158,343 @@ def synthesize(predict, grid_signals, manifest, reporter):
     return synthetic
 
 
-def _training_targets(x, y, subject_slices, b_value):
-    """Network inputs, r targets (S, 3, H, W), target attenuations (S, 6, H, W), b per slice and the brain
-    mask from relative-intensity slices x (S, 3, H, W: x, y, z) and y (S, 6, H, W: Siemens' 6)."""
-    from ..core.gradient_schemes import SIEMENS_6_RAS
-    from ..fit.tensor_fit import design_matrix
+# ---------------------------------------------------------------- training data (numpy)
 
-    b = np.concatenate([np.full(n, b or b_value) for _, n, b in subject_slices])[:, None, None, None]
-    measured = np.clip((x + 1.0) / 2.0, ATTENUATION_FLOOR, 1.0)
-    target = np.clip((y + 1.0) / 2.0, ATTENUATION_FLOOR, 1.0)
-    adc = -np.log(measured) / b  # (S, 3, H, W)
-    inputs, start = [], 0
-    for _, n, _ in subject_slices:  # neighbours never cross subjects
-        inputs.append(network_inputs(np.transpose(adc[start:start + n], (3, 2, 0, 1))))
-        start += n
-    design = design_matrix(np.ones(6), SIEMENS_6_RAS)[:, :6]  # per unit b
-    tensor6 = np.einsum("pk,skhw->sphw", np.linalg.pinv(design), np.log(target)) / b  # Dxx..Dyz (S, 6, H, W)
-    diagonal = np.maximum(tensor6[:, :3], 1e-12)
-    r = np.stack([tensor6[:, 3 + c] / np.sqrt(diagonal[:, i] * diagonal[:, j]) for c, (i, j) in enumerate(_PAIRS)], 1)
-    brain = (x > -1.0 + 1e-6).all(axis=1) & (y > -1.0 + 1e-6).all(axis=1)
-    return (np.concatenate(inputs), np.clip(r, -MARGIN, MARGIN).astype(np.float32), target.astype(np.float32),
-            b[:, 0, 0, 0].astype(np.float32), brain)
+def subject_volume(b0, tensor, mask, affine):
+    """One training subject from training.data.dti_targets: float32 (z, 7, H, W) (b=0, then the tensor
+    in the working frame W in units), the mask (z, H, W) and the brain's median b=0."""
+    from ..core.gradient_schemes import AXES_3_RAS
+
+    working, _ = working_frame(AXES_3_RAS, affine)
+    tensor_w = matrix_to_tensor6(working @ tensor6_to_matrix(np.asarray(tensor, np.float64)) @ working.T) / ADC_SCALE
+    volume = np.concatenate([np.asarray(b0, np.float64)[..., None], np.where(mask[..., None], tensor_w, 0.0)], -1)
+    median = float(np.median(b0[mask])) if mask.any() else 1.0
+    return (np.ascontiguousarray(np.transpose(volume, (2, 3, 1, 0)), dtype=np.float32),
+            np.ascontiguousarray(np.transpose(mask, (2, 1, 0))), median)
 
 
-def _loss(network, inputs, r, target, b, brain, design):
-    """L1 of r and of the six directions' attenuations over brain voxels of a batch (torch tensors)."""
+def training_subjects(targets):
+    """[(name, volume, mask, median, brain slice indices, b-value)] of training.data.load_dti_targets."""
+    subjects = []
+    for name, b_value, b0, tensor, mask, affine in targets:
+        volume, slice_mask, median = subject_volume(b0, tensor, mask, affine)
+        subjects.append((name, volume, slice_mask, median, np.flatnonzero(slice_mask.any(axis=(1, 2))), b_value))
+    return subjects
+
+
+# ---------------------------------------------------------------- training (torch)
+
+def transpose_tensor(tensor6):
+    """Tensor (B, 6, ...) in W after the image's two in-plane axes are swapped."""
+    return tensor6[:, [1, 0, 2, 3, 5, 4]]
+
+
+def flip_tensor(tensor6, axis):
+    """Tensor (B, 6, ...) in W after the image is mirrored along W's axis `axis` (0 or 1): the
+    off-diagonal terms involving that axis change sign."""
+    sign = [1.0, 1.0, 1.0, -1.0, -1.0, 1.0] if axis == 0 else [1.0, 1.0, 1.0, -1.0, 1.0, -1.0]
+    return tensor6 * tensor6.new_tensor(sign).view(1, 6, *([1] * (tensor6.dim() - 2)))
+
+
+def rotate_tensor(tensor6, rotation):
+    """Tensor (B, 6, ...) expressed in a frame rotated by `rotation` (B, 3, 3), rows: R D R^T."""
     import torch
 
-    mask = brain[:, None].float()
-    predicted = MARGIN * network(inputs)
-    adc = inputs[:, 3:6] * ADC_SCALE
-    off = [predicted[:, c] * torch.sqrt(adc[:, i].clamp(min=0) * adc[:, j].clamp(min=0))
-           for c, (i, j) in enumerate(_PAIRS)]
-    tensor6 = torch.cat([adc, torch.stack(off, 1)], 1)  # (B, 6, H, W): Dxx, Dyy, Dzz, Dxy, Dxz, Dyz
-    attenuation = torch.exp(torch.einsum("kp,bphw->bkhw", design, tensor6) * b.view(-1, 1, 1, 1))
-    weight = mask.sum().clamp(min=1)
-    return (((predicted - r).abs() * mask).sum() / (3 * weight)
-            + ((attenuation - target).abs() * mask).sum() / (6 * weight))
+    d = tensor6.movedim(1, -1)
+    matrix = torch.stack([torch.stack([d[..., 0], d[..., 3], d[..., 4]], -1),
+                          torch.stack([d[..., 3], d[..., 1], d[..., 5]], -1),
+                          torch.stack([d[..., 4], d[..., 5], d[..., 2]], -1)], -2)
+    r = rotation.view(rotation.shape[0], *([1] * (d.dim() - 2)), 3, 3)
+    rotated = r @ matrix @ r.transpose(-1, -2)
+    out = torch.stack([rotated[..., 0, 0], rotated[..., 1, 1], rotated[..., 2, 2],
+                       rotated[..., 0, 1], rotated[..., 0, 2], rotated[..., 1, 2]], -1)
+    return out.movedim(-1, 1)
 
 
-def _flip(tensors, axis):
-    """Flip image axis 3 (x, left-right) or 2 (y, anterior-posterior) of (S, C, H, W) batches and negate
-    the off-diagonal terms that involve it (r: xy, xz, yz; inputs and attenuation targets keep sign)."""
+def random_rotations(n, max_degrees, generator):
+    """n rotation matrices (torch, float32) about uniformly random axes by angles uniform in [0, max]."""
     import torch
 
-    inputs, r, target = (torch.flip(t, dims=[axis]) for t in tensors)
-    sign = torch.tensor([-1.0, -1.0, 1.0] if axis == 3 else [-1.0, 1.0, -1.0]).view(1, 3, 1, 1)
-    # a flip of x also swaps Siemens' mirrored pairs (1, 0, 1) <-> (-1, 0, 1) etc.: targets re-ordered
-    order = [1, 0, 2, 3, 5, 4] if axis == 3 else [0, 1, 3, 2, 5, 4]
-    return inputs, r * sign, target[:, order]
+    axis = torch.randn(n, 3, generator=generator)
+    axis = axis / axis.norm(dim=1, keepdim=True)
+    angle = torch.rand(n, generator=generator) * np.radians(max_degrees)
+    k = torch.zeros(n, 3, 3)
+    k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
+    k = k - k.transpose(1, 2)
+    eye = torch.eye(3).expand(n, 3, 3)
+    return eye + torch.sin(angle).view(n, 1, 1) * k + (1 - torch.cos(angle)).view(n, 1, 1) * (k @ k)
+
+
+def simulated_inputs(b0, tensor, median, b, snr, generator):
+    """Noisy network inputs (B, 12, H, W) of slabs: b0 (B, 3, H, W) and tensors (B, 3, 6, H, W) in units,
+    at b-values b (B,) and SNRs snr (B,) (median b=0 / sigma, median (B,)). Rician noise on the b=0
+    and on each of the three diffusion-weighted images."""
+    import torch
+
+    from .registry import ATTENUATION_FLOOR
+
+    sigma = (median / snr).view(-1, 1, 1, 1)
+    scale = (b * ADC_SCALE).view(-1, 1, 1, 1, 1)
+    clean = b0.unsqueeze(2) * torch.exp(-scale * tensor[:, :, :3])  # (B, 3 slices, 3 axes, H, W)
+
+    def rician(signal):
+        real = signal + sigma.view(-1, *([1] * (signal.dim() - 1))) * torch.randn(signal.shape, generator=generator)
+        imaginary = sigma.view(-1, *([1] * (signal.dim() - 1))) * torch.randn(signal.shape, generator=generator)
+        return torch.sqrt(real * real + imaginary * imaginary)
+
+    noisy_b0, noisy = rician(b0), rician(clean)
+    attenuation = torch.where(noisy_b0.unsqueeze(2) > 0, noisy / noisy_b0.unsqueeze(2).clamp(min=1e-12),
+                              torch.ones_like(noisy))
+    adc = (-torch.log(attenuation.clamp(min=ATTENUATION_FLOOR)) / scale).clamp(0.0, ADC_MAX)
+    b0_channel = (noisy_b0 / median.view(-1, 1, 1, 1)).clamp(0.0, B0_MAX)
+    n, _, _, height, width = adc.shape
+    return torch.cat([adc.reshape(n, 9, height, width), b0_channel], 1)
+
+
+def fractional_anisotropy6(tensor6):
+    """FA (B, ...) of tensors (B, 6, ...) without eigenvalues: sqrt(3/2) |D - MD I| / |D| (Frobenius)."""
+    diagonal, off = tensor6[:, :3], tensor6[:, 3:]
+    md = diagonal.mean(1, keepdim=True)
+    deviation = ((diagonal - md) ** 2).sum(1) + 2 * (off ** 2).sum(1)
+    norm = (diagonal ** 2).sum(1) + 2 * (off ** 2).sum(1)
+    return (1.5 * deviation / norm.clamp(min=1e-8)).clamp(min=1e-12).sqrt()
+
+
+def loss_terms(output, inputs, target, mask, b, design):
+    """(total, {name: value}) of a batch: L1 of the tensor elements (units), of FA and of the
+    attenuations along `design`'s directions (rows of design_matrix per unit b), over mask voxels."""
+    import torch
+
+    predicted = decode(output, inputs[:, 3:6])
+    weight = mask.float().unsqueeze(1)
+    count = weight.sum().clamp(min=1)
+    tensor_l1 = ((predicted - target).abs() * weight).sum() / (6 * count)
+    fa_l1 = ((fractional_anisotropy6(predicted) - fractional_anisotropy6(target)).abs() * weight[:, 0]).sum() / count
+    scale = (b * ADC_SCALE).view(-1, 1, 1, 1)
+    attenuation = [torch.exp(torch.einsum("kp,bphw->bkhw", design, t) * scale) for t in (predicted, target)]
+    attenuation_l1 = ((attenuation[0] - attenuation[1]).abs() * weight).sum() / (design.shape[0] * count)
+    terms = {"tensor": tensor_l1.item(), "fa": fa_l1.item(), "attenuation": attenuation_l1.item()}
+    return tensor_l1 + fa_l1 + attenuation_l1, terms
+
+
+class _Batches:
+    """Random training batches of slabs from subjects (each subject equally likely, then a brain slice),
+    one random crop per batch, augmented (module docstring). generator: torch.Generator."""
+
+    def __init__(self, subjects, crop, generator, augment=True):
+        self.subjects, self.crop, self.generator, self.augment = subjects, crop, generator, augment
+
+    def _slab(self, subject, z):
+        _, volume, mask, median, _, _ = subject
+        index = np.clip([z - 1, z, z + 1], 0, len(volume) - 1)
+        return volume[index], mask[z], median
+
+    def draw(self, size):
+        import torch
+
+        g = self.generator
+        picks = []
+        for _ in range(size):
+            subject = self.subjects[int(torch.randint(len(self.subjects), (1,), generator=g))]
+            z = int(subject[4][int(torch.randint(len(subject[4]), (1,), generator=g))])
+            picks.append(self._slab(subject, z))
+        return self.batch(picks, randomise=True)
+
+    def batch(self, picks, randomise, b=None, snr=None):
+        import torch
+
+        g = self.generator
+        volume = torch.from_numpy(np.stack([p[0] for p in picks]))  # (B, 3, 7, H, W)
+        mask = torch.from_numpy(np.stack([p[1] for p in picks]))
+        median = torch.tensor([p[2] for p in picks], dtype=torch.float32)
+        height, width = volume.shape[-2:]
+        if self.crop and (height > self.crop or width > self.crop):
+            top = int(torch.randint(height - self.crop + 1, (1,), generator=g)) if randomise else (height - self.crop) // 2
+            left = int(torch.randint(width - self.crop + 1, (1,), generator=g)) if randomise else (width - self.crop) // 2
+            volume = volume[..., top:top + self.crop, left:left + self.crop]
+            mask = mask[..., top:top + self.crop, left:left + self.crop]
+        n = volume.shape[0]
+        b0, tensor = volume[:, :, 0], volume[:, :, 1:].movedim(2, 1)  # tensor (B, 6, 3 slices, H, W)
+        if randomise and self.augment:
+            flips = torch.rand(3, generator=g)
+            if flips[0] < 0.5:
+                b0, tensor, mask = b0.transpose(-1, -2), transpose_tensor(tensor).transpose(-1, -2), mask.transpose(-1, -2)
+            if flips[1] < 0.5:  # W's axis 0 is the image's column axis (last dimension)
+                b0, tensor, mask = b0.flip(-1), flip_tensor(tensor, 0).flip(-1), mask.flip(-1)
+            if flips[2] < 0.5:
+                b0, tensor, mask = b0.flip(-2), flip_tensor(tensor, 1).flip(-2), mask.flip(-2)
+            tensor = rotate_tensor(tensor, random_rotations(n, FRAME_ROTATION_DEGREES, g))
+        if b is None:
+            low, high = np.log(B_TRAINING)
+            b = torch.exp(low + (high - low) * torch.rand(n, generator=g))
+            low, high = np.log(SNR_TRAINING)
+            snr = torch.exp(low + (high - low) * torch.rand(n, generator=g))
+        else:
+            b, snr = torch.full((n,), float(b)), torch.full((n,), float(snr))
+        inputs = simulated_inputs(b0.contiguous(), tensor.movedim(1, 2).contiguous(), median, b, snr, g)
+        return inputs, tensor[:, :, 1].contiguous(), mask, b
+
+
+def _checkpoint_paths(out):
+    folder = Path(out) / "checkpoints" / NETWORK
+    return folder, folder / "last.safetensors", folder / "last.json"
+
+
+def _save_checkpoint(out, network, optimiser, generator, state):
+    import torch
+    from safetensors.torch import save_file
+
+    from ..core.atomic import write_text_atomic
+    from ..training.checkpoints import flatten_optimizer
+
+    folder, weights, meta = _checkpoint_paths(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"G.{k}": v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    optimiser_state, groups = flatten_optimizer("opt", optimiser)
+    tensors.update({k: v.cpu().contiguous() for k, v in optimiser_state.items()})
+    tensors["rng.batches"] = generator.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    temporary = folder / ".last.safetensors.tmp"
+    save_file(tensors, str(temporary))
+    temporary.replace(weights)
+    write_text_atomic(meta, json.dumps(dict(state, optimiser_groups=groups), indent=2))
+
+
+def _load_checkpoint(out, network, optimiser, generator):
+    """The saved training state (dict) after restoring network, optimiser and RNGs; None without one."""
+    import torch
+    from safetensors.torch import load_file
+
+    from ..training.checkpoints import restore_optimizer
+
+    _, weights, meta = _checkpoint_paths(out)
+    if not weights.exists():
+        return None
+    state = json.loads(meta.read_text())
+    tensors = load_file(str(weights))
+    network.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
+    restore_optimizer("opt", optimiser, tensors, state.pop("optimiser_groups"))
+    generator.set_state(tensors["rng.batches"])
+    torch.set_rng_state(tensors["rng.torch"])
+    return state
+
+
+def _validate(network, batches, subjects, design):
+    """Loss terms on every brain slice of the validation subjects at b=1000, SNR 30, centre crop, with
+    fixed noise (mean over slices)."""
+    import torch
+
+    network.eval()
+    totals, count = {}, 0
+    state = batches.generator.get_state()
+    batches.generator.manual_seed(12345)
+    with torch.no_grad():
+        for subject in subjects:
+            for start in range(0, len(subject[4]), 8):
+                picks = [batches._slab(subject, int(z)) for z in subject[4][start:start + 8]]
+                inputs, target, mask, b = batches.batch(picks, randomise=False, b=1000.0, snr=30.0)
+                _, terms = loss_terms(network(inputs), inputs, target, mask, b, design)
+                for key, value in terms.items():
+                    totals[key] = totals.get(key, 0.0) + value * len(picks)
+                count += len(picks)
+    batches.generator.set_state(state)
+    network.train()
+    return {f"val_{k}": v / max(count, 1) for k, v in totals.items()}
 
 
 def train(request):
-    """Train the one network (Adam, L1 of r and of attenuations) and write the package."""
+    """Train the one network (Adam; learning rate constant, then linear decay) and write the package.
+    Checkpoints every epoch under out/checkpoints/tensor; request.resume continues from the last."""
+    import time
+    from dataclasses import asdict
+
     import torch
 
-    from ..core.gradient_schemes import SIEMENS_6_RAS
+    from .. import __version__
+    from ..core.gradient_schemes import AXES_3_RAS, SIEMENS_6_RAS
     from ..fit.tensor_fit import design_matrix
-    from ..training.data import load_training_data
+    from ..training.data import find_pairs, load_dti_targets, split_subjects
     from .intensity import Intensity
     from .networks import UNetGenerator, init_weights
-    from .package import (
-        MANIFEST,
-        save_generator_weights,
-        training_fields,
-        write_manifest,
-    )
+    from .package import MANIFEST, save_generator_weights, write_manifest
 
     config, reporter = request.config, request.reporter
     if sorted(request.directions) != list(range(1, 7)):
         raise ValueError(f"{NAME} trains all six directions at once, not {request.directions}")
-    request.intensity = Intensity("relative")  # the kind works on attenuations
     torch.manual_seed(config.seed)
-    (x, y), validation, grid, provenance = load_training_data(
-        request.data, request.intensity, config.depth, request.grid, request.validation_fraction, config.seed,
-        request.register, reporter)
-    parts = provenance["subject_slices"]
-    inputs, r, target, b, brain = _training_targets(x, y, parts["train"], provenance["b_value"])
-    network = init_weights(UNetGenerator(inputs.shape[1], 3, config.ngf, config.depth, dropout=False))
+    pairs = find_pairs(request.data)
+    names = [p.subject for p in pairs]
+    training, validation = split_subjects(names, request.validation_fraction, config.seed,
+                                          request.validation_subjects)
+    targets, grid, voxel = load_dti_targets(pairs, config.depth, request.grid, reporter)
+    crop = CROP if CROP % 2**config.depth == 0 and CROP <= min(grid) else None
+    subjects = training_subjects(targets)
+    train_subjects = [s for s in subjects if s[0] in training]
+    validation_subjects = [s for s in subjects if s[0] in validation]
+    network = init_weights(UNetGenerator(INPUT_CHANNELS, 6, config.ngf, config.depth, dropout=False))
     optimiser = torch.optim.Adam(network.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
     design = torch.from_numpy(design_matrix(np.ones(6), SIEMENS_6_RAS)[:, :6].astype(np.float32))
-    data = [torch.from_numpy(np.ascontiguousarray(a)) for a in (inputs, r, target, b, brain)]
     generator = torch.Generator().manual_seed(config.seed)
-    history = []
-    for epoch in range(config.total_epochs):
-        order = torch.randperm(len(inputs), generator=generator)
-        losses = []
-        for start in range(0, len(order) - config.batch_size + 1, config.batch_size):
-            index = order[start:start + config.batch_size]
-            batch_inputs, batch_r, batch_target = (t[index] for t in data[:3])
-            flips = torch.rand(2, generator=generator)
-            for axis, chance in ((3, flips[0]), (2, flips[1])):
-                if chance < 0.5:
-                    batch_inputs, batch_r, batch_target = _flip((batch_inputs, batch_r, batch_target), axis)
-            loss = _loss(network, batch_inputs, batch_r, batch_target, data[3][index], data[4][index], design)
+    batches = _Batches(train_subjects, crop, generator)
+    state = (_load_checkpoint(request.out, network, optimiser, generator) if request.resume else None) \
+        or {"epoch": 0, "history": [], "seconds": 0.0}
+    samples = sum(len(s[4]) for s in train_subjects)
+    steps = max(1, samples // config.batch_size)
+    network.train()
+    while state["epoch"] < config.total_epochs:
+        epoch, started = state["epoch"], time.perf_counter()
+        for group in optimiser.param_groups:
+            group["lr"] = config.learning_rate(epoch)
+        sums = {}
+        for _ in range(steps):
+            inputs, target, mask, b = batches.draw(config.batch_size)
+            loss, terms = loss_terms(network(inputs), inputs, target, mask, b, design)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            losses.append(loss.item())
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan")})
-        reporter.progress(f"train {NAME}", (epoch + 1) / config.total_epochs,
-                          f"epoch {epoch + 1}/{config.total_epochs} loss {history[-1]['loss']:.4f}")
-    scores = {}
-    if validation is not None:
-        held_out = [torch.from_numpy(np.ascontiguousarray(a)) for a in
-                    _training_targets(*validation, parts["validation"], provenance["b_value"])]
-        network.eval()
-        with torch.no_grad():
-            scores["val_L1"] = _loss(network, *held_out, design).item()
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + value / steps
+        row = {"epoch": epoch + 1, **sums}
+        if validation_subjects:
+            row.update(_validate(network, batches, validation_subjects, design))
+        state["seconds"] += time.perf_counter() - started
+        state["history"].append(row)
+        state["epoch"] = epoch + 1
+        _save_checkpoint(request.out, network, optimiser, generator, state)
+        reporter.progress(f"train {NAME}", state["epoch"] / config.total_epochs,
+                          f"epoch {state['epoch']}/{config.total_epochs} "
+                          + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
     out = Path(request.out)
-    out.mkdir(parents=True, exist_ok=True)
     sha = save_generator_weights(out / "tensor.safetensors", network.state_dict(), request.weights_dtype)
-    parameters = sum(p.numel() for p in network.parameters())
+    final = state["history"][-1] if state["history"] else {}
+    parameters = int(sum(p.numel() for p in network.parameters()))
     write_manifest(out, {
-        "architecture": {"kind": NAME, "generator": {"in_channels": int(inputs.shape[1]), "out_channels": 3,
+        "architecture": {"kind": NAME, "generator": {"in_channels": INPUT_CHANNELS, "out_channels": 6,
                                                      "ngf": config.ngf, "depth": config.depth},
-                         "parameters": int(parameters), "margin": MARGIN, "adc_scale_mm2_s": ADC_SCALE},
+                         "parameters": parameters,
+                         "margin": MARGIN, "adc_scale_mm2_s": ADC_SCALE, "diagonal_range_units": DIAGONAL_RANGE},
+        "assembly": "network",
+        "description": (f"One tensor U-Net (2.5D, {parameters / 1e6:.1f} M parameters) for all six directions: learned "
+                        "off-diagonal terms and a denoised measured diagonal, so consistent, low-noise maps; any b from "
+                        f"{B_TRAINING[0]:g} to {B_TRAINING[1]:g} s/mm^2; trained on {len(train_subjects)} subjects."),
         "networks": [{"name": NETWORK, "file": "tensor.safetensors", "sha256": sha, "dtype": request.weights_dtype,
-                      "history": history, "validation": scores}],
+                      "history": state["history"],
+                      "validation": {"val_L1": final.get("val_tensor", float("nan")),
+                                     **{k: v for k, v in final.items() if k.startswith("val_")}}}],
         "directions": [{"index": i + 1, "gradient_ras": g.round(12).tolist()} for i, g in enumerate(SIEMENS_6_RAS)],
-        **training_fields(request, grid, provenance, 1),
-        "b_range": [min(b for part in parts.values() for _, _, b in part),
-                    max(b for part in parts.values() for _, _, b in part)]})
+        "gradient_frame": "RAS world (scanner) unit vectors; inputs: ADCs of the measured directions",
+        "input_directions": AXES_3_RAS.tolist(), "intensity": asdict(Intensity("relative")),
+        "created_by": f"DTISynth {__version__}",
+        "grid": list(grid), "voxel_size_mm": voxel, "b_value": 1000.0, "b_range": list(B_TRAINING),
+        "training": {"data": str(request.data), "config": asdict(config),
+                     "subjects": [{"subject": s[0], "slices": int(len(s[4])), "b_value": s[5],
+                                   "part": "validation" if s[0] in validation else "train"} for s in subjects],
+                     "samples_per_epoch": int(steps * config.batch_size), "crop": crop,
+                     "augmentation": {"b_s_mm2": list(B_TRAINING), "snr": list(SNR_TRAINING),
+                                      "frame_rotation_degrees": FRAME_ROTATION_DEGREES,
+                                      "in_plane": "transpose and flips (the 8 symmetries of the square)",
+                                      "noise": "Rician on the b=0 and each diffusion-weighted image"},
+                     "seconds": round(state["seconds"], 1)}})
     return out / MANIFEST
 
 

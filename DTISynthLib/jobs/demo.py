@@ -1,5 +1,5 @@
 """`dtisynth demo`, the README's main job: simulate brain-phantom subjects, synthesize their DTI from their 3-direction
-DWI with the shipped demo models, compare synthetic with simulated-acquired maps, and evaluate the
+DWI with the default model set (`--models` for another), compare synthetic with simulated-acquired maps, and evaluate the
 cohort as the seed paper did.
 
 Writes (core.output_layout.DemoOutput) the subjects (3-direction DWI, 6-direction DTI, ground
@@ -8,6 +8,8 @@ acquired, synthetic and ground-truth maps, sub-001's ROI means of FA and MD (acq
 ground truth and the seed paper's Table 2 originals) and the cohort's evaluation (ROI statistics,
 t-tests, Bland-Altman, PSNR / SSIM, figures and report.html).
 """
+
+from pathlib import Path
 
 import numpy as np
 
@@ -50,6 +52,7 @@ def run_demo(out_dir, reporter, grid=PAPER_GRID, snr=30.0, seed=0, models=None, 
     from ..evaluation.comparison import run_evaluation
     from ..evaluation.montage import write_montage
     from ..fit.tensor_maps import compute_maps
+    from ..generators.package import DEFAULT_MODELS
     from ..io.files import save_volume
     from ..simulation.brain_phantom import ROI_GROUPS
     from ..simulation.cohort import draw_subject, simulate_subject, write_subject
@@ -86,7 +89,7 @@ def run_demo(out_dir, reporter, grid=PAPER_GRID, snr=30.0, seed=0, models=None, 
             "ground truth": compute_maps(first.truth_tensor, names=MAPS)}
     montage = write_montage(layout.montage, [(name, m) for name, m in maps.items()], first.dti.affine,
                             title=f"DTISynth demo, {names[0]}: synthetic DTI from a 3-direction DWI "
-                                  "(brain phantom, demo models)")
+                                  f"(brain phantom, {Path(models or DEFAULT_MODELS).name} models)")
     header = ["roi", "voxels"] + [f"{q}_{s}" for q in ("FA", "MD") for s in ("acquired", "synthetic", "truth", "paper")]
     rows = [header]
     for roi, labels in ROI_GROUPS.items():

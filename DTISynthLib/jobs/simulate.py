@@ -20,6 +20,8 @@ def add_arguments(parser):
     cohort.add_argument("--snr", type=float, default=30.0, help="b=0 white-matter SNR (default 30)")
     cohort.add_argument("--grid", type=parse_grid, default=PAPER_GRID,
                         help="voxels, e.g. 128x128x76 (default; the field of view is fixed at 220x220x152 mm)")
+    cohort.add_argument("--noise-free", action="store_true",
+                        help="no noise (the SNR is still drawn per subject and recorded, unused)")
     cohort.add_argument("--seed", type=int, required=True, help="random seed: the same seed gives the same bytes")
     cohort.add_argument("--no-variation", action="store_true",
                         help="no pose, misregistration, deformation or diffusivity variation between subjects")
@@ -40,5 +42,6 @@ def run(args, reporter):
     from ..simulation.cohort import write_cohort
 
     outputs = write_cohort(args.out, args.n, args.scheme, args.seed, args.snr, args.grid, args.sample_from,
-                           vary=not args.no_variation, reporter=reporter)
+                           vary=not args.no_variation, reporter=reporter,
+                           noise=not args.noise_free)
     reporter.result(outputs, f"wrote {args.n} subjects ({len(outputs)} files) to {args.out}")

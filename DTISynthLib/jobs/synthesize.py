@@ -24,9 +24,11 @@ def add_arguments(parser):
     parser.add_argument("--output-b", type=float,
                         help="b-value of the synthetic DTI in s/mm^2 (default: the input's for packages that take a "
                              "range of b, such as the diagonal baseline; the package's b otherwise)")
-    parser.add_argument("--assembly", choices=ASSEMBLIES, default="physics",
-                        help="physics (default: the tensor's diagonal, so MD, as the x, y, z DWI measured it; only the "
-                             "rest generated) or paper (the generators' outputs as they are, as the seed paper)")
+    parser.add_argument("--assembly", choices=ASSEMBLIES,
+                        help="physics (the tensor's diagonal, so MD, as the x, y, z DWI measured it; only the rest "
+                             "generated) or network (the generators' outputs as they are: the seed paper's way for "
+                             "pix2pix, the denoised tensor for tensor-unet). Default: the package's own (manifest "
+                             "'assembly'), else physics")
     add_jsonl_option(parser)
 
 
@@ -40,7 +42,7 @@ def run(args, reporter):
 
 
 def run_synthesis(dwi_path, out_dir, b0_path=None, models_dir=None, device="auto", force_b=False, bval=None,
-                  bvec=None, reporter=NullReporter(), precision="auto", assembly="physics", output_b=None):
+                  bvec=None, reporter=NullReporter(), precision="auto", assembly=None, output_b=None):
     """Synthesize from files and write the results; returns the written paths and the report."""
     from ..generators.package import DEFAULT_MODELS
     from ..generators.runner import TorchGenerators

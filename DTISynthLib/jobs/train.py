@@ -15,7 +15,9 @@ HELP = "train generators (pix2pix: one per DTI direction; runs under torchrun to
 
 
 def add_arguments(parser):
-    parser.add_argument("--data", required=True, help="folder of <name>_acq-dwi3_dwi / <name>_acq-dti6_dwi pairs")
+    parser.add_argument("--data", required=True,
+                        help="folder of <name>_acq-dwi3_dwi / <name>_acq-dti6_dwi pairs (tensor-unet uses only the "
+                             "6-direction DTIs: noise-free phantom subjects, tensor-mode pairs of real scans)")
     parser.add_argument("--out", required=True, help="model folder (manifest.json + safetensors weights)")
     parser.add_argument("--kind", choices=sorted(KINDS), default=DEFAULT_KIND,
                         help=f"generator kind (default {DEFAULT_KIND}: the seed paper's six pix2pix models)")
@@ -34,6 +36,9 @@ def add_arguments(parser):
                         help="paper (raw, clipped at 255) or relative (signal / b=0, full precision)")
     parser.add_argument("--quantise-8bit", action="store_true", help="8-bit values, as the paper's PNG files")
     parser.add_argument("--validation-fraction", type=float, default=0.1)
+    parser.add_argument("--validation-subjects", type=lambda text: [s for s in text.split(",") if s],
+                        help="comma list of subject names to hold out for validation (instead of a random "
+                             "--validation-fraction of them)")
     parser.add_argument("--no-register", action="store_true", help="the DWI is already on the DTI grid")
     parser.add_argument("--flip-augment", action="store_true",
                         help="left-right flips, pairing each direction with its mirrored partner")
@@ -59,19 +64,21 @@ def run(args, reporter):
                          flip_augment=args.flip_augment, device=args.device)
     manifest = run_training(args.data, args.out, parse_directions(args.direction), config,
                             Intensity(args.intensity, args.quantise_8bit), args.grid, args.validation_fraction,
-                            not args.no_register, args.resume, args.weights_dtype, reporter, args.kind)
+                            not args.no_register, args.resume, args.weights_dtype, reporter, args.kind,
+                            args.validation_subjects)
     reporter.result([manifest], f"model package in {args.out}: {describe(args.out)}")
 
 
 def run_training(data_dir, out_dir, directions, config, intensity, grid=None, validation_fraction=0.1,
-                 register=True, resume=False, weights_dtype="float32", reporter=NullReporter(), kind=DEFAULT_KIND):
+                 register=True, resume=False, weights_dtype="float32", reporter=NullReporter(), kind=DEFAULT_KIND,
+                 validation_subjects=None):
     """Train a model package of generator `kind` in `out_dir` (written or updated); returns its manifest
     path. directions: DTI directions (1-6) to train."""
     from ..generators.registry import kind_named
     from ..training.config import TrainingRequest
 
     request = TrainingRequest(Path(data_dir), Path(out_dir), config, intensity, list(directions), grid,
-                              validation_fraction, register, resume, weights_dtype, reporter)
+                              validation_fraction, register, resume, weights_dtype, reporter, validation_subjects)
     return kind_named(kind).train(request)
 
 

@@ -288,8 +288,9 @@ def write_subject(staging, subject):
 
 
 def write_cohort(out_dir, n, scheme="sampled", seed=0, snr=30.0, grid=PAPER_GRID, sample_from=None,
-                 vary=True, reporter=NullReporter()):
+                 vary=True, reporter=NullReporter(), noise=True):
     """Simulate `n` subjects and write them, all or nothing, in a BIDS-like layout under `out_dir`.
+    noise=False: noise-free acquisitions (training targets for the tensor-unet kind).
 
     Layout: sub-XXX/dwi/sub-XXX_acq-{dwi3,dti6}_dwi.{nii.gz,bval,bvec,json}; derivatives/truth/
     sub-XXX/ (tensor, tissue fractions, ROI labels, T1-like image, truth JSON with the recorded
@@ -308,7 +309,7 @@ def write_cohort(out_dir, n, scheme="sampled", seed=0, snr=30.0, grid=PAPER_GRID
             subject_seed = int(np.random.default_rng([seed, i]).integers(0, 2**31 - 1))
             reporter.progress("simulate", i / n, f"{sid} ({scheme})")
             params = draw_subject(sid, subject_seed, snr, vary)
-            subject = simulate_subject(params, scheme, pools, grid)
+            subject = simulate_subject(params, scheme, pools, grid, noise)
             write_subject(staging, subject)
             rows.append("\t".join([sid, str(subject_seed), f"{params.snr:g}", f"{params.diffusivity_scale:g}"] +
                                   [" ".join(f"{v:g}" for v in values) for values in (
@@ -316,7 +317,7 @@ def write_cohort(out_dir, n, scheme="sampled", seed=0, snr=30.0, grid=PAPER_GRID
                                       params.misregistration_rotation_degrees, params.misregistration_translation_mm)]))
         description = {"Name": "DTISynth simulated cohort", "BIDSVersion": "1.9.0", "DatasetType": "raw",
                        "GeneratedBy": [{"Name": "DTISynth", "Version": __version__}],
-                       "DTISynth": {"subjects": n, "scheme": scheme, "seed": seed, "snr": snr, "grid": list(grid),
+                       "DTISynth": {"subjects": n, "scheme": scheme, "seed": seed, "snr": snr if noise else None, "grid": list(grid),
                                     "eigenvalue_source": pools.source, "phantom": "MNI ICBM152 2009a tissue maps"}}
         write_text_atomic(staging / "dataset_description.json", _json(description))
         write_text_atomic(staging / "participants.tsv", "\n".join(rows) + "\n")

@@ -23,7 +23,7 @@ import numpy as np
 from ..fit.tensor_fit import design_matrix, predict_signals
 from ..generators.registry import ATTENUATION_FLOOR
 
-ASSEMBLIES = ("physics", "paper")
+ASSEMBLIES = ("physics", "network")
 _OFF_DIAGONAL = ((3, 0, 1), (4, 0, 2), (5, 1, 2))  # (Dxy, Dxx, Dyy), (Dxz, Dxx, Dzz), (Dyz, Dyy, Dzz)
 
 

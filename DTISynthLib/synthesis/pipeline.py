@@ -26,6 +26,7 @@ import numpy as np
 
 from ..core.dwi import DWI
 from ..core.errors import InputError
+from ..core.model_grid import ModelGrid
 from ..core.gradient_schemes import AXES_3_RAS
 from ..core.progress import NullReporter
 from ..fit.brain_mask import brain_mask
@@ -79,35 +80,6 @@ def signals_at_b(weighted, b0, bvals, b):
     return (s0 * np.clip(attenuation, 0.0, None) ** (b / np.asarray(bvals, dtype=np.float64))).astype(np.float32)
 
 
-@dataclass
-class ModelGrid:
-    """The grid the generators see: native slices, model in-plane matrix and voxel size (RAS affine)."""
-
-    affine: np.ndarray
-    shape: tuple
-
-    @staticmethod
-    def for_native(native_affine, native_shape, model_grid, model_voxel):
-        """model_grid (H, W) and model_voxel (mm) of a manifest; None for both: the native grid (a kind
-        without networks works on any grid)."""
-        voxel = np.linalg.norm(native_affine[:3, :3], axis=0)
-        same = model_grid is None or (tuple(native_shape[:2]) == tuple(model_grid)
-                                      and np.allclose(voxel[:2], model_voxel[:2], atol=1e-3))
-        if same:
-            return ModelGrid(np.asarray(native_affine, float), tuple(native_shape[:3]))
-        directions = native_affine[:3, :3] / voxel
-        new_voxel = np.array([model_voxel[0], model_voxel[1], voxel[2]])
-        centre = native_affine[:3, :3] @ ((np.asarray(native_shape[:3]) - 1) / 2) + native_affine[:3, 3]
-        affine = np.eye(4)
-        affine[:3, :3] = directions * new_voxel
-        shape = (int(model_grid[0]), int(model_grid[1]), int(native_shape[2]))
-        affine[:3, 3] = centre - affine[:3, :3] @ ((np.asarray(shape) - 1) / 2)
-        return ModelGrid(affine, shape)
-
-    def is_native(self, native_affine, native_shape):
-        return tuple(native_shape[:3]) == self.shape and np.allclose(native_affine, self.affine, atol=1e-6)
-
-
 def _overlap_fraction(moving_affine, moving_shape, fixed_affine, fixed_shape):
     """Fraction of the moving image's voxel centres (sampled) that fall inside the fixed grid."""
     grid = np.stack(np.meshgrid(*[np.linspace(0, n - 1, 9) for n in moving_shape[:3]], indexing="ij"), -1).reshape(-1, 3)
@@ -127,14 +99,15 @@ class SynthesisResult:
     mask: np.ndarray = None
 
 
-def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=NullReporter(), assembly="physics",
+def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=NullReporter(), assembly=None,
                    output_b=None):
     """Synthesize a 6-direction DTI from a checked DWI (see the module docstring).
 
     generators: an object with predict(key, inputs (N, C, H, W), slice_indices) -> outputs in network
     units (generators.runner.TorchGenerators, or a stand-in in tests), for the kind of `manifest`.
-    b0: optional (volume, affine, source). assembly: "physics" (default: assembly.physics_consistent, the
-    measured diagonal kept) or "paper" (the generators' outputs as they are, as the seed paper).
+    b0: optional (volume, affine, source). assembly: "physics" (assembly.physics_consistent, the measured
+    diagonal kept) or "network" (the generators' outputs as they are: the seed paper's way for pix2pix);
+    None: the manifest's "assembly", else "physics".
 
     b-values: a package whose manifest has `b_range` [low, high] (kinds whose inputs are ADCs) takes any
     input b in that range; others take their `b_value` (5 %). Outside, the input is refused unless
@@ -143,6 +116,7 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
     directions are converted to it per voxel, S0 (S / S0)^(output_b / b), exact for the
     physics-assembled (tensor-consistent) DTI.
     """
+    assembly = assembly or manifest.get("assembly", "physics")
     if assembly not in ASSEMBLIES:
         raise ValueError(f"assembly must be one of {ASSEMBLIES}, not {assembly!r}")
     kind = kind_of(manifest)
@@ -206,7 +180,8 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
     # The head turned by the registration's rotation R between the acquisitions: a DWI direction g
     # measured the reference's tissue along R^T g.
     measured_gradients = dwi.gradients[order] @ matrix[:3, :3]
-    on_grid = GridSignals(moved, ref_on_grid, slices, float(np.mean(measured_bvals)), measured_gradients)
+    on_grid = GridSignals(moved, ref_on_grid, slices, float(np.mean(measured_bvals)), measured_gradients,
+                          grid.affine)
     synthetic = kind.synthesize(generators.predict, on_grid, manifest, reporter)
     _, directions = direction_vectors(manifest)
     if not reference_is_model_grid:

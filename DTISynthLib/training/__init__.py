@@ -2,5 +2,5 @@
 subject), the training configuration and request, processes and devices (torchrun), and optimiser
 checkpoints in safetensors. A kind's own training step lives in its kind module (generators/).
 
-May import: core, io, registration.
+May import: core, io, fit, registration.
 """

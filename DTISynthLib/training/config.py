@@ -46,7 +46,9 @@ class TrainingRequest:
     data: folder of paired acquisitions (training.data.find_pairs); out: the model package folder;
     intensity: the mapping to network units (generators.intensity.Intensity); directions: DTI
     directions (1-6) to train (a kind that trains all directions at once refuses a subset); grid:
-    slice grid (H, W) or None for the data's; register: the DWI is registered to the DTI b=0.
+    slice grid (H, W) or None for the data's; register: the DWI is registered to the DTI b=0;
+    validation_subjects: subject names held out for validation (instead of a random
+    validation_fraction of them).
     """
 
     data: Path
@@ -60,3 +62,4 @@ class TrainingRequest:
     resume: bool = False
     weights_dtype: str = "float32"
     reporter: object = field(default_factory=NullReporter)
+    validation_subjects: list = None

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from ..core.gradient_schemes import AXES_3_RAS, SIEMENS_6_RAS
+from ..core.model_grid import ModelGrid
 from ..core.output_layout import DTI6, DWI3, acquisition_name
 from ..core.progress import NullReporter
 from ..io.files import load_dwi
@@ -111,9 +112,17 @@ def load_subject_slices(pair, intensity, grid, register=True):
     return np.ascontiguousarray(inputs), np.ascontiguousarray(targets), info
 
 
-def split_subjects(subjects, validation_fraction=0.1, seed=0):
-    """Split subject names (never slices) into (training, validation), reproducibly."""
+def split_subjects(subjects, validation_fraction=0.1, seed=0, chosen=None):
+    """Split subject names (never slices) into (training, validation), reproducibly: the `chosen` names
+    when given, else a random `validation_fraction` of them (none when it is 0)."""
     subjects = sorted(subjects)
+    if chosen:
+        missing = sorted(set(chosen) - set(subjects))
+        if missing:
+            raise InputError("--validation-subjects", f"names among the data's subjects {subjects}", f"{missing}")
+        return [s for s in subjects if s not in chosen], sorted(chosen)
+    if validation_fraction <= 0:
+        return subjects, []
     if len(subjects) < 2:
         raise InputError("training data", "at least 2 subjects (one for validation)", f"{len(subjects)}")
     order = np.random.default_rng(seed).permutation(len(subjects))
@@ -144,13 +153,12 @@ def default_grid(shape, depth):
 
 
 def load_training_data(data_dir, intensity, depth, grid=None, validation_fraction=0.1, seed=0, register=True,
-                       reporter=NullReporter()):
+                       reporter=NullReporter(), validation_subjects=None):
     """Slices of every subject, split by subject: ((x, y) train, (x, y) validation or None, provenance).
     provenance["subject_slices"]: {"train" / "validation": [(subject, slices, b-value)]} in the order the
     slices are concatenated, for kinds that look at neighbouring slices or need each subject's b."""
     pairs = find_pairs(data_dir)
-    training, validation = split_subjects([p.subject for p in pairs], validation_fraction, seed) \
-        if validation_fraction > 0 else ([p.subject for p in pairs], [])
+    training, validation = split_subjects([p.subject for p in pairs], validation_fraction, seed, validation_subjects)
     reference = load_dwi(pairs[0].dti6)
     grid = tuple(grid) if grid else default_grid(reference.data.shape, depth)
     if grid[0] % 2**depth or grid[1] % 2**depth:
@@ -174,3 +182,43 @@ def load_training_data(data_dir, intensity, depth, grid=None, validation_fractio
                   "voxel_size_mm": [float(v) for v in np.linalg.norm(reference.affine[:3, :3], axis=0)],
                   "b_value": round(float(reference.bvals.max()), 1)}
     return train, val, grid, provenance
+
+
+def dti_targets(dti, grid=None, voxel=None):
+    """Training targets from a checked DTI of b=0 + >= 6 directions at one b: (b=0 (x, y, z), tensor
+    (x, y, z, 6) [Dxx, Dyy, Dzz, Dxy, Dxz, Dyz; mm^2/s; RAS], brain mask, affine) on the model grid
+    (core.model_grid.ModelGrid; grid and voxel None: the native grid). The tensor is the exactly
+    determined (least-squares) fit of the log attenuations; voxels with a non-positive or non-finite
+    signal are outside the mask, and zero."""
+    from ..fit.tensor_fit import design_matrix
+
+    weighted = ~dti.is_b0
+    s0 = dti.mean_b0().astype(np.float64)
+    signals = dti.data[..., weighted].astype(np.float64)
+    inside = (s0 > 0) & np.isfinite(s0) & ((signals > 0) & np.isfinite(signals)).all(-1)
+    design = design_matrix(dti.bvals[weighted], dti.gradients[weighted])[:, :6]
+    log_attenuation = np.log(np.where(inside[..., None], signals, 1.0) / np.where(inside, s0, 1.0)[..., None])
+    tensor = np.where(inside[..., None], log_attenuation @ np.linalg.pinv(design).T, 0.0)
+    stack = np.concatenate([np.where(inside, s0, 0.0)[..., None], tensor, inside[..., None].astype(np.float64)], -1)
+    model = ModelGrid.for_native(dti.affine, dti.data.shape, grid, voxel)
+    if not model.is_native(dti.affine, dti.data.shape):
+        stack = resample_rigid(stack.astype(np.float32), dti.affine, model.affine, model.shape, np.eye(4))
+    mask = stack[..., 7] > 0.5
+    return (np.where(mask, stack[..., 0], 0.0), np.where(mask[..., None], stack[..., 1:7], 0.0), mask,
+            model.affine)
+
+
+def load_dti_targets(pairs, depth, grid=None, reporter=NullReporter()):
+    """dti_targets of each pair's 6-direction DTI on one model grid: ([(subject, b-value, b=0, tensor,
+    mask, affine)], grid (H, W), voxel size (mm)). The grid's in-plane voxel size is the first pair's;
+    its matrix `grid`, or default_grid of the first pair's for networks of `depth` down-samplings."""
+    first = load_dwi(pairs[0].dti6)
+    grid = tuple(grid) if grid else default_grid(first.data.shape, depth)
+    voxel = [float(v) for v in np.linalg.norm(first.affine[:3, :3], axis=0)]
+    subjects = []
+    for i, pair in enumerate(pairs):
+        reporter.progress("data", i / len(pairs), f"{pair.subject}: tensors on the model grid")
+        dti = load_dwi(pair.dti6)
+        subjects.append((pair.subject, round(float(dti.bvals.max()), 1), *dti_targets(dti, grid, voxel)))
+    reporter.progress("data", 1.0, f"{len(pairs)} subjects")
+    return subjects, grid, voxel

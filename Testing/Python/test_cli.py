@@ -148,3 +148,23 @@ def test_simulate_cohort_sampled_from_a_real_scan(tmp_path):
     assert run.returncode == 0, run.stderr
     description = json.loads((tmp_path / "c" / "dataset_description.json").read_text())
     assert description["DTISynth"]["eigenvalue_source"] == str(scan)
+
+
+def test_models_lists_every_shipped_set_with_its_description_and_marks_the_default(tmp_path):
+    import shutil
+
+    shutil.copytree(REPO / "Resources" / "Models" / "diagonal", tmp_path / "mine")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{not json")
+    (tmp_path / "not-a-package").mkdir()
+    run = _dtisynth("models", "--root", tmp_path)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    heads = [line.split("  ")[0] for line in lines if not line.startswith("    ")]
+    assert heads == ["demo", "diagonal", "tensor-unet (default)", "broken", "mine"]
+    described = {line.split("  ")[0]: line for line in lines if not line.startswith("    ")}
+    assert "[pix2pix-per-direction]  The seed paper's method" in described["demo"]
+    assert "[tensor-unet]  One tensor U-Net" in described["tensor-unet (default)"]
+    assert "unusable:" in described["broken"] and "a JSON manifest" in described["broken"]
+    event = json.loads(_dtisynth("models", "--jsonl").stdout.splitlines()[-1])
+    assert event["event"] == "result" and len(event["outputs"]) == 3

@@ -14,11 +14,17 @@ def test_quality_benchmark_on_a_tiny_phantom(tmp_path):
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "| phantom | demo, physics assembly | 1 |" in run.stdout
-    rows = {row["dti"]: row for row in json.loads((tmp_path / "bench_quality.json").read_text())["summary"]}
-    assert set(rows) == {"acquired 6-direction", "demo, paper assembly", "demo, physics assembly", "diagonal baseline"}
-    physics, paper, diagonal = rows["demo, physics assembly"], rows["demo, paper assembly"], rows["diagonal baseline"]
+    summary = json.loads((tmp_path / "bench_quality.json").read_text())["summary"]
+    rows = {row["dti"]: row for row in summary if row["data"] == "phantom"}
+    assert set(rows) == {"acquired 6-direction", "demo, network assembly", "demo, physics assembly",
+                         "tensor-unet, network assembly", "tensor-unet, physics assembly", "diagonal baseline"}
+    physics, paper, diagonal = rows["demo, physics assembly"], rows["demo, network assembly"], rows["diagonal baseline"]
     # x, y, z input: the assembled MD is the measured one, like the baseline's, whatever the networks say
-    assert abs(physics["md_rel_median"] - diagonal["md_rel_median"]) < 0.02 * diagonal["md_rel_median"]
+    for name in ("demo, physics assembly", "tensor-unet, physics assembly"):
+        assert abs(rows[name]["md_rel_median"] - diagonal["md_rel_median"]) < 0.02 * diagonal["md_rel_median"], name
     # the learned set knows orientation the baseline cannot (measured 8.4 against 31.4 degrees)
     assert physics["v1_angle_median"] < 0.5 * diagonal["v1_angle_median"]
     assert paper["md_rel_median"] > physics["md_rel_median"]
+    oblique = {row["dti"] for row in summary if row["data"] == "phantom, oblique input"}
+    assert oblique == {f"{package}, x and z tilted {degrees} degrees" for package in ("demo", "tensor-unet", "diagonal baseline")
+                       for degrees in ("0", "15", "29.5")}

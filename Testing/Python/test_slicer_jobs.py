@@ -80,3 +80,25 @@ def test_a_4d_sequence_with_fsl_gradients_is_accepted(scene, subject, tiny_model
     nodes = SynthesisJob(sequence, models=tiny_models, device="cpu", bval=tmp_path / "dwi.bval",
                          bvec=tmp_path / "dwi.bvec").run(scene)
     assert nodes["tensor"].IsA("vtkMRMLDiffusionTensorVolumeNode")
+
+
+def test_the_default_tensor_set_gives_the_tensor_node_maps_and_evaluation(scene, subject):
+    """The shipped default (kind tensor-unet) through the job runner and the adapter, as the panel runs
+    it: a tensor node whose FA is the written FA map, maps that separate white from grey matter, and
+    the evaluation table."""
+    from DTISynthLib.fit.tensor_maps import compute_maps
+    from DTISynthLib.generators.package import DEFAULT_MODELS, read_manifest
+
+    assert read_manifest(DEFAULT_MODELS)["architecture"]["kind"] == "tensor-unet"
+    dwi_node = adapter.add_dwi_volume(scene, "input DWI", check_dwi(subject.dwi))
+    acquired_node = adapter.add_dwi_volume(scene, "acquired DTI", check_dwi(subject.dti))
+    nodes = SynthesisJob(dwi_node, acquired_node=acquired_node, device="cpu", name="sub-004").run(scene, progress=None)
+    assert nodes["tensor"].IsA("vtkMRMLDiffusionTensorVolumeNode") and nodes["table"].GetNumberOfRows() == 20
+    fa = adapter.volume_from_node(nodes["fa"])[0]
+    from DTISynthLib.core.tensor_layout import matrix_to_tensor6
+
+    tensor = matrix_to_tensor6(np.transpose(slicer.util.arrayFromVolume(nodes["tensor"]), (2, 1, 0, 3, 4)))
+    brain = fa > 0
+    np.testing.assert_allclose(compute_maps(tensor, brain, ("fa",), policy="clip")["fa"][brain], fa[brain], atol=2e-3)
+    white, grey = subject.tissue[..., 0] > 0.8, subject.tissue[..., 1] > 0.8
+    assert np.mean(fa[white]) > np.mean(fa[grey]) + 0.2

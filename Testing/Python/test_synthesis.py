@@ -17,7 +17,8 @@ from DTISynthLib.generators.runner import TorchGenerators
 from DTISynthLib.registration.rigid import resample_rigid, rigid_difference
 from DTISynthLib.simulation.cohort import draw_subject, simulate_subject
 from DTISynthLib.synthesis import writing
-from DTISynthLib.synthesis.pipeline import ModelGrid, synthesize_dwi
+from DTISynthLib.core.model_grid import ModelGrid
+from DTISynthLib.synthesis.pipeline import synthesize_dwi
 from DTISynthLib.synthesis.writing import write_synthesis
 
 GRID = (64, 64, 38)
@@ -55,7 +56,7 @@ def test_truth_stub_reproduces_the_ground_truth_tensors(still_subject):
     manifest = manifest_for(subject.dti.affine, GRID)
     fake = FakeTruthGenerators(subject.dti, Intensity("relative"))
     # the generators' outputs as they are: the DTI's own directions come back unchanged
-    result = synthesize_dwi(check_dwi(subject.dwi), fake, manifest, assembly="paper")
+    result = synthesize_dwi(check_dwi(subject.dwi), fake, manifest, assembly="network")
     dti = result.dti
     np.testing.assert_allclose(dti.gradients[1:], SIEMENS_6_RAS)
     np.testing.assert_allclose(dti.bvals, [0] + [1000] * 6)
@@ -271,16 +272,17 @@ def test_synthesize_command_with_a_corrupt_models_folder(tmp_path, tiny_models, 
 
 
 def test_shipped_demo_models_are_verified_small_and_useful():
-    from DTISynthLib.generators.package import DEFAULT_MODELS, read_manifest
+    from DTISynthLib.generators.package import SHIPPED_MODELS, read_manifest
 
-    manifest = read_manifest(DEFAULT_MODELS)
+    DEMO = SHIPPED_MODELS / "demo"
+    manifest = read_manifest(DEMO)
     assert [d["index"] for d in manifest["directions"]] == [1, 2, 3, 4, 5, 6]
-    size = sum((DEFAULT_MODELS / d["file"]).stat().st_size for d in manifest["directions"])
+    size = sum((DEMO / d["file"]).stat().st_size for d in manifest["directions"])
     assert size <= 40 * 2**20, size
     for entry in manifest["directions"]:
         assert {"val_L1", "val_PSNR", "val_SSIM"} <= set(entry["validation"]), entry["index"]
         np.testing.assert_allclose(entry["gradient_ras"], SIEMENS_6_RAS[entry["index"] - 1], atol=1e-9)
-    generators = TorchGenerators(DEFAULT_MODELS, "cpu")  # every checksum verified on load
+    generators = TorchGenerators(DEMO, "cpu")  # every checksum verified on load
     # An unseen subject (its seed is not in the training cohort) and its noise-free twin (same seed).
     params = draw_subject("sub-009", 424242)
     subject = simulate_subject(params, "sampled")
@@ -302,15 +304,49 @@ def test_shipped_demo_models_are_verified_small_and_useful():
     assert abs(np.median(md[brain]) / np.median(true_md[brain]) - 1) < 0.1
 
 
+def test_the_shipped_default_set_is_verified_small_and_beats_the_baseline_on_an_unseen_subject():
+    """The default tensor-unet set: checksummed, <= 40 MB, its training recorded; on an unseen phantom
+    subject (its seed in no training cohort) its FA and fibre orientation are far better than the
+    diagonal baseline's and its MD as good."""
+    from DTISynthLib.core.resources import RESOURCES
+    from DTISynthLib.generators.package import DEFAULT_MODELS, read_manifest
+
+    manifest = read_manifest(DEFAULT_MODELS)
+    assert manifest["architecture"]["kind"] == "tensor-unet" and manifest["assembly"] == "network"
+    assert sum(p.stat().st_size for p in DEFAULT_MODELS.iterdir()) <= 40 * 2**20
+    subjects = {s["subject"]: s for s in manifest["training"]["subjects"]}
+    assert any(name.startswith("dev_") for name, s in subjects.items() if s["part"] == "train")  # real anatomy
+    assert not any("xa30" in name for name in subjects)  # the real validation scans were never seen
+    assert manifest["b_range"] == [500.0, 3000.0] and manifest["architecture"]["parameters"] > 1e6
+    params = draw_subject("sub-009", 424242)
+    subject = simulate_subject(params, "sampled")
+    brain, white = subject.tissue.sum(-1) > 0.5, subject.tissue[..., 0] > 0.8
+    truth = compute_maps(subject.truth_tensor, brain, ("fa", "md", "v1"), policy="clip")
+    b0 = (subject.dti.mean_b0(), subject.dti.affine, "b0")
+    scores = {}
+    for models in (DEFAULT_MODELS, RESOURCES / "Models" / "diagonal"):
+        generators = TorchGenerators(models, "cpu", precision="fp32")  # every checksum verified on load
+        dti = synthesize_dwi(check_dwi(subject.dwi), generators, generators.manifest, b0=b0).dti
+        maps = compute_maps(fit_tensors(check_dwi(dti), brain, "ols").tensor, brain, ("fa", "md", "v1"), policy="clip")
+        strong = brain & (truth["fa"] > 0.4)
+        cosine = np.abs((maps["v1"][strong] * truth["v1"][strong]).sum(-1)).clip(0, 1)
+        tissue = brain & (truth["md"] > 1e-4)
+        scores[models.name] = (np.abs(maps["fa"] - truth["fa"])[white].mean(), np.degrees(np.median(np.arccos(cosine))),
+                               np.median(np.abs(maps["md"] - truth["md"])[tissue] / truth["md"][tissue]))
+    (fa, angle, md), (fa_diagonal, angle_diagonal, md_diagonal) = scores["tensor-unet"], scores["diagonal"]
+    assert fa < 0.5 * fa_diagonal and angle < 0.5 * angle_diagonal, scores
+    assert md < 1.05 * md_diagonal, scores
+
+
 def test_model_import_from_zip_verifies_and_refuses_tampering(tmp_path):
     import shutil
     import zipfile
 
-    from DTISynthLib.generators.package import DEFAULT_MODELS, import_package
+    from DTISynthLib.generators.package import SHIPPED_MODELS, import_package
 
     archive = tmp_path / "demo.zip"
     with zipfile.ZipFile(archive, "w") as z:
-        for path in sorted(DEFAULT_MODELS.iterdir()):
+        for path in sorted((SHIPPED_MODELS / "demo").iterdir()):
             z.write(path, f"demo/{path.name}")
     imported = import_package(archive, tmp_path / "models")
     assert imported == tmp_path / "models" / "demo" and (imported / "direction_6.safetensors").exists()
@@ -318,7 +354,7 @@ def test_model_import_from_zip_verifies_and_refuses_tampering(tmp_path):
     with pytest.raises(InputError, match="already exists"):
         import_package(archive, tmp_path / "models")
     tampered = tmp_path / "tampered"
-    shutil.copytree(DEFAULT_MODELS, tampered)
+    shutil.copytree(SHIPPED_MODELS / "demo", tampered)
     with open(tampered / "direction_3.safetensors", "r+b") as f:
         f.seek(-1, 2)
         last = f.read(1)[0]
@@ -350,7 +386,7 @@ def test_physics_consistent_assembly_keeps_the_measured_md_for_any_generator_out
         assert result.report["assembly"] == "physics"
         md = compute_maps(fit_tensors(check_dwi(result.dti), brain, "ols").tensor, brain, ("md",))["md"]
         np.testing.assert_allclose(md[brain], input_md[brain], rtol=1e-6, atol=1e-12)
-    paper = synthesize_dwi(dwi, FakeRandomGenerators(), manifest, assembly="paper")
+    paper = synthesize_dwi(dwi, FakeRandomGenerators(), manifest, assembly="network")
     md = compute_maps(fit_tensors(check_dwi(paper.dti), brain, "ols").tensor, brain, ("md",))["md"]
     assert np.median(np.abs(md[brain] / input_md[brain] - 1)) > 0.1  # raw random outputs: MD is anything
 
@@ -386,7 +422,7 @@ def test_the_diagonal_baseline_kind_gives_the_measured_diagonal_and_no_off_diago
     generators = TorchGenerators(models, "cpu")
     dwi = check_dwi(still_subject.dwi)
     brain = still_subject.tissue.sum(-1) > 0.5
-    for assembly in ("paper", "physics"):
+    for assembly in ("network", "physics"):
         result = synthesize_dwi(dwi, generators, manifest, assembly=assembly)
         tensor = fit_tensors(check_dwi(result.dti), brain, "ols").tensor
         with np.errstate(divide="ignore", invalid="ignore"):
