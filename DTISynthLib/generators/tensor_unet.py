@@ -19,7 +19,8 @@ Frames
 Network units and bounds: tensors in units of ADC_SCALE (1e-3 mm^2/s). Output channels (tanh):
 r_xy, r_xz, r_yz with D_ij = MARGIN r_ij sqrt(D_ii D_jj) (every 2 x 2 minor positive definite), and
 D_ii = max(ADC_i + DIAGONAL_RANGE t_i, 0) (the measured ADC corrected by at most DIAGONAL_RANGE);
-tensors that are still not positive semi-definite have their negative eigenvalues raised to 0.
+tensors that are still not positive semi-definite have their off-diagonal terms scaled down together
+(core.tensor_layout.shrink_off_diagonals), the diagonal kept.
 
 Inputs (INPUT_CHANNELS = 12, slice order below, centre, above; edge slices repeat themselves): the
 nine ADCs of W's axes (channel 3 s + k: slice s, axis k; units, clipped to [0, ADC_MAX]), then the
@@ -39,7 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.tensor_layout import matrix_to_tensor6, tensor6_to_matrix
+from ..core.tensor_layout import (
+    matrix_to_tensor6,
+    shrink_off_diagonals,
+    tensor6_to_matrix,
+)
 from ..fit.tensor_fit import predict_signals
 from .intensity import brain_floor
 from .package import direction_vectors
@@ -112,16 +117,6 @@ def decode(output, adc):
     return torch.cat([diagonal, torch.stack(off, 1)], 1)
 
 
-def positive_semidefinite(matrices):
-    """Symmetric matrices (..., 3, 3) with negative eigenvalues raised to 0 (only where there are any)."""
-    out = np.array(matrices, dtype=np.float64)
-    bad = np.linalg.eigvalsh(out)[..., 0] < 0
-    if bad.any():
-        values, vectors = np.linalg.eigh(out[bad])
-        out[bad] = np.einsum("nij,nj,nkj->nik", vectors, np.maximum(values, 0.0), vectors)
-    return out
-
-
 def build(manifest, key):
     from .networks import UNetGenerator
 
@@ -149,7 +144,7 @@ def synthesize(predict, grid_signals, manifest, reporter):
     with torch.no_grad():
         tensor_w = decode(torch.from_numpy(np.asarray(output, np.float32)), torch.from_numpy(units[slices])).numpy()
     matrices = tensor6_to_matrix(np.transpose(tensor_w, (3, 2, 0, 1)).astype(np.float64) * ADC_SCALE)  # (x, y, n)
-    tensor = matrix_to_tensor6(positive_semidefinite(working.T @ matrices @ working))  # RAS
+    tensor = shrink_off_diagonals(matrix_to_tensor6(working.T @ matrices @ working))  # RAS
     _, directions = direction_vectors(manifest)
     synthetic = np.zeros(reference.shape + (len(directions),), dtype=np.float32)
     synthetic[:, :, slices] = predict_signals(tensor, reference[:, :, slices],
@@ -473,9 +468,11 @@ def train(request):
                                                      "ngf": config.ngf, "depth": config.depth},
                          "parameters": parameters,
                          "margin": MARGIN, "adc_scale_mm2_s": ADC_SCALE, "diagonal_range_units": DIAGONAL_RANGE},
-        "assembly": "network",
+        # the denoised diagonal (--assembly network) helps on the phantom but biases real scans' MD and
+        # AD (README, Quality): by default the measured diagonal, so MD, is kept
+        "assembly": "physics",
         "description": (f"One tensor U-Net (2.5D, {parameters / 1e6:.1f} M parameters) for all six directions: learned "
-                        "off-diagonal terms and a denoised measured diagonal, so consistent, low-noise maps; any b from "
+                        "off-diagonal terms, the measured diagonal (MD) kept, so consistent maps; any b from "
                         f"{B_TRAINING[0]:g} to {B_TRAINING[1]:g} s/mm^2; trained on {len(train_subjects)} subjects."),
         "networks": [{"name": NETWORK, "file": "tensor.safetensors", "sha256": sha, "dtype": request.weights_dtype,
                       "history": state["history"],

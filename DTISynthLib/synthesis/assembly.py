@@ -11,20 +11,22 @@ For Siemens' six directions (+-1,0,1)/sqrt2, (0,1,+-1)/sqrt2, (+-1,1,0)/sqrt2 an
 keeps each pair's generated difference (-2b D_xz for the first pair) and replaces its sum by the
 measured one (ln A_x + ln A_z), so any generated output gives a DTI whose MD is the input's.
 
-Safeguard: an off-diagonal term beyond what a positive semi-definite tensor allows,
-|D_ij| <= sqrt(D_ii D_jj), is clipped to that bound (the diagonal, so MD, is untouched). Without it a
-generator that outputs nothing for one direction of a pair would make its partner brighter than b=0.
+Safeguard: off-diagonal terms beyond what a positive semi-definite tensor allows are scaled down
+together until the whole tensor is positive semi-definite (the diagonal, so MD, is untouched). Without
+it a generator that outputs nothing for one direction of a pair would make its partner brighter than
+b=0, and three pairs each within |D_ij| <= sqrt(D_ii D_jj) can still give a negative eigenvalue. A
+measured diagonal term that noise made negative (signal above its b=0, at the brain's edge) is kept.
 
 Frames: gradients are RAS unit vectors; b in s/mm^2; signals and b=0 volumes on one grid.
 """
 
 import numpy as np
 
+from ..core.tensor_layout import shrink_off_diagonals
 from ..fit.tensor_fit import design_matrix, predict_signals
 from ..generators.registry import ATTENUATION_FLOOR
 
 ASSEMBLIES = ("physics", "network")
-_OFF_DIAGONAL = ((3, 0, 1), (4, 0, 2), (5, 1, 2))  # (Dxy, Dxx, Dyy), (Dxz, Dxx, Dzz), (Dyz, Dyy, Dzz)
 
 
 def assembly_matrices(measured_bvals, measured_gradients, bvals, gradients):
@@ -42,13 +44,9 @@ def assembly_matrices(measured_bvals, measured_gradients, bvals, gradients):
 
 def assembled_tensors(log_generated, log_measured, measured_bvals, measured_gradients, bvals, gradients):
     """Tensors (N, 6) [mm^2/s, RAS] from generated (N, n) and measured (N, 3) log-attenuations, off-diagonal
-    terms clipped to the positive semi-definite bound."""
+    terms scaled down together to the positive semi-definite bound (core.tensor_layout.shrink_off_diagonals)."""
     from_generated, from_measured = assembly_matrices(measured_bvals, measured_gradients, bvals, gradients)
-    tensor = log_generated @ from_generated.T + log_measured @ from_measured.T
-    for off, first, second in _OFF_DIAGONAL:
-        bound = np.sqrt(np.maximum(tensor[:, first], 0.0) * np.maximum(tensor[:, second], 0.0))
-        tensor[:, off] = np.clip(tensor[:, off], -bound, bound)
-    return tensor
+    return shrink_off_diagonals(log_generated @ from_generated.T + log_measured @ from_measured.T)
 
 
 def physics_consistent(generated, reference_b0, measured, measured_b0, measured_bvals, measured_gradients, bvals,

@@ -26,8 +26,8 @@ import numpy as np
 
 from ..core.dwi import DWI
 from ..core.errors import InputError
-from ..core.model_grid import ModelGrid
 from ..core.gradient_schemes import AXES_3_RAS
+from ..core.model_grid import ModelGrid
 from ..core.progress import NullReporter
 from ..fit.brain_mask import brain_mask
 from ..generators.intensity import brain_floor

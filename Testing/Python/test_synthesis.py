@@ -9,6 +9,7 @@ from conftest import fail_on_call
 from DTISynthLib.core.dwi import DWI, check_dwi
 from DTISynthLib.core.errors import InputError
 from DTISynthLib.core.gradient_schemes import SIEMENS_6_RAS
+from DTISynthLib.core.model_grid import ModelGrid
 from DTISynthLib.fit.tensor_fit import fit_tensors
 from DTISynthLib.fit.tensor_maps import compute_maps
 from DTISynthLib.generators import runner
@@ -17,7 +18,6 @@ from DTISynthLib.generators.runner import TorchGenerators
 from DTISynthLib.registration.rigid import resample_rigid, rigid_difference
 from DTISynthLib.simulation.cohort import draw_subject, simulate_subject
 from DTISynthLib.synthesis import writing
-from DTISynthLib.core.model_grid import ModelGrid
 from DTISynthLib.synthesis.pipeline import synthesize_dwi
 from DTISynthLib.synthesis.writing import write_synthesis
 
@@ -128,6 +128,15 @@ def test_bf16_keeps_an_fp32_output_layer_and_stays_close_to_fp32(tiny_models):
     assert (b.view(np.uint32) & 0xFFFF).astype(bool).mean() > 0.9
     auto = TorchGenerators(tiny_models, "cpu", precision="auto")
     assert auto.precision == ("bf16" if runner.bf16_is_native(auto.device) else "fp32")
+    # oneDNN "supports" bf16 on any AVX-512 CPU by emulating it (slower than fp32): the flags decide
+    import torch
+
+    for flags, native in (({"avx512f", "avx512bw", "avx512_vnni"}, False), ({"avx512f", "avx512_bf16"}, True),
+                          ({"amx_bf16", "amx_tile"}, True)):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(runner, "cpu_flags", lambda flags=flags: flags)
+            patch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+            assert runner.bf16_is_native(torch.device("cpu")) is native, flags
     first = synthesize_dwi(check_dwi(subject.dwi), bf16, bf16.manifest)
     second = synthesize_dwi(check_dwi(subject.dwi), bf16, bf16.manifest)
     assert np.array_equal(first.dti.data, second.dti.data)
@@ -312,7 +321,7 @@ def test_the_shipped_default_set_is_verified_small_and_beats_the_baseline_on_an_
     from DTISynthLib.generators.package import DEFAULT_MODELS, read_manifest
 
     manifest = read_manifest(DEFAULT_MODELS)
-    assert manifest["architecture"]["kind"] == "tensor-unet" and manifest["assembly"] == "network"
+    assert manifest["architecture"]["kind"] == "tensor-unet" and manifest["assembly"] == "physics"
     assert sum(p.stat().st_size for p in DEFAULT_MODELS.iterdir()) <= 40 * 2**20
     subjects = {s["subject"]: s for s in manifest["training"]["subjects"]}
     assert any(name.startswith("dev_") for name, s in subjects.items() if s["part"] == "train")  # real anatomy

@@ -11,7 +11,11 @@ from DTISynthLib.core.dwi import DWI
 from DTISynthLib.core.frames import rotation_matrix
 from DTISynthLib.core.gradient_schemes import SIEMENS_6_RAS, dti_6
 from DTISynthLib.core.progress import NullReporter
-from DTISynthLib.core.tensor_layout import matrix_to_tensor6, tensor6_to_matrix
+from DTISynthLib.core.tensor_layout import (
+    matrix_to_tensor6,
+    shrink_off_diagonals,
+    tensor6_to_matrix,
+)
 from DTISynthLib.generators import tensor_unet
 from DTISynthLib.generators.package import read_manifest
 from DTISynthLib.generators.registry import GridSignals
@@ -144,10 +148,27 @@ def test_outputs_at_their_bounds_still_give_positive_semidefinite_tensors():
     output = torch.tensor([1.0, 1.0, -1.0, -1.0, 1.0, 0.0]).view(1, 6, 1, 1)
     tensor = tensor_unet.decode(output, torch.tensor([0.5, 1.5, 1.0]).view(1, 3, 1, 1))[0, :, 0, 0].numpy()
     assert tensor[0] == pytest.approx(0.0) and tensor[1] == pytest.approx(2.5)  # ADC + DIAGONAL_RANGE t, >= 0
-    matrices = tensor6_to_matrix(np.array([[1.0, 1.0, 1.0, 0.95, 0.95, -0.95]]))  # |r| < 1 each, not PSD together
-    assert np.linalg.eigvalsh(matrices)[0, 0] < 0
-    fixed = tensor_unet.positive_semidefinite(matrices)
-    assert np.linalg.eigvalsh(fixed)[0, 0] >= -1e-12 and np.trace(fixed[0]) >= 3.0 - 1e-9
+    tensors = np.array([[1.0, 2.0, 0.5, 0.95 * np.sqrt(2), 0.95 * np.sqrt(0.5), -0.95]])  # |r| < 1 each
+    assert np.linalg.eigvalsh(tensor6_to_matrix(tensors))[0, 0] < 0  # but not positive semi-definite together
+    fixed = shrink_off_diagonals(tensors)
+    values = np.linalg.eigvalsh(tensor6_to_matrix(fixed))[0]
+    assert values[0] == pytest.approx(0.0, abs=1e-12) and values[1] > 0  # just enough, no more
+    np.testing.assert_array_equal(fixed[0, :3], tensors[0, :3])  # the diagonal, so MD, kept
+    ratios = fixed[0, 3:] / tensors[0, 3:]
+    np.testing.assert_allclose(ratios, ratios[0])  # all scaled together: the correlations' pattern kept
+    valid = tensor6_to_matrix(np.array([[1.0, 2.0, 0.5, 0.3, 0.1, -0.2]]))
+    np.testing.assert_array_equal(shrink_off_diagonals(matrix_to_tensor6(valid)), matrix_to_tensor6(valid))
+
+
+def test_the_closed_form_smallest_eigenvalue_matches_numpy():
+    from DTISynthLib.core.tensor_layout import smallest_eigenvalue_zero_diagonal
+
+    off = np.random.default_rng(0).uniform(-1.2, 1.2, (5000, 3))
+    off[:10], off[10:20, 1:] = 0.0, 0.0  # all zero; one pair only
+    matrices = np.zeros((len(off), 3, 3))
+    for c, (i, j) in enumerate(((0, 1), (0, 2), (1, 2))):
+        matrices[:, i, j] = matrices[:, j, i] = off[:, c]
+    np.testing.assert_allclose(smallest_eigenvalue_zero_diagonal(off), np.linalg.eigvalsh(matrices)[:, 0], atol=1e-12)
 
 
 def test_training_tensors_are_in_the_working_frame_of_a_flipped_grid():
@@ -189,7 +210,7 @@ def test_the_tensor_kind_trains_resumes_and_synthesizes_through_the_jobs(tmp_pat
     assert _train(cohort, models, 5) == 0
     manifest = read_manifest(models)
     assert manifest["architecture"]["kind"] == "tensor-unet" and manifest["architecture"]["parameters"] > 1000
-    assert manifest["assembly"] == "network" and manifest["b_range"] == [500.0, 3000.0]
+    assert manifest["assembly"] == "physics" and manifest["b_range"] == [500.0, 3000.0]
     parts = {s["subject"]: s["part"] for s in manifest["training"]["subjects"]}
     assert parts == {"sub-001": "train", "sub-002": "train", "sub-003": "validation"}
     history = manifest["networks"][0]["history"]
