@@ -11,7 +11,7 @@ from ..training.config import AMP_MODES
 from .options import add_jsonl_option, parse_slice_grid
 
 NAME = "train"
-HELP = "train generators (pix2pix: one per DTI direction; runs under torchrun too)"
+HELP = "train a model package: six pix2pix generators (also under torchrun) or one tensor-unet"
 
 
 def add_arguments(parser):
