@@ -10,7 +10,6 @@ beat: Resources/Models/diagonal is a package of this kind.
 
 import numpy as np
 
-from ..fit.tensor_fit import predict_signals
 from .package import direction_vectors
 from .registry import GeneratorKind
 
@@ -22,15 +21,13 @@ def build(manifest, key):
 
 
 def synthesize(predict, grid_signals, manifest, reporter):
-    reference, slices = grid_signals.reference, grid_signals.slices
+    slices = grid_signals.slices
     reporter.progress("synthesize", 0.0, "diagonal tensor from the x, y, z ADCs")
     measured = np.asarray(grid_signals.gradients, dtype=np.float64)
     diagonal = grid_signals.adcs()[:, :, slices] @ np.linalg.inv(measured**2).T  # Dxx, Dyy, Dzz
     tensor6 = np.concatenate([diagonal, np.zeros_like(diagonal)], axis=-1)
     _, directions = direction_vectors(manifest)
-    synthetic = np.zeros(reference.shape + (len(directions),), dtype=np.float32)
-    synthetic[:, :, slices] = predict_signals(tensor6, reference[:, :, slices],
-                                              np.full(len(directions), float(manifest["b_value"])), directions)
+    synthetic = grid_signals.signals_of(tensor6, directions, manifest["b_value"])
     reporter.progress("synthesize", 1.0, f"{len(directions)} directions")
     return synthetic
 

@@ -50,6 +50,17 @@ class GridSignals:
             attenuation = np.where(b0 > 0, self.signals[..., 1:] / b0, 1.0)
         return -np.log(np.maximum(attenuation, ATTENUATION_FLOOR)) / self.b_value
 
+    def signals_of(self, tensor6, directions, b_value):
+        """float32 (x, y, z, n) signals S0_reference exp(-b g^T D g) of tensors (x, y, len(slices), 6)
+        [mm^2/s, RAS] on the synthesized slices, for RAS unit vectors `directions` (n, 3) at b_value
+        (s/mm^2); 0 on the other slices."""
+        from ..fit.tensor_fit import predict_signals
+
+        synthetic = np.zeros(self.reference.shape + (len(directions),), dtype=np.float32)
+        synthetic[:, :, self.slices] = predict_signals(tensor6, self.reference[:, :, self.slices],
+                                                       np.full(len(directions), float(b_value)), directions)
+        return synthetic
+
 
 def _unchanged(network, precision):
     return network

@@ -45,7 +45,6 @@ from ..core.tensor_layout import (
     shrink_off_diagonals,
     tensor6_to_matrix,
 )
-from ..fit.tensor_fit import predict_signals
 from .intensity import brain_floor
 from .package import direction_vectors
 from .registry import GeneratorKind
@@ -131,7 +130,7 @@ def prepare_inference(network, precision):
 def synthesize(predict, grid_signals, manifest, reporter):
     import torch
 
-    reference, slices = grid_signals.reference, grid_signals.slices
+    slices = grid_signals.slices
     reporter.progress("synthesize", 0.0, "one tensor network, all directions")
     working, order = working_frame(grid_signals.gradients, grid_signals.affine)
     adc = frame_adcs(grid_signals)[..., order]  # W's axes
@@ -146,9 +145,7 @@ def synthesize(predict, grid_signals, manifest, reporter):
     matrices = tensor6_to_matrix(np.transpose(tensor_w, (3, 2, 0, 1)).astype(np.float64) * ADC_SCALE)  # (x, y, n)
     tensor = shrink_off_diagonals(matrix_to_tensor6(working.T @ matrices @ working))  # RAS
     _, directions = direction_vectors(manifest)
-    synthetic = np.zeros(reference.shape + (len(directions),), dtype=np.float32)
-    synthetic[:, :, slices] = predict_signals(tensor, reference[:, :, slices],
-                                              np.full(len(directions), float(manifest["b_value"])), directions)
+    synthetic = grid_signals.signals_of(tensor, directions, manifest["b_value"])
     reporter.progress("synthesize", 1.0, f"{len(directions)} directions")
     return synthetic
 
