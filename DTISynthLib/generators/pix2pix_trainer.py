@@ -17,7 +17,6 @@ buffers, follow rank 0 under DDP).
 """
 
 import csv
-import json
 import os
 import time
 from dataclasses import asdict
@@ -30,7 +29,7 @@ from torch import nn
 from ..core.atomic import write_text_atomic
 from ..core.progress import NullReporter
 from ..evaluation.image_metrics import psnr, ssim
-from ..training.checkpoints import flatten_optimizer, restore_optimizer
+from ..training.checkpoints import load_training_state, save_training_state
 from ..training.config import AMP_MODES
 from ..training.distributed import distributed_context, pick_device
 from .networks import PatchDiscriminator, UNetGenerator, init_weights
@@ -93,43 +92,26 @@ class Pix2PixTrainer:
         return self.out_dir / "checkpoints" / f"direction_{self.direction + 1}"
 
     def save_checkpoint(self):
-        from safetensors.torch import save_file
-
         if self.rank != 0:
             return
-        folder = self.checkpoint_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        tensors = {f"G.{k}": v.detach().cpu().contiguous() for k, v in self.g_module.state_dict().items()}
-        tensors.update({f"D.{k}": v.detach().cpu().contiguous() for k, v in self.d_module.state_dict().items()})
-        g_state, g_groups = flatten_optimizer("optG", self.opt_g)
-        d_state, d_groups = flatten_optimizer("optD", self.opt_d)
-        tensors.update({k: v.cpu().contiguous() for k, v in {**g_state, **d_state}.items()})
-        tensors["rng.cpu"] = torch.get_rng_state()
+        rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
-            tensors["rng.cuda"] = torch.cuda.get_rng_state()
-        tmp = folder / ".last.safetensors.tmp"
-        save_file(tensors, str(tmp))
-        tmp.replace(folder / "last.safetensors")
-        write_text_atomic(folder / "last.json", json.dumps({
-            "epoch": self.epoch, "config": asdict(self.config), "history": self.history, "best": self.best,
-            "optG_groups": g_groups, "optD_groups": d_groups}, indent=2))
+            rng["cuda"] = torch.cuda.get_rng_state()
+        save_training_state(self.checkpoint_dir, {"G": self.g_module, "D": self.d_module},
+                            {"optG": self.opt_g, "optD": self.opt_d}, rng,
+                            {"epoch": self.epoch, "config": asdict(self.config), "history": self.history,
+                             "best": self.best})
 
     def load_checkpoint(self):
         """Resume from the last checkpoint; returns False when there is none."""
-        from safetensors.torch import load_file
-
-        folder = self.checkpoint_dir
-        if not (folder / "last.safetensors").exists():
+        loaded = load_training_state(self.checkpoint_dir, {"G": self.g_module, "D": self.d_module},
+                                     {"optG": self.opt_g, "optD": self.opt_d})
+        if loaded is None:
             return False
-        meta = json.loads((folder / "last.json").read_text())
-        tensors = load_file(str(folder / "last.safetensors"))
-        self.g_module.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
-        self.d_module.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D.")})
-        restore_optimizer("optG", self.opt_g, tensors, meta["optG_groups"])
-        restore_optimizer("optD", self.opt_d, tensors, meta["optD_groups"])
-        torch.set_rng_state(tensors["rng.cpu"])
-        if "rng.cuda" in tensors and torch.cuda.is_available():
-            torch.cuda.set_rng_state(tensors["rng.cuda"])
+        meta, rng = loaded
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
         self.epoch, self.history, self.best = meta["epoch"], meta["history"], meta["best"]
         return True
 

@@ -35,7 +35,6 @@ symmetry. Loss: L1 of the tensor elements, of FA and of the six Siemens attenuat
 """
 
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
@@ -327,47 +326,31 @@ class _Batches:
         return inputs, tensor[:, :, 1].contiguous(), mask, b
 
 
-def _checkpoint_paths(out):
-    folder = Path(out) / "checkpoints" / NETWORK
-    return folder, folder / "last.safetensors", folder / "last.json"
+def _checkpoint_folder(out):
+    return Path(out) / "checkpoints" / NETWORK
 
 
 def _save_checkpoint(out, network, optimiser, generator, state):
     import torch
-    from safetensors.torch import save_file
 
-    from ..core.atomic import write_text_atomic
-    from ..training.checkpoints import flatten_optimizer
+    from ..training.checkpoints import save_training_state
 
-    folder, weights, meta = _checkpoint_paths(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"G.{k}": v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    optimiser_state, groups = flatten_optimizer("opt", optimiser)
-    tensors.update({k: v.cpu().contiguous() for k, v in optimiser_state.items()})
-    tensors["rng.batches"] = generator.get_state()
-    tensors["rng.torch"] = torch.get_rng_state()
-    temporary = folder / ".last.safetensors.tmp"
-    save_file(tensors, str(temporary))
-    temporary.replace(weights)
-    write_text_atomic(meta, json.dumps(dict(state, optimiser_groups=groups), indent=2))
+    save_training_state(_checkpoint_folder(out), {"G": network}, {"opt": optimiser},
+                        {"batches": generator.get_state(), "torch": torch.get_rng_state()}, state)
 
 
 def _load_checkpoint(out, network, optimiser, generator):
     """The saved training state (dict) after restoring network, optimiser and RNGs; None without one."""
     import torch
-    from safetensors.torch import load_file
 
-    from ..training.checkpoints import restore_optimizer
+    from ..training.checkpoints import load_training_state
 
-    _, weights, meta = _checkpoint_paths(out)
-    if not weights.exists():
+    loaded = load_training_state(_checkpoint_folder(out), {"G": network}, {"opt": optimiser})
+    if loaded is None:
         return None
-    state = json.loads(meta.read_text())
-    tensors = load_file(str(weights))
-    network.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
-    restore_optimizer("opt", optimiser, tensors, state.pop("optimiser_groups"))
-    generator.set_state(tensors["rng.batches"])
-    torch.set_rng_state(tensors["rng.torch"])
+    state, rng = loaded
+    generator.set_state(rng["batches"])
+    torch.set_rng_state(rng["torch"])
     return state
 
 

@@ -2,8 +2,9 @@
 
 Data layout (what `dtisynth simulate cohort` and `dtisynth pairs` write, or your own): any folder
 tree holding, per subject, `<name>_acq-dwi3_dwi.<ext>` and `<name>_acq-dti6_dwi.<ext>` side by side
-(NIfTI + bval / bvec, or NRRD). The DWI is registered rigidly to the DTI b=0 (registration.rigid) and
-resampled onto the DTI grid; then axial slices are centre-padded or cropped to the model grid.
+(NIfTI + bval / bvec, or NRRD). The DWI is registered rigidly to the DTI b=0 (registration.rigid);
+DWI and DTI are resampled onto the model grid (the DTI's slices, the first pair's in-plane voxel size,
+the grid's matrix, centred) so that scans of any resolution train one network.
 
 Intensity: the caller's mapping to network units (generators.intensity.Intensity or any object with
 to_network(signal, b0)).
@@ -86,8 +87,10 @@ def fit_to_grid(volume, grid):
     return out
 
 
-def load_subject_slices(pair, intensity, grid, register=True):
-    """Network-ready slices of one subject: inputs (Z, 3, H, W) and targets (Z, 6, H, W), float32.
+def load_subject_slices(pair, intensity, grid, register=True, voxel=None):
+    """Network-ready slices of one subject: inputs (Z, 3, H, W) and targets (Z, 6, H, W), float32, on the
+    model grid (core.model_grid.ModelGrid: the DTI's slices, matrix `grid`, in-plane voxel size `voxel`
+    mm; voxel None: the DTI's own voxels, centre-padded or cropped to `grid`).
 
     Returns (inputs, targets, info) where info records the registration and its quality.
     """
@@ -102,10 +105,16 @@ def load_subject_slices(pair, intensity, grid, register=True):
         info.update(correlation=result.correlation, matrix=matrix.round(6).tolist())
     else:
         matrix = np.eye(4)
-    moved = resample_rigid(np.concatenate([dwi_b0[..., None], weighted3], axis=-1), dwi3.affine, dti6.affine,
-                           dti6.data.shape, matrix)
+    model = ModelGrid.for_native(dti6.affine, dti6.data.shape, grid if voxel else None, voxel)
+    moved = resample_rigid(np.concatenate([dwi_b0[..., None], weighted3], axis=-1), dwi3.affine, model.affine,
+                           model.shape, matrix)
+    target_signals = np.concatenate([dti_b0[..., None], dti6.data[..., ~dti6.is_b0]], axis=-1)
+    if not model.is_native(dti6.affine, dti6.data.shape):
+        info["resampled_to_mm"] = [float(v) for v in voxel[:2]]
+        target_signals = resample_rigid(target_signals.astype(np.float32), dti6.affine, model.affine, model.shape,
+                                        np.eye(4))
     inputs = intensity.to_network(moved[..., 1:], moved[..., :1])
-    targets = intensity.to_network(dti6.data[..., ~dti6.is_b0], dti_b0[..., None])
+    targets = intensity.to_network(target_signals[..., 1:], target_signals[..., :1])
     # (x, y, z, c) -> slices (z, c, y, x): image rows run along y, columns along x
     inputs = np.transpose(fit_to_grid(inputs, grid), (2, 3, 1, 0))
     targets = np.transpose(fit_to_grid(targets, grid), (2, 3, 1, 0))
@@ -163,11 +172,15 @@ def load_training_data(data_dir, intensity, depth, grid=None, validation_fractio
     grid = tuple(grid) if grid else default_grid(reference.data.shape, depth)
     if grid[0] % 2**depth or grid[1] % 2**depth:
         raise ValueError(f"grid {grid} must be divisible by 2**depth = {2**depth}")
+    voxel = [float(v) for v in np.linalg.norm(reference.affine[:3, :3], axis=0)]
     slices = {"train": ([], []), "validation": ([], [])}
     registration, subject_slices = {}, {"train": [], "validation": []}
     for i, pair in enumerate(pairs):
         reporter.progress("data", i / len(pairs), f"{pair.subject}: registering DWI to DTI, slicing")
-        x, y, info = load_subject_slices(pair, intensity, grid, register)
+        x, y, info = load_subject_slices(pair, intensity, grid, register, voxel)
+        if abs(info["b_value"] - float(reference.bvals.max())) > 50:
+            raise InputError(pair.dti6, f"the b-value of the first pair, {reference.bvals.max():g} s/mm^2 (networks "
+                             "of signals learn one b)", f"b = {info['b_value']:g}")
         registration[pair.subject] = {k: v for k, v in info.items() if k != "subject"}
         part = "validation" if pair.subject in validation else "train"
         slices[part][0].append(x)
@@ -179,7 +192,7 @@ def load_training_data(data_dir, intensity, depth, grid=None, validation_fractio
     provenance = {"data": str(data_dir), "training_subjects": training, "validation_subjects": validation,
                   "training_slices": int(train[0].shape[0]), "registration": registration,
                   "subject_slices": subject_slices,
-                  "voxel_size_mm": [float(v) for v in np.linalg.norm(reference.affine[:3, :3], axis=0)],
+                  "voxel_size_mm": voxel,
                   "b_value": round(float(reference.bvals.max()), 1)}
     return train, val, grid, provenance
 

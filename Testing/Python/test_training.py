@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from DTISynthLib.core.errors import InputError
 from DTISynthLib.generators.intensity import Intensity
+from DTISynthLib.io.files import load_dwi
 from DTISynthLib.generators.package import read_manifest
 from DTISynthLib.generators.pix2pix_trainer import Pix2PixTrainer
 from DTISynthLib.generators.runner import load_generators
@@ -184,3 +185,51 @@ def test_train_command_and_resume(tmp_path, tiny_cohort):
     log = (tmp_path / "m" / "training_log_direction_2.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in log[1:]] == ["1", "2"]
     assert read_manifest(tmp_path / "m")["directions"][0]["epochs_trained"] == 2
+
+
+def _write_upsampled_pair(pair, out_dir, b_scale=1.0):
+    """The pair at half the in-plane voxel size (each voxel repeated 2 x 2: the same image), as a real
+    scan of another resolution; b-values times b_scale."""
+    from DTISynthLib.core.dwi import DWI
+    from DTISynthLib.io.files import save_dwi
+
+    out_dir.mkdir(parents=True)
+    paths = []
+    for path in (pair.dwi3, pair.dti6):
+        dwi = load_dwi(path)
+        affine = dwi.affine.copy()
+        affine[:3, :2] = dwi.affine[:3, :2] / 2
+        affine[:3, 3] = dwi.affine[:3, :3] @ [-0.25, -0.25, 0] + dwi.affine[:3, 3]  # voxel 0's centre
+        data = np.repeat(np.repeat(dwi.data, 2, axis=0), 2, axis=1)
+        target = out_dir / path.name.replace(pair.subject, "fine")
+        save_dwi(target, DWI(data, affine, dwi.bvals * b_scale, dwi.gradients, str(target)))
+        paths.append(target)
+    return paths
+
+
+def test_pairs_of_another_resolution_are_resampled_onto_the_model_grid(tiny_cohort, tmp_path):
+    pairs = find_pairs(tiny_cohort)
+    coarse = load_dwi(pairs[0].dti6)
+    voxel = [float(v) for v in np.linalg.norm(coarse.affine[:3, :3], axis=0)]
+    _write_upsampled_pair(pairs[0], tmp_path / "fine")
+    fine = [p for p in find_pairs(tmp_path) if p.subject == "fine"][0]
+    x, y, _ = load_subject_slices(pairs[0], Intensity("relative"), (32, 32), register=False)
+    xf, yf, info = load_subject_slices(fine, Intensity("relative"), (32, 32), register=False, voxel=voxel)
+    assert info["resampled_to_mm"] == pytest.approx(voxel[:2])
+    np.testing.assert_allclose(xf, x, atol=1e-4)  # the same anatomy, not the centre quarter of it
+    np.testing.assert_allclose(yf, y, atol=1e-4)
+    cropped, _, _ = load_subject_slices(fine, Intensity("relative"), (32, 32), register=False)
+    assert np.abs(cropped - x).max() > 0.1  # without the voxel size: the centre of the fine grid
+
+
+def test_pairs_at_two_b_values_are_refused_for_signal_networks(tiny_cohort, tmp_path):
+    from DTISynthLib.training.data import load_training_data
+
+    data = tmp_path / "data"
+    for pair in find_pairs(tiny_cohort)[:2]:
+        for path in pair.dwi3.parent.glob(f"{pair.subject}_*"):
+            (data / pair.subject).mkdir(parents=True, exist_ok=True)
+            (data / pair.subject / path.name).write_bytes(path.read_bytes())
+    _write_upsampled_pair(find_pairs(tiny_cohort)[2], data / "zz", b_scale=2.0)
+    with pytest.raises(InputError, match="fine_acq-dti6.*b-value of the first pair, 1000.*b = 2000"):
+        load_training_data(data, Intensity("relative"), 5, (32, 32), validation_fraction=0, register=False)
