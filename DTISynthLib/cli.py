@@ -11,9 +11,20 @@ import argparse
 from . import __version__
 from .core.errors import InputError
 from .core.progress import ProgressReporter
-from .jobs import demo, evaluate, fit, models, pairs, scene, simulate, synthesize, train
+from .jobs import (
+    demo,
+    evaluate,
+    fit,
+    models,
+    pairs,
+    review,
+    scene,
+    simulate,
+    synthesize,
+    train,
+)
 
-JOBS = (fit, simulate, pairs, train, synthesize, evaluate, scene, demo, models)
+JOBS = (fit, simulate, pairs, train, synthesize, evaluate, scene, demo, models, review)
 
 
 def build_parser():

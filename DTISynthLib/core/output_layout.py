@@ -154,6 +154,56 @@ class DemoOutput:
         return EvaluationOutput(self.folder / "evaluation")
 
 
+class StudyFolder:
+    """A reader study (`dtisynth review create --out DIR`): the database and the images, under opaque
+    names, that readers load. Nothing in it names an image synthetic or original."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    @property
+    def database(self):
+        return self.folder / "study.sqlite"
+
+    @property
+    def images(self):
+        return self.folder / "images"
+
+    def image(self, opaque_name):
+        return self.images / opaque_name
+
+
+class ReviewAnalysisOutput:
+    """`dtisynth review analyze STUDY --out DIR`: the tables, analysis.json, the figure, report.html."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    @property
+    def noisier(self):
+        return self.folder / "noisier.csv"
+
+    @property
+    def readers(self):
+        return self.folder / "readers.csv"
+
+    @property
+    def agreement(self):
+        return self.folder / "agreement.csv"
+
+    @property
+    def summary(self):
+        return self.folder / "analysis.json"
+
+    @property
+    def report(self):
+        return self.folder / "report.html"
+
+    @property
+    def figure(self):
+        return self.folder / "noisier.png"
+
+
 class SlicerJobFolder:
     """The Slicer job runner's temporary folder: the exported input nodes, the child's synthesis and
     evaluation folders and each command's stderr."""

@@ -112,10 +112,22 @@ def match_directions(original, synthetic):
     return [(int(s), int(orig_idx[b]), float(a)) for s, b, a in zip(syn_idx, best, angles)]
 
 
-def evaluate_subject(subject, original_path, synthetic_path, atlases, rois, out_dir=None):
-    """Evaluate one subject (see the module docstring). With `out_dir`, writes its montage and its ROIs
-    (EvaluationOutput.montage / roi_labels: label k = the k-th ROI, on the original's grid, inside the
-    evaluated brain mask)."""
+@dataclass
+class SubjectMaps:
+    """Both DTIs of one subject on the original's grid, fitted alike: maps {"original" / "synthetic":
+    {fa, md, ad, rd, color}} (MD / AD / RD in mm^2/s), the brain mask of the original b=0 where both
+    have data, the DWIs and the alignment report."""
+
+    original: object
+    synthetic: object
+    maps: dict
+    mask: np.ndarray
+    report: dict
+
+
+def subject_maps(original_path, synthetic_path):
+    """Load, check and align one subject's original and synthetic DTI (align_synthetic), and fit both
+    the same way (OLS, one mask). What `evaluate` and the reader studies compare."""
     from dataclasses import replace
 
     from ..core.dwi import check_dwi
@@ -123,17 +135,13 @@ def evaluate_subject(subject, original_path, synthetic_path, atlases, rois, out_
     from ..fit.tensor_fit import fit_tensors
     from ..fit.tensor_maps import compute_maps
     from ..io.files import load_dwi
-    from .atlas import check_rois, place_rois
-    from .image_metrics import psnr, ssim
 
     original = check_dwi(load_dwi(original_path))
     synthetic = check_dwi(_load_synthetic(synthetic_path))
     for dwi, path in ((original, original_path), (synthetic, synthetic_path)):
         if (~dwi.is_b0).sum() < 6:
             raise InputError(path, "a DTI with b=0 and at least six diffusion directions", f"{(~dwi.is_b0).sum()}")
-    owners = check_rois(atlases, rois)
-    b0 = original.mean_b0()
-    brain = brain_mask(b0)
+    brain = brain_mask(original.mean_b0())
     data, covered, report = align_synthetic(original, synthetic, synthetic_path, brain)
     synthetic = replace(synthetic, data=data, affine=original.affine)
     mask = brain & covered  # statistics only where both DTIs have data
@@ -141,6 +149,21 @@ def evaluate_subject(subject, original_path, synthetic_path, atlases, rois, out_
     for source, dwi in (("original", original), ("synthetic", synthetic)):
         fit = fit_tensors(dwi, mask, "ols")
         maps[source] = compute_maps(fit.tensor, fit.mask, MAPS + ("color",), policy="clip")
+    return SubjectMaps(original, synthetic, maps, mask, report)
+
+
+def evaluate_subject(subject, original_path, synthetic_path, atlases, rois, out_dir=None):
+    """Evaluate one subject (see the module docstring). With `out_dir`, writes its montage and its ROIs
+    (EvaluationOutput.montage / roi_labels: label k = the k-th ROI, on the original's grid, inside the
+    evaluated brain mask)."""
+    from .atlas import check_rois, place_rois
+    from .image_metrics import psnr, ssim
+
+    owners = check_rois(atlases, rois)
+    compared = subject_maps(original_path, synthetic_path)
+    original, synthetic, maps, mask, report = (compared.original, compared.synthetic, compared.maps, compared.mask,
+                                               compared.report)
+    b0 = original.mean_b0()
     roi_masks, placements = {}, []
     for atlas in {id(a): a for a in owners.values()}.values():
         wanted = [r for r, a in owners.items() if a is atlas]

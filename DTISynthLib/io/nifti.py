@@ -83,6 +83,15 @@ def write_nifti(path, data, affine):
     nib.save(img, str(path))
 
 
+def write_nifti_rgb24(path, rgb, affine):
+    """Write an (x, y, z, 3) colour map with values in [0, 1] as NIfTI RGB24 (datatype 128: one RGB voxel,
+    what viewers such as NiiVue show as colour)."""
+    rgb = np.round(np.clip(np.nan_to_num(np.asarray(rgb, dtype=np.float64)), 0, 1) * 255).astype(np.uint8)
+    packed = np.empty(rgb.shape[:3], dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    packed["R"], packed["G"], packed["B"] = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    write_nifti(path, packed, affine)
+
+
 def exact_text(value):
     """Shortest decimal text that reads back as exactly the same float64 (1000, not 1000.0000000)."""
     short = f"{value:.15g}"

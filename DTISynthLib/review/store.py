@@ -1,0 +1,328 @@
+"""The reader-study store: one SQLite database (output_layout.StudyFolder.database) holding the study,
+its cases, its readers, each reader's presentation and their answers.
+
+- WAL journal, synchronous FULL, foreign keys on: an answer the caller saw committed survives a
+  killed process (and a power cut); each answer is one transaction (BEGIN IMMEDIATE), so concurrent
+  readers serialise on the write lock and lose nothing.
+- The database says what it is: PRAGMA application_id APPLICATION_ID and PRAGMA user_version
+  SCHEMA_VERSION. Another application's database, or one of another schema version, is refused.
+- Blinding: a case's two images are stored under opaque names (random hex); which one is the
+  synthetic is in `cases` alone, and a reader's side (left / right) of the synthetic image is drawn
+  from the reader's recorded seed. Readers are identified by a secret token of which only the
+  SHA-256 is stored.
+- Times are UTC, ISO 8601 with seconds to 3 decimals.
+"""
+
+import hashlib
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import InputError
+from ..core.output_layout import StudyFolder
+
+APPLICATION_ID = 0x44545352  # "DTSR": a DTISynth reader study
+SCHEMA_VERSION = 1
+SIDES = ("left", "right")
+
+SCHEMA = """
+CREATE TABLE study (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE cases (
+    id INTEGER PRIMARY KEY,
+    subject TEXT NOT NULL,
+    map TEXT NOT NULL,
+    synthetic_image TEXT NOT NULL UNIQUE,
+    original_image TEXT NOT NULL UNIQUE,
+    synthetic_sha256 TEXT NOT NULL,
+    original_sha256 TEXT NOT NULL,
+    UNIQUE (subject, map));
+CREATE TABLE readers (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    seed INTEGER NOT NULL);
+CREATE TABLE presentations (
+    reader_id INTEGER NOT NULL REFERENCES readers(id),
+    position INTEGER NOT NULL,
+    case_id INTEGER NOT NULL REFERENCES cases(id),
+    synthetic_side TEXT NOT NULL CHECK (synthetic_side IN ('left', 'right')),
+    shown_at TEXT,
+    PRIMARY KEY (reader_id, position),
+    UNIQUE (reader_id, case_id));
+CREATE TABLE answers (
+    reader_id INTEGER NOT NULL,
+    case_id INTEGER NOT NULL,
+    choice TEXT NOT NULL CHECK (choice IN ('left', 'right')),
+    confidence INTEGER CHECK (confidence BETWEEN 1 AND 5),
+    comment TEXT,
+    shown_at TEXT NOT NULL,
+    answered_at TEXT NOT NULL,
+    PRIMARY KEY (reader_id, case_id),
+    FOREIGN KEY (reader_id, case_id) REFERENCES presentations(reader_id, case_id));
+"""
+
+
+def now():
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def token_hash(token):
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Reader:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """What a reader is shown: case `position` (1-based) of `total`, the map kind and the opaque
+    image names on each side; `answer` is their choice when already answered."""
+
+    position: int
+    total: int
+    map: str
+    left_image: str
+    right_image: str
+    answer: str = None
+
+
+class StudyStore:
+    """A reader study's database. Opening checks it is ours and of our schema version; every method
+    opens its own short-lived connection, so one store serves several threads or processes."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.path = StudyFolder(folder).database
+        if not self.path.is_file():
+            raise InputError(self.path, "a DTISynth reader-study database (dtisynth review create)", "no such file")
+        try:
+            with self._connect() as db:
+                application, version = (db.execute("PRAGMA application_id").fetchone()[0],
+                                        db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.DatabaseError as error:
+            raise InputError(self.path, "a DTISynth reader-study database", f"not an SQLite database ({error})")
+        if application != APPLICATION_ID:
+            raise InputError(self.path, f"a DTISynth reader-study database (SQLite application_id {APPLICATION_ID:#x})",
+                             f"application_id {application:#x}")
+        if version != SCHEMA_VERSION:
+            raise InputError(self.path, f"study schema version {SCHEMA_VERSION} (this DTISynth)", f"version {version}")
+
+    @staticmethod
+    def create(folder, name, seed):
+        """A new, empty study database in `folder` (which must not hold one)."""
+        path = StudyFolder(folder).database
+        if path.exists():
+            raise InputError(path, "no study database yet (a study is created once)", "one exists")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # One transaction (executescript would commit a pending one first, so it opens it).
+            db.executescript(f"BEGIN; {SCHEMA} PRAGMA application_id = {APPLICATION_ID}; "
+                             f"PRAGMA user_version = {SCHEMA_VERSION};")
+            db.executemany("INSERT INTO study VALUES (?, ?)",
+                           [("name", name), ("seed", str(int(seed))), ("created", now()), ("locked", "0")])
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        return StudyStore(folder)
+
+    def _connect(self):
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA synchronous = FULL")
+        return _Closing(db)
+
+    # ------------------------------------------------------------------ building
+    def info(self):
+        with self._connect() as db:
+            return dict(db.execute("SELECT key, value FROM study"))
+
+    def set_info(self, entries):
+        """Set study entries {key: text} (name, seed, created, locked are the store's own)."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT OR REPLACE INTO study VALUES (?, ?)", list(entries.items()))
+            db.execute("COMMIT")
+
+    def add_case(self, subject, map_name, synthetic_image, original_image, synthetic_sha256, original_sha256):
+        with self._connect() as db:
+            self._check_unlocked(db)
+            if db.execute("SELECT COUNT(*) FROM readers").fetchone()[0]:
+                raise InputError(self.path, "cases added before readers (presentations hold every case)",
+                                 "the study has readers")
+            return db.execute("INSERT INTO cases (subject, map, synthetic_image, original_image, synthetic_sha256, "
+                              "original_sha256) VALUES (?, ?, ?, ?, ?, ?)",
+                              (subject, map_name, synthetic_image, original_image, synthetic_sha256,
+                               original_sha256)).lastrowid
+
+    def add_reader(self, name):
+        """Add a reader and draw their presentation (every case, in an order and with sides drawn from
+        a seed recorded with them). Returns their secret token: shown once, stored only as a hash."""
+        token = secrets.token_urlsafe(18)
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            self._check_unlocked(db)
+            study_seed = int(db.execute("SELECT value FROM study WHERE key = 'seed'").fetchone()[0])
+            index = db.execute("SELECT COUNT(*) FROM readers").fetchone()[0]
+            seed = study_seed * 1000 + index
+            try:
+                reader_id = db.execute("INSERT INTO readers (name, token_sha256, seed) VALUES (?, ?, ?)",
+                                       (name, token_hash(token), seed)).lastrowid
+            except sqlite3.IntegrityError:
+                db.execute("ROLLBACK")
+                raise InputError("reader name", "a name no other reader of the study has", repr(name))
+            cases = [row[0] for row in db.execute("SELECT id FROM cases ORDER BY id")]
+            rng = np.random.default_rng(seed)
+            order, sides = rng.permutation(len(cases)), rng.integers(0, 2, len(cases))
+            db.executemany("INSERT INTO presentations (reader_id, position, case_id, synthetic_side) "
+                           "VALUES (?, ?, ?, ?)",
+                           [(reader_id, k + 1, cases[i], SIDES[s]) for k, (i, s) in enumerate(zip(order, sides))])
+            db.execute("COMMIT")
+        return token
+
+    def lock(self):
+        """No more answers, cases or readers."""
+        with self._connect() as db:
+            db.execute("UPDATE study SET value = '1' WHERE key = 'locked'")
+
+    def _check_unlocked(self, db):
+        if db.execute("SELECT value FROM study WHERE key = 'locked'").fetchone()[0] == "1":
+            raise InputError(self.path, "an unlocked study", "the study is locked")
+
+    # ------------------------------------------------------------------ reading
+    def reader_for_token(self, token):
+        """The reader whose token this is, or None."""
+        if not isinstance(token, str) or not token:
+            return None
+        with self._connect() as db:
+            row = db.execute("SELECT id, name FROM readers WHERE token_sha256 = ?", (token_hash(token),)).fetchone()
+        return Reader(*row) if row else None
+
+    def readers(self):
+        with self._connect() as db:
+            return [Reader(*row) for row in db.execute("SELECT id, name FROM readers ORDER BY id")]
+
+    def progress(self, reader):
+        """(answered, total) for a reader."""
+        with self._connect() as db:
+            total = db.execute("SELECT COUNT(*) FROM presentations WHERE reader_id = ?", (reader.id,)).fetchone()[0]
+            done = db.execute("SELECT COUNT(*) FROM answers WHERE reader_id = ?", (reader.id,)).fetchone()[0]
+        return done, total
+
+    def presentation(self, reader, position):
+        """Case `position` (1-based) as this reader sees it, or None past the end. Records the time it
+        was first shown."""
+        with self._connect() as db:
+            total = db.execute("SELECT COUNT(*) FROM presentations WHERE reader_id = ?", (reader.id,)).fetchone()[0]
+            row = db.execute(
+                "SELECT p.synthetic_side, c.map, c.synthetic_image, c.original_image, a.choice "
+                "FROM presentations p JOIN cases c ON c.id = p.case_id "
+                "LEFT JOIN answers a ON a.reader_id = p.reader_id AND a.case_id = p.case_id "
+                "WHERE p.reader_id = ? AND p.position = ?", (reader.id, position)).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE presentations SET shown_at = ? WHERE reader_id = ? AND position = ? "
+                       "AND shown_at IS NULL", (now(), reader.id, position))
+        side, map_name, synthetic, original, answer = row
+        left, right = (synthetic, original) if side == "left" else (original, synthetic)
+        return Presentation(position, total, map_name, left, right, answer)
+
+    def next_position(self, reader):
+        """The first unanswered position of this reader (where they resume), or None when done."""
+        with self._connect() as db:
+            row = db.execute("SELECT MIN(p.position) FROM presentations p LEFT JOIN answers a "
+                             "ON a.reader_id = p.reader_id AND a.case_id = p.case_id "
+                             "WHERE p.reader_id = ? AND a.choice IS NULL", (reader.id,)).fetchone()
+        return row[0]
+
+    def reader_images(self, reader):
+        """The opaque image names this reader may load (those of their own cases)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT c.synthetic_image, c.original_image FROM presentations p "
+                              "JOIN cases c ON c.id = p.case_id WHERE p.reader_id = ?", (reader.id,)).fetchall()
+        return {name for row in rows for name in row}
+
+    # ------------------------------------------------------------------ answering
+    def answer(self, reader, position, choice, confidence=None, comment=None):
+        """Record this reader's choice (left / right: the noisier image) for case `position`, in one
+        transaction. Answering again with the same choice is a no-op (a retried request); changing a
+        recorded answer is refused."""
+        if choice not in SIDES:
+            raise InputError("answer", "choice left or right", repr(choice))
+        if confidence is not None and (not isinstance(confidence, int) or not 1 <= confidence <= 5):
+            raise InputError("answer", "confidence an integer 1-5 or none", repr(confidence))
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._check_unlocked(db)
+                row = db.execute("SELECT case_id, shown_at FROM presentations WHERE reader_id = ? AND position = ?",
+                                 (reader.id, position)).fetchone()
+                if row is None:
+                    raise InputError("answer", "a case position of this reader", repr(position))
+                case_id, shown_at = row
+                previous = db.execute("SELECT choice FROM answers WHERE reader_id = ? AND case_id = ?",
+                                      (reader.id, case_id)).fetchone()
+                if previous is not None:
+                    if previous[0] != choice:
+                        raise InputError("answer", f"case {position} unanswered (answers are final)",
+                                         f"already answered {previous[0]}")
+                    db.execute("ROLLBACK")
+                    return False
+                answered = now()
+                db.execute("INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (reader.id, case_id, choice, confidence, comment or None, shown_at or answered, answered))
+                db.execute("COMMIT")
+                return True
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    # ------------------------------------------------------------------ unblinded (analysis, export)
+    def unblinded_answers(self):
+        """Every answer with its truth: dicts of reader, subject, map, case, position, choice,
+        synthetic_side, synthetic_chosen, confidence, comment, shown_at, answered_at, seconds."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT r.name, c.subject, c.map, c.id, p.position, a.choice, p.synthetic_side, a.confidence, "
+                "a.comment, a.shown_at, a.answered_at FROM answers a "
+                "JOIN readers r ON r.id = a.reader_id JOIN cases c ON c.id = a.case_id "
+                "JOIN presentations p ON p.reader_id = a.reader_id AND p.case_id = a.case_id "
+                "ORDER BY r.id, p.position").fetchall()
+        keys = ("reader", "subject", "map", "case", "position", "choice", "synthetic_side", "confidence", "comment",
+                "shown_at", "answered_at")
+        answers = []
+        for row in rows:
+            entry = dict(zip(keys, row))
+            entry["synthetic_chosen"] = entry["choice"] == entry["synthetic_side"]
+            entry["seconds"] = (datetime.fromisoformat(entry["answered_at"])
+                                - datetime.fromisoformat(entry["shown_at"])).total_seconds()
+            answers.append(entry)
+        return answers
+
+    def cases(self):
+        with self._connect() as db:
+            keys = ("id", "subject", "map", "synthetic_image", "original_image", "synthetic_sha256", "original_sha256")
+            return [dict(zip(keys, row)) for row in db.execute(f"SELECT {', '.join(keys)} FROM cases ORDER BY id")]
+
+
+class _Closing:
+    """A connection as a context manager that closes it (sqlite3's own only commits)."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        return self.db
+
+    def __exit__(self, *exc):
+        self.db.close()
+        return False

@@ -1,0 +1,100 @@
+"""Building a blinded noise-review study from original and synthetic DTIs (the seed paper's reader
+study: which of two maps is noisier?).
+
+Each subject's original and synthetic DTI are aligned and fitted alike (evaluation.comparison.
+subject_maps: the original's grid and brain mask), and each requested map of both is written into the
+study folder as an uncompressed NIfTI under an opaque name (StudyFolder.image: random hex). Uncompressed
+and of one data type per map, the two files of a case have the same size: a compressed noisier image
+would be the larger file, and a size is visible to anyone who loads it. Colour FA is RGB24; FA, MD,
+AD, RD float32 (MD / AD / RD in mm^2/s) with one fixed display window per map kind (DISPLAY_WINDOWS:
+per-image auto-scaling would tell the images apart).
+"""
+
+import hashlib
+import json
+import secrets
+from pathlib import Path
+
+from ..core.atomic import atomic_output_dir
+from ..core.errors import InputError
+from ..core.output_layout import StudyFolder
+from ..core.progress import NullReporter
+from .store import StudyStore
+
+REVIEW_MAPS = ("color", "fa", "md", "ad", "rd")
+MAP_TITLES = {"color": "Colour FA", "fa": "FA", "md": "MD", "ad": "AD", "rd": "RD"}
+DISPLAY_WINDOWS = {"fa": [0.0, 1.0], "md": [0.0, 3e-3], "ad": [0.0, 3e-3], "rd": [0.0, 3e-3]}  # mm^2/s for MD/AD/RD
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_maps(maps):
+    unknown = [m for m in maps if m not in REVIEW_MAPS]
+    if not maps or unknown:
+        raise InputError("--maps", f"a comma list of {', '.join(REVIEW_MAPS)}", ", ".join(maps) or "nothing")
+    return tuple(maps)
+
+
+def reader_names(readers):
+    """Reader names from a count ("3": reader-1 .. reader-3) or a comma list of names."""
+    text = str(readers).strip()
+    if text.isdigit():
+        if int(text) < 1:
+            raise InputError("--readers", "at least one reader", text)
+        return [f"reader-{k}" for k in range(1, int(text) + 1)]
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise InputError("--readers", "a number or a comma list of distinct names", repr(text))
+    return names
+
+
+def create_study(original, synthetic, out_dir, maps=REVIEW_MAPS, readers=2, seed=0, name=None,
+                 reporter=NullReporter()):
+    """Write a study folder (study.sqlite + images/) from `original` and `synthetic` as `dtisynth
+    evaluate` takes them (one DTI and one synthesize folder, or a cohort folder and a folder of synthesize
+    folders). Returns {reader name: secret token}: the tokens are stored only as hashes."""
+    from ..evaluation.comparison import find_subjects, subject_maps
+    from ..io.nifti import write_nifti, write_nifti_rgb24
+
+    maps = check_maps(list(maps))
+    names = reader_names(readers)
+    subjects = find_subjects(original, synthetic)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise InputError(out_dir, "a new or empty folder for the study", "a folder with files")
+    tokens = {}
+    with atomic_output_dir(out_dir) as staging:
+        store = StudyStore.create(staging, name or out_dir.name, seed)
+        layout = StudyFolder(staging)
+        layout.images.mkdir()
+        cases = []
+        for i, (subject, original_path, synthetic_path) in enumerate(subjects):
+            reporter.progress("review", i / len(subjects), f"{subject}: fitting both DTIs")
+            compared = subject_maps(original_path, synthetic_path)
+            affine = compared.original.affine
+            for map_name in maps:
+                files = {}
+                for source in ("synthetic", "original"):
+                    path = layout.image(f"{secrets.token_hex(8)}.nii")
+                    volume = compared.maps[source][map_name]
+                    if map_name == "color":
+                        write_nifti_rgb24(path, volume, affine)
+                    else:
+                        write_nifti(path, volume.astype("float32"), affine)
+                    files[source] = path
+                cases.append((subject, map_name, files["synthetic"].name, files["original"].name,
+                              sha256_of(files["synthetic"]), sha256_of(files["original"])))
+        for case in cases:
+            store.add_case(*case)
+        for reader in names:
+            tokens[reader] = store.add_reader(reader)
+        store.set_info({"maps": json.dumps(list(maps)), "display": json.dumps(DISPLAY_WINDOWS),
+                        "sources": json.dumps({"original": str(original), "synthetic": str(synthetic)})})
+    reporter.progress("review", 1.0, f"{len(cases)} cases, {len(names)} readers")
+    return tokens

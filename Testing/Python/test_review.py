@@ -1,0 +1,316 @@
+"""Reader studies: the SQLite store (refusals, blinding, resume, final answers, lock, concurrency, a
+killed writer), building a study from DTIs, the analysis statistics and the review command."""
+
+import csv
+import json
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from DTISynthLib.cli import main
+from DTISynthLib.core.dwi import DWI
+from DTISynthLib.core.errors import InputError
+from DTISynthLib.core.output_layout import (
+    ReviewAnalysisOutput,
+    StudyFolder,
+    SynthesisOutput,
+)
+from DTISynthLib.io.files import load_dwi, save_dwi
+from DTISynthLib.review.analysis import (
+    analyze,
+    binomial_p,
+    cohen_kappa,
+    fleiss_kappa,
+    wilson_interval,
+)
+from DTISynthLib.review.store import APPLICATION_ID, SCHEMA_VERSION, StudyStore
+from DTISynthLib.review.study import create_study
+from DTISynthLib.simulation.cohort import write_cohort
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+
+def _store_with_cases(folder, cases=6, readers=("ann", "bob")):
+    store = StudyStore.create(folder, "test", seed=3)
+    for k in range(cases):
+        store.add_case(f"sub-{k // 2}", ("fa", "md")[k % 2], f"s{k:02d}.nii", f"o{k:02d}.nii", "0" * 64, "1" * 64)
+    tokens = {name: store.add_reader(name) for name in readers}
+    return store, tokens
+
+
+# ----------------------------------------------------------------------------- the store
+
+def test_a_database_not_ours_or_of_another_version_is_refused(tmp_path):
+    with pytest.raises(InputError, match="study.sqlite.*no such file"):
+        StudyStore(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    sqlite3.connect(StudyFolder(other).database).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(InputError, match="application_id 0x0"):
+        StudyStore(other)
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    StudyFolder(garbage).database.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(InputError, match="not an SQLite database"):
+        StudyStore(garbage)
+    StudyStore.create(tmp_path / "newer", "x", 0)
+    db = sqlite3.connect(StudyFolder(tmp_path / "newer").database)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(InputError, match=f"schema version {SCHEMA_VERSION}.*version {SCHEMA_VERSION + 1}"):
+        StudyStore(tmp_path / "newer")
+    with pytest.raises(InputError, match="one exists"):
+        StudyStore.create(tmp_path / "newer", "x", 0)
+    db = sqlite3.connect(StudyFolder(tmp_path / "newer").database)
+    assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_tokens_presentations_sides_and_resume(tmp_path):
+    store, tokens = _store_with_cases(tmp_path)
+    ann = store.reader_for_token(tokens["ann"])
+    assert ann.name == "ann" and store.reader_for_token("forged") is None and store.reader_for_token("") is None
+    raw = StudyFolder(tmp_path).database.read_bytes() + b"".join(
+        p.read_bytes() for p in tmp_path.glob("study.sqlite-*"))
+    assert tokens["ann"].encode() not in raw  # only the hash is stored
+    shown = [store.presentation(ann, k) for k in range(1, 7)]
+    assert store.presentation(ann, 7) is None
+    assert sorted(p.left_image[1:] for p in shown) == [f"{k:02d}.nii" for k in range(6)]
+    sides = [("left" if p.left_image.startswith("s") else "right") for p in shown]
+    assert 0 < sides.count("left") < 6  # drawn, not constant (seed 3)
+    bob = store.reader_for_token(tokens["bob"])
+    assert [store.presentation(bob, k).left_image for k in range(1, 7)] != [p.left_image for p in shown]
+    # Resume: the first unanswered position, whatever order the answers came in.
+    assert store.next_position(ann) == 1
+    store.answer(ann, 1, "left", 4, "grainy")
+    store.answer(ann, 3, "right")
+    assert store.next_position(ann) == 2 and store.progress(ann) == (2, 6)
+    assert store.presentation(ann, 1).answer == "left" and store.presentation(ann, 2).answer is None
+    # Final answers: a retried identical answer is a no-op, a changed one is refused.
+    assert store.answer(ann, 1, "left") is False
+    with pytest.raises(InputError, match="answers are final.*already answered left"):
+        store.answer(ann, 1, "right")
+    for bad, match in ((("up",), "left or right"), (("left", 6), "confidence"), (("left", 0), "confidence")):
+        with pytest.raises(InputError, match=match):
+            store.answer(ann, 2, *bad)
+    with pytest.raises(InputError, match="a case position of this reader"):
+        store.answer(ann, 99, "left")
+    assert store.progress(ann) == (2, 6)
+    # A reader's images are their own cases' (here every reader has every case).
+    assert store.reader_images(ann) == {f"{s}{k:02d}.nii" for s in "so" for k in range(6)}
+    with pytest.raises(InputError, match="the study has readers"):
+        store.add_case("sub-9", "fa", "a.nii", "b.nii", "0", "1")
+    with pytest.raises(InputError, match="a name no other reader"):
+        store.add_reader("ann")
+    store.lock()
+    with pytest.raises(InputError, match="locked"):
+        store.answer(ann, 2, "left")
+    answers = store.unblinded_answers()
+    assert [(a["reader"], a["position"], a["choice"]) for a in answers] == [("ann", 1, "left"), ("ann", 3, "right")]
+    assert answers[0]["confidence"] == 4 and answers[0]["comment"] == "grainy" and answers[0]["seconds"] >= 0
+
+
+def _answer_all(folder, token, results):
+    store = StudyStore(folder)
+    reader = store.reader_for_token(token)
+    done = 0
+    for position in range(1, store.progress(reader)[1] + 1):
+        done += store.answer(reader, position, "left" if position % 2 else "right")
+    results.put(done)
+
+
+def test_readers_answering_at_the_same_time_lose_nothing(tmp_path):
+    store, tokens = _store_with_cases(tmp_path, cases=40, readers=("a", "b", "c", "d"))
+    results = multiprocessing.get_context("spawn").Queue()
+    workers = [multiprocessing.get_context("spawn").Process(target=_answer_all, args=(tmp_path, t, results))
+               for t in tokens.values()]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+        assert w.exitcode == 0
+    assert sorted(results.get(timeout=5) for _ in workers) == [40] * 4
+    answers = store.unblinded_answers()
+    assert len(answers) == 160
+    assert all(a["choice"] == ("left" if a["position"] % 2 else "right") for a in answers)
+
+
+KILLED_WRITER = """
+import sys
+from DTISynthLib.review.store import StudyStore
+store = StudyStore(sys.argv[1])
+reader = store.reader_for_token(sys.argv[2])
+for position in range(1, 10001):
+    store.answer(reader, position, "left")
+    print(position, flush=True)  # printed only after the commit returned: what a page would confirm
+"""
+
+
+def test_every_confirmed_answer_survives_kill_9_of_the_writer(tmp_path):
+    store, tokens = _store_with_cases(tmp_path, cases=400, readers=("ann",))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path), tokens["ann"]], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    confirmed = 0
+    while confirmed < 40:
+        confirmed = int(writer.stdout.readline())
+    writer.send_signal(signal.SIGKILL)
+    rest = writer.stdout.read().split()
+    writer.wait(10)
+    confirmed = int(rest[-1]) if rest else confirmed
+    stored = {a["position"] for a in store.unblinded_answers()}
+    assert set(range(1, confirmed + 1)) <= stored  # nothing confirmed is lost
+    assert len(stored) <= confirmed + 1  # at most the one in flight, and whole
+    assert StudyStore(tmp_path).next_position(store.reader_for_token(tokens["ann"])) == len(stored) + 1
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def test_wilson_binomial_and_kappas_against_published_values():
+    low, high = wilson_interval(5, 10)
+    assert (round(low, 4), round(high, 4)) == (0.2366, 0.7634)  # Wilson (1927) / Newcombe (1998) table
+    low, high = wilson_interval(0, 10)
+    assert low == pytest.approx(0, abs=1e-12) and round(high, 4) == 0.2775
+    assert binomial_p(8, 10) == pytest.approx(0.109375)  # 2 * (1 + 10 + 45) / 1024
+    assert binomial_p(5, 10) == pytest.approx(1.0)
+    # Cohen (1960)-style 2 x 2: 20 yes/yes, 5 yes/no, 10 no/yes, 15 no/no -> po 0.7, pe 0.5, kappa 0.4
+    first = [1] * 25 + [0] * 25
+    second = [1] * 20 + [0] * 5 + [1] * 10 + [0] * 15
+    assert cohen_kappa(first, second) == pytest.approx(0.4)
+    # Fleiss (1971) worked example as given by Wikipedia: 10 items, 14 raters, 5 categories -> 0.210
+    counts = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+              [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    assert round(fleiss_kappa(counts), 3) == 0.210
+    with pytest.raises(ValueError, match="same number"):
+        fleiss_kappa([[1, 1], [2, 1]])
+
+
+def test_analysis_counts_each_map_reader_and_agreement():
+    rng = np.random.default_rng(0)
+    answers = []
+    for case in range(30):
+        map_name = ("fa", "md", "color")[case % 3]
+        for reader in ("ann", "bob", "cid"):
+            chosen = bool(case % 3 != 2 or reader == "ann") if case < 27 else bool(rng.integers(0, 2))
+            answers.append({"reader": reader, "case": case, "map": map_name, "synthetic_chosen": chosen,
+                            "seconds": 2.0 + case})
+    tables = analyze(answers, ["color", "fa", "md"])
+    by_map = {r["map"]: r for r in tables["noisier"]}
+    for map_name in ("color", "fa", "md", "pooled"):
+        own = [a for a in answers if map_name in ("pooled", a["map"])]
+        assert by_map[map_name]["answers"] == len(own)
+        assert by_map[map_name]["synthetic_noisier"] == sum(a["synthetic_chosen"] for a in own)
+    assert by_map["fa"]["p_binomial"] < 0.001 and by_map["fa"]["ci95_low"] > 0.8  # 30 of 30 (fa: cases 1, 4, ...)
+    assert [r["reader"] for r in tables["readers"]] == ["ann", "bob", "cid"]
+    assert tables["readers"][0]["median_seconds"] == 16.5
+    pooled = tables["agreement"][-1]
+    assert pooled["method"] == "Fleiss" and pooled["readers"] == 3 and pooled["cases"] == 30
+    two = analyze([a for a in answers if a["reader"] != "cid"], ["color", "fa", "md"])["agreement"][-1]
+    assert two["method"] == "Cohen"
+    assert tables["reader_by_map"][1]["color"] == "{}/10".format(
+        sum(a["synthetic_chosen"] for a in answers if a["reader"] == "bob" and a["map"] == "color"))
+
+
+# ----------------------------------------------------------------------------- a study from DTIs
+
+@pytest.fixture(scope="module")
+def study_inputs(tmp_path_factory):
+    """Two tiny phantom subjects; their 'synthetic' DTI is the acquired one with added noise (so the
+    synthetic map is the noisier one, known)."""
+    root = tmp_path_factory.mktemp("review")
+    write_cohort(root / "cohort", 2, "sampled", seed=4, grid=(32, 32, 12))
+    synthetic = root / "synthetic"
+    rng = np.random.default_rng(1)
+    for path in sorted((root / "cohort").rglob("*_acq-dti6_dwi.nii.gz")):
+        subject = path.name.split("_")[0]
+        dti = load_dwi(path)
+        noisy = np.abs(dti.data + rng.normal(0, 0.08 * dti.data[..., 0].max(), dti.data.shape)).astype(np.float32)
+        folder = synthetic / subject
+        folder.mkdir(parents=True)
+        save_dwi(SynthesisOutput(folder).dti_nifti, DWI(noisy, dti.affine, dti.bvals, dti.gradients, "noisy"))
+    return root / "cohort", synthetic
+
+
+def test_a_study_from_dtis_is_blinded_and_complete(study_inputs, tmp_path):
+    original, synthetic = study_inputs
+    tokens = create_study(original, synthetic, tmp_path / "study", readers="ann,bob", seed=7)
+    store = StudyStore(tmp_path / "study")
+    cases = store.cases()
+    assert len(cases) == 10 and {c["map"] for c in cases} == {"color", "fa", "md", "ad", "rd"}
+    layout = StudyFolder(tmp_path / "study")
+    files = sorted(p.name for p in layout.images.iterdir())
+    assert len(files) == 20
+    for name in files:  # opaque: 16 hex digits
+        assert len(name) == len("0123456789abcdef.nii") and int(name[:16], 16) >= 0
+    listing = " ".join(str(p) for p in (tmp_path / "study").rglob("*")).lower()
+    assert "synth" not in listing and "orig" not in listing
+    import nibabel as nib
+
+    from DTISynthLib.evaluation.comparison import find_subjects, subject_maps
+    from DTISynthLib.review.study import sha256_of
+
+    compared = subject_maps(*find_subjects(original, synthetic)[0][1:])
+    for case in cases:
+        synthetic_file, original_file = layout.image(case["synthetic_image"]), layout.image(case["original_image"])
+        assert synthetic_file.stat().st_size == original_file.stat().st_size  # no size tells them apart
+        assert sha256_of(synthetic_file) == case["synthetic_sha256"]
+        headers = [nib.load(p).header for p in (synthetic_file, original_file)]
+        assert headers[0]["descrip"] == headers[1]["descrip"] and headers[0]["datatype"] == headers[1]["datatype"]
+        if case["map"] == "color":
+            assert int(headers[0]["datatype"]) == 128  # RGB24
+        elif case["subject"] == "sub-001":  # each image is its source's map, as evaluate computes it
+            for source, path in (("synthetic", synthetic_file), ("original", original_file)):
+                np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj), compared.maps[source][case["map"]])
+    assert json.loads(store.info()["display"])["fa"] == [0.0, 1.0]
+    assert set(tokens) == {"ann", "bob"} and all(store.reader_for_token(t) for t in tokens.values())
+    with pytest.raises(InputError, match="a new or empty folder"):
+        create_study(original, synthetic, tmp_path / "study")
+    with pytest.raises(InputError, match="--maps"):
+        create_study(original, synthetic, tmp_path / "other", maps=["fa", "t1"])
+
+
+def test_review_commands_create_analyze_export_lock(study_inputs, tmp_path, capsys):
+    original, synthetic = study_inputs
+    study = tmp_path / "study"
+    assert main(["review", "create", "--original", str(original), "--synthetic", str(synthetic), "--out", str(study),
+                 "--maps", "fa,md", "--readers", "2", "--seed", "1", "--jsonl"]) == 0
+    result = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"result"' in line][-1]
+    links = [line.split(": ", 1)[1] for line in result["message"].splitlines()[1:]]
+    assert len(links) == 2 and all(link.startswith("http://127.0.0.1:8765/r/") for link in links)
+    store = StudyStore(study)
+    # Two readers answer every case: ann always picks the synthetic image, bob always the left one.
+    truth = {}
+    for link, rule in zip(links, ("synthetic", "left")):
+        reader = store.reader_for_token(link.rsplit("/", 1)[1])
+        for position in range(1, store.progress(reader)[1] + 1):
+            shown = store.presentation(reader, position)
+            synthetic_side = "left" if shown.left_image in {c["synthetic_image"] for c in store.cases()} else "right"
+            choice = synthetic_side if rule == "synthetic" else "left"
+            store.answer(reader, position, choice)
+            truth[(reader.name, position)] = (choice, choice == synthetic_side)
+    assert main(["review", "export", str(study), "--out", str(tmp_path / "answers.csv")]) == 0
+    rows = list(csv.DictReader((tmp_path / "answers.csv").open()))
+    assert {(r["reader"], int(r["position"])): (r["choice"], r["synthetic_chosen"] == "True") for r in rows} == truth
+    assert main(["review", "analyze", str(study), "--out", str(tmp_path / "analysis")]) == 0
+    out = ReviewAnalysisOutput(tmp_path / "analysis")
+    noisier = {r["map"]: r for r in csv.DictReader(out.noisier.open())}
+    assert int(noisier["pooled"]["answers"]) == 8
+    assert int(noisier["pooled"]["synthetic_noisier"]) == sum(chosen for _, chosen in truth.values())
+    readers = {r["reader"]: r for r in csv.DictReader(out.readers.open())}
+    assert readers["reader-1"]["synthetic_noisier"] == "4"
+    agreement = {r["map"]: r for r in csv.DictReader(out.agreement.open())}
+    assert agreement["pooled"]["method"] == "Cohen" and agreement["pooled"]["cases"] == "4"
+    assert out.figure.stat().st_size > 1000 and "<td>Cohen</td>" in out.report.read_text()
+    assert json.loads(out.summary.read_text())["answers"] == 8
+    assert main(["review", "lock", str(study)]) == 0
+    reader = store.reader_for_token(links[0].rsplit("/", 1)[1])
+    with pytest.raises(InputError, match="locked"):
+        store.answer(reader, 1, "left")
