@@ -14,12 +14,21 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.test-installed: $(VENV)/.installed
+# The review page's viewer (NiiVue), from npm at the locked version, served locally.
+NIIVUE := Resources/Review/node_modules/.package-lock.json
+$(NIIVUE): Resources/Review/package-lock.json
+	npm ci --prefix Resources/Review --no-audit --no-fund --loglevel=error
+
+$(VENV)/.test-installed: $(VENV)/.installed $(NIIVUE)
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	command -v dwi2tensor >/dev/null || bash Testing/install_mrtrix3.sh
+	command -v chromium >/dev/null || apt-get install -y --no-install-recommends chromium \
+		|| (apt-get update && apt-get install -y --no-install-recommends chromium)
 	touch $@
 
 demo: $(VENV)/.installed
+	-@command -v npm >/dev/null && $(MAKE) --no-print-directory $(NIIVUE) \
+		|| echo "npm not found: install Node.js and run make $(NIIVUE) for the review page"
 	$(BIN)/dtisynth demo --out $(DEMO_OUT)
 
 test: $(VENV)/.test-installed

@@ -36,6 +36,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from DTISynthLib.generators.package import DEFAULT_MODELS
+from DTISynthLib.slicer.review_session import ReviewSession
 
 MAP_ROLES = {"FA": "fa", "MD": "md", "AD": "ad", "RD": "rd", "colour FA": "color"}
 
@@ -126,7 +127,69 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.mapComboBox.connect("currentIndexChanged(int)", self.onDisplayChanged)
         self.ui.roiOverlayCheckBox.connect("toggled(bool)", self.onDisplayChanged)
         self.ui.resultsCollapsibleButton.enabled = False
+        self.setupReview()
         self.initializeParameterNode()
+
+    def setupReview(self):
+        """The Review section: a reader's blinded noise review (DTISynthLib.slicer.review_session does the
+        work; here only widgets, buttons and the shortcuts Left / Right arrow and 1-5)."""
+        import ctk
+
+        self.review = None
+        section = ctk.ctkCollapsibleButton()
+        section.text = _("Review (blinded noise review)")
+        section.collapsed = True
+        self.layout.addWidget(section)
+        form = qt.QFormLayout(section)
+        self.reviewStudy = ctk.ctkPathLineEdit()
+        self.reviewStudy.filters = ctk.ctkPathLineEdit.Dirs
+        self.reviewStudy.toolTip = _("The study folder (dtisynth review create)")
+        form.addRow(_("Study folder:"), self.reviewStudy)
+        self.reviewToken = qt.QLineEdit()
+        self.reviewToken.echoMode = qt.QLineEdit.Password
+        self.reviewToken.toolTip = _("Your reader link or token, as the study's organiser gave it")
+        form.addRow(_("Reader link:"), self.reviewToken)
+        start = qt.QPushButton(_("Start / resume"))
+        start.connect("clicked(bool)", self.onReviewStart)
+        form.addRow(start)
+        self.reviewProgress = qt.QLabel(_("Not started"))
+        form.addRow(self.reviewProgress)
+        buttons = qt.QHBoxLayout()
+        for side, text in (("left", _("\u2190 Left is noisier")), ("right", _("Right is noisier \u2192"))):
+            button = qt.QPushButton(text)
+            button.connect("clicked(bool)", lambda checked, side=side: self.onReviewAnswer(side))
+            buttons.addWidget(button)
+            shortcut = qt.QShortcut(qt.QKeySequence(qt.Qt.Key_Left if side == "left" else qt.Qt.Key_Right),
+                                    slicer.util.mainWindow())
+            shortcut.connect("activated()", lambda side=side: self.onReviewAnswer(side))
+        form.addRow(buttons)
+        self.reviewConfidence = qt.QSpinBox()
+        self.reviewConfidence.setRange(0, 5)
+        self.reviewConfidence.specialValueText = _("none")
+        form.addRow(_("Confidence (1-5):"), self.reviewConfidence)
+        for value in range(1, 6):
+            shortcut = qt.QShortcut(qt.QKeySequence(str(value)), slicer.util.mainWindow())
+            shortcut.connect("activated()", lambda value=value: setattr(self.reviewConfidence, "value", value))
+        self.reviewComment = qt.QLineEdit()
+        form.addRow(_("Comment:"), self.reviewComment)
+
+    def onReviewStart(self):
+        with slicer.util.tryWithErrorDisplay(_("The review could not start."), waitCursor=True):
+            self.review = ReviewSession(slicer.mrmlScene, self.reviewStudy.currentPath, self.reviewToken.text)
+            self.review.show_next()
+            self._reviewShown()
+
+    def onReviewAnswer(self, side):
+        if self.review is None or self.review.shown is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("The answer was not saved."), waitCursor=True):
+            self.review.answer(side, self.reviewConfidence.value or None, self.reviewComment.text or None)
+            self._reviewShown()
+
+    def _reviewShown(self):
+        self.reviewProgress.text = self.review.progress_text()
+        self.reviewConfidence.value = 0
+        self.reviewComment.text = ""
 
     def cleanup(self):
         if self.job is not None:

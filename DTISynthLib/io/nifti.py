@@ -27,11 +27,16 @@ def _sidecar(path, suffix):
 
 
 def read_nifti(path):
-    """Load a NIfTI image: (float32 array, 4x4 affine). Corrupt or truncated files raise InputError."""
+    """Load a NIfTI image: (float32 array, 4x4 affine); RGB24 (write_nifti_rgb24) as (x, y, z, 3) in
+    [0, 1]. Corrupt or truncated files raise InputError."""
     path = Path(path)
     try:
         img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float32)
+        if img.get_data_dtype().names == ("R", "G", "B"):
+            packed = np.asarray(img.dataobj)
+            data = np.stack([packed[c] for c in "RGB"], axis=-1).astype(np.float32) / 255
+        else:
+            data = np.asarray(img.dataobj, dtype=np.float32)
     except FileNotFoundError:
         raise InputError(path, "an existing NIfTI file", "no such file") from None
     except Exception as exc:  # nibabel raises many types for damaged files

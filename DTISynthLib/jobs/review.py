@@ -1,4 +1,4 @@
-"""`dtisynth review create | analyze | export | lock`: blinded noise-review studies of original and
+"""`dtisynth review create | serve | analyze | export | lock`: blinded noise-review studies of original and
 synthetic maps (the seed paper's reader study)."""
 
 import csv
@@ -7,7 +7,7 @@ import sys
 from .options import add_jsonl_option
 
 NAME = "review"
-HELP = "blinded noise-review studies: create, analyze, export (unblinded), lock"
+HELP = "blinded noise-review studies: create, serve (browser review), analyze, export (unblinded), lock"
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
 EXPORT_COLUMNS = ("reader", "subject", "map", "position", "choice", "synthetic_side", "synthetic_chosen",
                   "confidence", "comment", "shown_at", "answered_at", "seconds")
@@ -28,6 +28,12 @@ def add_arguments(parser):
     create.add_argument("--host", default=DEFAULT_HOST, help="host of the printed links (review serve's)")
     create.add_argument("--port", type=int, default=DEFAULT_PORT, help="port of the printed links")
     add_jsonl_option(create)
+    serve = what.add_parser("serve", help="serve the study's review page to its readers (until Ctrl-C)")
+    serve.add_argument("study", help="the study folder")
+    serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: this "
+                       "machine only; 0.0.0.0 to let readers on the network in)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    add_jsonl_option(serve)
     analyze = what.add_parser("analyze", help="proportions, binomial tests, kappa: CSV, HTML report")
     analyze.add_argument("study", help="the study folder")
     analyze.add_argument("--out", required=True, help="output folder")
@@ -58,7 +64,13 @@ def run(args, reporter):
             args.out, "\n".join(lines)))
         return
     store = StudyStore(args.study)
-    if args.what == "analyze":
+    if args.what == "serve":
+        from ..review.server import serve
+
+        reporter.result([args.study], f"serving {args.study} on http://{args.host}:{args.port}/r/<reader token> "
+                        "(Ctrl-C stops)")
+        serve(args.study, args.host, args.port)
+    elif args.what == "analyze":
         from ..review.analysis import write_analysis
 
         tables = write_analysis(store, args.out)

@@ -23,7 +23,8 @@ from .store import StudyStore
 
 REVIEW_MAPS = ("color", "fa", "md", "ad", "rd")
 MAP_TITLES = {"color": "Colour FA", "fa": "FA", "md": "MD", "ad": "AD", "rd": "RD"}
-DISPLAY_WINDOWS = {"fa": [0.0, 1.0], "md": [0.0, 3e-3], "ad": [0.0, 3e-3], "rd": [0.0, 3e-3]}  # mm^2/s for MD/AD/RD
+# MD / AD / RD in mm^2/s; colour FA in RGB24 bytes (NiiVue would otherwise scale each image by its own range)
+DISPLAY_WINDOWS = {"color": [0.0, 255.0], "fa": [0.0, 1.0], "md": [0.0, 3e-3], "ad": [0.0, 3e-3], "rd": [0.0, 3e-3]}
 
 
 def sha256_of(path):

@@ -2,5 +2,5 @@
 runner behind the module's panel (the command line in a child process). The only package that
 imports `slicer` or `vtk`, and only inside functions, so that it imports anywhere.
 
-May import: core, io.
+May import: core, io, review.
 """

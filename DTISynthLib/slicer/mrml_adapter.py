@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.output_layout import EvaluationOutput, SynthesisOutput
+from ..core.output_layout import EvaluationOutput, ReviewAnalysisOutput, SynthesisOutput
 
 # (lower, upper) display window per map, in the map's stored unit (mm^2/s for diffusivities)
 WINDOWS = {"fa": (0.0, 1.0), "md": (0.0, 2.0e-3), "ad": (0.0, 2.5e-3), "rd": (0.0, 2.0e-3)}
@@ -290,6 +290,19 @@ def load_results(scene, synthesis_dir, evaluation_dir=None, name="DTISynth", sub
             hierarchy.SetItemParent(item, folder)
         else:
             hierarchy.CreateItem(folder, node)
+    return nodes
+
+
+def load_review_analysis(scene, analysis_dir, name="Noise review"):
+    """Table nodes of a `dtisynth review analyze` output: {"noisier", "readers", "agreement": node}."""
+    layout = ReviewAnalysisOutput(analysis_dir)
+    nodes = {}
+    for key, path, title in (("noisier", layout.noisier, "synthetic judged noisier"),
+                             ("readers", layout.readers, "readers"), ("agreement", layout.agreement, "agreement")):
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        columns = list(rows[0]) if rows else []
+        nodes[key] = add_table(scene, f"{name}: {title}", rows, columns)
     return nodes
 
 

@@ -14,10 +14,10 @@ from safetensors.torch import load_file
 
 from DTISynthLib.core.errors import InputError
 from DTISynthLib.generators.intensity import Intensity
-from DTISynthLib.io.files import load_dwi
 from DTISynthLib.generators.package import read_manifest
 from DTISynthLib.generators.pix2pix_trainer import Pix2PixTrainer
 from DTISynthLib.generators.runner import load_generators
+from DTISynthLib.io.files import load_dwi
 from DTISynthLib.jobs.train import run_training
 from DTISynthLib.simulation.cohort import draw_subject, simulate_subject, write_cohort
 from DTISynthLib.training.config import TrainConfig

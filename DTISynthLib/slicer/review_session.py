@@ -1,0 +1,115 @@
+"""A reader's noise review in Slicer, Qt-free: the next case of their study in two linked axial slice
+views (side by side), both images with one colour map and the map kind's fixed window, under neutral
+node names; answers go to the study's store (review.store), as the browser page's do.
+
+The Qt panel only forwards buttons and shortcuts (left / right arrow, 1-5) to this class.
+"""
+
+from ..core.output_layout import StudyFolder
+from ..review.store import StudyStore
+
+NODE_NAMES = {"left": "Review left", "right": "Review right"}
+VIEWS = {"left": "Red", "right": "Yellow"}
+
+
+def token_from_link(text):
+    """A reader's token from their link (http://host:port/r/TOKEN) or the token itself."""
+    return str(text).strip().rstrip("/").rsplit("/", 1)[-1]
+
+
+class ReviewSession:
+    """One reader's review of the study in `study_folder`, shown in `scene`."""
+
+    def __init__(self, scene, study_folder, link_or_token):
+        import json
+
+        from ..core.errors import InputError
+
+        self.scene, self.layout = scene, StudyFolder(study_folder)
+        self.store = StudyStore(study_folder)
+        self.reader = self.store.reader_for_token(token_from_link(link_or_token))
+        if self.reader is None:
+            raise InputError(link_or_token, "a reader link or token of this study", "an unknown token")
+        self.windows = json.loads(self.store.info().get("display", "{}"))
+        self.shown, self.nodes = None, {}
+
+    def progress_text(self):
+        if self.shown is None:
+            answered, total = self.store.progress(self.reader)
+            return f"Done: {answered} of {total}" if answered == total else "Not started"
+        return f"Case {self.shown.position} of {self.shown.total}"
+
+    def show_next(self):
+        """Load the reader's first unanswered case (where they resume); None when all are answered."""
+        position = self.store.next_position(self.reader)
+        self._clear()
+        self.shown = None if position is None else self.store.presentation(self.reader, position)
+        if self.shown is not None:
+            for side in ("left", "right"):
+                self.nodes[side] = self._load(side, getattr(self.shown, f"{side}_image"))
+            self._show_side_by_side()
+        return self.shown
+
+    def answer(self, choice, confidence=None, comment=None):
+        """Store the choice (left / right: the noisier image) for the case shown, then show the next."""
+        if self.shown is None:
+            from ..core.errors import InputError
+
+            raise InputError("review", "a case on screen", "none (all answered)")
+        self.store.answer(self.reader, self.shown.position, choice, confidence, comment)
+        return self.show_next()
+
+    def _load(self, side, image_name):
+        from ..io.nifti import read_nifti
+        from .mrml_adapter import add_color_volume, add_scalar_volume
+
+        data, affine = read_nifti(self.layout.image(image_name))
+        window = self.windows.get(self.shown.map)
+        if data.ndim == 4:
+            return add_color_volume(self.scene, NODE_NAMES[side], data, affine)
+        node = add_scalar_volume(self.scene, NODE_NAMES[side], data, affine, window=window)
+        grey = self.scene.GetFirstNodeByName("Grey")
+        if grey is not None:
+            node.GetDisplayNode().SetAndObserveColorNodeID(grey.GetID())
+        return node
+
+    def _show_side_by_side(self):
+        """Left image in the Red view, right in the Yellow, both axial and linked; the side-by-side
+        layout where the scene has a layout node (Slicer's)."""
+        for side, view in VIEWS.items():
+            composite = self._view_node("vtkMRMLSliceCompositeNode", view)
+            composite.SetBackgroundVolumeID(self.nodes[side].GetID())
+            composite.SetForegroundVolumeID(None)
+            composite.SetLabelVolumeID(None)
+            composite.SetLinkedControl(1)
+            self._view_node("vtkMRMLSliceNode", view).SetOrientation("Axial")
+        layout = self.scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+        if layout is not None:
+            layout.SetViewArrangement(layout.SlicerLayoutSideBySideView)
+
+    def _view_node(self, class_name, view):
+        """The scene's node of `class_name` for slice view `view` (Red, Yellow), made if missing."""
+        for index in range(self.scene.GetNumberOfNodesByClass(class_name)):
+            node = self.scene.GetNthNodeByClass(index, class_name)
+            if node.GetLayoutName() == view:
+                return node
+        if class_name == "vtkMRMLSliceNode":  # presets Slicer's application gives its own slice nodes
+            import slicer
+
+            slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(self.scene)
+        node = self.scene.CreateNodeByClass(class_name)
+        node.SetLayoutName(view)
+        self.scene.AddNode(node)
+        return node
+
+    def _clear(self):
+        """Remove the review's volumes, this session's and any an earlier session left in the scene."""
+        names = set(NODE_NAMES.values())
+        volumes = [self.scene.GetNthNodeByClass(k, "vtkMRMLVolumeNode")
+                   for k in range(self.scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode"))]
+        for node in [v for v in volumes if v.GetName() in names]:
+            displays = [node.GetNthDisplayNode(k) for k in range(node.GetNumberOfDisplayNodes())]
+            self.scene.RemoveNode(node)
+            for display in displays:
+                self.scene.RemoveNode(display)
+        self.nodes = {}
