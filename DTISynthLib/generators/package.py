@@ -12,7 +12,6 @@ synthetic DTI's gradient table, RAS), the weights files (network_files), trainin
 data provenance, subject split), created_by.
 """
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from .. import __version__
 from ..core.atomic import set_default_permissions, write_text_atomic
+from ..core.checksums import sha256_file
 from ..core.errors import InputError
 from ..core.gradient_schemes import AXES_3_RAS
 from ..core.resources import RESOURCES
@@ -30,14 +30,6 @@ SHIPPED_MODELS = RESOURCES / "Models"  # one folder per shipped package
 DEFAULT_MODELS = SHIPPED_MODELS / "tensor-unet"  # the default set
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_generator_weights(path, state_dict, dtype="float32"):

@@ -10,12 +10,12 @@ AD, RD float32 (MD / AD / RD in mm^2/s) with one fixed display window per map ki
 per-image auto-scaling would tell the images apart).
 """
 
-import hashlib
 import json
 import secrets
 from pathlib import Path
 
 from ..core.atomic import atomic_output_dir
+from ..core.checksums import sha256_file
 from ..core.errors import InputError
 from ..core.output_layout import StudyFolder
 from ..core.progress import NullReporter
@@ -25,14 +25,6 @@ REVIEW_MAPS = ("color", "fa", "md", "ad", "rd")
 MAP_TITLES = {"color": "Colour FA", "fa": "FA", "md": "MD", "ad": "AD", "rd": "RD"}
 # MD / AD / RD in mm^2/s; colour FA in RGB24 bytes (NiiVue would otherwise scale each image by its own range)
 DISPLAY_WINDOWS = {"color": [0.0, 255.0], "fa": [0.0, 1.0], "md": [0.0, 3e-3], "ad": [0.0, 3e-3], "rd": [0.0, 3e-3]}
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_maps(maps):
@@ -90,7 +82,7 @@ def create_study(original, synthetic, out_dir, maps=REVIEW_MAPS, readers=2, seed
                         write_nifti(path, volume.astype("float32"), affine)
                     files[source] = path
                 cases.append((subject, map_name, files["synthetic"].name, files["original"].name,
-                              sha256_of(files["synthetic"]), sha256_of(files["original"])))
+                              sha256_file(files["synthetic"]), sha256_file(files["original"])))
         for case in cases:
             store.add_case(*case)
         for reader in names:

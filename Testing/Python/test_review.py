@@ -254,14 +254,14 @@ def test_a_study_from_dtis_is_blinded_and_complete(study_inputs, tmp_path):
     assert "synth" not in listing and "orig" not in listing
     import nibabel as nib
 
+    from DTISynthLib.core.checksums import sha256_file
     from DTISynthLib.evaluation.comparison import find_subjects, subject_maps
-    from DTISynthLib.review.study import sha256_of
 
     compared = subject_maps(*find_subjects(original, synthetic)[0][1:])
     for case in cases:
         synthetic_file, original_file = layout.image(case["synthetic_image"]), layout.image(case["original_image"])
         assert synthetic_file.stat().st_size == original_file.stat().st_size  # no size tells them apart
-        assert sha256_of(synthetic_file) == case["synthetic_sha256"]
+        assert sha256_file(synthetic_file) == case["synthetic_sha256"]
         headers = [nib.load(p).header for p in (synthetic_file, original_file)]
         assert headers[0]["descrip"] == headers[1]["descrip"] and headers[0]["datatype"] == headers[1]["datatype"]
         if case["map"] == "color":
