@@ -46,7 +46,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 PHANTOM_SEEDS = (900001, 900002, 900003, 900004, 900005, 900006, 900007, 900008)
-TRAINING_COHORTS = {"demo": (2024, 8),  # Resources/Models/make_demo_models.sh: simulate cohort --seed 2024 --n 8
+TRAINING_COHORTS = {"pix2pix": (7301, 20),  # Resources/Models/make_pix2pix_models.sh: --seed 7301 --n 20
                     "tensor-unet": (7301, 20)}  # Resources/Models/make_tensor_models.sh: --seed 7301 --n 20
 
 

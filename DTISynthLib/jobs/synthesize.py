@@ -14,7 +14,7 @@ def add_arguments(parser):
     parser.add_argument("--bval")
     parser.add_argument("--bvec")
     parser.add_argument("--b0", help="reference b=0 to register the DWI to (default: the DWI's own b=0)")
-    parser.add_argument("--models", help="model folder (default: the shipped demo set)")
+    parser.add_argument("--models", help="model folder (default: the shipped tensor-unet set)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--force-b", action="store_true", help="accept a b-value other than the models'")

@@ -250,8 +250,8 @@ def test_a_test_only_kind_is_one_module_and_one_registry_line_through_train_and_
 def test_a_manifest_without_a_kind_is_the_per_direction_kind():
     from DTISynthLib.generators.package import SHIPPED_MODELS
 
-    manifest = read_manifest(SHIPPED_MODELS / "demo")
-    assert "kind" not in manifest["architecture"]  # the shipped pix2pix set is unchanged
+    manifest = read_manifest(SHIPPED_MODELS / "pix2pix")
+    assert manifest["architecture"].pop("kind") == "pix2pix-per-direction"  # as packages before kinds had names
     assert registry.kind_of(manifest).name == registry.DEFAULT_KIND == "pix2pix-per-direction"
     with pytest.raises(ValueError, match="generator kind must be one of"):
         registry.kind_named("no-such-kind")

@@ -14,7 +14,7 @@ from DTISynthLib.io.files import load_dwi, load_tensor, load_volume, save_dwi
 from DTISynthLib.simulation.numerical_phantom import make_fibre_phantom
 
 REPO = Path(__file__).resolve().parents[2]
-# The shipped demo models (ngf 16, 8 epochs on 7 simulated subjects) against the ground truth, per ROI:
+# The demo job (the default model set) against the ground truth, per ROI:
 SYNTHETIC_FA_TOLERANCE = 0.15
 SYNTHETIC_MD_TOLERANCE = 0.15
 
@@ -161,9 +161,9 @@ def test_models_lists_every_shipped_set_with_its_description_and_marks_the_defau
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     heads = [line.split("  ")[0] for line in lines if not line.startswith("    ")]
-    assert heads == ["demo", "diagonal", "tensor-unet (default)", "broken", "mine"]
+    assert heads == ["diagonal", "pix2pix", "tensor-unet (default)", "broken", "mine"]
     described = {line.split("  ")[0]: line for line in lines if not line.startswith("    ")}
-    assert "[pix2pix-per-direction]  The seed paper's method" in described["demo"]
+    assert "[pix2pix-per-direction]  The seed paper's method" in described["pix2pix"]
     assert "[tensor-unet]  One tensor U-Net" in described["tensor-unet (default)"]
     assert "unusable:" in described["broken"] and "a JSON manifest" in described["broken"]
     event = json.loads(_dtisynth("models", "--jsonl").stdout.splitlines()[-1])

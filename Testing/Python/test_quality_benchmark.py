@@ -13,18 +13,19 @@ def test_quality_benchmark_on_a_tiny_phantom(tmp_path):
                           "48x48x30", "--no-real", "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO,
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "| phantom | demo, physics assembly | 1 |" in run.stdout
+    assert "| phantom | pix2pix, physics assembly | 1 |" in run.stdout
     summary = json.loads((tmp_path / "bench_quality.json").read_text())["summary"]
     rows = {row["dti"]: row for row in summary if row["data"] == "phantom"}
-    assert set(rows) == {"acquired 6-direction", "demo, network assembly", "demo, physics assembly",
+    assert set(rows) == {"acquired 6-direction", "pix2pix, network assembly", "pix2pix, physics assembly",
                          "tensor-unet, network assembly", "tensor-unet, physics assembly", "diagonal baseline"}
-    physics, paper, diagonal = rows["demo, physics assembly"], rows["demo, network assembly"], rows["diagonal baseline"]
+    physics, paper, diagonal = rows["pix2pix, physics assembly"], rows["pix2pix, network assembly"], rows["diagonal baseline"]
     # x, y, z input: the assembled MD is the measured one, like the baseline's, whatever the networks say
-    for name in ("demo, physics assembly", "tensor-unet, physics assembly"):
+    for name in ("pix2pix, physics assembly", "tensor-unet, physics assembly"):
         assert abs(rows[name]["md_rel_median"] - diagonal["md_rel_median"]) < 0.02 * diagonal["md_rel_median"], name
     # the learned set knows orientation the baseline cannot (measured 8.4 against 31.4 degrees)
     assert physics["v1_angle_median"] < 0.5 * diagonal["v1_angle_median"]
-    assert paper["md_rel_median"] > physics["md_rel_median"]
+    # the networks' own outputs are not bound to the measurement (their MD is theirs, 8 % off here)
+    assert abs(paper["md_rel_median"] - diagonal["md_rel_median"]) > 0.04 * diagonal["md_rel_median"]
     oblique = {row["dti"] for row in summary if row["data"] == "phantom, oblique input"}
-    assert oblique == {f"{package}, x and z tilted {degrees} degrees" for package in ("demo", "tensor-unet", "diagonal baseline")
+    assert oblique == {f"{package}, x and z tilted {degrees} degrees" for package in ("pix2pix", "tensor-unet", "diagonal baseline")
                        for degrees in ("0", "15", "29.5")}

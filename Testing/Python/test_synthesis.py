@@ -188,7 +188,7 @@ def test_edge_slices_of_a_real_scan_whose_brain_touches_both_ends_are_synthesize
     dwi3, dti6, _ = make_pairs(full, "nearest")
     save_dwi(tmp_path / "dti6.nii.gz", check_dwi(dti6))
     b0 = load_reference_b0(tmp_path / "dti6.nii.gz")
-    for models in (RESOURCES / "Models" / "diagonal", RESOURCES / "Models" / "demo"):
+    for models in (RESOURCES / "Models" / "diagonal", RESOURCES / "Models" / "pix2pix"):
         generators = TorchGenerators(models, "cpu", precision="fp32")
         result = synthesize_dwi(check_dwi(Volume(dwi3.data, dwi3.affine, dwi3.bvals, dwi3.gradients, "dwi3")),
                                 generators, generators.manifest, b0=b0, force_b=True)
@@ -199,7 +199,7 @@ def test_edge_slices_of_a_real_scan_whose_brain_touches_both_ends_are_synthesize
         interior = np.median(error[:, :, 2:-2][tissue[:, :, 2:-2]])
         for k in (0, -1):
             edge = error[:, :, k][tissue[:, :, k]]
-            # measured here: diagonal 4 % / 3 % (interior 2.6 %), demo 11 % / 14 % (interior 12 %)
+            # measured with the earlier pix2pix set: diagonal 4 % / 3 % (interior 2.6 %), pix2pix 11 % / 14 % (12 %)
             assert np.median(edge) < min(3 * interior, 0.2) and (edge > 1).mean() < 0.05, (models.name, k, interior)
         assert (error[tissue] > 0.5).mean() < 0.005, models.name
 
@@ -280,18 +280,18 @@ def test_synthesize_command_with_a_corrupt_models_folder(tmp_path, tiny_models, 
     assert not (tmp_path / "out").exists()
 
 
-def test_shipped_demo_models_are_verified_small_and_useful():
+def test_shipped_pix2pix_models_are_verified_small_and_useful():
     from DTISynthLib.generators.package import SHIPPED_MODELS, read_manifest
 
-    DEMO = SHIPPED_MODELS / "demo"
-    manifest = read_manifest(DEMO)
+    PIX2PIX = SHIPPED_MODELS / "pix2pix"
+    manifest = read_manifest(PIX2PIX)
     assert [d["index"] for d in manifest["directions"]] == [1, 2, 3, 4, 5, 6]
-    size = sum((DEMO / d["file"]).stat().st_size for d in manifest["directions"])
+    size = sum((PIX2PIX / d["file"]).stat().st_size for d in manifest["directions"])
     assert size <= 40 * 2**20, size
     for entry in manifest["directions"]:
         assert {"val_L1", "val_PSNR", "val_SSIM"} <= set(entry["validation"]), entry["index"]
         np.testing.assert_allclose(entry["gradient_ras"], SIEMENS_6_RAS[entry["index"] - 1], atol=1e-9)
-    generators = TorchGenerators(DEMO, "cpu")  # every checksum verified on load
+    generators = TorchGenerators(PIX2PIX, "cpu")  # every checksum verified on load
     # An unseen subject (its seed is not in the training cohort) and its noise-free twin (same seed).
     params = draw_subject("sub-009", 424242)
     subject = simulate_subject(params, "sampled")
@@ -353,17 +353,17 @@ def test_model_import_from_zip_verifies_and_refuses_tampering(tmp_path):
 
     from DTISynthLib.generators.package import SHIPPED_MODELS, import_package
 
-    archive = tmp_path / "demo.zip"
+    archive = tmp_path / "pix2pix.zip"
     with zipfile.ZipFile(archive, "w") as z:
-        for path in sorted((SHIPPED_MODELS / "demo").iterdir()):
-            z.write(path, f"demo/{path.name}")
+        for path in sorted((SHIPPED_MODELS / "pix2pix").iterdir()):
+            z.write(path, f"pix2pix/{path.name}")
     imported = import_package(archive, tmp_path / "models")
-    assert imported == tmp_path / "models" / "demo" and (imported / "direction_6.safetensors").exists()
-    assert [p.name for p in (tmp_path / "models").iterdir()] == ["demo"]  # no staging left
+    assert imported == tmp_path / "models" / "pix2pix" and (imported / "direction_6.safetensors").exists()
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["pix2pix"]  # no staging left
     with pytest.raises(InputError, match="already exists"):
         import_package(archive, tmp_path / "models")
     tampered = tmp_path / "tampered"
-    shutil.copytree(SHIPPED_MODELS / "demo", tampered)
+    shutil.copytree(SHIPPED_MODELS / "pix2pix", tampered)
     with open(tampered / "direction_3.safetensors", "r+b") as f:
         f.seek(-1, 2)
         last = f.read(1)[0]
