@@ -7,6 +7,7 @@ JSON-lines events on stdout (core/progress.py). Exit codes: 0 success, 2 bad inp
 """
 
 import argparse
+import sys
 
 from . import __version__
 from .core.errors import InputError
@@ -27,8 +28,20 @@ from .jobs import (
 JOBS = (fit, simulate, pairs, train, synthesize, evaluate, scene, demo, models, review)
 
 
+class UsageError(Exception):
+    """A command line argparse refused (unknown option, bad value): exit code 2, like bad input."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors come back to main instead of exiting (its sub-parsers are of this
+    class too), so that --jsonl gets an error event for them as for any other refusal."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message}")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="dtisynth", description=__doc__.splitlines()[0])
+    parser = _ArgumentParser(prog="dtisynth", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"dtisynth {__version__}")
     subparsers = parser.add_subparsers(dest="job", required=True)
     for job in JOBS:
@@ -39,7 +52,12 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        ProgressReporter(jsonl="--jsonl" in argv).error(f"{exc} (see {exc.args[0].split(':')[0]} --help)")
+        return 2
     reporter = ProgressReporter(jsonl=args.jsonl)
     try:
         args.run(args, reporter)

@@ -1,6 +1,6 @@
 """`dtisynth evaluate`: synthetic against original DTI (atlas ROIs, statistics, report; EvaluationOutput)."""
 
-from .options import add_jsonl_option
+from .options import add_jsonl_option, positive_int
 
 NAME = "evaluate"
 HELP = "compare synthetic with original DTI: atlas ROIs, statistics, report"
@@ -19,7 +19,7 @@ def add_arguments(parser):
                              "for several; 'embedded' is the phantom atlas (the default)")
     parser.add_argument("--rois", type=lambda text: [r for r in text.split(",") if r],
                         help="comma-separated ROIs (default: the seed paper's five)")
-    parser.add_argument("--jobs", type=int, default=1, help="subjects evaluated in parallel (cohort mode)")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="subjects evaluated in parallel (cohort mode)")
     add_jsonl_option(parser)
 
 

@@ -1,6 +1,41 @@
-"""Option types and options shared by the jobs' parsers."""
+"""Option types and options shared by the jobs' parsers. A value a type refuses is a usage error
+naming the option, what it expects and what was given (exit code 2; an error event under --jsonl)."""
 
 import argparse
+import math
+
+
+def _number(text, convert, expected, accept):
+    try:
+        value = convert(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not math.isfinite(value) or not accept(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, not {text!r}")
+    return value
+
+
+def positive_float(text):
+    """A finite number > 0 (SNR, b-value in s/mm^2, learning rate)."""
+    return _number(text, float, "a finite number > 0", lambda v: v > 0)
+
+
+def non_negative_float(text):
+    return _number(text, float, "a finite number >= 0", lambda v: v >= 0)
+
+
+def positive_int(text):
+    """An integer >= 1 (counts: subjects, epochs, batch size, jobs)."""
+    return _number(text, int, "an integer >= 1", lambda v: v >= 1)
+
+
+def non_negative_int(text):
+    return _number(text, int, "an integer >= 0", lambda v: v >= 0)
+
+
+def fraction(text):
+    """A share in [0, 1): 0 means none."""
+    return _number(text, float, "a fraction from 0 up to (not including) 1", lambda v: 0 <= v < 1)
 
 
 def parse_grid(text, dims=3):

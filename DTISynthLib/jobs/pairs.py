@@ -10,7 +10,7 @@ from ..core.output_layout import DTI6, DWI3, PAIRS_REPORT, acquisition_name
 from ..core.progress import NullReporter
 from ..io.files import load_dwi, save_dwi
 from ..simulation.pairs import ANGLE_WARNING_DEGREES, MODES, make_pairs
-from .options import add_jsonl_option
+from .options import add_jsonl_option, positive_float
 
 NAME = "pairs"
 HELP = "3-direction input and 6-direction target from a multi-direction scan"
@@ -23,7 +23,7 @@ def add_arguments(parser):
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--mode", choices=MODES, default="nearest",
                         help="nearest measured volumes (default) or signals predicted from the full tensor fit")
-    parser.add_argument("--b", type=float, default=DEFAULT_B, help="b-value of predicted signals (tensor mode)")
+    parser.add_argument("--b", type=positive_float, default=DEFAULT_B, help="b-value of predicted signals (tensor mode)")
     parser.add_argument("--shell", type=float, help="shell to use in multi-shell data (s/mm^2)")
     add_jsonl_option(parser)
 

@@ -3,7 +3,7 @@ phantom, and the embedded default atlas."""
 
 from ..simulation.cohort import PAPER_GRID
 from ..simulation.signals import SCHEMES
-from .options import add_jsonl_option, parse_grid
+from .options import add_jsonl_option, parse_grid, positive_float, positive_int
 
 NAME = "simulate"
 HELP = "simulate paired DWI / DTI data on the digital brain phantom"
@@ -12,12 +12,12 @@ HELP = "simulate paired DWI / DTI data on the digital brain phantom"
 def add_arguments(parser):
     what = parser.add_subparsers(dest="what", required=True)
     cohort = what.add_parser("cohort", help="N subjects: 3-direction DWI, 6-direction DTI and ground truth")
-    cohort.add_argument("--n", type=int, required=True, help="number of subjects")
+    cohort.add_argument("--n", type=positive_int, required=True, help="number of subjects")
     cohort.add_argument("--out", required=True, help="output folder (BIDS-like layout)")
     cohort.add_argument("--scheme", choices=SCHEMES, default="sampled",
                         help="eigenvalue scheme of paper 2 (default sampled, from the embedded reference subject)")
     cohort.add_argument("--sample-from", help="DWI whose tensor fit supplies the eigenvalues (sampled schemes)")
-    cohort.add_argument("--snr", type=float, default=30.0, help="b=0 white-matter SNR (default 30)")
+    cohort.add_argument("--snr", type=positive_float, default=30.0, help="b=0 white-matter SNR (default 30)")
     cohort.add_argument("--grid", type=parse_grid, default=PAPER_GRID,
                         help="voxels, e.g. 128x128x76 (default; the field of view is fixed at 220x220x152 mm)")
     cohort.add_argument("--noise-free", action="store_true",

@@ -3,7 +3,7 @@
 from ..core.progress import NullReporter
 from ..generators.runner import PRECISIONS
 from ..synthesis.assembly import ASSEMBLIES
-from .options import add_jsonl_option
+from .options import add_jsonl_option, positive_float
 
 NAME = "synthesize"
 HELP = "synthesize a 6-direction DTI from a 3-direction DWI, with maps"
@@ -21,7 +21,7 @@ def add_arguments(parser):
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto (default: bf16 where the hardware computes it natively, else fp32), fp32, or bf16 "
                              "(autocast + channels_last with an fp32 output layer)")
-    parser.add_argument("--output-b", type=float,
+    parser.add_argument("--output-b", type=positive_float,
                         help="b-value of the synthetic DTI in s/mm^2 (default: the input's for packages that take a "
                              "range of b, such as the diagonal baseline; the package's b otherwise)")
     parser.add_argument("--assembly", choices=ASSEMBLIES,

@@ -8,7 +8,15 @@ from ..generators.intensity import INTENSITY_MODES
 from ..generators.package import read_manifest
 from ..generators.registry import DEFAULT_KIND, KINDS
 from ..training.config import AMP_MODES
-from .options import add_jsonl_option, parse_slice_grid
+from .options import (
+    add_jsonl_option,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    parse_slice_grid,
+    positive_float,
+    positive_int,
+)
 
 NAME = "train"
 HELP = "train a model package: six pix2pix generators (also under torchrun) or one tensor-unet"
@@ -22,20 +30,20 @@ def add_arguments(parser):
     parser.add_argument("--kind", choices=sorted(KINDS), default=DEFAULT_KIND,
                         help=f"generator kind (default {DEFAULT_KIND}: the seed paper's six pix2pix models)")
     parser.add_argument("--direction", default="all", help="all (default) or a comma list of 1-6")
-    parser.add_argument("--epochs", type=int, default=100, help="epochs at constant learning rate (default 100)")
-    parser.add_argument("--decay-epochs", type=int, default=0, help="further epochs of linear decay (default 0)")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--accumulate", type=int, default=1, help="micro-batches per optimiser step")
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--lambda-l1", type=float, default=100.0)
-    parser.add_argument("--ngf", type=int, default=64)
-    parser.add_argument("--ndf", type=int, default=64)
-    parser.add_argument("--depth", type=int, default=7, help="down-samplings: 7 for 128 x 128, 8 for 256 x 256")
+    parser.add_argument("--epochs", type=positive_int, default=100, help="epochs at constant learning rate (default 100)")
+    parser.add_argument("--decay-epochs", type=non_negative_int, default=0, help="further epochs of linear decay (default 0)")
+    parser.add_argument("--batch-size", type=positive_int, default=1)
+    parser.add_argument("--accumulate", type=positive_int, default=1, help="micro-batches per optimiser step")
+    parser.add_argument("--lr", type=positive_float, default=2e-4)
+    parser.add_argument("--lambda-l1", type=non_negative_float, default=100.0)
+    parser.add_argument("--ngf", type=positive_int, default=64)
+    parser.add_argument("--ndf", type=positive_int, default=64)
+    parser.add_argument("--depth", type=positive_int, default=7, help="down-samplings: 7 for 128 x 128, 8 for 256 x 256")
     parser.add_argument("--grid", type=parse_slice_grid, help="slice grid H x W (default: from the data)")
     parser.add_argument("--intensity", choices=INTENSITY_MODES, default="paper",
                         help="paper (raw, clipped at 255) or relative (signal / b=0, full precision)")
     parser.add_argument("--quantise-8bit", action="store_true", help="8-bit values, as the paper's PNG files")
-    parser.add_argument("--validation-fraction", type=float, default=0.1)
+    parser.add_argument("--validation-fraction", type=fraction, default=0.1)
     parser.add_argument("--validation-subjects", type=lambda text: [s for s in text.split(",") if s],
                         help="comma list of subject names to hold out for validation (instead of a random "
                              "--validation-fraction of them)")

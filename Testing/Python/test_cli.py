@@ -168,3 +168,28 @@ def test_models_lists_every_shipped_set_with_its_description_and_marks_the_defau
     assert "unusable:" in described["broken"] and "a JSON manifest" in described["broken"]
     event = json.loads(_dtisynth("models", "--jsonl").stdout.splitlines()[-1])
     assert event["event"] == "result" and len(event["outputs"]) == 3
+
+
+@pytest.mark.parametrize("args, option, expected", [
+    (["simulate", "cohort", "--n", "0", "--seed", "1", "--out", "x"], "--n", "an integer >= 1, not '0'"),
+    (["simulate", "cohort", "--n", "2", "--snr", "-5", "--seed", "1", "--out", "x"], "--snr", "> 0, not '-5'"),
+    (["simulate", "cohort", "--n", "2", "--snr", "0", "--seed", "1", "--out", "x"], "--snr", "> 0, not '0'"),
+    (["pairs", "d.nii.gz", "--mode", "tensor", "--b", "-1000", "--out", "x"], "--b", "> 0, not '-1000'"),
+    (["pairs", "d.nii.gz", "--mode", "tensor", "--b", "nan", "--out", "x"], "--b", "a finite number > 0, not 'nan'"),
+    (["train", "--data", "d", "--out", "x", "--epochs", "0"], "--epochs", "an integer >= 1, not '0'"),
+    (["train", "--data", "d", "--out", "x", "--batch-size", "0"], "--batch-size", "an integer >= 1, not '0'"),
+    (["train", "--data", "d", "--out", "x", "--validation-fraction", "1.5"], "--validation-fraction", "not '1.5'"),
+    (["train", "--data", "d", "--out", "x", "--lr", "inf"], "--lr", "a finite number > 0, not 'inf'"),
+    (["evaluate", "--original", "a", "--synthetic", "b", "--out", "x", "--jobs", "0"], "--jobs", "not '0'"),
+    (["synthesize", "--dwi", "d", "--out", "x", "--output-b", "-1"], "--output-b", "> 0, not '-1'"),
+])
+def test_option_values_are_checked_when_parsed(tmp_path, capsys, args, option, expected):
+    from DTISynthLib.cli import main
+
+    assert main(args) == 2
+    message = capsys.readouterr().err
+    assert f"argument {option}: expected" in message and expected in message and "--help" in message, message
+    assert main(args + ["--jsonl"]) == 2
+    event = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert event["event"] == "error" and f"argument {option}" in event["message"] and expected in event["message"]
+    assert not (tmp_path / "x").exists() and not (REPO / "x").exists()
