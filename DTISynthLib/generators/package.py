@@ -13,6 +13,8 @@ data provenance, subject split), created_by.
 """
 
 import json
+import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +93,58 @@ def read_manifest(folder):
     for key in ("architecture", "intensity", "grid", "b_value", "directions"):
         if key not in manifest:
             raise InputError(path, f"a {key!r} entry", "none")
+    check_manifest_values(manifest, path)
     check_kind(manifest, path)
     return manifest
+
+
+WEIGHTS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_GRID, MAX_DIRECTIONS = 1024, 64
+
+
+def _finite_numbers(value, count):
+    return (isinstance(value, list) and len(value) == count
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+
+
+def check_manifest_values(manifest, path):
+    """A manifest is untrusted input: its types and sizes are checked, and every weights file must be a
+    plain name inside the package folder, before any file it names is opened or any array allocated."""
+    def refuse(entry, expected, found):
+        raise InputError(path, f"{entry} to be {expected}", repr(found)[:200])
+
+    if not isinstance(manifest["architecture"], dict) or not isinstance(manifest["intensity"], dict):
+        refuse("architecture and intensity", "JSON objects", (manifest["architecture"], manifest["intensity"]))
+    grid = manifest["grid"]
+    if grid is not None:
+        if not (_finite_numbers(grid, 2) and all(isinstance(v, int) and 8 <= v <= MAX_GRID for v in grid)):
+            refuse("grid", f"null or two integers from 8 to {MAX_GRID}", grid)
+        voxel = manifest.get("voxel_size_mm")
+        if not (_finite_numbers(voxel, 3) and all(0 < v <= 50 for v in voxel)):
+            refuse("voxel_size_mm", "three sizes in mm, each > 0 and <= 50", voxel)
+    b_value = manifest["b_value"]
+    if not (_finite_numbers([b_value], 1) and 0 < b_value <= 10000):
+        refuse("b_value", "a b-value in s/mm^2, > 0 and <= 10000", b_value)
+    directions = manifest["directions"]
+    if not (isinstance(directions, list) and 1 <= len(directions) <= MAX_DIRECTIONS):
+        refuse("directions", f"a list of 1 to {MAX_DIRECTIONS} entries", directions)
+    for entry in directions:
+        if not (isinstance(entry, dict) and isinstance(entry.get("index"), int)
+                and _finite_numbers(entry.get("gradient_ras"), 3)
+                and abs(math.hypot(*entry["gradient_ras"]) - 1) < 1e-3):
+            refuse("directions", "entries with an integer index and a unit gradient_ras [x, y, z]", entry)
+    networks = manifest.get("networks", directions)
+    if not isinstance(networks, list) or not all(isinstance(e, dict) for e in networks):
+        refuse("networks", "a list of entries", networks)
+    if "networks" in manifest and not all(isinstance(e.get("name"), str) for e in networks):
+        refuse("networks", "entries with a name", networks)
+    for entry in networks:  # without a networks list, each direction has its own (the per-direction kind)
+        name, digest = entry.get("file"), entry.get("sha256")
+        if not isinstance(name, str) or not WEIGHTS_NAME.match(name) or ".." in name:
+            refuse("weights file", "a plain file name inside the package folder (letters, digits, _ . -)", name)
+        if not isinstance(digest, str) or not SHA256.match(digest):
+            refuse(f"sha256 of {name}", "64 lower-case hex digits", digest)
 
 
 def verified_weights(folder, entry):

@@ -26,12 +26,36 @@ def _sidecar(path, suffix):
     return Path(path).with_name(nifti_stem(path) + suffix)
 
 
+def check_data_size(path, img):
+    """Refuse, from the header alone, an image whose data the file cannot hold: before anything is
+    allocated (a 1 KB file claiming 1.5 GB). Uncompressed: the file's size; gzip: the uncompressed size
+    its trailer records (modulo 2^32, so exact below 4 GiB; single-member files)."""
+    header = img.header
+    expected = int(header["vox_offset"]) + int(np.prod(header.get_data_shape(), dtype=np.int64)) * \
+        header.get_data_dtype().itemsize
+    if str(path).endswith(".gz"):
+        with open(path, "rb") as handle:
+            flags = handle.read(4)[3:4]
+            handle.seek(-4, 2)
+            available = int.from_bytes(handle.read(4), "little")
+        # A gzip header with extra fields (BGZF: many members, the last one empty) says nothing of the
+        # whole: those are left to the reader.
+        extra_fields = bool(flags) and flags[0] & 0x04
+        if not extra_fields and expected < 2**32 and expected > available:
+            raise InputError(path, f"the {expected} bytes its header describes", f"{available} bytes uncompressed "
+                             "(a damaged or truncated file)")
+    elif expected > Path(path).stat().st_size:
+        raise InputError(path, f"the {expected} bytes its header describes",
+                         f"{Path(path).stat().st_size} bytes (a damaged or truncated file)")
+
+
 def read_nifti(path):
     """Load a NIfTI image: (float32 array, 4x4 affine); RGB24 (write_nifti_rgb24) as (x, y, z, 3) in
     [0, 1]. Corrupt or truncated files raise InputError."""
     path = Path(path)
     try:
         img = nib.load(str(path))
+        check_data_size(path, img)
         if img.get_data_dtype().names == ("R", "G", "B"):
             packed = np.asarray(img.dataobj)
             data = np.stack([packed[c] for c in "RGB"], axis=-1).astype(np.float32) / 255
@@ -39,6 +63,8 @@ def read_nifti(path):
             data = np.asarray(img.dataobj, dtype=np.float32)
     except FileNotFoundError:
         raise InputError(path, "an existing NIfTI file", "no such file") from None
+    except InputError:
+        raise
     except Exception as exc:  # nibabel raises many types for damaged files
         raise InputError(path, "a readable NIfTI file", f"a damaged or truncated file ({exc})") from None
     return data, img.affine.astype(np.float64)

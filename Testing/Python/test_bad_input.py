@@ -15,7 +15,7 @@ from conftest import fail_on_call
 from DTISynthLib.core.dwi import check_dwi
 from DTISynthLib.core.errors import InputError
 from DTISynthLib.io.dicom import read_dicom_dwi
-from DTISynthLib.io.files import load_dwi, load_mask, save_dwi
+from DTISynthLib.io.files import load_dwi, load_mask, load_volume, save_dwi
 from DTISynthLib.jobs import fit as fit_job
 from DTISynthLib.simulation.numerical_phantom import make_fibre_phantom
 
@@ -115,7 +115,8 @@ def test_truncated_nifti(tmp_path, phantom_files):
     broken.write_bytes(gzip.compress(raw[: len(raw) // 2]))
     for side in ("bval", "bvec"):
         (tmp_path / f"broken.{side}").write_text(path.with_name(f"dwi.{side}").read_text())
-    _expect(broken, r"expected a readable NIfTI file.*damaged or truncated", lambda: load_dwi(broken))
+    _expect(broken, rf"expected the \d+ bytes its header describes; found {len(raw) // 2} bytes uncompressed "
+            r"\(a damaged or truncated file\)", lambda: load_dwi(broken))
 
 
 def test_corrupt_nifti_header(tmp_path, phantom_files):
@@ -198,3 +199,18 @@ def test_nrrd_in_an_unoriented_space_is_refused(tmp_path, phantom_files):
     header = (tmp_path / "s.nhdr").read_text().replace("space: left-posterior-superior", "space: scanner-xyz")
     (tmp_path / "s.nhdr").write_text(header)
     _expect(tmp_path / "s.nhdr", r"expected an anatomical space.*found space 'scanner-xyz'", lambda: load_dwi(tmp_path / "s.nhdr"))
+
+
+@pytest.mark.parametrize("name", ["huge.nii", "huge.nii.gz"])
+def test_a_small_file_claiming_a_huge_image_is_refused_before_allocation(tmp_path, monkeypatch, name):
+    """A 1 KB header claiming a 1.5 GB image: refused from the header and the file size, nothing
+    read into memory (the data array is never asked for)."""
+    header = nib.Nifti1Header()
+    header.set_data_shape((1024, 1024, 360, 1))
+    header.set_data_dtype(np.float32)
+    header.set_sform(np.eye(4), code=1)
+    path = tmp_path / name
+    raw = header.binaryblock + b"\0" * 4 + b"\0" * 1000
+    path.write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+    monkeypatch.setattr(nib.arrayproxy.ArrayProxy, "__array__", lambda *a, **k: pytest.fail("data read"))
+    _expect(path, r"expected the 1509949440 bytes its header describes; found 1352 bytes", lambda: load_volume(path))

@@ -233,3 +233,49 @@ def test_pairs_at_two_b_values_are_refused_for_signal_networks(tiny_cohort, tmp_
     _write_upsampled_pair(find_pairs(tiny_cohort)[2], data / "zz", b_scale=2.0)
     with pytest.raises(InputError, match="fine_acq-dti6.*b-value of the first pair, 1000.*b = 2000"):
         load_training_data(data, Intensity("relative"), 5, (32, 32), validation_fraction=0, register=False)
+
+
+def _corrupt(manifest, change):
+    import copy
+
+    manifest = copy.deepcopy(manifest)
+    change(manifest)
+    return manifest
+
+
+MANIFEST_CORRUPTIONS = [  # (what, change to the pix2pix set's manifest, message pattern)
+    ("a path outside the folder", lambda m: m["directions"][0].update(file="../../../../etc/hostname"),
+     r"weights file to be a plain file name inside the package folder.*etc/hostname"),
+    ("an absolute path", lambda m: m["directions"][1].update(file="/etc/passwd"), r"weights file.*'/etc/passwd'"),
+    ("no sha256", lambda m: m["directions"][2].pop("sha256"), r"sha256 of direction_3.safetensors.*None"),
+    ("a short sha256", lambda m: m["directions"][2].update(sha256="abc"), r"64 lower-case hex digits.*'abc'"),
+    ("a huge grid", lambda m: m.update(grid=[100000, 100000]), r"grid to be null or two integers from 8 to 1024"),
+    ("a grid of text", lambda m: m.update(grid="128x128"), r"grid to be"),
+    ("a zero voxel", lambda m: m.update(voxel_size_mm=[0, 1.7, 2]), r"voxel_size_mm to be three sizes"),
+    ("a negative b", lambda m: m.update(b_value=-1000), r"b_value to be a b-value"),
+    ("a b of text", lambda m: m.update(b_value="1000"), r"b_value to be"),
+    ("no directions", lambda m: m.update(directions=[]), r"directions to be a list of 1 to 64"),
+    ("a non-unit gradient", lambda m: m["directions"][0].update(gradient_ras=[1, 1, 0]),
+     r"directions to be entries with an integer index and a unit gradient_ras"),
+    ("an architecture list", lambda m: m.update(architecture=[]), r"architecture and intensity to be JSON objects"),
+]
+
+
+@pytest.mark.parametrize("what, change, pattern", MANIFEST_CORRUPTIONS, ids=[c[0] for c in MANIFEST_CORRUPTIONS])
+def test_manifests_are_untrusted_and_checked_before_any_file_is_opened(tmp_path, monkeypatch, what, change, pattern):
+    from DTISynthLib.generators import package
+    from DTISynthLib.generators.package import (
+        SHIPPED_MODELS,
+        read_manifest,
+        verify_package,
+        write_manifest,
+    )
+
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    write_manifest(folder, _corrupt(read_manifest(SHIPPED_MODELS / "pix2pix"), change))
+    opened = []
+    monkeypatch.setattr(package, "sha256_file", lambda path: opened.append(path))
+    with pytest.raises(InputError, match=pattern) as refused:
+        verify_package(folder)
+    assert str(folder / "manifest.json") in str(refused.value) and not opened
