@@ -31,13 +31,16 @@ JOBS = (fit, simulate, pairs, train, synthesize, evaluate, scene, demo, models, 
 class UsageError(Exception):
     """A command line argparse refused (unknown option, bad value): exit code 2, like bad input."""
 
+    def __init__(self, prog, message):
+        super().__init__(f"{prog}: {message} (see {prog} --help)")
+
 
 class _ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors come back to main instead of exiting (its sub-parsers are of this
     class too), so that --jsonl gets an error event for them as for any other refusal."""
 
     def error(self, message):
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(self.prog, message)
 
 
 def build_parser():
@@ -56,7 +59,7 @@ def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
-        ProgressReporter(jsonl="--jsonl" in argv).error(f"{exc} (see {exc.args[0].split(':')[0]} --help)")
+        ProgressReporter(jsonl="--jsonl" in argv).error(str(exc))
         return 2
     reporter = ProgressReporter(jsonl=args.jsonl)
     try:

@@ -29,7 +29,11 @@ from torch import nn
 from ..core.atomic import write_text_atomic
 from ..core.progress import NullReporter
 from ..evaluation.image_metrics import psnr, ssim
-from ..training.checkpoints import load_training_state, save_training_state
+from ..training.checkpoints import (
+    checkpoint_folder,
+    load_training_state,
+    save_training_state,
+)
 from ..training.config import AMP_MODES
 from ..training.distributed import distributed_context, pick_device
 from .networks import PatchDiscriminator, UNetGenerator, init_weights
@@ -89,7 +93,7 @@ class Pix2PixTrainer:
     # ------------------------------------------------------------------ checkpoints
     @property
     def checkpoint_dir(self):
-        return self.out_dir / "checkpoints" / f"direction_{self.direction + 1}"
+        return checkpoint_folder(self.out_dir, f"direction_{self.direction + 1}")
 
     def save_checkpoint(self):
         if self.rank != 0:

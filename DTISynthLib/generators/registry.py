@@ -14,7 +14,7 @@ import numpy as np
 
 from ..core.errors import InputError
 
-DEFAULT_KIND = "pix2pix-per-direction"  # what a manifest without architecture.kind is (packages written before kinds had names)
+DEFAULT_KIND = "pix2pix-per-direction"  # a manifest without architecture.kind (written before kinds had names)
 ATTENUATION_FLOOR = 1e-6  # attenuations below this (signals <= 0) are raised to it before the log
 KINDS = {  # kind name -> the module defining KIND
     "pix2pix-per-direction": "DTISynthLib.generators.pix2pix",

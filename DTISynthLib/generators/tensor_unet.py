@@ -326,16 +326,12 @@ class _Batches:
         return inputs, tensor[:, :, 1].contiguous(), mask, b
 
 
-def _checkpoint_folder(out):
-    return Path(out) / "checkpoints" / NETWORK
-
-
 def _save_checkpoint(out, network, optimiser, generator, state):
     import torch
 
-    from ..training.checkpoints import save_training_state
+    from ..training.checkpoints import checkpoint_folder, save_training_state
 
-    save_training_state(_checkpoint_folder(out), {"G": network}, {"opt": optimiser},
+    save_training_state(checkpoint_folder(out, NETWORK), {"G": network}, {"opt": optimiser},
                         {"batches": generator.get_state(), "torch": torch.get_rng_state()}, state)
 
 
@@ -343,9 +339,9 @@ def _load_checkpoint(out, network, optimiser, generator):
     """The saved training state (dict) after restoring network, optimiser and RNGs; None without one."""
     import torch
 
-    from ..training.checkpoints import load_training_state
+    from ..training.checkpoints import checkpoint_folder, load_training_state
 
-    loaded = load_training_state(_checkpoint_folder(out), {"G": network}, {"opt": optimiser})
+    loaded = load_training_state(checkpoint_folder(out, NETWORK), {"G": network}, {"opt": optimiser})
     if loaded is None:
         return None
     state, rng = loaded

@@ -44,9 +44,8 @@ def check_data_size(path, img):
         if not extra_fields and expected < 2**32 and expected > available:
             raise InputError(path, f"the {expected} bytes its header describes", f"{available} bytes uncompressed "
                              "(a damaged or truncated file)")
-    elif expected > Path(path).stat().st_size:
-        raise InputError(path, f"the {expected} bytes its header describes",
-                         f"{Path(path).stat().st_size} bytes (a damaged or truncated file)")
+    elif expected > (size := Path(path).stat().st_size):
+        raise InputError(path, f"the {expected} bytes its header describes", f"{size} bytes (a damaged or truncated file)")
 
 
 def read_nifti(path):

@@ -89,13 +89,10 @@ def analyze(answers, maps):
     noisier = [proportion_row(m, [a for a in answers if a["map"] == m]) for m in maps]
     noisier.append(proportion_row("pooled", answers))
     readers = []
-    for name in sorted({a["reader"] for a in answers}, key=lambda r: [a["reader"] for a in answers].index(r)):
+    for name in dict.fromkeys(a["reader"] for a in answers):  # in the order of their first answer
         own = [a for a in answers if a["reader"] == name]
-        row = proportion_row("pooled", own)
-        readers.append({"reader": name, "answers": row["answers"], "synthetic_noisier": row["synthetic_noisier"],
-                        "proportion": row["proportion"], "ci95_low": row["ci95_low"], "ci95_high": row["ci95_high"],
-                        "p_binomial": row["p_binomial"],
-                        "median_seconds": float(np.median([a["seconds"] for a in own]))})
+        row = {k: v for k, v in proportion_row("pooled", own).items() if k != "map"}
+        readers.append({"reader": name, **row, "median_seconds": float(np.median([a["seconds"] for a in own]))})
     by_reader_map = [{"reader": r["reader"], **{m: "{}/{}".format(
         sum(a["synthetic_chosen"] for a in answers if a["reader"] == r["reader"] and a["map"] == m),
         sum(1 for a in answers if a["reader"] == r["reader"] and a["map"] == m)) for m in maps}} for r in readers]

@@ -11,6 +11,12 @@ import torch
 from ..core.atomic import write_text_atomic
 
 WEIGHTS, META = "last.safetensors", "last.json"
+CHECKPOINTS = "checkpoints"  # under a package's output folder; the rebuild scripts remove it
+
+
+def checkpoint_folder(out_dir, network):
+    """Where the checkpoints of `network` (a name) of the package being written to `out_dir` live."""
+    return Path(out_dir) / CHECKPOINTS / network
 
 
 def flatten_optimizer(prefix, optimizer):

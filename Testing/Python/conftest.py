@@ -106,3 +106,24 @@ def tiny_models(tmp_path_factory):
     run_training(folder / "cohort", folder / "m", list(range(1, 7)), TrainConfig(epochs=1, ngf=4, ndf=4, depth=5),
                  Intensity("relative"), grid=(32, 32), validation_fraction=0.5)
     return folder / "m"
+
+
+def write_noisier_synthetic_cohort(root, subjects, noise):
+    """Tiny phantom subjects (32 x 32 x 12, seed 4) under root/cohort and, under root/synthetic/<subject>/,
+    a `synthesize`-style folder whose DTI is the acquired one plus Gaussian noise of SD `noise` x the
+    b=0 maximum (rectified): a synthetic DTI known to be the noisier one. Returns (cohort, synthetic)."""
+    from DTISynthLib.core.dwi import DWI
+    from DTISynthLib.core.output_layout import SynthesisOutput
+    from DTISynthLib.io.files import load_dwi, save_dwi
+    from DTISynthLib.simulation.cohort import write_cohort
+
+    root = Path(root)
+    write_cohort(root / "cohort", subjects, "sampled", seed=4, grid=(32, 32, 12))
+    rng = np.random.default_rng(1)
+    for path in sorted((root / "cohort").rglob("*_acq-dti6_dwi.nii.gz")):
+        dti = load_dwi(path)
+        noisy = np.abs(dti.data + rng.normal(0, noise * dti.data[..., 0].max(), dti.data.shape)).astype(np.float32)
+        folder = root / "synthetic" / path.name.split("_")[0]
+        folder.mkdir(parents=True)
+        save_dwi(SynthesisOutput(folder).dti_nifti, DWI(noisy, dti.affine, dti.bvals, dti.gradients, "noisier"))
+    return root / "cohort", root / "synthetic"

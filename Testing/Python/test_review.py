@@ -13,16 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_noisier_synthetic_cohort
 
 from DTISynthLib.cli import main
-from DTISynthLib.core.dwi import DWI
 from DTISynthLib.core.errors import InputError
 from DTISynthLib.core.output_layout import (
     ReviewAnalysisOutput,
     StudyFolder,
-    SynthesisOutput,
 )
-from DTISynthLib.io.files import load_dwi, save_dwi
 from DTISynthLib.review.analysis import (
     analyze,
     binomial_p,
@@ -32,7 +30,6 @@ from DTISynthLib.review.analysis import (
 )
 from DTISynthLib.review.store import APPLICATION_ID, SCHEMA_VERSION, StudyStore
 from DTISynthLib.review.study import create_study
-from DTISynthLib.simulation.cohort import write_cohort
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -225,18 +222,7 @@ def test_analysis_counts_each_map_reader_and_agreement():
 def study_inputs(tmp_path_factory):
     """Two tiny phantom subjects; their 'synthetic' DTI is the acquired one with added noise (so the
     synthetic map is the noisier one, known)."""
-    root = tmp_path_factory.mktemp("review")
-    write_cohort(root / "cohort", 2, "sampled", seed=4, grid=(32, 32, 12))
-    synthetic = root / "synthetic"
-    rng = np.random.default_rng(1)
-    for path in sorted((root / "cohort").rglob("*_acq-dti6_dwi.nii.gz")):
-        subject = path.name.split("_")[0]
-        dti = load_dwi(path)
-        noisy = np.abs(dti.data + rng.normal(0, 0.08 * dti.data[..., 0].max(), dti.data.shape)).astype(np.float32)
-        folder = synthetic / subject
-        folder.mkdir(parents=True)
-        save_dwi(SynthesisOutput(folder).dti_nifti, DWI(noisy, dti.affine, dti.bvals, dti.gradients, "noisy"))
-    return root / "cohort", synthetic
+    return write_noisier_synthetic_cohort(tmp_path_factory.mktemp("review"), 2, noise=0.08)
 
 
 def test_a_study_from_dtis_is_blinded_and_complete(study_inputs, tmp_path):

@@ -15,20 +15,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import write_noisier_synthetic_cohort
 
 from DTISynthLib.cli import main
-from DTISynthLib.core.dwi import DWI
 from DTISynthLib.core.output_layout import (
     ReviewAnalysisOutput,
     StudyFolder,
-    SynthesisOutput,
 )
-from DTISynthLib.io.files import load_dwi, save_dwi
 from DTISynthLib.review.store import StudyStore
 from DTISynthLib.review.study import DISPLAY_WINDOWS, create_study
-from DTISynthLib.simulation.cohort import write_cohort
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -37,16 +33,7 @@ BLINDING_WORDS = ("synth", "orig", "acquired", "truth", "real")
 
 @pytest.fixture(scope="module")
 def dtis(tmp_path_factory):
-    root = tmp_path_factory.mktemp("browser")
-    write_cohort(root / "cohort", 1, "sampled", seed=4, grid=(32, 32, 12))
-    rng = np.random.default_rng(1)
-    path = next((root / "cohort").rglob("*_acq-dti6_dwi.nii.gz"))
-    dti = load_dwi(path)
-    noisy = np.abs(dti.data + rng.normal(0, 0.05 * dti.data[..., 0].max(), dti.data.shape)).astype(np.float32)
-    folder = root / "synthetic" / "sub-001"
-    folder.mkdir(parents=True)
-    save_dwi(SynthesisOutput(folder).dti_nifti, DWI(noisy, dti.affine, dti.bvals, dti.gradients, "noisy"))
-    return root / "cohort", root / "synthetic"
+    return write_noisier_synthetic_cohort(tmp_path_factory.mktemp("browser"), 1, noise=0.05)
 
 
 def _free_port():

@@ -3,14 +3,11 @@ display and neutral names, answers through the study's store, resume, and the an
 
 import numpy as np
 import pytest
+from conftest import write_noisier_synthetic_cohort
 
-from DTISynthLib.core.dwi import DWI
 from DTISynthLib.core.errors import InputError
-from DTISynthLib.core.output_layout import SynthesisOutput
-from DTISynthLib.io.files import load_dwi, save_dwi
 from DTISynthLib.review.store import StudyStore
 from DTISynthLib.review.study import DISPLAY_WINDOWS, create_study
-from DTISynthLib.simulation.cohort import write_cohort
 from DTISynthLib.slicer.review_session import NODE_NAMES, ReviewSession, token_from_link
 
 slicer = pytest.importorskip("slicer")
@@ -19,15 +16,8 @@ slicer = pytest.importorskip("slicer")
 @pytest.fixture(scope="module")
 def study_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("slicer_review")
-    write_cohort(root / "cohort", 1, "sampled", seed=4, grid=(32, 32, 12))
-    path = next((root / "cohort").rglob("*_acq-dti6_dwi.nii.gz"))
-    dti = load_dwi(path)
-    noisy = np.abs(dti.data + np.random.default_rng(1).normal(0, 0.05 * dti.data[..., 0].max(), dti.data.shape))
-    folder = root / "synthetic" / "sub-001"
-    folder.mkdir(parents=True)
-    save_dwi(SynthesisOutput(folder).dti_nifti, DWI(noisy.astype(np.float32), dti.affine, dti.bvals, dti.gradients, "n"))
-    tokens = create_study(root / "cohort", root / "synthetic", root / "study", maps=["color", "fa", "md"],
-                          readers="ann", seed=2)
+    tokens = create_study(*write_noisier_synthetic_cohort(root, 1, noise=0.05), root / "study",
+                          maps=["color", "fa", "md"], readers="ann", seed=2)
     return root / "study", tokens["ann"]
 
 
