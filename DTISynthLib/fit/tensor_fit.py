@@ -16,20 +16,24 @@ Signal policy: a signal below 1e-6 x the voxel's largest signal (including S <= 
 floor before the log, as MRtrix3 does; it then gets a near-zero weight in WLS / IWLS. A voxel with
 no positive signal at all, or whose fit is degenerate, gets a zero tensor (never NaN). A signal above
 S0 is kept as measured (it lowers the apparent diffusivity along its direction and may make an
-eigenvalue negative; see tensor_maps for the negative-eigenvalue policy). Several b=0 volumes are
-averaged into one S0 observation (arithmetic mean, for its better SNR on magnitude data) whose WLS
-weight counts the number of b=0 volumes averaged.
+eigenvalue negative; see tensor_maps for the negative-eigenvalue policy). Every volume is its own
+row of the fit, b=0 volumes and repeated directions included, as in MRtrix3's dwi2tensor.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.dwi import DWI
+from ..core.dwi import B0_THRESHOLD, DWI
 from ..core.errors import InputError
 
 METHODS = ("ols", "wls", "iwls")
 SIGNAL_FLOOR = 1e-6  # relative to the voxel's largest signal
+# Largest condition number of the unit-free design matrix (diffusion columns divided by the largest b)
+# accepted: scanners' schemes measure 6-15 (Siemens' 6 directions 6.2, the shared real scans 9-13),
+# random 6-direction sets have a median of 38; near-coplanar directions reach 1e4-1e6, where noise is
+# amplified into FA ~1 and negative MD.
+MAX_CONDITION = 1000.0
 CHUNK_VOXELS = 8192  # bounds working memory: about 1 kB per voxel of float64 temporaries
 
 
@@ -52,9 +56,27 @@ def design_matrix(bvals, gradients):
                       np.ones_like(b)])
 
 
-def b0_averaged_rows(signals, is_b0):
-    """Signals (N, n) -> (N, 1 + n_dw): the mean of the b=0 columns first, then the weighted ones."""
-    return np.concatenate([signals[:, is_b0].mean(axis=1, keepdims=True), signals[:, ~is_b0]], axis=1)
+def design_condition(bvals, gradients):
+    """Condition number of the design matrix with its diffusion columns divided by the largest b."""
+    b = np.asarray(bvals, dtype=np.float64)
+    design = design_matrix(b, gradients) / np.r_[np.full(6, max(b.max(), 1.0)), 1.0]
+    singular = np.linalg.svd(design, compute_uv=False)
+    return float(singular[0] / singular[-1]) if singular[-1] > 0 else float("inf")
+
+
+def check_design(source, bvals, gradients):
+    """Refuse a gradient table that does not determine a tensor, or determines it only ill-conditioned."""
+    weighted = np.asarray(bvals) > B0_THRESHOLD
+    rank = np.linalg.matrix_rank(design_matrix(bvals, gradients))
+    if rank < 7 or not (~weighted).any():
+        raise InputError(source, "b=0 and at least 6 diffusion directions that determine a tensor",
+                         f"{int(weighted.sum())} diffusion-weighted volumes spanning only {max(rank - 1, 0)} of the 6 "
+                         "tensor components")
+    condition = design_condition(bvals, gradients)
+    if condition > MAX_CONDITION:
+        raise InputError(source, f"gradient directions spread in 3D (design-matrix condition number <= {MAX_CONDITION:g})",
+                         f"condition number {condition:.3g}: the directions are nearly coplanar or clustered, so "
+                         "noise would dominate the fitted tensor")
 
 
 def solve_spd(normal, rhs):
@@ -91,34 +113,29 @@ def _weighted_solve(design, weights_sq, log_signal):
     return (solve_spd(normal, rhs) / scale[:, None]).T
 
 
-def fit_signals(signals, bvals, gradients, method="iwls", iterations=2, b0_weight=1.0):
-    """Fit tensors to signals (N, n) with float64 arithmetic -> parameters (N, 7) (see design_matrix).
-
-    `b0_weight` multiplies the WLS weight of b=0 rows (the number of b=0 volumes averaged into them).
-    """
+def fit_signals(signals, bvals, gradients, method="iwls", iterations=2):
+    """Fit tensors to signals (N, n) with float64 arithmetic -> parameters (N, 7) (see design_matrix)."""
     if method not in METHODS:
         raise ValueError(f"fit method must be one of {METHODS}, not {method!r}")
     design = design_matrix(bvals, gradients)
     signals = np.asarray(signals, dtype=np.float64)
-    params = _fit_log_linear(design, signals, bvals, method, iterations, b0_weight)
+    params = _fit_log_linear(design, signals, method, iterations)
     params[signals.max(axis=1) <= 0] = 0.0  # no signal at all: no tensor
     return params
 
 
-def _fit_log_linear(design, signals, bvals, method, iterations, b0_weight):
+def _fit_log_linear(design, signals, method, iterations):
     floor = SIGNAL_FLOOR * signals.max(axis=1, keepdims=True)
     signals = np.maximum(signals, np.maximum(floor, np.finfo(np.float64).tiny))
     log_signal = np.log(signals)
     params = log_signal @ np.linalg.pinv(design).T  # OLS
     if method == "ols" or np.linalg.matrix_rank(design) == design.shape[0]:
         return params  # exactly determined: every weighting gives the same solution
-    row_weight = np.where(np.asarray(bvals) <= 0, b0_weight, 1.0)
     if method == "wls":
-        predicted = _predicted_weights(params, design)
-        return _weighted_solve(design, predicted**2 * row_weight, log_signal)
+        return _weighted_solve(design, _predicted_weights(params, design)**2, log_signal)
     weights = signals
     for _ in range(iterations + 1):
-        params = _weighted_solve(design, weights**2 * row_weight, log_signal)
+        params = _weighted_solve(design, weights**2, log_signal)
         weights = _predicted_weights(params, design)
     return params
 
@@ -136,14 +153,7 @@ def fit_tensors(dwi: DWI, mask=None, method="iwls", iterations=2, progress=None)
     Works chunk by chunk on rows gathered from dwi.data: beyond the outputs (7 float32 per voxel, the
     size of a b0 + 6 input) it needs only a few MB of working memory.
     """
-    is_b0 = dwi.is_b0
-    bvals = np.concatenate([[0.0], dwi.bvals[~is_b0]])
-    gradients = np.vstack([np.zeros((1, 3)), dwi.gradients[~is_b0]])
-    rank = np.linalg.matrix_rank(design_matrix(bvals, gradients))
-    if rank < 7:
-        raise InputError(dwi.source, "b=0 and at least 6 diffusion directions that determine a tensor",
-                         f"{int((~is_b0).sum())} diffusion-weighted volumes spanning only {rank - 1} of the 6 "
-                         "tensor components")
+    check_design(dwi.source, dwi.bvals, dwi.gradients)
     shape = dwi.data.shape[:3]
     flat = dwi.data.reshape(-1, dwi.data.shape[3])
     if mask is None:
@@ -155,8 +165,7 @@ def fit_tensors(dwi: DWI, mask=None, method="iwls", iterations=2, progress=None)
     tensor_rows, s0_rows = tensor.reshape(-1, 6), s0.reshape(-1)
     for start in range(0, index.size, CHUNK_VOXELS):
         rows = index[start:start + CHUNK_VOXELS]
-        signals = b0_averaged_rows(flat[rows], is_b0)
-        params = fit_signals(signals, bvals, gradients, method, iterations, b0_weight=int(is_b0.sum()))
+        params = fit_signals(flat[rows], dwi.bvals, dwi.gradients, method, iterations)
         params[~np.isfinite(params).all(axis=1)] = 0.0  # degenerate voxel: no tensor rather than NaN
         tensor_rows[rows] = params[:, :6]
         s0_rows[rows] = np.where(params[:, 6] != 0, np.exp(np.clip(params[:, 6], -80, 80)), 0.0)

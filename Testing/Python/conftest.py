@@ -9,6 +9,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("DTISYNTH_SHARED", REPO.parent / "shared"))
 REAL_DATASETS = ["dev_philips_achieva_b2000", "dev_siemens_prisma_xa30_PA_b2500", "dev_siemens_prisma_xa30_AP_b2500"]
+ALL_REAL_DATASETS = REAL_DATASETS + ["dev_philips_achieva_b1000", "dev_siemens_prisma_sag_b2000", "dev_uih_umr770_b930"]
 
 
 def fail_on_call(monkeypatch, module, name, call_number, error):

@@ -7,7 +7,9 @@ from DTISynthLib.core.errors import InputError
 from DTISynthLib.core.gradient_schemes import SIEMENS_6_RAS
 from DTISynthLib.core.tensor_layout import tensor6_to_matrix
 from DTISynthLib.fit.tensor_fit import (
+    MAX_CONDITION,
     METHODS,
+    design_condition,
     design_matrix,
     fit_signals,
     fit_tensors,
@@ -78,17 +80,21 @@ def test_eigen_decomposition_matches_lapack():
     assert cosines.min() > 1 - 1e-9
 
 
-def test_several_b0_volumes_are_averaged():
-    # Exactly determined system: S0 must be the arithmetic mean of the b=0 volumes, not the first one.
+def test_several_b0_volumes_are_rows_of_their_own():
+    # As in MRtrix3: each b=0 volume is a row, so OLS's S0 is the geometric mean of the b=0 volumes.
     tensors = _random_tensors(1)
     bvals, gradients = random_gradient_table(6, n_b0=3)
     gradients[3:] = SIEMENS_6_RAS
     signal = predict_signals(tensors, 1000.0, bvals, gradients)[0]
     signal[:3] = [900.0, 1000.0, 1100.0]
     dwi = check_dwi(DWI(signal.reshape(1, 1, 1, -1).astype(np.float32), np.eye(4), bvals, gradients))
-    fit = fit_tensors(dwi, np.ones((1, 1, 1), bool))
-    assert fit.s0[0, 0, 0] == pytest.approx(1000.0, rel=1e-6)
-    np.testing.assert_allclose(fit.tensor[0, 0, 0], tensors[0], atol=1e-9)
+    fit = fit_tensors(dwi, np.ones((1, 1, 1), bool), "ols")
+    assert fit.s0[0, 0, 0] == pytest.approx((900.0 * 1000.0 * 1100.0) ** (1 / 3), rel=1e-6)
+    signal[:3] = 1000.0
+    dwi = check_dwi(DWI(signal.reshape(1, 1, 1, -1).astype(np.float32), np.eye(4), bvals, gradients))
+    for method in METHODS:
+        np.testing.assert_allclose(fit_tensors(dwi, np.ones((1, 1, 1), bool), method).tensor[0, 0, 0], tensors[0],
+                                   atol=1e-9)
 
 
 def test_nonpositive_signal_and_signal_above_s0_stay_finite():
@@ -165,3 +171,21 @@ def test_too_few_or_degenerate_directions_are_refused():
     six = DWI(np.ones((2, 2, 2, 7), np.float32), np.eye(4), np.r_[0, np.full(6, 1000.0)], repeated, "rep.nii.gz")
     with pytest.raises(InputError, match="spanning only 3 of the 6"):
         fit_tensors(check_dwi(six))
+
+
+def test_nearly_coplanar_directions_are_refused_by_condition_number():
+    # 30 directions within 0.6 degrees of the axial plane: rank 7 in exact arithmetic, but the fit of
+    # noisy data gave FA 1.000 everywhere and negative MD.
+    rng = np.random.default_rng(3)
+    g = rng.normal(size=(30, 3))
+    g[:, 2] *= 0.01
+    g /= np.linalg.norm(g, axis=1)[:, None]
+    bvals, gradients = np.r_[0, np.full(30, 1000.0)], np.vstack([np.zeros(3), g])
+    assert np.linalg.matrix_rank(design_matrix(bvals, gradients)) == 7
+    assert design_condition(bvals, gradients) > MAX_CONDITION
+    flat = DWI(np.ones((2, 2, 2, 31), np.float32), np.eye(4), bvals, gradients, "flat.nii.gz")
+    with pytest.raises(InputError, match=r"flat.nii.gz: expected gradient directions spread in 3D \(design-matrix "
+                                         r"condition number <= 1000\); found condition number \d"):
+        fit_tensors(check_dwi(flat))
+    # scanners' schemes are far inside the limit
+    assert design_condition(np.r_[0, np.full(6, 1000.0)], np.vstack([np.zeros(3), SIEMENS_6_RAS])) < 10
