@@ -1,16 +1,19 @@
 """Paired training data from real multi-direction scans: a 3-direction input and a 6-direction target.
 
 Modes
-- "nearest": the measured volumes closest in angle (sign-free) to the scanner's x, y, z axes and
-  to Siemens' 6 directions; each volume keeps its true gradient vector and b-value, and the angle
-  between it and the nominal direction is reported.
+- "nearest": distinct measured volumes matched one-to-one to the scanner's x, y, z axes and to
+  Siemens' 6 directions, minimising the total angle (sign-free); each volume keeps its true gradient
+  vector and b-value, and the angle between it and the nominal direction is reported. Refused only
+  when a matched volume lies more than MAX_ANGLE_DEGREES from its nominal direction.
 - "tensor": signals predicted from the full tensor fit of all volumes (IWLS, brain mask) at exactly
   the nominal directions and at `b` (default 1000 s/mm^2, the models' b-value); zero outside the
-  brain mask. Angle errors are zero by construction.
+  brain mask and wherever the fit gives no finite, positive prediction (a voxel whose tensor is not
+  positive definite can predict a signal above S0 or overflow). Angle errors are zero by construction.
 Frames: nominal and measured directions are RAS world (scanner) vectors, as everywhere in memory.
 """
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from ..core.dwi import DWI
 from ..core.errors import InputError
@@ -20,22 +23,37 @@ from ..fit.tensor_fit import fit_tensors, predict_signals
 
 MODES = ("nearest", "tensor")
 ANGLE_WARNING_DEGREES = 10.0  # a direction this far from nominal is a warning
+# A 12-direction scheme in any orientation has, one-to-one, a volume within 32 degrees of each of the
+# 3 axes and of Siemens' 6 directions; a volume farther off stands for another direction.
+MAX_ANGLE_DEGREES = 35.0
 
 
 def nearest_volumes(dwi, directions):
-    """For each nominal direction (RAS), the diffusion-weighted volume closest in angle (sign-free).
+    """Distinct diffusion-weighted volumes matched one-to-one to the nominal directions (RAS),
+    minimising the sum of sign-free angles (Hungarian algorithm).
 
-    Returns (volume indices (m,), angles in degrees (m,)).
+    Returns (volume indices (m,), angles in degrees (m,)); fewer than m volumes is an InputError.
     """
+    directions = np.asarray(directions, dtype=np.float64)
     weighted = np.flatnonzero(~dwi.is_b0)
-    cosines = np.abs(dwi.gradients[weighted] @ np.asarray(directions, dtype=np.float64).T)
-    best = np.argmax(cosines, axis=0)
-    angles = np.degrees(np.arccos(np.clip(cosines[best, np.arange(len(directions))], -1.0, 1.0)))
-    return weighted[best], angles
+    if weighted.size < len(directions):
+        raise InputError(dwi.source, f"{len(directions)} distinct diffusion-weighted volumes to match "
+                         f"{len(directions)} nominal directions", f"{weighted.size}")
+    cosines = np.abs(dwi.gradients[weighted] @ directions.T)
+    angles = np.degrees(np.arccos(np.clip(cosines, 0.0, 1.0)))
+    rows, columns = linear_sum_assignment(angles)
+    order = np.argsort(columns)
+    return weighted[rows[order]], angles[rows[order], columns[order]]
 
 
-def _nearest_acquisition(dwi, directions):
+def _nearest_acquisition(dwi, directions, name):
     index, angles = nearest_volumes(dwi, directions)
+    worst = int(np.argmax(angles))
+    if angles[worst] > MAX_ANGLE_DEGREES:
+        raise InputError(dwi.source, f"a distinct volume within {MAX_ANGLE_DEGREES:g} degrees of each of the {name} "
+                         "nominal directions (or use --mode tensor)",
+                         f"volume {int(index[worst])} at {angles[worst]:.1f} degrees from direction {worst + 1} "
+                         f"{np.round(np.asarray(directions)[worst], 3).tolist()}")
     b0 = dwi.mean_b0()[..., None]
     data = np.concatenate([b0, dwi.data[..., index]], axis=-1)
     bvals = np.r_[0.0, dwi.bvals[index]]
@@ -49,11 +67,8 @@ def make_pairs(dwi, mode="nearest", b=DEFAULT_B):
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     report = {"source": dwi.source, "mode": mode, "source_b_values": sorted(set(np.round(dwi.bvals).tolist()))}
     if mode == "nearest":
-        dwi3, index3, angles3 = _nearest_acquisition(dwi, AXES_3_RAS)
-        dti6, index6, angles6 = _nearest_acquisition(dwi, SIEMENS_6_RAS)
-        if len(set(index6.tolist())) < 6:
-            raise InputError(dwi.source, "6 distinct volumes nearest to Siemens' 6 directions",
-                             f"volumes {index6.tolist()} (too few or clustered directions)")
+        dwi3, index3, angles3 = _nearest_acquisition(dwi, AXES_3_RAS, "3 axis")
+        dti6, index6, angles6 = _nearest_acquisition(dwi, SIEMENS_6_RAS, "6 DTI")
         report.update(dwi3_volumes=index3.tolist(), dwi3_angle_degrees=np.round(angles3, 2).tolist(),
                       dti6_volumes=index6.tolist(), dti6_angle_degrees=np.round(angles6, 2).tolist())
         return dwi3, dti6, report
@@ -61,9 +76,11 @@ def make_pairs(dwi, mode="nearest", b=DEFAULT_B):
     fit = fit_tensors(dwi, mask)
     acquisitions = []
     for bvals, gradients in (dwi_3(b), dti_6(b)):
-        signal = predict_signals(fit.tensor, fit.s0, bvals, gradients)
-        signal[~mask] = 0.0
-        acquisitions.append(DWI(signal.astype(np.float32), dwi.affine, bvals, gradients, dwi.source))
+        with np.errstate(over="ignore", invalid="ignore"):
+            signal = predict_signals(fit.tensor, fit.s0, bvals, gradients).astype(np.float32)
+        valid = mask & np.isfinite(signal).all(axis=-1) & (signal[..., 0] > 0)
+        signal[~valid] = 0.0
+        acquisitions.append(DWI(signal, dwi.affine, bvals, gradients, dwi.source))
     _, angles3 = nearest_volumes(dwi, AXES_3_RAS)
     _, angles6 = nearest_volumes(dwi, SIEMENS_6_RAS)
     report.update(b_value=b, dwi3_angle_degrees=[0.0] * 3, dti6_angle_degrees=[0.0] * 6,

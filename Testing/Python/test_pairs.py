@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import random_gradient_table
+from conftest import random_gradient_table, real_dwi_path
 
 from DTISynthLib.core.dwi import DWI, check_dwi
 from DTISynthLib.core.errors import InputError
@@ -60,8 +60,60 @@ def test_too_few_directions_are_refused():
     bvals = np.r_[0, np.full(3, 1000.0)]
     dwi = check_dwi(DWI(np.ones((4, 4, 4, 4), np.float32), np.eye(4), bvals, np.vstack([np.zeros(3), np.eye(3)]),
                         "three.nii.gz"))
-    with pytest.raises(InputError, match="three.nii.gz: expected 6 distinct volumes nearest"):
+    with pytest.raises(InputError, match="three.nii.gz: expected 6 distinct diffusion-weighted volumes to match 6 "
+                                         "nominal directions; found 3"):
         make_pairs(dwi, "nearest")
+
+
+def _siemens_12_directions():
+    g = np.array([(1, 0, .5), (0, .5, 1), (.5, 1, 0), (1, .5, 0), (0, 1, .5), (.5, 0, 1),
+                  (1, 0, -.5), (0, -.5, 1), (-.5, 1, 0), (1, -.5, 0), (0, 1, -.5), (-.5, 0, 1)])
+    return g / np.linalg.norm(g, axis=1)[:, None]
+
+
+@pytest.mark.parametrize("axis", [(0, 0, 1), (1, 0, 0), (1, -1, 0.5)])
+def test_nearest_is_one_to_one_on_a_rotated_12_direction_scheme(axis):
+    # Rotated 45 degrees about z, two of Siemens' 6 directions have the same nearest volume when each
+    # picks on its own; matched one-to-one, every direction gets its own volume within 32 degrees.
+    from scipy.spatial.transform import Rotation
+
+    rotation = Rotation.from_rotvec(np.radians(45) * np.asarray(axis) / np.linalg.norm(axis))
+    gradients = np.vstack([np.zeros(3), rotation.apply(_siemens_12_directions())])
+    bvals = np.r_[0, np.full(12, 1000.0)]
+    dwi, _ = make_fibre_phantom(shape=(10, 10, 4), bvals=bvals, gradients=gradients)
+    dwi = check_dwi(dwi)
+    each_on_its_own = np.argmax(np.abs(dwi.gradients[1:] @ SIEMENS_6_RAS.T), axis=0)
+    if axis == (0, 0, 1):
+        assert len(set(each_on_its_own.tolist())) == 5
+    index, angles = nearest_volumes(dwi, SIEMENS_6_RAS)
+    assert len(set(index.tolist())) == 6 and angles.max() < 32
+    # minimal total angle: no other one-to-one choice of 6 of the 12 volumes does better
+    cost = np.degrees(np.arccos(np.clip(np.abs(dwi.gradients[1:] @ SIEMENS_6_RAS.T), 0, 1)))
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        choice = rng.permutation(12)[:6]
+        assert cost[choice, np.arange(6)].sum() >= angles.sum() - 1e-9
+    dwi3, dti6, report = make_pairs(dwi, "nearest")
+    np.testing.assert_array_equal(report["dti6_volumes"], index)
+
+
+def test_nearest_refuses_a_scheme_without_volumes_near_the_axes():
+    # Philips' 32-direction scheme of this scan keeps every direction 45 degrees from x and y.
+    dwi = load_dwi(real_dwi_path("dev_philips_achieva_b1000"))
+    with pytest.raises(InputError, match=r"dev_philips_achieva_b1000.nii.gz: expected a distinct volume within 35 "
+                                         r"degrees of each of the 3 axis nominal directions \(or use --mode tensor\); "
+                                         r"found volume \d+ at 45.0 degrees from direction"):
+        make_pairs(dwi, "nearest")
+
+
+def test_tensor_mode_writes_only_finite_non_negative_signals():
+    # This scan's IWLS fit has voxels whose tensor predicts inf or NaN at b=1000 (S0 up to 5.5e34).
+    dwi = load_dwi(real_dwi_path("dev_siemens_prisma_xa30_AP_b2500"))
+    dwi3, dti6, report = make_pairs(dwi, "tensor")
+    for acquisition in (dwi3, dti6):
+        assert np.isfinite(acquisition.data).all() and (acquisition.data >= 0).all()
+        assert (acquisition.data[..., 0] > 0).sum() > 0.95 * report["mask_voxels"]
+    check_dwi(dwi3)  # what synthesize refused before
 
 
 def test_pairs_command_on_a_real_scan(tmp_path, real_dwi):
