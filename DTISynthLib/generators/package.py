@@ -20,7 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..core.atomic import set_default_permissions, write_text_atomic
+from ..core.atomic import (
+    make_output_dir,
+    remove_empty_folders,
+    set_default_permissions,
+    write_text_atomic,
+)
 from ..core.checksums import sha256_file
 from ..core.errors import InputError
 from ..core.gradient_schemes import AXES_3_RAS
@@ -182,7 +187,9 @@ def import_package(source, models_root):
     import zipfile
 
     source, models_root = Path(source), Path(models_root)
-    models_root.mkdir(parents=True, exist_ok=True)
+    if not source.exists():
+        raise InputError(source, "a model package folder or .zip", "no such file or folder")
+    created = make_output_dir(models_root)
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=models_root))
     try:
         if source.is_dir():
@@ -207,9 +214,11 @@ def import_package(source, models_root):
         if target.exists():
             raise InputError(target, "a new model name", "a model folder of that name already exists")
         package.rename(target)
+        created = []
         return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        remove_empty_folders(created)
 
 
 def package_description(manifest):

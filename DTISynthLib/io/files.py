@@ -67,7 +67,12 @@ def load_mask(path, dwi):
     """Load a mask on the DWI's grid: nonzero voxels are inside."""
     data, affine = load_volume(path)
     check_same_grid(dwi.data.shape, dwi.affine, data.shape, affine, path, "a mask")
-    return data != 0
+    mask = data != 0
+    if not mask.any():
+        raise InputError(path, "a mask with voxels inside (nonzero)", "every voxel zero")
+    if not (mask & (dwi.mean_b0() > 0)).any():
+        raise InputError(path, "a mask covering voxels where the DWI's b=0 has signal", "no such voxel inside")
+    return mask
 
 
 def save_volume(path, volume, affine, rgb=False):

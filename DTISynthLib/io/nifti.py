@@ -55,6 +55,9 @@ def read_nifti(path):
     try:
         img = nib.load(str(path))
         check_data_size(path, img)
+        if np.issubdtype(img.get_data_dtype(), np.complexfloating):
+            raise InputError(path, "real-valued (magnitude) voxels", f"{img.get_data_dtype()} complex data: "
+                             "its imaginary part would be lost (take the magnitude first)")
         if img.get_data_dtype().names == ("R", "G", "B"):
             packed = np.asarray(img.dataobj)
             data = np.stack([packed[c] for c in "RGB"], axis=-1).astype(np.float32) / 255

@@ -1,24 +1,40 @@
 """`dtisynth models`: the model packages this installation has (shipped, and any other folders of
-packages given), each with its kind and a one-line description; the default is marked."""
+packages given), each with its kind and a one-line description; the default is marked. With
+--import, a package (folder or .zip) is verified and copied into the --into folder first."""
 
 from pathlib import Path
 
 from .options import add_jsonl_option
 
 NAME = "models"
-HELP = "list the model packages (shipped and given folders) with a one-line description"
+HELP = "list the model packages (shipped and given folders) with a one-line description; import one"
 
 
 def add_arguments(parser):
     parser.add_argument("--root", action="append", default=[],
                         help="a further folder of model packages (repeatable), e.g. imported ones")
+    parser.add_argument("--import", dest="package", metavar="PACKAGE",
+                        help="a model package (folder or .zip) to verify and copy into --into")
+    parser.add_argument("--into", help="the folder of model packages --import copies into")
     add_jsonl_option(parser)
 
 
 def run(args, reporter):
-    from ..generators.package import DEFAULT_MODELS, SHIPPED_MODELS, installed_packages
+    from ..core.errors import InputError
+    from ..generators.package import (
+        DEFAULT_MODELS,
+        SHIPPED_MODELS,
+        import_package,
+        installed_packages,
+    )
     from ..generators.registry import kind_name
 
+    if args.package:
+        if not args.into:
+            raise InputError("--import", "--into DIR, the folder to copy the package into", "no --into")
+        target = import_package(args.package, args.into)
+        reporter.progress("import", 1.0, f"{args.package} verified and copied to {target}")
+        args.root.append(args.into)
     packages = installed_packages([SHIPPED_MODELS, *args.root])
     lines = []
     for folder, manifest, description in packages:

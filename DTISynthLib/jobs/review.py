@@ -83,11 +83,11 @@ def run(args, reporter):
         if args.out:
             import io
 
-            from ..core.atomic import write_text_atomic
+            from ..core.atomic import write_output_file
 
             text = io.StringIO(newline="")
             _write_answers(text, answers)
-            write_text_atomic(args.out, text.getvalue())
+            write_output_file(args.out, text.getvalue())
             reporter.result([args.out], f"{len(answers)} answers written to {args.out}")
         else:
             _write_answers(sys.stdout, answers)

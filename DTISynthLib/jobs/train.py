@@ -3,6 +3,7 @@ too). The kind's own training step does the work (generators.registry)."""
 
 from pathlib import Path
 
+from ..core.atomic import make_output_dir, remove_empty_folders
 from ..core.progress import NullReporter
 from ..generators.intensity import INTENSITY_MODES
 from ..generators.package import read_manifest
@@ -85,9 +86,15 @@ def run_training(data_dir, out_dir, directions, config, intensity, grid=None, va
     from ..generators.registry import kind_named
     from ..training.config import TrainingRequest
 
+    trainer = kind_named(kind)
+    created = make_output_dir(out_dir)
     request = TrainingRequest(Path(data_dir), Path(out_dir), config, intensity, list(directions), grid,
                               validation_fraction, register, resume, weights_dtype, reporter, validation_subjects)
-    return kind_named(kind).train(request)
+    try:
+        return trainer.train(request)
+    except BaseException:
+        remove_empty_folders(created)  # checkpoints written before the failure stay for --resume
+        raise
 
 
 def parse_directions(text):

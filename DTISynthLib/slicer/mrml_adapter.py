@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.atomic import make_output_dir, remove_empty_folders
+from ..core.errors import InputError
 from ..core.output_layout import EvaluationOutput, ReviewAnalysisOutput, SynthesisOutput
 
 # (lower, upper) display window per map, in the map's stored unit (mm^2/s for diffusivities)
@@ -222,7 +224,6 @@ def dwi_from_sequence(sequence, bval_path, bvec_path):
     """A DWI from a vtkMRMLSequenceNode of scalar volumes (a 4D volume loaded as a sequence) and FSL
     bval / bvec files (bvecs in the image frame of those volumes, as FSL writes them)."""
     from ..core.dwi import DWI
-    from ..core.errors import InputError
     from ..io.nifti import read_fsl_gradients
 
     volumes = [sequence.GetNthDataNode(i) for i in range(sequence.GetNumberOfDataNodes())]
@@ -314,7 +315,9 @@ def write_scene_bundle(synthesis_dir, out_path, evaluation_dir=None, name="DTISy
     slicer, _ = _slicer()
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".mrb":
-        raise ValueError(f"the scene file must end in .mrb, not {out_path.name!r}")
+        raise InputError(out_path, "a scene file name ending in .mrb", f"{out_path.name!r}")
+    if out_path.is_dir():
+        raise InputError(out_path, "a scene file name (.mrb)", "an existing folder")
     scene = slicer.vtkMRMLScene()
     previous, slicer.mrmlScene = getattr(slicer, "mrmlScene", None), scene
     try:
@@ -322,17 +325,18 @@ def write_scene_bundle(synthesis_dir, out_path, evaluation_dir=None, name="DTISy
         for node in nodes.values():
             if node.IsA("vtkMRMLStorableNode") and node.GetStorageNode() is None:
                 node.AddDefaultStorageNode()
-        out_path.parent.mkdir(parents=True, exist_ok=True)
+        created = make_output_dir(out_path.parent)
         # no leading dot: Slicer names the bundle's scene file after the stem
         fd, tmp = tempfile.mkstemp(prefix=f"{out_path.stem}-partial-", suffix=".mrb", dir=out_path.parent)
         os.close(fd)
         try:
             if not scene.WriteToMRB(tmp):
-                raise RuntimeError(f"Slicer could not write the scene bundle {out_path}")
+                raise InputError(out_path, "room to write the scene bundle", "Slicer could not write it (is the disk full?)")
             os.replace(tmp, out_path)
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
+                remove_empty_folders(created)
     finally:
         slicer.mrmlScene = previous
     return out_path, sorted(nodes)
