@@ -13,7 +13,22 @@ Superior). Conversions to other conventions happen only at file boundaries, here
 
 import numpy as np
 
+from .errors import InputError
+
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def check_affine(source, affine):
+    """Refuse a voxel -> world affine that maps no volume: non-finite, or a singular 3x3 part (a zero
+    voxel size or two parallel axes)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if not np.isfinite(affine).all():
+        raise InputError(source, "a finite voxel-to-world matrix", f"NaN or inf in\n{affine.round(4)}")
+    sizes = np.linalg.norm(affine[:3, :3], axis=0)
+    if sizes.min() <= 0 or abs(np.linalg.det(affine[:3, :3])) <= 1e-6 * np.prod(sizes):
+        raise InputError(source, "a voxel-to-world matrix with non-zero voxel sizes along independent axes",
+                         f"voxel sizes {sizes.round(4).tolist()} mm and determinant "
+                         f"{np.linalg.det(affine[:3, :3]):.3g} (a singular matrix)")
 
 
 def affine_rotation(affine):

@@ -163,6 +163,16 @@ def verified_weights(folder, entry):
     return path
 
 
+def check_determines_a_tensor(manifest, path):
+    """Refuse a package whose output directions (at its b-value, after a b=0) do not determine a tensor:
+    what synthesize writes must be a DTI. (A package of a subset of directions is a training stage.)"""
+    from ..fit.tensor_fit import check_design
+
+    _, vectors = direction_vectors(manifest)
+    check_design(f"{path} (its directions)", np.r_[0.0, np.full(len(vectors), float(manifest["b_value"]))],
+                 np.vstack([np.zeros(3), vectors]))
+
+
 def direction_vectors(manifest):
     """(indices, RAS unit vectors (k, 3)) of the manifest's output directions."""
     entries = sorted(manifest["directions"], key=lambda d: d["index"])

@@ -35,9 +35,10 @@ from ..training.checkpoints import (
     save_training_state,
 )
 from ..training.config import AMP_MODES
-from ..training.distributed import distributed_context, pick_device
+from ..training.distributed import distributed_context
 from .networks import PatchDiscriminator, UNetGenerator, init_weights
 from .package import save_generator_weights
+from .runner import pick_device
 
 
 class Pix2PixTrainer:

@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InputError
-from .package import MANIFEST, network_files, read_manifest, verified_weights
+from .package import (
+    MANIFEST,
+    check_determines_a_tensor,
+    network_files,
+    read_manifest,
+    verified_weights,
+)
 from .registry import kind_of
 
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -68,6 +74,23 @@ def cpu_flags():
     return None
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def pick_device(name):
+    """torch.device for --device: auto (a CUDA GPU when there is one, else the CPU), cpu or cuda."""
+    import torch
+
+    if name not in DEVICES:
+        raise InputError("--device", f"one of {', '.join(DEVICES)}", repr(name))
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device", "a device this machine has (cuda needs a CUDA GPU; auto or cpu run anywhere)",
+                         f"cuda, but torch {torch.__version__} sees no CUDA GPU")
+    return torch.device(name)
+
+
 def bf16_is_native(device):
     """Whether `device` (a torch.device) computes bfloat16 in hardware (AMX / AVX512-BF16 CPUs, CUDA
     GPUs from Ampere on); elsewhere bf16 is emulated and slower than fp32. oneDNN reports bf16 support
@@ -101,6 +124,7 @@ class TorchGenerators:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.manifest = read_manifest(models_dir)
+        check_determines_a_tensor(self.manifest, Path(models_dir) / MANIFEST)
         self.kind = kind_of(self.manifest, Path(models_dir) / MANIFEST)
         self.batch_size = batch_size
         pool = ThreadPoolExecutor(1, thread_name_prefix="dtisynth-load-models")
@@ -110,8 +134,7 @@ class TorchGenerators:
     def _load(self, models_dir, device, precision):
         import torch
 
-        device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                              ("cpu" if device == "auto" else device))
+        device = pick_device(device)
         networks, _ = load_generators(models_dir, device=device)
         if precision == "auto":
             precision = "bf16" if bf16_is_native(device) else "fp32"

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..core.dwi import DWI
 from ..core.errors import InputError
-from ..core.frames import fsl_bvecs_to_ras, ras_to_fsl_bvecs
+from ..core.frames import check_affine, fsl_bvecs_to_ras, ras_to_fsl_bvecs
 
 
 def nifti_stem(path):
@@ -69,6 +69,7 @@ def read_nifti(path):
         raise
     except Exception as exc:  # nibabel raises many types for damaged files
         raise InputError(path, "a readable NIfTI file", f"a damaged or truncated file ({exc})") from None
+    check_affine(path, img.affine)
     return data, img.affine.astype(np.float64)
 
 
@@ -98,12 +99,12 @@ def read_nifti_dwi(path, bval=None, bvec=None):
     path = Path(path)
     bval = Path(bval) if bval else _sidecar(path, ".bval")
     bvec = Path(bvec) if bvec else _sidecar(path, ".bvec")
-    for side in (bval, bvec):
-        if not side.exists():
-            raise InputError(side, "an FSL gradient file beside the NIfTI DWI (or pass --bval / --bvec)", "no such file")
     data, affine = read_nifti(path)
     if data.ndim != 4:
         raise InputError(path, "a 4D image (x, y, z, volumes)", f"{data.ndim}D data of shape {data.shape}")
+    for side in (bval, bvec):
+        if not side.exists():
+            raise InputError(side, "an FSL gradient file beside the NIfTI DWI (or pass --bval / --bvec)", "no such file")
     bvals, gradients = read_fsl_gradients(bval, bvec, data.shape[3], affine)
     return DWI(data, affine, bvals, gradients, str(path))
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..core.dwi import DWI
 from ..core.errors import InputError
-from ..core.frames import LPS_TO_RAS
+from ..core.frames import LPS_TO_RAS, check_affine
 from ..core.tensor_layout import matrix_to_tensor6, tensor6_to_matrix
 from .nifti import exact_text
 
@@ -50,6 +50,7 @@ def _geometry(path, header, spatial_axes):
     affine = np.eye(4)
     affine[:3, :3] = to_ras @ directions.T
     affine[:3, 3] = to_ras @ origin
+    check_affine(path, affine)
     frame = np.asarray(header.get("measurement frame", np.eye(3)), dtype=np.float64)
     # pynrrd returns the measurement frame as written, one row per frame vector; the frame vectors are
     # the columns of the matrix that maps measurement coordinates into space coordinates.
@@ -73,17 +74,23 @@ def read_nrrd_dwi(path):
         raise InputError(path, "a 4D DWI NRRD (3 spatial axes + a list of volumes)", f"{data.ndim}D data of shape {data.shape}")
     spatial, (list_axis,) = _split_axes(path, header, data, 1)
     affine, frame_to_ras = _geometry(path, header, spatial)
+    if "DWMRI_b-value" not in header:
+        raise InputError(path, "a DWMRI_b-value key (the largest b-value, s/mm^2)",
+                         f"only the keys {sorted(k for k in header if k.startswith('DWMRI'))}")
     try:
         bmax = float(header["DWMRI_b-value"])
-    except (KeyError, ValueError):
-        raise InputError(path, "a DWMRI_b-value key", f"keys {sorted(k for k in header if k.startswith('DWMRI'))}") from None
+    except ValueError:
+        raise InputError(path, "a number after DWMRI_b-value:= (s/mm^2)", repr(header["DWMRI_b-value"])) from None
     n = data.shape[list_axis]
     raw = []
     for i in range(n):
         key = f"DWMRI_gradient_{i:04d}"
         if key not in header:
             raise InputError(path, f"{n} DWMRI_gradient_NNNN keys, one per volume", f"no {key}")
-        raw.append([float(v) for v in str(header[key]).split()])
+        try:
+            raw.append([float(v) for v in str(header[key]).split()])
+        except ValueError:
+            raise InputError(path, f"three numbers after {key}:=", repr(header[key])) from None
     raw = np.asarray(raw, dtype=np.float64)
     norms = np.linalg.norm(raw, axis=1)
     bvals = bmax * norms**2

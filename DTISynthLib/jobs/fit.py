@@ -8,6 +8,7 @@ import numpy as np
 from .. import __version__
 from ..core.atomic import atomic_output_dir, write_text_atomic
 from ..core.dwi import select_shell
+from ..core.errors import InputError
 from ..core.output_layout import FitOutput
 from ..core.progress import NullReporter
 from ..fit.brain_mask import brain_mask
@@ -54,8 +55,8 @@ def run(args, reporter):
 def parse_maps(text):
     names = [n.strip().lower() for n in text.split(",") if n.strip()] if isinstance(text, str) else list(text)
     unknown = sorted(set(names) - set(MAP_NAMES))
-    if unknown:
-        raise ValueError(f"unknown map(s) {unknown}; choose from {','.join(MAP_NAMES)}")
+    if unknown or not names:
+        raise InputError("--maps", f"a comma list from {','.join(MAP_NAMES)}", f"{text!r}")
     return names
 
 

@@ -38,15 +38,23 @@ def fraction(text):
     return _number(text, float, "a fraction from 0 up to (not including) 1", lambda v: 0 <= v < 1)
 
 
+def port(text):
+    """A TCP port, 1-65535."""
+    return _number(text, int, "a port number from 1 to 65535", lambda v: 1 <= v <= 65535)
+
+
+MAX_GRID = 1024  # voxels per axis: 1024^3 float32 is already 4 GiB per volume
+
+
 def parse_grid(text, dims=3):
-    """'128x128x76' -> (128, 128, 76); with dims=2, '128x128' -> (128, 128). Each size at least 8."""
+    """'128x128x76' -> (128, 128, 76); with dims=2, '128x128' -> (128, 128). Each size 8-1024."""
     try:
         grid = tuple(int(v) for v in text.lower().split("x"))
     except ValueError:
         grid = ()
-    if len(grid) != dims or min(grid) < 8:
+    if len(grid) != dims or min(grid) < 8 or max(grid) > MAX_GRID:
         example = "x".join(["128", "128", "76"][:dims])
-        raise argparse.ArgumentTypeError(f"expected a grid like {example} (each at least 8), not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a grid like {example} (each from 8 to {MAX_GRID}), not {text!r}")
     return grid
 
 

@@ -4,7 +4,7 @@ synthetic maps (the seed paper's reader study)."""
 import csv
 import sys
 
-from .options import add_jsonl_option
+from .options import add_jsonl_option, port
 
 NAME = "review"
 HELP = "blinded noise-review studies: create, serve (browser review), analyze, export (unblinded), lock"
@@ -26,13 +26,13 @@ def add_arguments(parser):
     create.add_argument("--seed", type=int, default=0, help="seed of every reader's case order and sides")
     create.add_argument("--name", help="study name (default: the folder's name)")
     create.add_argument("--host", default=DEFAULT_HOST, help="host of the printed links (review serve's)")
-    create.add_argument("--port", type=int, default=DEFAULT_PORT, help="port of the printed links")
+    create.add_argument("--port", type=port, default=DEFAULT_PORT, help="port of the printed links")
     add_jsonl_option(create)
     serve = what.add_parser("serve", help="serve the study's review page to its readers (until Ctrl-C)")
     serve.add_argument("study", help="the study folder")
     serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: this "
                        "machine only; 0.0.0.0 to let readers on the network in)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    serve.add_argument("--port", type=port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     add_jsonl_option(serve)
     analyze = what.add_parser("analyze", help="proportions, binomial tests, kappa: CSV, HTML report")
     analyze.add_argument("study", help="the study folder")

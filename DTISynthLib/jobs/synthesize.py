@@ -1,7 +1,7 @@
 """`dtisynth synthesize`: a synthetic DTI from a 3-direction DWI, with its maps (SynthesisOutput)."""
 
 from ..core.progress import NullReporter
-from ..generators.runner import PRECISIONS
+from ..generators.runner import DEVICES, PRECISIONS
 from ..synthesis.assembly import ASSEMBLIES
 from .options import add_jsonl_option, positive_float
 
@@ -16,7 +16,7 @@ def add_arguments(parser):
     parser.add_argument("--b0", help="reference b=0 to register the DWI to (default: the DWI's own b=0)")
     parser.add_argument("--models", help="model folder (default: the shipped tensor-unet set)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto (default: a CUDA GPU if any), cpu or cuda")
     parser.add_argument("--force-b", action="store_true", help="accept a b-value other than the models'")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto (default: bf16 where the hardware computes it natively, else fp32), fp32, or bf16 "

@@ -1,6 +1,7 @@
 """`dtisynth train`: paired data -> a model package of the chosen generator kind (runs under torchrun
 too). The kind's own training step does the work (generators.registry)."""
 
+import argparse
 from pathlib import Path
 
 from ..core.atomic import make_output_dir, remove_empty_folders
@@ -8,6 +9,7 @@ from ..core.progress import NullReporter
 from ..generators.intensity import INTENSITY_MODES
 from ..generators.package import read_manifest
 from ..generators.registry import DEFAULT_KIND, KINDS
+from ..generators.runner import DEVICES
 from ..training.config import AMP_MODES
 from .options import (
     add_jsonl_option,
@@ -30,7 +32,7 @@ def add_arguments(parser):
     parser.add_argument("--out", required=True, help="model folder (manifest.json + safetensors weights)")
     parser.add_argument("--kind", choices=sorted(KINDS), default=DEFAULT_KIND,
                         help=f"generator kind (default {DEFAULT_KIND}: the seed paper's six pix2pix models)")
-    parser.add_argument("--direction", default="all", help="all (default) or a comma list of 1-6")
+    parser.add_argument("--direction", type=parse_directions, default="all", help="all (default) or a comma list of 1-6")
     parser.add_argument("--epochs", type=positive_int, default=100, help="epochs at constant learning rate (default 100)")
     parser.add_argument("--decay-epochs", type=non_negative_int, default=0, help="further epochs of linear decay (default 0)")
     parser.add_argument("--batch-size", type=positive_int, default=1)
@@ -56,7 +58,7 @@ def add_arguments(parser):
     parser.add_argument("--nondeterministic", action="store_true", help="allow faster non-deterministic kernels")
     parser.add_argument("--amp", choices=AMP_MODES, default="none", help="autocast: bf16 (CPU / GPU), fp16 (GPU)")
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto (default: a CUDA GPU if any), cpu or cuda")
     parser.add_argument("--weights-dtype", choices=("float32", "float16"), default="float32")
     parser.add_argument("--resume", action="store_true", help="continue each direction from its last checkpoint")
     add_jsonl_option(parser)
@@ -71,7 +73,7 @@ def run(args, reporter):
                          depth=args.depth, dropout=not args.no_dropout, seed=args.seed,
                          deterministic=not args.nondeterministic, amp=args.amp, channels_last=args.channels_last,
                          flip_augment=args.flip_augment, device=args.device)
-    manifest = run_training(args.data, args.out, parse_directions(args.direction), config,
+    manifest = run_training(args.data, args.out, args.direction, config,
                             Intensity(args.intensity, args.quantise_8bit), args.grid, args.validation_fraction,
                             not args.no_register, args.resume, args.weights_dtype, reporter, args.kind,
                             args.validation_subjects)
@@ -98,12 +100,15 @@ def run_training(data_dir, out_dir, directions, config, intensity, grid=None, va
 
 
 def parse_directions(text):
-    """'all' or a comma list of 1-6 -> sorted indices."""
+    """'all' or a comma list of 1-6 -> sorted indices (an option type: a bad value is a usage error)."""
     if text == "all":
         return list(range(1, 7))
-    values = sorted({int(v) for v in text.split(",")})
+    try:
+        values = sorted({int(v) for v in text.split(",")})
+    except ValueError:
+        values = []
     if not values or min(values) < 1 or max(values) > 6:
-        raise ValueError(f"directions must be 'all' or numbers 1-6, not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected 'all' or a comma list of numbers 1-6, not {text!r}")
     return values
 
 

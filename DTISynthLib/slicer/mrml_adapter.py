@@ -246,6 +246,13 @@ def volume_from_node(node):
     return np.ascontiguousarray(data), _node_affine(node)
 
 
+def _require_output(folder, marker, what):
+    if not Path(folder).is_dir():
+        raise InputError(folder, what, "no such folder")
+    if not Path(marker).is_file():
+        raise InputError(folder, f"{what} (with {Path(marker).name})", f"no {Path(marker).name} in it")
+
+
 def load_results(scene, synthesis_dir, evaluation_dir=None, name="DTISynth", subject=None):
     """Load a `dtisynth synthesize` folder (and optionally an `evaluate` folder) into `scene`, all
     nodes in one subject-hierarchy folder. Returns {role: node}."""
@@ -258,6 +265,9 @@ def load_results(scene, synthesis_dir, evaluation_dir=None, name="DTISynth", sub
     from ..io.nifti import read_nifti
 
     synthesis = SynthesisOutput(synthesis_dir)
+    _require_output(synthesis_dir, synthesis.dti_nifti, "a `dtisynth synthesize` output folder")
+    if evaluation_dir is not None:
+        _require_output(evaluation_dir, EvaluationOutput(evaluation_dir).summary, "a `dtisynth evaluate` output folder")
     nodes = {}
     dwi = check_dwi(load_dwi(synthesis.dti_nifti))
     nodes["dwi"] = add_dwi_volume(scene, f"{name} synthetic DWI", dwi)

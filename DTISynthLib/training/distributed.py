@@ -1,4 +1,4 @@
-"""Processes and devices for training: torchrun's world (gloo on CPU, NCCL on GPU) and the device.
+"""Processes for training: torchrun's world (gloo on CPU, NCCL on GPU).
 """
 
 import os
@@ -14,8 +14,3 @@ def distributed_context():
         torch.distributed.init_process_group(backend)
     return world, (torch.distributed.get_rank() if world > 1 else 0)
 
-
-def pick_device(name):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)

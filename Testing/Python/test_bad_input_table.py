@@ -1,0 +1,831 @@
+"""Bad input and faults across every command, as a new user meets them.
+
+Each case runs the command line in-process with --jsonl and asserts: exit code 2; a JSON-lines
+`error` event whose message names the file or option, the expectation and what was found; no output
+left behind (the --out path does not exist afterwards, or is as it was); every input file unchanged
+(SHA-256 before and after). Classes: usage (option values), file (missing, malformed or damaged
+input files), science (inputs that would give wrong results without a word), manifest (model packages
+are untrusted input), output (faults of the place written to).
+"""
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import random_gradient_table, write_noisier_synthetic_cohort
+
+from DTISynthLib.cli import main
+from DTISynthLib.core.dwi import DWI, check_dwi
+from DTISynthLib.generators.package import SHIPPED_MODELS, read_manifest, write_manifest
+from DTISynthLib.io.files import load_dwi, save_dwi
+from DTISynthLib.simulation.numerical_phantom import make_fibre_phantom
+
+CLASSES = ("usage", "file", "science", "manifest", "output")
+
+
+@dataclass
+class Inputs:
+    root: Path
+    dwi30: Path  # b0 + 30 directions, b=1000, 12 x 12 x 6 phantom
+    dwi3: Path  # a 3-direction DWI (cohort sub-001)
+    dti6: Path  # its acquired 6-direction DTI
+    cohort: Path
+    synthetic: Path
+    models: Path  # a tiny trained model package
+    results: Path  # a synthesize output folder
+    evaluation: Path  # an evaluate output folder
+    study: Path  # a review study
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, tiny_models):
+    from DTISynthLib.evaluation.comparison import run_evaluation
+    from DTISynthLib.jobs.synthesize import run_synthesis
+    from DTISynthLib.review.study import create_study
+
+    root = tmp_path_factory.mktemp("inputs")
+    bvals, gradients = random_gradient_table(30, seed=7)
+    dwi, _ = make_fibre_phantom(shape=(12, 12, 6), bvals=bvals, gradients=gradients, snr=30, seed=1)
+    save_dwi(root / "dwi30.nii.gz", check_dwi(dwi))
+    cohort, synthetic = write_noisier_synthetic_cohort(root, 2, 0.02)
+    dwi3 = next(cohort.rglob("sub-001_acq-dwi3_dwi.nii.gz"))
+    dti6 = next(cohort.rglob("sub-001_acq-dti6_dwi.nii.gz"))
+    models = root / "models"
+    shutil.copytree(tiny_models, models)
+    results = root / "results"
+    run_synthesis(dwi3, results, models_dir=models, device="cpu")
+    evaluation = root / "evaluation"
+    run_evaluation(dti6, results, evaluation)
+    study = root / "study"
+    create_study(cohort, synthetic, study, maps=("fa",), readers=2)
+    return Inputs(root, root / "dwi30.nii.gz", dwi3, dti6, cohort, synthetic, models, results, evaluation, study)
+
+
+def _hashes(root):
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+# --- helpers that write bad inputs into a case's own folder ------------------------------------------
+
+def copy_dwi(source, folder, name="dwi"):
+    """Copy a NIfTI DWI with its bval / bvec into `folder` as <name>.nii.gz; returns the new path."""
+    stem = str(source)[: -len(".nii.gz")]
+    for suffix in (".nii.gz", ".bval", ".bvec"):
+        shutil.copy(stem + suffix, folder / f"{name}{suffix}")
+    return folder / f"{name}.nii.gz"
+
+
+def write_dwi(folder, data, bvals, gradients, affine=np.eye(4), name="dwi"):
+    path = folder / f"{name}.nii.gz"
+    save_dwi(path, DWI(np.asarray(data, np.float32), affine, np.asarray(bvals, float), np.asarray(gradients, float)))
+    return path
+
+
+def phantom_dwi(folder, gradients, name="dwi", b=1000.0):
+    gradients = np.asarray(gradients, dtype=np.float64)
+    bvals = np.r_[0.0, np.full(len(gradients), b)]
+    dwi, _ = make_fibre_phantom(shape=(12, 12, 6), bvals=bvals, gradients=np.vstack([np.zeros(3), gradients]),
+                                snr=30, seed=2)
+    return write_dwi(folder, dwi.data, dwi.bvals, dwi.gradients, dwi.affine, name)
+
+
+def raw_nifti(path, data, affine=np.eye(4)):
+    nib.save(nib.Nifti1Image(np.asarray(data), affine), str(path))
+    return path
+
+
+def corrupt_models(folder, change, weights_from=None):
+    """A model package in `folder`/m whose manifest is the pix2pix set's (or `weights_from`'s, with its
+    weights) after `change`."""
+    package = folder / "m"
+    if weights_from:
+        shutil.copytree(weights_from, package)
+        manifest = read_manifest(package)
+    else:
+        package.mkdir()
+        manifest = read_manifest(SHIPPED_MODELS / "pix2pix")
+    change(manifest)
+    write_manifest(package, manifest)
+    return package
+
+
+def _set(mapping, key, value):
+    mapping[key] = value
+
+
+# --- the table -----------------------------------------------------------------------------------------
+# Each case: (id, class, build). build(inputs, folder) -> (argv without --jsonl, [patterns the message
+# must contain]). `folder` is the case's own folder for bad inputs; `folder / "out"` is its output path.
+
+def _fit(path, *extra):
+    return ["fit", str(path), *map(str, extra)]
+
+
+def _synth(dwi, out, *extra):
+    return ["synthesize", "--dwi", str(dwi), "--out", str(out), *map(str, extra)]
+
+
+def case_fit_missing(i, f):
+    return _fit(f / "nope.nii.gz", "--out", f / "out"), ["nope.nii.gz", "expected an existing", "no such file"]
+
+
+def case_fit_3d(i, f):
+    return _fit(raw_nifti(f / "b0.nii.gz", np.ones((4, 4, 4), np.float32)), "--out", f / "out"), \
+        ["b0.nii.gz", "expected a 4D image", "3D data"]
+
+
+def case_fit_bval_count(i, f):
+    path = copy_dwi(i.dwi30, f)
+    (f / "dwi.bval").write_text("0 1000\n")
+    return _fit(path, "--out", f / "out"), ["dwi.bval", "expected", "found 2 b-values"]
+
+
+def case_fit_bval_text(i, f):
+    path = copy_dwi(i.dwi30, f)
+    (f / "dwi.bval").write_text("zero thousand\n")
+    return _fit(path, "--out", f / "out"), ["dwi.bval", "expected", "found"]
+
+
+def case_fit_bvec_zero(i, f):
+    path = copy_dwi(i.dwi30, f)
+    rows = np.loadtxt(f / "dwi.bvec")
+    rows[:, 5] = 0
+    np.savetxt(f / "dwi.bvec", rows)
+    return _fit(path, "--out", f / "out"), ["dwi.nii.gz", "expected a unit gradient vector", "norm 0"]
+
+
+def case_fit_nan_voxels(i, f):
+    dwi = load_dwi(i.dwi30)
+    data = dwi.data.copy()
+    data[3, 3, 3, 4] = np.nan
+    return _fit(write_dwi(f, data, dwi.bvals, dwi.gradients, dwi.affine), "--out", f / "out"), \
+        ["dwi.nii.gz", "expected finite voxel values", "1 NaN or inf"]
+
+
+def case_fit_zero_b0(i, f):
+    dwi = load_dwi(i.dwi30)
+    data = dwi.data.copy()
+    data[..., 0] = 0
+    return _fit(write_dwi(f, data, dwi.bvals, dwi.gradients, dwi.affine), "--out", f / "out"), \
+        ["dwi.nii.gz", "expected a b=0 volume with signal", "every b=0 voxel is zero"]
+
+
+def case_fit_truncated(i, f):
+    path = copy_dwi(i.dwi30, f)
+    path.write_bytes(path.read_bytes()[:2000])
+    return _fit(path, "--out", f / "out"), ["dwi.nii.gz", "expected", "truncated"]
+
+
+def case_fit_garbage(i, f):
+    path = copy_dwi(i.dwi30, f)
+    path.write_bytes(b"this is not an image" * 50)
+    return _fit(path, "--out", f / "out"), ["dwi.nii.gz", "expected a readable NIfTI file", "damaged"]
+
+
+def case_fit_huge_header(i, f):
+    header = nib.Nifti1Header()
+    header.set_data_shape((1024, 1024, 360))
+    header.set_data_dtype(np.float32)
+    path = f / "huge.nii"
+    path.write_bytes(header.binaryblock + b"\0" * 4 + b"\1" * 600)
+    return _fit(path, "--out", f / "out"), ["huge.nii", "the 1509949440 bytes its header describes", "bytes"]
+
+
+def case_fit_complex(i, f):
+    dwi = load_dwi(i.dwi30)
+    path = raw_nifti(f / "dwi.nii.gz", (dwi.data * (1 + 0.5j)).astype(np.complex64), dwi.affine)
+    shutil.copy(str(i.dwi30)[:-7] + ".bval", f / "dwi.bval")
+    shutil.copy(str(i.dwi30)[:-7] + ".bvec", f / "dwi.bvec")
+    return _fit(path, "--out", f / "out"), ["dwi.nii.gz", "expected real-valued (magnitude) voxels", "complex64"]
+
+
+def case_fit_singular_affine(i, f):
+    path = copy_dwi(i.dwi30, f)
+    img = nib.load(str(path))
+    affine = img.affine.copy()
+    affine[:3, 2] = 0
+    flat = nib.Nifti1Image(np.asarray(img.dataobj), None)
+    flat.set_qform(None, code=0)
+    flat.set_sform(affine, code=1)
+    nib.save(flat, str(f / "flat.nii.gz"))
+    for suffix in (".bval", ".bvec"):
+        shutil.copy(f / f"dwi{suffix}", f / f"flat{suffix}")
+    return _fit(f / "flat.nii.gz", "--out", f / "out"), ["flat.nii.gz", "expected a voxel-to-world matrix", "singular"]
+
+
+def case_fit_coplanar(i, f):
+    g = np.random.default_rng(3).normal(size=(30, 3))
+    g[:, 2] *= 0.01
+    g /= np.linalg.norm(g, axis=1)[:, None]
+    return _fit(phantom_dwi(f, g), "--out", f / "out"), ["dwi.nii.gz", "condition number <= 1000", "nearly coplanar"]
+
+
+def case_fit_three_directions(i, f):
+    return _fit(phantom_dwi(f, np.eye(3)), "--out", f / "out"), \
+        ["dwi.nii.gz", "at least 6 diffusion directions", "3 diffusion-weighted volumes"]
+
+
+def case_fit_multishell(i, f):
+    dwi = load_dwi(i.dwi30)
+    bvals = dwi.bvals.copy()
+    bvals[16:] = 2000
+    return _fit(write_dwi(f, dwi.data, bvals, dwi.gradients, dwi.affine), "--out", f / "out"), \
+        ["dwi.nii.gz", "a single non-zero shell", "b = 1000, 2000"]
+
+
+def case_fit_absent_shell(i, f):
+    return _fit(i.dwi30, "--out", f / "out", "--shell", 3000), ["dwi30.nii.gz", "a shell at b = 3000", "b = 1000"]
+
+
+def case_fit_zero_mask(i, f):
+    affine = load_dwi(i.dwi30).affine
+    mask = raw_nifti(f / "mask.nii.gz", np.zeros((12, 12, 6), np.uint8), affine)
+    return _fit(i.dwi30, "--out", f / "out", "--mask", mask), ["mask.nii.gz", "a mask with voxels inside", "every voxel zero"]
+
+
+def case_fit_mask_grid(i, f):
+    mask = raw_nifti(f / "mask.nii.gz", np.ones((10, 12, 6), np.uint8), load_dwi(i.dwi30).affine)
+    return _fit(i.dwi30, "--out", f / "out", "--mask", mask), ["mask.nii.gz", "a mask on the DWI grid", "grid (10, 12, 6)"]
+
+
+def case_fit_mask_affine(i, f):
+    affine = load_dwi(i.dwi30).affine.copy()
+    affine[0, 3] += 5
+    mask = raw_nifti(f / "mask.nii.gz", np.ones((12, 12, 6), np.uint8), affine)
+    return _fit(i.dwi30, "--out", f / "out", "--mask", mask), ["mask.nii.gz", "a mask with the DWI's affine", "differing by up to 5"]
+
+
+def case_fit_unknown_map(i, f):
+    return _fit(i.dwi30, "--out", f / "out", "--maps", "fa,kurtosis"), ["--maps", "expected a comma list", "'fa,kurtosis'"]
+
+
+def case_fit_unknown_method(i, f):
+    return _fit(i.dwi30, "--out", f / "out", "--method", "nlls"), ["--method", "choose from", "'nlls'"]
+
+
+def case_fit_unknown_extension(i, f):
+    (f / "dwi.txt").write_text("0 0 0\n")
+    return _fit(f / "dwi.txt", "--out", f / "out"), ["dwi.txt", "expected a .nii, .nii.gz, .nrrd", "'dwi.txt'"]
+
+
+def case_fit_empty_folder(i, f):
+    (f / "dicom").mkdir()
+    return _fit(f / "dicom", "--out", f / "out"), ["dicom", "expected", "found"]
+
+
+def case_fit_nrrd_without_gradients(i, f):
+    save_dwi(f / "dwi.nhdr", load_dwi(i.dwi30))
+    header = f / "dwi.nhdr"
+    header.write_text("\n".join(line for line in header.read_text().splitlines() if "DWMRI_gradient_" not in line) + "\n")
+    return _fit(header, "--out", f / "out"), ["dwi.nhdr", "expected", "found"]
+
+
+def case_fit_nrrd_text_b(i, f):
+    save_dwi(f / "dwi.nhdr", load_dwi(i.dwi30))
+    header = f / "dwi.nhdr"
+    text = "\n".join("DWMRI_b-value:=one thousand" if line.startswith("DWMRI_b-value") else line
+                     for line in header.read_text().splitlines())
+    header.write_text(text + "\n")
+    return _fit(header, "--out", f / "out"), ["dwi.nhdr", "DWMRI_b-value", "'one thousand'"]
+
+
+def case_fit_out_is_a_file(i, f):
+    (f / "out").write_text("keep me")
+    return _fit(i.dwi30, "--out", f / "out"), [str(f / "out"), "expected an output folder", "an existing file"]
+
+
+def case_fit_out_under_a_file(i, f):
+    (f / "taken").write_text("keep me")
+    return _fit(i.dwi30, "--out", f / "taken" / "out"), ["taken", "expected an output folder", "is an existing file"]
+
+
+def case_fit_out_not_permitted(i, f):
+    return _fit(i.dwi30, "--out", "/sys/dtisynth-out"), ["/sys/dtisynth-out", "an output folder you may write in",
+                                                          "not permitted"]
+
+
+def case_simulate_n0(i, f):
+    return ["simulate", "cohort", "--n", "0", "--seed", "1", "--out", str(f / "out")], ["--n", "an integer >= 1", "'0'"]
+
+
+def case_simulate_snr0(i, f):
+    return ["simulate", "cohort", "--n", "1", "--seed", "1", "--snr", "0", "--out", str(f / "out")], \
+        ["--snr", "a finite number > 0", "'0'"]
+
+
+def case_simulate_snr_negative(i, f):
+    return ["simulate", "cohort", "--n", "1", "--seed", "1", "--snr=-5", "--out", str(f / "out")], \
+        ["--snr", "a finite number > 0", "'-5'"]
+
+
+def case_simulate_grid_text(i, f):
+    return ["simulate", "cohort", "--n", "1", "--seed", "1", "--grid", "big", "--out", str(f / "out")], \
+        ["--grid", "a grid like 128x128x76", "'big'"]
+
+
+def case_simulate_grid_huge(i, f):
+    return ["simulate", "atlas", "--grid", "100000x100000x10", "--out", str(f / "out")], \
+        ["--grid", "from 8 to 1024", "'100000x100000x10'"]
+
+
+def case_simulate_sample_from_missing(i, f):
+    return ["simulate", "cohort", "--n", "1", "--seed", "1", "--sample-from", str(f / "nope.nii.gz"),
+            "--out", str(f / "out")], ["nope.nii.gz", "expected an existing", "no such file"]
+
+
+def case_simulate_scheme(i, f):
+    return ["simulate", "cohort", "--n", "1", "--seed", "1", "--scheme", "gaussian", "--out", str(f / "out")], \
+        ["--scheme", "choose from", "'gaussian'"]
+
+
+def case_simulate_seed_text(i, f):
+    return ["simulate", "cohort", "--n", "1", "--seed", "abc", "--out", str(f / "out")], ["--seed", "int", "'abc'"]
+
+
+def case_simulate_out_is_a_file(i, f):
+    (f / "out").write_text("keep me")
+    return ["simulate", "atlas", "--grid", "16x16x16", "--out", str(f / "out")], \
+        [str(f / "out"), "expected an output folder", "an existing file"]
+
+
+def case_pairs_b_negative(i, f):
+    return ["pairs", str(i.dwi30), "--out", str(f / "out"), "--mode", "tensor", "--b=-1000"], \
+        ["--b", "a finite number > 0", "'-1000'"]
+
+
+def case_pairs_b_nan(i, f):
+    return ["pairs", str(i.dwi30), "--out", str(f / "out"), "--mode", "tensor", "--b", "nan"], \
+        ["--b", "a finite number > 0", "'nan'"]
+
+
+def case_pairs_far_directions(i, f):
+    # 8 directions, none within 35 degrees of the x axis
+    g = np.array([[1, 1, 0], [1, -1, 0], [0, 1, 1], [0, 1, -1], [1, 0, 1.4], [1, 0, -1.4], [0, 1, 0.2], [0.1, 0, 1]])
+    g = g / np.linalg.norm(g, axis=1)[:, None]
+    return ["pairs", str(phantom_dwi(f, g)), "--out", str(f / "out")], \
+        ["dwi.nii.gz", "within 35 degrees of each of the 3 axis", "degrees from direction 1"]
+
+
+def case_pairs_too_few(i, f):
+    return ["pairs", str(phantom_dwi(f, np.eye(3)[:2])), "--out", str(f / "out")], \
+        ["dwi.nii.gz", "3 distinct diffusion-weighted volumes to match 3 nominal directions", "found 2"]
+
+
+def case_pairs_mode(i, f):
+    return ["pairs", str(i.dwi30), "--out", str(f / "out"), "--mode", "closest"], ["--mode", "choose from", "'closest'"]
+
+
+def case_pairs_missing_bvec(i, f):
+    path = copy_dwi(i.dwi30, f)
+    (f / "dwi.bvec").unlink()
+    return ["pairs", str(path), "--out", str(f / "out")], ["dwi.bvec", "expected", "found"]
+
+
+def case_synth_missing_dwi(i, f):
+    return _synth(f / "nope.nii.gz", f / "out", "--models", i.models), ["nope.nii.gz", "expected an existing", "no such file"]
+
+
+def case_synth_two_directions(i, f):
+    return _synth(phantom_dwi(f, np.eye(3)[:2]), f / "out", "--models", i.models), \
+        ["dwi.nii.gz", "three diffusion-weighted volumes (x, y, z)", "found 2"]
+
+
+def case_synth_far_axes(i, f):
+    tilt = np.radians(40)
+    g = np.array([[np.cos(tilt), np.sin(tilt), 0], [-np.sin(tilt), np.cos(tilt), 0], [0, 0, 1]])
+    return _synth(phantom_dwi(f, g), f / "out", "--models", i.models), ["dwi.nii.gz", "expected", "40.0 degrees"]
+
+
+def case_synth_wrong_b(i, f):
+    dwi = load_dwi(i.dwi3)
+    bvals = np.where(dwi.is_b0, 0, 2000.0)
+    return _synth(write_dwi(f, dwi.data, bvals, dwi.gradients, dwi.affine), f / "out", "--models", i.models), \
+        ["dwi.nii.gz", "b = 1000 s/mm^2 like the models (or --force-b)", "b = 2000"]
+
+
+def case_synth_missing_b0(i, f):
+    return _synth(i.dwi3, f / "out", "--models", i.models, "--b0", f / "b0.nii.gz"), \
+        ["b0.nii.gz", "expected an existing", "no such file"]
+
+
+def case_synth_far_b0(i, f):
+    b0 = load_dwi(i.dti6)
+    affine = b0.affine.copy()
+    affine[0, 3] += 500
+    path = raw_nifti(f / "far_b0.nii.gz", b0.mean_b0(), affine)
+    return _synth(i.dwi3, f / "out", "--models", i.models, "--b0", path), ["far_b0.nii.gz", "overlapping the DWI", "0% overlap"]
+
+
+def case_synth_noise_b0(i, f):
+    b0 = load_dwi(i.dti6)
+    noise = np.random.default_rng(0).uniform(0, 1000, b0.data.shape[:3]).astype(np.float32)
+    path = raw_nifti(f / "noise_b0.nii.gz", noise, b0.affine)
+    return _synth(i.dwi3, f / "out", "--models", i.models, "--b0", path), \
+        ["noise_b0.nii.gz", "a b=0 the DWI registers to (correlation >= 0.6)", "correlation"]
+
+
+def case_synth_missing_models(i, f):
+    return _synth(i.dwi3, f / "out", "--models", f / "nomodels"), ["nomodels", "expected", "found"]
+
+
+def case_synth_manifest_not_json(i, f):
+    (f / "m").mkdir()
+    (f / "m" / "manifest.json").write_text("{not json")
+    return _synth(i.dwi3, f / "out", "--models", f / "m"), ["manifest.json", "expected", "found"]
+
+
+def case_synth_manifest_no_sha256(i, f):
+    models = corrupt_models(f, lambda m: m["directions"][2].pop("sha256"))
+    return _synth(i.dwi3, f / "out", "--models", models), ["manifest.json", "sha256 of direction_3.safetensors", "None"]
+
+
+def case_synth_manifest_huge_grid(i, f):
+    models = corrupt_models(f, lambda m: _set(m, "grid", [100000, 100000]))
+    return _synth(i.dwi3, f / "out", "--models", models), ["manifest.json", "grid to be null or two integers from 8 to 1024",
+                                                           "100000"]
+
+
+def case_synth_manifest_zero_voxel(i, f):
+    models = corrupt_models(f, lambda m: _set(m, "voxel_size_mm", [0, 1.7, 2]))
+    return _synth(i.dwi3, f / "out", "--models", models), ["manifest.json", "voxel_size_mm to be three sizes", "[0, 1.7, 2]"]
+
+
+def case_synth_manifest_five_directions(i, f):
+    models = corrupt_models(f, lambda m: m["directions"].pop(), weights_from=i.models)
+    return _synth(i.dwi3, f / "out", "--models", models), ["manifest.json (its directions)", "determine a tensor",
+                                                           "5 diffusion-weighted volumes"]
+
+
+def case_synth_manifest_escaping_file(i, f):
+    models = corrupt_models(f, lambda m: m["directions"][0].update(file="../../../../etc/hostname"))
+    return _synth(i.dwi3, f / "out", "--models", models), ["manifest.json", "plain file name inside the package folder",
+                                                           "etc/hostname"]
+
+
+def case_synth_weights_changed(i, f):
+    models = corrupt_models(f, lambda m: None, weights_from=i.models)
+    weights = sorted(models.glob("*.safetensors"))[0]
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    return _synth(i.dwi3, f / "out", "--models", models), [weights.name, "expected SHA-256", "found SHA-256"]
+
+
+def case_synth_cuda(i, f):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: --device cuda is valid here")
+    return _synth(i.dwi3, f / "out", "--models", i.models, "--device", "cuda"), ["--device", "cuda needs a CUDA GPU",
+                                                                                 "sees no CUDA GPU"]
+
+
+def case_synth_output_b(i, f):
+    return _synth(i.dwi3, f / "out", "--output-b", "0"), ["--output-b", "a finite number > 0", "'0'"]
+
+
+def case_synth_precision(i, f):
+    return _synth(i.dwi3, f / "out", "--precision", "fp8"), ["--precision", "choose from", "'fp8'"]
+
+
+def case_synth_out_is_a_file(i, f):
+    (f / "out").write_text("keep me")
+    return _synth(i.dwi3, f / "out", "--models", i.models), [str(f / "out"), "expected an output folder", "an existing file"]
+
+
+def case_evaluate_missing_original(i, f):
+    return ["evaluate", "--original", str(f / "nope.nii.gz"), "--synthetic", str(i.results), "--out", str(f / "out")], \
+        ["nope.nii.gz", "expected", "found"]
+
+
+def case_evaluate_missing_synthetic(i, f):
+    return ["evaluate", "--original", str(i.dti6), "--synthetic", str(f / "nosynth"), "--out", str(f / "out")], \
+        ["nosynth", "expected", "found"]
+
+
+def case_evaluate_no_common_subjects(i, f):
+    (f / "synth").mkdir()
+    return ["evaluate", "--original", str(i.cohort), "--synthetic", str(f / "synth"), "--out", str(f / "out")], \
+        ["synth", "expected", "found"]
+
+
+def case_evaluate_jobs0(i, f):
+    return ["evaluate", "--original", str(i.dti6), "--synthetic", str(i.results), "--out", str(f / "out"), "--jobs", "0"], \
+        ["--jobs", "an integer >= 1", "'0'"]
+
+
+def case_evaluate_missing_atlas(i, f):
+    return ["evaluate", "--original", str(i.dti6), "--synthetic", str(i.results), "--out", str(f / "out"),
+            "--atlas", str(f / "noatlas")], ["noatlas", "expected", "found"]
+
+
+def case_evaluate_out_is_a_file(i, f):
+    (f / "out").write_text("keep me")
+    return ["evaluate", "--original", str(i.dti6), "--synthetic", str(i.results), "--out", str(f / "out")], \
+        [str(f / "out"), "expected an output folder", "an existing file"]
+
+
+def case_scene_missing_results(i, f):
+    return ["scene", "--results", str(f / "noresults"), "--out", str(f / "out.mrb")], ["noresults", "expected", "found"]
+
+
+def case_scene_missing_evaluation(i, f):
+    return ["scene", "--results", str(i.results), "--evaluation", str(f / "noeval"), "--out", str(f / "out.mrb")], \
+        ["noeval", "expected", "found"]
+
+
+def case_scene_not_mrb(i, f):
+    return ["scene", "--results", str(i.results), "--out", str(f / "out.mrml")], \
+        ["out.mrml", "a scene file name ending in .mrb", "'out.mrml'"]
+
+
+def case_scene_out_is_a_folder(i, f):
+    (f / "out.mrb").mkdir()
+    return ["scene", "--results", str(i.results), "--out", str(f / "out.mrb")], ["out.mrb", "a scene file name", "an existing folder"]
+
+
+def case_train_missing_data(i, f):
+    return ["train", "--data", str(f / "nodata"), "--out", str(f / "out")], ["nodata", "expected", "found"]
+
+
+def case_train_empty_data(i, f):
+    (f / "data").mkdir()
+    return ["train", "--data", str(f / "data"), "--out", str(f / "out")], ["data", "expected", "found"]
+
+
+def case_train_epochs0(i, f):
+    return ["train", "--data", str(i.cohort), "--out", str(f / "out"), "--epochs", "0"], ["--epochs", "an integer >= 1", "'0'"]
+
+
+def case_train_batch0(i, f):
+    return ["train", "--data", str(i.cohort), "--out", str(f / "out"), "--batch-size", "0"], \
+        ["--batch-size", "an integer >= 1", "'0'"]
+
+
+def case_train_validation_fraction(i, f):
+    return ["train", "--data", str(i.cohort), "--out", str(f / "out"), "--validation-fraction", "1.5"], \
+        ["--validation-fraction", "a fraction from 0 up to", "'1.5'"]
+
+
+def case_train_direction7(i, f):
+    return ["train", "--data", str(i.cohort), "--out", str(f / "out"), "--direction", "7"], ["--direction", "1-6", "'7'"]
+
+
+def case_train_lr_negative(i, f):
+    return ["train", "--data", str(i.cohort), "--out", str(f / "out"), "--lr=-0.1"], ["--lr", "a finite number > 0", "'-0.1'"]
+
+
+def case_train_kind(i, f):
+    return ["train", "--data", str(i.cohort), "--out", str(f / "out"), "--kind", "gan"], ["--kind", "choose from", "'gan'"]
+
+
+def case_train_device(i, f):
+    return ["train", "--data", str(i.cohort), "--out", str(f / "out"), "--device", "tpu"], ["--device", "choose from", "'tpu'"]
+
+
+def case_train_out_is_a_file(i, f):
+    (f / "out").write_text("keep me")
+    return ["train", "--data", str(i.cohort), "--out", str(f / "out"), "--epochs", "1"], \
+        [str(f / "out"), "expected an output folder", "an existing file"]
+
+
+def case_review_create_missing(i, f):
+    return ["review", "create", "--original", str(f / "nope"), "--synthetic", str(i.synthetic), "--out", str(f / "out")], \
+        ["nope", "expected", "found"]
+
+
+def case_review_create_maps(i, f):
+    return ["review", "create", "--original", str(i.cohort), "--synthetic", str(i.synthetic), "--out", str(f / "out"),
+            "--maps", "fa,t2"], ["maps", "expected", "t2"]
+
+
+def case_review_create_readers0(i, f):
+    return ["review", "create", "--original", str(i.cohort), "--synthetic", str(i.synthetic), "--out", str(f / "out"),
+            "--readers", "0"], ["readers", "expected", "0"]
+
+
+def case_review_create_port(i, f):
+    return ["review", "create", "--original", str(i.cohort), "--synthetic", str(i.synthetic), "--out", str(f / "out"),
+            "--port", "70000"], ["--port", "a port number from 1 to 65535", "'70000'"]
+
+
+def case_review_serve_not_a_study(i, f):
+    (f / "notastudy").mkdir()
+    return ["review", "serve", str(f / "notastudy")], ["notastudy", "expected", "found"]
+
+
+def case_review_analyze_not_sqlite(i, f):
+    (f / "s").mkdir()
+    (f / "s" / "study.sqlite").write_bytes(b"not a database" * 100)
+    return ["review", "analyze", str(f / "s"), "--out", str(f / "out")], ["study.sqlite", "expected", "found"]
+
+
+def case_review_export_out_is_a_folder(i, f):
+    (f / "out").mkdir()
+    return ["review", "export", str(i.study), "--out", str(f / "out")], [str(f / "out"), "an output file name",
+                                                                        "an existing folder"]
+
+
+def case_review_lock_missing(i, f):
+    return ["review", "lock", str(f / "nostudy")], ["nostudy", "expected", "found"]
+
+
+def case_models_import_missing(i, f):
+    return ["models", "--import", str(f / "nopkg"), "--into", str(f / "out")], ["nopkg", "a model package", "no such file"]
+
+
+def case_models_import_without_into(i, f):
+    return ["models", "--import", str(i.models)], ["--import", "--into DIR", "no --into"]
+
+
+def case_models_import_escaping_zip(i, f):
+    import zipfile
+
+    with zipfile.ZipFile(f / "pkg.zip", "w") as archive:
+        archive.writestr("../evil/manifest.json", "{}")
+    return ["models", "--import", str(f / "pkg.zip"), "--into", str(f / "out")], ["pkg.zip", "a zip of one model folder",
+                                                                                 "'../evil/manifest.json'"]
+
+
+def case_models_import_bad_manifest(i, f):
+    models = corrupt_models(f, lambda m: _set(m, "b_value", -1000))
+    return ["models", "--import", str(models), "--into", str(f / "out")], ["manifest.json", "b_value to be a b-value", "-1000"]
+
+
+CASES = [  # (id, class, build)
+    ("fit-missing-file", "file", case_fit_missing),
+    ("fit-3d-image", "file", case_fit_3d),
+    ("fit-bval-count", "file", case_fit_bval_count),
+    ("fit-bval-text", "file", case_fit_bval_text),
+    ("fit-zero-bvec", "file", case_fit_bvec_zero),
+    ("fit-nan-voxels", "file", case_fit_nan_voxels),
+    ("fit-zero-b0", "file", case_fit_zero_b0),
+    ("fit-truncated", "file", case_fit_truncated),
+    ("fit-garbage", "file", case_fit_garbage),
+    ("fit-huge-header", "file", case_fit_huge_header),
+    ("fit-complex", "science", case_fit_complex),
+    ("fit-singular-affine", "file", case_fit_singular_affine),
+    ("fit-coplanar-gradients", "science", case_fit_coplanar),
+    ("fit-three-directions", "science", case_fit_three_directions),
+    ("fit-multishell", "science", case_fit_multishell),
+    ("fit-absent-shell", "usage", case_fit_absent_shell),
+    ("fit-zero-mask", "science", case_fit_zero_mask),
+    ("fit-mask-grid", "file", case_fit_mask_grid),
+    ("fit-mask-affine", "file", case_fit_mask_affine),
+    ("fit-unknown-map", "usage", case_fit_unknown_map),
+    ("fit-unknown-method", "usage", case_fit_unknown_method),
+    ("fit-unknown-extension", "file", case_fit_unknown_extension),
+    ("fit-empty-folder", "file", case_fit_empty_folder),
+    ("fit-nrrd-without-gradients", "file", case_fit_nrrd_without_gradients),
+    ("fit-nrrd-text-b", "file", case_fit_nrrd_text_b),
+    ("fit-out-is-a-file", "output", case_fit_out_is_a_file),
+    ("fit-out-under-a-file", "output", case_fit_out_under_a_file),
+    ("fit-out-not-permitted", "output", case_fit_out_not_permitted),
+    ("simulate-n0", "usage", case_simulate_n0),
+    ("simulate-snr0", "usage", case_simulate_snr0),
+    ("simulate-snr-negative", "usage", case_simulate_snr_negative),
+    ("simulate-grid-text", "usage", case_simulate_grid_text),
+    ("simulate-grid-huge", "usage", case_simulate_grid_huge),
+    ("simulate-sample-from-missing", "file", case_simulate_sample_from_missing),
+    ("simulate-scheme", "usage", case_simulate_scheme),
+    ("simulate-seed-text", "usage", case_simulate_seed_text),
+    ("simulate-out-is-a-file", "output", case_simulate_out_is_a_file),
+    ("pairs-b-negative", "usage", case_pairs_b_negative),
+    ("pairs-b-nan", "usage", case_pairs_b_nan),
+    ("pairs-far-directions", "science", case_pairs_far_directions),
+    ("pairs-too-few", "science", case_pairs_too_few),
+    ("pairs-mode", "usage", case_pairs_mode),
+    ("pairs-missing-bvec", "file", case_pairs_missing_bvec),
+    ("synthesize-missing-dwi", "file", case_synth_missing_dwi),
+    ("synthesize-two-directions", "science", case_synth_two_directions),
+    ("synthesize-far-axes", "science", case_synth_far_axes),
+    ("synthesize-wrong-b", "science", case_synth_wrong_b),
+    ("synthesize-missing-b0", "file", case_synth_missing_b0),
+    ("synthesize-far-b0", "science", case_synth_far_b0),
+    ("synthesize-noise-b0", "science", case_synth_noise_b0),
+    ("synthesize-missing-models", "file", case_synth_missing_models),
+    ("synthesize-manifest-not-json", "manifest", case_synth_manifest_not_json),
+    ("synthesize-manifest-no-sha256", "manifest", case_synth_manifest_no_sha256),
+    ("synthesize-manifest-huge-grid", "manifest", case_synth_manifest_huge_grid),
+    ("synthesize-manifest-zero-voxel", "manifest", case_synth_manifest_zero_voxel),
+    ("synthesize-manifest-five-directions", "manifest", case_synth_manifest_five_directions),
+    ("synthesize-manifest-escaping-file", "manifest", case_synth_manifest_escaping_file),
+    ("synthesize-weights-changed", "manifest", case_synth_weights_changed),
+    ("synthesize-cuda-without-gpu", "usage", case_synth_cuda),
+    ("synthesize-output-b0", "usage", case_synth_output_b),
+    ("synthesize-precision", "usage", case_synth_precision),
+    ("synthesize-out-is-a-file", "output", case_synth_out_is_a_file),
+    ("evaluate-missing-original", "file", case_evaluate_missing_original),
+    ("evaluate-missing-synthetic", "file", case_evaluate_missing_synthetic),
+    ("evaluate-no-common-subjects", "file", case_evaluate_no_common_subjects),
+    ("evaluate-jobs0", "usage", case_evaluate_jobs0),
+    ("evaluate-missing-atlas", "file", case_evaluate_missing_atlas),
+    ("evaluate-out-is-a-file", "output", case_evaluate_out_is_a_file),
+    ("scene-missing-results", "file", case_scene_missing_results),
+    ("scene-missing-evaluation", "file", case_scene_missing_evaluation),
+    ("scene-not-mrb", "usage", case_scene_not_mrb),
+    ("scene-out-is-a-folder", "output", case_scene_out_is_a_folder),
+    ("train-missing-data", "file", case_train_missing_data),
+    ("train-empty-data", "file", case_train_empty_data),
+    ("train-epochs0", "usage", case_train_epochs0),
+    ("train-batch0", "usage", case_train_batch0),
+    ("train-validation-fraction", "usage", case_train_validation_fraction),
+    ("train-direction7", "usage", case_train_direction7),
+    ("train-lr-negative", "usage", case_train_lr_negative),
+    ("train-kind", "usage", case_train_kind),
+    ("train-device", "usage", case_train_device),
+    ("train-out-is-a-file", "output", case_train_out_is_a_file),
+    ("review-create-missing", "file", case_review_create_missing),
+    ("review-create-maps", "usage", case_review_create_maps),
+    ("review-create-readers0", "usage", case_review_create_readers0),
+    ("review-create-port", "usage", case_review_create_port),
+    ("review-serve-not-a-study", "file", case_review_serve_not_a_study),
+    ("review-analyze-not-sqlite", "file", case_review_analyze_not_sqlite),
+    ("review-export-out-is-a-folder", "output", case_review_export_out_is_a_folder),
+    ("review-lock-missing", "file", case_review_lock_missing),
+    ("models-import-missing", "file", case_models_import_missing),
+    ("models-import-without-into", "usage", case_models_import_without_into),
+    ("models-import-escaping-zip", "manifest", case_models_import_escaping_zip),
+    ("models-import-bad-manifest", "manifest", case_models_import_bad_manifest),
+]
+
+
+def test_the_table_covers_every_command_and_class():
+    assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
+    commands = {c[0].split("-")[0] for c in CASES}
+    assert commands >= {"fit", "simulate", "pairs", "synthesize", "evaluate", "scene", "train", "review", "models"}
+    assert {c[1] for c in CASES} == set(CLASSES)
+
+
+def _out_paths(argv):
+    return [Path(argv[k + 1]) for k, a in enumerate(argv[:-1]) if a in ("--out", "--into")]
+
+
+@pytest.mark.parametrize("name, kind, build", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_a_clear_error_leaving_nothing(inputs, tmp_path, capsys, name, kind, build):
+    folder = tmp_path / "case"
+    folder.mkdir()
+    argv, patterns = build(inputs, folder)
+    outputs = _out_paths(argv)
+    before = {"inputs": _hashes(inputs.root), "case": _hashes(folder)}
+    existed = {p: p.exists() for p in outputs}
+    capsys.readouterr()
+    code = main(argv + ["--jsonl"])
+    captured = capsys.readouterr()
+    events = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
+    assert code == 2, (code, captured.out[-2000:], captured.err[-2000:])
+    assert events and events[-1]["event"] == "error", captured.out[-2000:]
+    message = events[-1]["message"]
+    for pattern in patterns:
+        assert pattern in message, (pattern, message)
+    assert "Traceback" not in captured.err
+    for path in outputs:
+        assert path.exists() == existed[path], f"{path} left behind"
+    assert not list(folder.rglob(".dtisynth-*")), "staging folders left behind"
+    assert _hashes(inputs.root) == before["inputs"], "an input changed"
+    assert _hashes(folder) == before["case"], "an input of the case changed"
+
+
+def test_a_usage_error_and_a_bad_file_exit_2_from_the_installed_command(tmp_path):
+    for argv, expected in ((["simulate", "cohort", "--n", "0", "--seed", "1", "--out", str(tmp_path / "o")],
+                            "--n: expected an integer >= 1"),
+                           (["fit", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "o")], "no such file")):
+        run = subprocess.run([sys.executable, "-m", "DTISynthLib", *argv], capture_output=True, text=True)
+        assert run.returncode == 2 and expected in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert not (tmp_path / "o").exists()
+
+
+def _can_mount_in_a_namespace():
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=8k tmpfs /mnt"],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("options, reason", [("ro", "a read-only file system"),
+                                             ("size=12k", "no space left to write the outputs")],
+                         ids=["read-only", "disk-full"])
+def test_a_read_only_or_full_file_system_is_a_clear_error_leaving_nothing(inputs, tmp_path, options, reason):
+    """A real file system of the kind (tmpfs, mounted in a private mount namespace), not a patched write."""
+    if not _can_mount_in_a_namespace():
+        pytest.skip("unshare cannot mount a tmpfs on this machine (no user or mount namespaces)")
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    before = _hashes(inputs.root)
+    script = (f"mount -t tmpfs -o {options} tmpfs {mount} && {{ {sys.executable} -m DTISynthLib fit {inputs.dwi30} "
+              f"--out {mount}/results/fit --jsonl; echo \"exit $?\"; echo left:; ls -A {mount}; }}")
+    run = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True)
+    lines = run.stdout.splitlines()
+    event = json.loads([line for line in lines if line.startswith("{")][-1])
+    assert "exit 2" in lines, run.stdout + run.stderr
+    assert event["event"] == "error" and f"{mount}/results/fit" in event["message"] and reason in event["message"], event
+    assert "Traceback" not in run.stderr
+    assert lines[-1] == "left:", lines  # the mount point is as it was: no folder, no staging, no partial file
+    assert _hashes(inputs.root) == before
