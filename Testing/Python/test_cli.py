@@ -170,6 +170,21 @@ def test_models_lists_every_shipped_set_with_its_description_and_marks_the_defau
     assert event["event"] == "result" and len(event["outputs"]) == 3
 
 
+def test_models_import_verifies_and_copies_a_zipped_package(tmp_path):
+    import shutil
+
+    shutil.make_archive(str(tmp_path / "pix2pix"), "zip", REPO / "Resources" / "Models", "pix2pix")
+    run = _dtisynth("models", "--import", tmp_path / "pix2pix.zip", "--into", tmp_path / "mine")
+    assert run.returncode == 0, run.stderr
+    imported = tmp_path / "mine" / "pix2pix"
+    assert sorted(p.name for p in imported.iterdir()) == sorted(
+        p.name for p in (REPO / "Resources" / "Models" / "pix2pix").iterdir())
+    assert any(line.startswith("pix2pix  [pix2pix-per-direction]") for line in run.stdout.splitlines())
+    again = _dtisynth("models", "--import", tmp_path / "pix2pix.zip", "--into", tmp_path / "mine")
+    assert again.returncode == 2 and "a model folder of that name already exists" in again.stderr
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["pix2pix"]  # no staging left
+
+
 @pytest.mark.parametrize("args, option, expected", [
     (["simulate", "cohort", "--n", "0", "--seed", "1", "--out", "x"], "--n", "an integer >= 1, not '0'"),
     (["simulate", "cohort", "--n", "2", "--snr", "-5", "--seed", "1", "--out", "x"], "--snr", "> 0, not '-5'"),
