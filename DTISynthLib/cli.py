@@ -7,25 +7,17 @@ JSON-lines events on stdout (core/progress.py). Exit codes: 0 success, 2 bad inp
 """
 
 import argparse
+import importlib
 import sys
 
 from . import __version__
 from .core.errors import InputError
 from .core.progress import ProgressReporter
-from .jobs import (
-    demo,
-    evaluate,
-    fit,
-    models,
-    pairs,
-    review,
-    scene,
-    simulate,
-    synthesize,
-    train,
-)
 
-JOBS = (fit, simulate, pairs, train, synthesize, evaluate, scene, demo, models, review)
+# jobs/<name>.py each, in the order `dtisynth --help` lists them. Only the job a command names is
+# imported: start-up is part of every command's time (numpy, nibabel and our modules for `fit`, not
+# scipy, torch or FastAPI).
+JOBS = ("fit", "simulate", "pairs", "train", "synthesize", "evaluate", "scene", "demo", "models", "review")
 
 
 class UsageError(Exception):
@@ -43,11 +35,13 @@ class _ArgumentParser(argparse.ArgumentParser):
         raise UsageError(self.prog, message)
 
 
-def build_parser():
+def build_parser(jobs=JOBS):
+    """The parser with sub-parsers for `jobs` (names from JOBS)."""
     parser = _ArgumentParser(prog="dtisynth", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"dtisynth {__version__}")
     subparsers = parser.add_subparsers(dest="job", required=True)
-    for job in JOBS:
+    for name in jobs:
+        job = importlib.import_module(f"{__package__}.jobs.{name}")
         job_parser = subparsers.add_parser(job.NAME, help=job.HELP)
         job.add_arguments(job_parser)
         job_parser.set_defaults(run=job.run)
@@ -56,8 +50,9 @@ def build_parser():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    named = [argv[0]] if argv and argv[0] in JOBS else JOBS
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(named).parse_args(argv)
     except UsageError as exc:
         ProgressReporter(jsonl="--jsonl" in argv).error(str(exc))
         return 2

@@ -19,7 +19,7 @@ UNIT_TOLERANCE = 1e-2  # |norm - 1| allowed for a diffusion-weighted gradient ve
 class DWI:
     """Diffusion-weighted image.
 
-    data: float32 (x, y, z, n) signal, C-contiguous after check_dwi; affine: 4x4 voxel -> RAS mm; bvals: (n,) s/mm^2;
+    data: float32 (x, y, z, n) signal (C or F order); affine: 4x4 voxel -> RAS mm; bvals: (n,) s/mm^2;
     gradients: (n, 3) unit vectors in RAS world frame (zero for b=0); source: file it came from.
     """
 
@@ -77,9 +77,9 @@ def check_dwi(dwi):
     # what MRtrix3 does with FSL files, whose text vectors are unit only to ~1e-6.
     bvals = np.where(is_b0, bvals, bvals * norms**2)
     unit = np.where(is_b0[:, None], 0.0, gradients / np.where(norms > 0, norms, 1.0)[:, None])
-    # C order keeps each voxel's signals adjacent: the fit gathers voxel rows (nibabel loads F order).
-    return DWI(np.ascontiguousarray(data, dtype=np.float32), np.asarray(dwi.affine, dtype=np.float64),
-               bvals, unit, src)
+    # The layout is kept (nibabel loads F order): a transposing copy of a large DWI costs more than the
+    # fit's strided gather of voxel rows (fit.tensor_fit.voxel_order).
+    return DWI(np.asarray(data, dtype=np.float32), np.asarray(dwi.affine, dtype=np.float64), bvals, unit, src)
 
 
 def shells(bvals):

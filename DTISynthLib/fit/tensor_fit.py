@@ -20,6 +20,8 @@ eigenvalue negative; see tensor_maps for the negative-eigenvalue policy). Every 
 row of the fit, b=0 volumes and repeated directions included, as in MRtrix3's dwi2tensor.
 """
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,33 +147,62 @@ def _predicted_weights(params, design):
     return np.exp(np.clip(params @ design.T, -300.0, 300.0))
 
 
+def voxel_order(array):
+    """The order ("F" or "C") in which `array`'s voxels lie in memory: volumes read from NIfTI are
+    Fortran-ordered (x fastest). Working in that order saves a transposing copy on the way in and
+    on the way out (NIfTI is written in F order)."""
+    return "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+
+
+def voxel_rows(array, order):
+    """(voxels, k) rows of an (x, y, z, k) array laid out in `order`: a view of a contiguous array, so
+    writing the rows writes the array."""
+    return array.reshape(-1, array.shape[-1], order=order)
+
+
+def in_chunks(index, work, progress=None):
+    """Call work(rows) on consecutive chunks of CHUNK_VOXELS voxel indices, on one thread per core (up
+    to 4: numpy releases the GIL in its loops), each with single-threaded BLAS (threads of threads
+    oversubscribe: on 2 cores the 30-direction IWLS fit takes 0.95 s so, 1.2 s with BLAS's own two
+    threads, 1.6 s with both). `work` must write disjoint rows only. progress(fraction) after each
+    chunk, from this thread."""
+    from threadpoolctl import threadpool_limits
+
+    chunks = [index[start:start + CHUNK_VOXELS] for start in range(0, index.size, CHUNK_VOXELS)]
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(min(4, len(os.sched_getaffinity(0)))) as pool:
+        for done, _ in enumerate(pool.map(work, chunks), 1):
+            if progress:
+                progress(done / len(chunks))
+
+
 def fit_tensors(dwi: DWI, mask=None, method="iwls", iterations=2, progress=None):
     """Fit a tensor in every mask voxel of a checked single-shell DWI.
 
     mask: bool (x, y, z) or None for every voxel whose mean b=0 signal is positive.
     progress: optional callable(fraction) called after each chunk of voxels.
     Works chunk by chunk on rows gathered from dwi.data: beyond the outputs (7 float32 per voxel, the
-    size of a b0 + 6 input) it needs only a few MB of working memory.
+    size of a b0 + 6 input) it needs only a few MB of working memory. Outputs are laid out in the
+    input's voxel order.
     """
     check_design(dwi.source, dwi.bvals, dwi.gradients)
     shape = dwi.data.shape[:3]
-    flat = dwi.data.reshape(-1, dwi.data.shape[3])
+    order = voxel_order(dwi.data)
+    flat = voxel_rows(dwi.data, order)
     if mask is None:
         mask = dwi.mean_b0() > 0
     mask = np.asarray(mask, dtype=bool)
-    index = np.flatnonzero(mask)
-    tensor = np.zeros(shape + (6,), dtype=np.float32)
-    s0 = np.zeros(shape, dtype=np.float32)
-    tensor_rows, s0_rows = tensor.reshape(-1, 6), s0.reshape(-1)
-    for start in range(0, index.size, CHUNK_VOXELS):
-        rows = index[start:start + CHUNK_VOXELS]
+    index = np.flatnonzero(mask.ravel(order=order))
+    tensor = np.zeros(shape + (6,), dtype=np.float32, order=order)
+    s0 = np.zeros(shape + (1,), dtype=np.float32, order=order)
+    tensor_rows, s0_rows = voxel_rows(tensor, order), voxel_rows(s0, order)[:, 0]
+    def fit_rows(rows):
         params = fit_signals(flat[rows], dwi.bvals, dwi.gradients, method, iterations)
         params[~np.isfinite(params).all(axis=1)] = 0.0  # degenerate voxel: no tensor rather than NaN
         tensor_rows[rows] = params[:, :6]
         s0_rows[rows] = np.where(params[:, 6] != 0, np.exp(np.clip(params[:, 6], -80, 80)), 0.0)
-        if progress:
-            progress(min(1.0, (start + rows.size) / max(index.size, 1)))
-    return TensorFit(tensor, s0, mask)
+
+    in_chunks(index, fit_rows, progress)
+    return TensorFit(tensor, s0[..., 0], mask)
 
 
 def predict_signals(tensor6, s0, bvals, gradients):

@@ -14,9 +14,10 @@ Voxels outside the mask, or with an all-zero tensor, are zero in every map; noth
 
 import numpy as np
 
+from .tensor_fit import in_chunks, voxel_order, voxel_rows
+
 MAP_NAMES = ("fa", "md", "ad", "rd", "color", "v1", "evals", "s0")
 EIGEN_POLICIES = ("keep", "clip")
-CHUNK_VOXELS = 8192  # about 0.5 kB of float64 temporaries per voxel
 _COMPONENTS = {"fa": 1, "md": 1, "ad": 1, "rd": 1, "color": 3, "v1": 3, "evals": 3}
 
 
@@ -93,16 +94,20 @@ def compute_maps(tensor, mask=None, names=("fa", "md", "ad", "rd", "color", "v1"
     unknown = set(names) - set(_COMPONENTS)
     if unknown:
         raise ValueError(f"unknown map(s) {sorted(unknown)}; choose from {MAP_NAMES}")
+    tensor = np.asarray(tensor)
     shape = tensor.shape[:3]
-    flat = tensor.reshape(-1, 6)
+    order = voxel_order(tensor)
+    flat = voxel_rows(tensor, order)
     if mask is None:
         index = np.flatnonzero(np.any(flat != 0, axis=1))
     else:
-        index = np.flatnonzero(np.asarray(mask, dtype=bool))
-    maps = {n: np.zeros((flat.shape[0], _COMPONENTS[n]), dtype=np.float32) for n in names}
-    for start in range(0, index.size, CHUNK_VOXELS):
-        rows = index[start:start + CHUNK_VOXELS]
+        index = np.flatnonzero(np.asarray(mask, dtype=bool).ravel(order=order))
+    maps = {n: np.zeros(shape + (_COMPONENTS[n],), dtype=np.float32, order=order) for n in names}
+    rows_of = {n: voxel_rows(m, order) for n, m in maps.items()}
+    def map_rows(rows):
         evals, v1 = eigen_decompose(flat[rows], policy)
         for name, values in maps_from_eigen(evals, v1, names).items():
-            maps[name][rows] = values.reshape(rows.size, -1)
-    return {n: (m.reshape(shape) if _COMPONENTS[n] == 1 else m.reshape(shape + (3,))) for n, m in maps.items()}
+            rows_of[name][rows] = values.reshape(rows.size, -1)
+
+    in_chunks(index, map_rows)
+    return {n: (m[..., 0] if _COMPONENTS[n] == 1 else m) for n, m in maps.items()}

@@ -20,7 +20,7 @@ from ..io.files import save_dwi, save_tensor, save_volume
 def write_synthesis(out_dir, result, maps=("fa", "md", "ad", "rd", "color", "v1", "evals", "s0"), reporter=NullReporter()):
     """Write the synthetic DTI (NIfTI + bval / bvec, Slicer NRRD), its tensors and maps, and the report.
 
-    Files are compressed on two threads (zlib releases the GIL), the DTI's while the mask and tensors
+    Files are compressed on two threads (ISA-L's gzip releases the GIL), the DTI's while the mask and tensors
     are computed; all land in a staging folder that replaces `out_dir` only when everything is written.
     """
     progress = reporter.progress
