@@ -139,7 +139,8 @@ def write_nifti(path, data, affine):
     if not str(path).endswith(".gz"):
         nib.save(img, str(path))
         return
-    with igzip.open(path, "wb", compresslevel=GZIP_LEVEL) as handle:
+    # mtime 0: the same image gives the same bytes (as nibabel writes them)
+    with igzip.IGzipFile(str(path), "wb", compresslevel=GZIP_LEVEL, mtime=0) as handle:
         holder = nib.FileHolder(filename=str(path), fileobj=handle)
         img.to_file_map({"header": holder, "image": holder})
 
