@@ -163,8 +163,8 @@ def voxel_rows(array, order):
 def in_chunks(index, work, progress=None):
     """Call work(rows) on consecutive chunks of CHUNK_VOXELS voxel indices, on one thread per core (up
     to 4: numpy releases the GIL in its loops), each with single-threaded BLAS (threads of threads
-    oversubscribe: on 2 cores the 30-direction IWLS fit takes 0.95 s so, 1.2 s with BLAS's own two
-    threads, 1.6 s with both). `work` must write disjoint rows only. progress(fraction) after each
+    oversubscribe: on 2 cores the 30-direction IWLS fit takes 0.95 s this way, 1.2 s with BLAS's own
+    two threads alone, 1.6 s with both). `work` must write disjoint rows only. progress(fraction) after each
     chunk, from this thread."""
     from threadpoolctl import threadpool_limits
 

@@ -78,7 +78,9 @@ def _opened_image(path):
         yield nib.load(str(path))
         return
     with igzip.open(path, "rb") as handle:
-        image_class = nib.Nifti2Image if int.from_bytes(handle.read(4), "little") == 540 else nib.Nifti1Image
+        sizeof_hdr = handle.read(4)  # 540 (either byte order) for NIfTI-2, 348 for NIfTI-1
+        image_class = nib.Nifti2Image if 540 in (int.from_bytes(sizeof_hdr, "little"), int.from_bytes(sizeof_hdr, "big")) \
+            else nib.Nifti1Image
         handle.seek(0)
         holder = nib.FileHolder(filename=str(path), fileobj=handle)
         yield image_class.from_file_map({"header": holder, "image": holder})
