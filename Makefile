@@ -40,3 +40,4 @@ benchmark: $(VENV)/.test-installed
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_synthesis.py
 	$(BIN)/python benchmarks/bench_quality.py
+	$(BIN)/python benchmarks/bench_autoencoder.py

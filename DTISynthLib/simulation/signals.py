@@ -211,7 +211,14 @@ def simulate_signals(tissue, bvals, gradients, scheme, rng):
 
 
 def add_rician_noise(signals, sigma, rng):
-    """Magnitude of the signal plus complex Gaussian noise of standard deviation `sigma` per channel."""
+    """Magnitude of the signal plus complex Gaussian noise of standard deviation `sigma` per channel.
+
+    float32 signals get float32 noise (twice as fast to draw, for the autoencoder's every epoch); other
+    signals float64 noise, as the simulated cohorts have always been drawn."""
+    if np.asarray(signals).dtype == np.float32:
+        real = signals + np.float32(sigma) * rng.standard_normal(signals.shape, dtype=np.float32)
+        imaginary = np.float32(sigma) * rng.standard_normal(signals.shape, dtype=np.float32)
+        return np.sqrt(real * real + imaginary * imaginary)
     real = signals + rng.normal(0.0, sigma, signals.shape)
     imaginary = rng.normal(0.0, sigma, signals.shape)
     return np.sqrt(real**2 + imaginary**2)
