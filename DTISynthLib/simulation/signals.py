@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from ..core.dwi import B0_THRESHOLD
 from ..core.errors import InputError
 
 SCHEMES = ("syn", "sampled", "sample-and-mean", "random-wm")
@@ -222,3 +223,32 @@ def add_rician_noise(signals, sigma, rng):
     real = signals + rng.normal(0.0, sigma, signals.shape)
     imaginary = rng.normal(0.0, sigma, signals.shape)
     return np.sqrt(real**2 + imaginary**2)
+
+
+def simulate_voxels(scheme, pools, bvals, gradients, n_voxels, rng, max_fibres=3):
+    """Clean attenuations S/S0 (N, n_dw) of paper 2's random voxels on a gradient table (b s/mm^2, RAS
+    unit vectors; the columns are the diffusion-weighted volumes, b > 0, in table order).
+
+    Each voxel: 1 to `max_fibres` single-fibre WM compartments with uniformly random directions and
+    volume shares (a flat Dirichlet), and WM, GM and CSF contributions each drawn from U(0, 1) and
+    normalised; eigenvalues per the scheme (eigenvalues_for); b=0 contrast S0_CONTRAST.
+    """
+    bvals = np.asarray(bvals, dtype=np.float64)
+    fibres = rng.integers(1, max_fibres + 1, n_voxels)
+    shares = rng.dirichlet(np.ones(max_fibres), n_voxels) * (np.arange(max_fibres)[None, :] < fibres[:, None])
+    shares /= shares.sum(axis=1, keepdims=True)
+    directions = rng.normal(size=(n_voxels, max_fibres, 3))
+    directions /= np.linalg.norm(directions, axis=2, keepdims=True)
+    fractions = rng.uniform(0.0, 1.0, (n_voxels, 3))
+    fractions /= fractions.sum(axis=1, keepdims=True)
+
+    def choice():
+        return rng.integers(0, 2**62, n_voxels).astype(np.uint64)
+
+    eigenvalues = {"wm": np.stack([eigenvalues_for(pools, scheme, "wm", choice()) for _ in range(max_fibres)], 1),
+                   "gm": eigenvalues_for(pools, scheme, "gm", choice()),
+                   "deep_gm": eigenvalues_for(pools, scheme, "deep_gm", choice()),
+                   "csf": eigenvalues_for(pools, scheme, "csf", choice())}
+    tissue = build_voxel_tissue(fractions, directions, shares, np.zeros(n_voxels, bool), eigenvalues)
+    signals = simulate_signals(tissue, bvals, gradients, scheme, rng)
+    return signals[:, bvals > B0_THRESHOLD] / tissue.s0[:, None]
