@@ -17,7 +17,8 @@ from .core.progress import ProgressReporter
 # jobs/<name>.py each, in the order `dtisynth --help` lists them. Only the job a command names is
 # imported: start-up is part of every command's time (numpy, nibabel and our modules for `fit`, not
 # scipy, torch or FastAPI).
-JOBS = ("fit", "simulate", "pairs", "train", "synthesize", "evaluate", "scene", "demo", "models", "review")
+JOBS = ("fit", "simulate", "pairs", "train", "synthesize", "evaluate", "scene", "demo", "models", "review",
+        "realism")
 
 
 class UsageError(Exception):

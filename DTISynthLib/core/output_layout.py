@@ -256,3 +256,26 @@ def acquisition_subject(file_name):
 
 
 PAIRS_REPORT = "pairs.json"
+
+
+class RealismOutput:
+    """`dtisynth realism --real DWI --out DIR`: per-scheme scores, paired tests, realism.json, the figure."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    @property
+    def schemes(self):
+        return self.folder / "scheme_scores.csv"
+
+    @property
+    def tests(self):
+        return self.folder / "paired_tests.csv"
+
+    @property
+    def summary(self):
+        return self.folder / "realism.json"
+
+    @property
+    def figure(self):
+        return self.folder / "scheme_scores.png"

@@ -659,6 +659,21 @@ def case_models_import_bad_manifest(i, f):
     return ["models", "--import", str(models), "--into", str(f / "out")], ["manifest.json", "b_value to be a b-value", "-1000"]
 
 
+def case_realism_missing_scan(i, f):
+    return ["realism", "--real", str(f / "nope.nii.gz"), "--out", str(f / "out")], ["nope.nii.gz", "expected an existing",
+                                                                                   "no such file"]
+
+
+def case_realism_schemes(i, f):
+    return ["realism", "--real", str(i.dwi30), "--out", str(f / "out"), "--schemes", "syn,gaussian"], \
+        ["--schemes", "a comma list from syn,sampled", "'syn,gaussian'"]
+
+
+def case_realism_three_directions(i, f):
+    return ["realism", "--real", str(phantom_dwi(f, np.eye(3))), "--out", str(f / "out")], \
+        ["dwi.nii.gz", "at least 6 diffusion directions", "3 diffusion-weighted volumes"]
+
+
 CASES = [  # (id, class, build)
     ("fit-missing-file", "file", case_fit_missing),
     ("fit-3d-image", "file", case_fit_3d),
@@ -754,13 +769,17 @@ CASES = [  # (id, class, build)
     ("models-import-without-into", "usage", case_models_import_without_into),
     ("models-import-escaping-zip", "manifest", case_models_import_escaping_zip),
     ("models-import-bad-manifest", "manifest", case_models_import_bad_manifest),
+    ("realism-missing-scan", "file", case_realism_missing_scan),
+    ("realism-schemes", "usage", case_realism_schemes),
+    ("realism-three-directions", "science", case_realism_three_directions),
 ]
 
 
 def test_the_table_covers_every_command_and_class():
     assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
     commands = {c[0].split("-")[0] for c in CASES}
-    assert commands >= {"fit", "simulate", "pairs", "synthesize", "evaluate", "scene", "train", "review", "models"}
+    assert commands >= {"fit", "simulate", "pairs", "synthesize", "evaluate", "scene", "train", "review", "models",
+                        "realism"}
     assert {c[1] for c in CASES} == set(CLASSES)
 
 
