@@ -77,6 +77,7 @@ def compare_schemes(dwi: DWI, schemes=SCHEMES, n_train=250_000, n_validation=50_
         model = train_autoencoder(voxels[:n_train], voxels[n_train:], noise,
                                   AutoencoderConfig(config.epochs, config.batch_size, config.lr, seed + k))
         comparison.training[scheme] = {"train_mse": model.train_mse, "validation_mse": model.validation_mse,
+                                       "restarts": model.restarts,
                                        "seconds": round(model.seconds, 2)}
         comparison.scores[scheme] = reconstruction_scores(real, reconstruct(model, real), bvals, gradients)
     reporter.progress("train", 1.0, "all schemes trained")

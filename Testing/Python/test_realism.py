@@ -182,3 +182,27 @@ def test_realism_command_ranks_schemes_on_a_phantom_scan(tmp_path):
     assert all(t["wilcoxon_p"] < 0.01 for t in summary["paired_tests"])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "paired_tests.csv", "realism.json", "scheme_scores.csv", "scheme_scores.png"]
+
+
+def test_a_collapsed_network_starts_again(monkeypatch):
+    # A bottleneck whose units are dead for every input (ReLU of a very negative bias) gives a constant
+    # output, the failure seen on 15-direction scans (2 bottleneck units); the run must start again.
+    from DTISynthLib.realism import autoencoder
+
+    made = []
+
+    def dead_first(n_inputs, rng):
+        model = initial_autoencoder(n_inputs, rng)
+        if not made:
+            model.biases[1][:] = -100.0
+        made.append(model)
+        return model
+
+    monkeypatch.setattr(autoencoder, "initial_autoencoder", dead_first)
+    bvals, gradients_ras = random_gradient_table(16, seed=2)
+    data = _attenuations(21000, bvals, gradients_ras, seed=1)
+    model = train_autoencoder(data[:20000], data[20000:], 0.02, AutoencoderConfig(epochs=6, seed=1))
+    assert model.restarts >= 1 and len(made) == model.restarts + 1 and model is made[-1]
+    assert autoencoder.collapsed(made[0].validation_mse[-1], data[20000:])
+    assert made[0].validation_mse[-1] == pytest.approx(np.mean(np.var(data[20000:], axis=0)), rel=0.05)  # a constant
+    assert not autoencoder.collapsed(model.validation_mse[-1], data[20000:])
