@@ -5,6 +5,7 @@ import io
 import json
 
 from ..core.atomic import atomic_output_dir, write_text_atomic
+from ..core.json_values import without_nan
 from ..core.output_layout import RealismOutput
 from ..core.progress import NullReporter
 from ..simulation.signals import SCHEMES
@@ -65,14 +66,10 @@ def run_realism(path, out_dir, schemes=SCHEMES, n_train=250_000, n_validation=50
         summary = {"input": str(path), "noise_sigma_over_s0": comparison.noise, "train_voxels": n_train,
                    "validation_voxels": n_validation, "epochs": epochs, "seed": seed, "schemes": rows,
                    "paired_tests": comparison.tests, "training": comparison.training}
-        write_text_atomic(layout.summary, json.dumps(summary, indent=2, allow_nan=False, default=_none))
+        write_text_atomic(layout.summary, json.dumps(without_nan(summary), indent=2, allow_nan=False))
         _figure(layout.figure, rows)
         names = [p.name for p in (layout.schemes, layout.tests, layout.summary, layout.figure)]
     return [RealismOutput(out_dir).folder / n for n in names], comparison
-
-
-def _none(value):
-    return None
 
 
 def _csv(rows):

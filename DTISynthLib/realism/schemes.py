@@ -28,12 +28,15 @@ SCORES = ("attenuation_error", "fa_error", "direction_degrees")
 def attenuation_noise(dwi: DWI, fit, mask):
     """Noise SD of the attenuations (sigma / S0, unitless): the median over brain voxels of the robust
     SD (1.4826 x median absolute deviation) of the measured minus fitted attenuations, scaled by
-    sqrt(n / (n - 7)) for the 7 fitted parameters."""
+    sqrt(n / (n - 7)) for the 7 fitted parameters. Voxels whose fit predicts no finite attenuation
+    are left out."""
     weighted = ~dwi.is_b0
     inside = mask & (fit.s0 > 0)
     measured = dwi.data[inside][:, weighted] / fit.s0[inside][:, None]
-    predicted = predict_signals(fit.tensor[inside], 1.0, dwi.bvals[weighted], dwi.gradients[weighted])
-    residual = measured - predicted
+    with np.errstate(over="ignore", invalid="ignore"):
+        predicted = predict_signals(fit.tensor[inside], 1.0, dwi.bvals[weighted], dwi.gradients[weighted])
+        residual = measured - predicted
+    residual = residual[np.isfinite(residual).all(axis=1)]  # degenerate fits (S0 ~ 1e34) overflow
     n = dwi.data.shape[3]
     spread = 1.4826 * np.median(np.abs(residual - np.median(residual, axis=1, keepdims=True)), axis=1)
     return float(np.median(spread) * np.sqrt(n / max(n - 7, 1)))

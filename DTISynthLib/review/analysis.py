@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from ..core.json_values import without_nan
 from ..core.output_layout import ReviewAnalysisOutput
 
 Z_95 = 1.959963984540054
@@ -124,19 +125,10 @@ def write_analysis(store, out_dir):
         _write_csv(layout.readers, tables["readers"])
         _write_csv(layout.agreement, tables["agreement"])
         summary = {"study": info.get("name"), "cases": len(store.cases()), "answers": len(answers), **tables}
-        layout.summary.write_text(json.dumps(_without_nan(summary), indent=2, allow_nan=False) + "\n")
+        layout.summary.write_text(json.dumps(without_nan(summary), indent=2, allow_nan=False) + "\n")
         _write_figure(layout.figure, tables["noisier"], MAP_TITLES)
         layout.report.write_text(_html(summary, layout.figure.name, MAP_TITLES))
     return tables
-
-
-def _without_nan(value):
-    """JSON has no NaN: undefined numbers become null."""
-    if isinstance(value, dict):
-        return {k: _without_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_nan(v) for v in value]
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _write_figure(path, rows, titles):

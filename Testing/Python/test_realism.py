@@ -206,3 +206,22 @@ def test_a_collapsed_network_starts_again(monkeypatch):
     assert autoencoder.collapsed(made[0].validation_mse[-1], data[20000:])
     assert made[0].validation_mse[-1] == pytest.approx(np.mean(np.var(data[20000:], axis=0)), rel=0.05)  # a constant
     assert not autoencoder.collapsed(model.validation_mse[-1], data[20000:])
+
+
+def test_noise_level_from_fit_residuals_ignores_degenerate_fits():
+    # A real scan's IWLS fit has voxels whose tensor predicts inf (xa30_AP: S0 up to 5.5e34); the
+    # noise level must come from the others, not become NaN and poison every network.
+    from DTISynthLib.core.dwi import check_dwi
+    from DTISynthLib.fit.tensor_fit import fit_tensors
+    from DTISynthLib.realism.schemes import attenuation_noise
+    from DTISynthLib.simulation.numerical_phantom import make_fibre_phantom
+
+    bvals, gradients_ras = random_gradient_table(30, seed=7)
+    dwi, truth = make_fibre_phantom(shape=(24, 22, 8), snr=25, seed=4, bvals=bvals, gradients=gradients_ras)
+    dwi = check_dwi(dwi)
+    mask = truth["labels"] > 0
+    fit = fit_tensors(dwi, mask)
+    assert attenuation_noise(dwi, fit, mask) == pytest.approx(1 / 25, rel=0.1)
+    fit.tensor[np.argwhere(mask)[0][0], np.argwhere(mask)[0][1], np.argwhere(mask)[0][2]] = [-1.0, -1.0, -1.0, 0, 0, 0]
+    noise = attenuation_noise(dwi, fit, mask)
+    assert np.isfinite(noise) and noise == pytest.approx(1 / 25, rel=0.1)
