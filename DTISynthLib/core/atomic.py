@@ -34,13 +34,11 @@ def make_output_dir(out_dir):
     permission), is an InputError naming the folder and what the system said.
     """
     out_dir = Path(out_dir)
-    for path in (out_dir, *out_dir.parents):
-        if path.exists() and not path.is_dir():
-            raise InputError(out_dir, "an output folder (a new name or an existing folder)",
-                             f"{path} is an existing file" if path != out_dir else "an existing file")
-        if path.exists():
-            break
     created = _missing_folders(out_dir)
+    nearest = created[-1].parent if created else out_dir  # the deepest path that exists
+    if nearest.exists() and not nearest.is_dir():
+        raise InputError(out_dir, "an output folder (a new name or an existing folder)",
+                         f"{nearest} is an existing file" if nearest != out_dir else "an existing file")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = tempfile.mkdtemp(prefix=".dtisynth-write-test-", dir=out_dir)

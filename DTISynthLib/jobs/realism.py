@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+from pathlib import Path
 
 from ..core.atomic import atomic_output_dir, write_text_atomic
 from ..core.json_values import without_nan
@@ -69,7 +70,7 @@ def run_realism(path, out_dir, schemes=SCHEMES, n_train=250_000, n_validation=50
         write_text_atomic(layout.summary, json.dumps(without_nan(summary), indent=2, allow_nan=False))
         _figure(layout.figure, rows)
         names = [p.name for p in (layout.schemes, layout.tests, layout.summary, layout.figure)]
-    return [RealismOutput(out_dir).folder / n for n in names], comparison
+    return [Path(out_dir) / n for n in names], comparison
 
 
 def _csv(rows):
