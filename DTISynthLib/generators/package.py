@@ -9,7 +9,9 @@ n_layers), intensity (mode, quantise_8bit), grid (H, W), voxel_size_mm, b_value 
 input_directions (RAS unit vectors of the DWI channels), description (one line: what the set is and
 when to use it), assembly (optional: the synthesis assembly the set is meant for), directions (index 1-6, gradient_ras: the
 synthetic DTI's gradient table, RAS), the weights files (network_files), training (hyper-parameters,
-data provenance, subject split), created_by.
+data provenance, subject split), created_by; optionally input_check (file, sha256, reference_error,
+warning_ratio, features, subjects: the out-of-distribution autoencoder of the training inputs,
+realism.input_check).
 """
 
 import json
@@ -37,6 +39,7 @@ SHIPPED_MODELS = RESOURCES / "Models"  # one folder per shipped package
 DEFAULT_MODELS = SHIPPED_MODELS / "tensor-unet"  # the default set
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+INPUT_CHECK_FILE = "input_check.safetensors"  # the out-of-distribution autoencoder (realism.input_check)
 
 
 def save_generator_weights(path, state_dict, dtype="float32"):
@@ -144,7 +147,13 @@ def check_manifest_values(manifest, path):
         refuse("networks", "a list of entries", networks)
     if "networks" in manifest and not all(isinstance(e.get("name"), str) for e in networks):
         refuse("networks", "entries with a name", networks)
-    for entry in networks:  # without a networks list, each direction has its own (the per-direction kind)
+    check = manifest.get("input_check")
+    if check is not None:
+        if not (isinstance(check, dict) and _finite_numbers([check.get("reference_error"), check.get("warning_ratio")], 2)
+                and check["reference_error"] > 0 and check["warning_ratio"] > 1):
+            refuse("input_check", "an entry with file, sha256, reference_error > 0 and warning_ratio > 1",
+                   {k: check.get(k) for k in ("reference_error", "warning_ratio")} if isinstance(check, dict) else check)
+    for entry in networks + ([check] if check is not None else []):  # without a networks list, each direction has its own
         name, digest = entry.get("file"), entry.get("sha256")
         if not isinstance(name, str) or not WEIGHTS_NAME.match(name) or ".." in name:
             refuse("weights file", "a plain file name inside the package folder (letters, digits, _ . -)", name)
@@ -183,7 +192,7 @@ def verify_package(folder):
     """Check a model folder without loading weights (torch-free): manifest, files and SHA-256 checksums."""
     folder = Path(folder)
     manifest = read_manifest(folder)
-    for entry in network_files(manifest).values():
+    for entry in [*network_files(manifest).values(), *([manifest["input_check"]] if "input_check" in manifest else [])]:
         verified_weights(folder, entry)
     return manifest
 

@@ -1,13 +1,15 @@
 """`dtisynth models`: the model packages this installation has (shipped, and any other folders of
 packages given), each with its kind and a one-line description; the default is marked. With
---import, a package (folder or .zip) is verified and copied into the --into folder first."""
+--import, a package (folder or .zip) is verified and copied into the --into folder first. With
+--fit-input-check, a package gains the out-of-distribution check of its training inputs (its
+training data folder given by --data; input_check.py)."""
 
 from pathlib import Path
 
-from .options import add_jsonl_option
+from .options import add_jsonl_option, positive_int
 
 NAME = "models"
-HELP = "list the model packages (shipped and given folders) with a one-line description; import one"
+HELP = "list the model packages (shipped and given folders) with a one-line description; import one; fit its input check"
 
 
 def add_arguments(parser):
@@ -16,6 +18,11 @@ def add_arguments(parser):
     parser.add_argument("--import", dest="package", metavar="PACKAGE",
                         help="a model package (folder or .zip) to verify and copy into --into")
     parser.add_argument("--into", help="the folder of model packages --import copies into")
+    parser.add_argument("--fit-input-check", metavar="PACKAGE",
+                        help="fit the out-of-distribution check of PACKAGE's training inputs (the 3-direction DWIs of "
+                             "its manifest's training and validation subjects, found under --data) and add it to it")
+    parser.add_argument("--data", help="the training data folder of the --fit-input-check package")
+    parser.add_argument("--epochs", type=positive_int, default=20, help="of the input-check autoencoder (default 20)")
     add_jsonl_option(parser)
 
 
@@ -29,6 +36,16 @@ def run(args, reporter):
     )
     from ..generators.registry import kind_name
 
+    if args.fit_input_check:
+        from .input_check import add_input_check
+
+        if not args.data:
+            raise InputError("--fit-input-check", "--data DIR, the package's training data", "no --data")
+        entry = add_input_check(args.fit_input_check, args.data, args.epochs, reporter)
+        reporter.result([str(Path(args.fit_input_check) / entry["file"])],
+                        f"input check of {args.fit_input_check}: reference error {entry['reference_error']:.4g} on "
+                        f"{', '.join(entry['validation_subjects'])}; warning above {entry['warning_ratio']:g} x")
+        return
     if args.package:
         if not args.into:
             raise InputError("--import", "--into DIR, the folder to copy the package into", "no --into")

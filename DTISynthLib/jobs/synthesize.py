@@ -49,6 +49,7 @@ def run_synthesis(dwi_path, out_dir, b0_path=None, models_dir=None, device="auto
     from ..io.files import load_dwi, load_reference_b0
     from ..synthesis.pipeline import synthesize_dwi
     from ..synthesis.writing import write_synthesis
+    from .input_check import input_check_report, package_input_check
 
     reporter.progress("load", 0.0, f"reading {dwi_path}")
     dwi = load_dwi(dwi_path, bval, bvec)
@@ -58,7 +59,16 @@ def run_synthesis(dwi_path, out_dir, b0_path=None, models_dir=None, device="auto
     models_dir = models_dir or DEFAULT_MODELS
     generators = TorchGenerators(models_dir, device, precision=precision)
     reporter.progress("load", 1.0, f"input read; models {models_dir} loading in the background")
+    input_check = package_input_check(models_dir, generators.manifest)  # refused now, not after the synthesis
     result = synthesize_dwi(dwi, generators, generators.manifest, b0, force_b, reporter, assembly, output_b)
     result.report.update(models=str(models_dir), device=str(generators.device), precision=generators.precision,
                          deterministic="eval mode: dropout off, batch-norm running statistics")
+    check = input_check_report(input_check, dwi) if input_check else None
+    result.report["input_check"] = check or "none in this model package"
+    if check and check["warning"]:
+        result.report["warnings"].append(
+            f"{dwi_path} is unlike the models' training inputs: its reconstruction error by their input-check "
+            f"autoencoder is {check['error_ratio']:.2f} x that of their validation subjects (warning above "
+            f"{check['warning_ratio']:g}); check that it is a brain DWI at a b-value and slice orientation the models "
+            "were trained on, and judge the synthetic DTI with care")
     return write_synthesis(out_dir, result, reporter=reporter), result.report

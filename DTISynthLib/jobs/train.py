@@ -93,10 +93,14 @@ def run_training(data_dir, out_dir, directions, config, intensity, grid=None, va
     request = TrainingRequest(Path(data_dir), Path(out_dir), config, intensity, list(directions), grid,
                               validation_fraction, register, resume, weights_dtype, reporter, validation_subjects)
     try:
-        return trainer.train(request)
+        manifest = trainer.train(request)
     except BaseException:
         remove_empty_folders(created)  # checkpoints written before the failure stay for --resume
         raise
+    from .input_check import add_input_check
+
+    add_input_check(out_dir, data_dir, reporter=reporter)  # the out-of-distribution check of its training inputs
+    return manifest
 
 
 def parse_directions(text):

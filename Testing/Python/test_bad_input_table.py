@@ -62,7 +62,7 @@ def inputs(tmp_path_factory, tiny_models):
     results = root / "results"
     run_synthesis(dwi3, results, models_dir=models, device="cpu")
     evaluation = root / "evaluation"
-    run_evaluation(dti6, results, evaluation)
+    run_evaluation(dti6, results, evaluation, realism_epochs=0)
     study = root / "study"
     create_study(cohort, synthetic, study, maps=("fa",), readers=2)
     return Inputs(root, root / "dwi30.nii.gz", dwi3, dti6, cohort, synthetic, models, results, evaluation, study)
@@ -469,6 +469,32 @@ def case_synth_manifest_escaping_file(i, f):
                                                            "etc/hostname"]
 
 
+def case_synth_input_check_ratio(i, f):
+    models = corrupt_models(f, lambda m: m["input_check"].update(warning_ratio=0.5), weights_from=i.models)
+    return _synth(i.dwi3, f / "out", "--models", models), ["manifest.json", "input_check to be an entry",
+                                                           "warning_ratio > 1", "0.5"]
+
+
+def case_synth_input_check_shapes(i, f):
+    from safetensors.numpy import save_file
+
+    from DTISynthLib.core.checksums import sha256_file
+
+    package = f / "m"
+    shutil.copytree(i.models, package)
+    weights = package / "input_check.safetensors"
+    save_file({"weights_0": np.zeros((36, 4), np.float32)}, str(weights))
+    manifest = read_manifest(package)
+    manifest["input_check"]["sha256"] = sha256_file(weights)
+    write_manifest(package, manifest)
+    return _synth(i.dwi3, f / "out", "--models", package), ["input_check.safetensors", "chaining 36 inputs",
+                                                            "weights_0"]
+
+
+def case_models_fit_input_check_no_data(i, f):
+    return ["models", "--fit-input-check", str(i.models)], ["--fit-input-check", "--data DIR", "no --data"]
+
+
 def case_synth_weights_changed(i, f):
     models = corrupt_models(f, lambda m: None, weights_from=i.models)
     weights = sorted(models.glob("*.safetensors"))[0]
@@ -733,6 +759,9 @@ CASES = [  # (id, class, build)
     ("synthesize-manifest-five-directions", "manifest", case_synth_manifest_five_directions),
     ("synthesize-manifest-escaping-file", "manifest", case_synth_manifest_escaping_file),
     ("synthesize-weights-changed", "manifest", case_synth_weights_changed),
+    ("synthesize-input-check-ratio", "manifest", case_synth_input_check_ratio),
+    ("synthesize-input-check-shapes", "manifest", case_synth_input_check_shapes),
+    ("models-fit-input-check-no-data", "usage", case_models_fit_input_check_no_data),
     ("synthesize-cuda-without-gpu", "usage", case_synth_cuda),
     ("synthesize-output-b0", "usage", case_synth_output_b),
     ("synthesize-precision", "usage", case_synth_precision),

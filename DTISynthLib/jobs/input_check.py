@@ -1,0 +1,91 @@
+"""The model packages' out-of-distribution check (realism.input_check) between files and packages:
+fitted to a package's training inputs (`train` does it; `models --fit-input-check` adds it to an
+existing package) and applied to a synthesis input (`synthesize`). Not a command of its own."""
+
+from pathlib import Path
+
+from ..core.progress import NullReporter
+
+
+def dwi_input_features(dwi):
+    """The check's features of a DWI's b=0 and its volumes along x, y, z, in its brain mask."""
+    from ..fit.brain_mask import brain_mask
+    from ..realism.input_check import input_features
+    from ..synthesis.pipeline import assign_axes
+
+    order, _ = assign_axes(dwi)
+    b0 = dwi.mean_b0()
+    return input_features(b0, dwi.data[..., order], dwi.bvals[order], brain_mask(b0))
+
+
+def training_split(manifest, pairs):
+    """(training pairs, validation pairs): the manifest's own split of its training subjects (pairs it
+    does not name are left out); without one, every pair, the last tenth by name (at least one) for
+    validation, and a single pair for both."""
+    record = manifest.get("training", {})
+    parts = {s.get("subject"): s.get("part") for s in record.get("subjects", []) if isinstance(s, dict)}  # tensor-unet
+    parts.update({name: "train" for name in record.get("training_subjects", [])})  # pix2pix-per-direction
+    parts.update({name: "validation" for name in record.get("validation_subjects", [])})
+    if parts:
+        return ([p for p in pairs if parts.get(p.subject) == "train"],
+                [p for p in pairs if parts.get(p.subject) == "validation"])
+    held = max(1, len(pairs) // 10)
+    return (pairs[:-held] or pairs, pairs[-held:])
+
+
+def add_input_check(package, data_dir, epochs=None, reporter=NullReporter()):
+    """Fit the check on the 3-direction DWIs of a package's training data (training.data.find_pairs
+    layout) and record it in the package (weights file and manifest entry). Returns the entry."""
+    from ..core.errors import InputError
+    from ..generators.package import INPUT_CHECK_FILE, read_manifest, write_manifest
+    from ..io.files import load_dwi
+    from ..realism.input_check import (
+        EPOCHS,
+        FEATURES,
+        fit_input_check,
+        save_input_check,
+    )
+    from ..training.data import find_pairs
+
+    package, data_dir = Path(package), Path(data_dir)
+    manifest = read_manifest(package)
+    training, validation = training_split(manifest, find_pairs(data_dir))
+    if not training or not validation:
+        raise InputError(data_dir, "the package's training and validation subjects (manifest training.subjects)",
+                         f"{len(training)} training and {len(validation)} validation subjects there")
+    features = {}
+    for k, pair in enumerate(training + validation):
+        reporter.progress("input check", k / (len(training) + len(validation)), f"features of {pair.dwi3.name}")
+        features[pair.subject] = dwi_input_features(load_dwi(pair.dwi3))
+    reporter.progress("input check", 1.0, "training the autoencoder")
+    epochs = epochs or EPOCHS
+    sources = {}
+    for pair in training:  # a source: the data folder's top-level folder holding the pair (e.g. phantom/, real/)
+        relative = pair.dwi3.relative_to(data_dir)
+        sources.setdefault(relative.parts[0] if len(relative.parts) > 1 else "", []).append(features[pair.subject])
+    check = fit_input_check(list(sources.values()), [features[p.subject] for p in validation], epochs=epochs)
+    entry = {"file": INPUT_CHECK_FILE, "sha256": save_input_check(package / INPUT_CHECK_FILE, check),
+             "reference_error": check.reference_error, "warning_ratio": check.warning_ratio, "features": FEATURES,
+             "training_subjects": [p.subject for p in training], "validation_subjects": [p.subject for p in validation],
+             "sources": sorted(sources),
+             "epochs": epochs, "restarts": check.model.restarts}
+    write_manifest(package, dict(manifest, input_check=entry))
+    return entry
+
+
+def package_input_check(package, manifest):
+    """The package's InputCheck (its weights file verified against the manifest and its shapes checked),
+    or None when it has none (e.g. the diagonal baseline, which has no training inputs)."""
+    from ..generators.package import verified_weights
+    from ..realism.input_check import load_input_check
+
+    entry = manifest.get("input_check")
+    if entry is None:
+        return None
+    return load_input_check(verified_weights(package, entry), entry["reference_error"], entry["warning_ratio"])
+
+
+def input_check_report(check, dwi):
+    """A synthesis input against a package's InputCheck: {error_ratio, warning_ratio, warning}."""
+    ratio = check.ratio(dwi_input_features(dwi))
+    return {"error_ratio": round(ratio, 3), "warning_ratio": check.warning_ratio, "warning": not ratio <= check.warning_ratio}

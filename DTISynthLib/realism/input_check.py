@@ -1,0 +1,144 @@
+"""Out-of-distribution check of a synthesis input: a small denoising autoencoder (paper 2's) of a
+model package's training inputs, whose reconstruction error on a new input, relative to its error on
+held-out training inputs, says whether the generators have seen data like it.
+
+Features per brain voxel, what the generators see made independent of b-value and scanner scaling:
+the b=0 over its brain median, and the apparent diffusion coefficients along the scanner's x, y, z
+(-ln(S / S0) / b, in 10^-3 mm^2/s), each averaged over 3 x 3 voxels in the slice (noise) and clipped
+to [0, MAX_FEATURE]; then each voxel's 3 x 3 in-slice neighbourhood of those four (36 inputs), so
+that the check sees local anatomy in the slice plane the networks see, not only tissue values.
+The error of a scan is the median over its brain voxels of the per-voxel mean squared error (a
+few odd voxels, such as a scan's edges, do not decide it); the package stores the same figure on
+its validation subjects (`reference_error`) and the warning ratio.
+
+Calibration (the shipped sets' training inputs, 6 + 2 of their 20 phantom subjects and their four
+real scans; ratios over three seeds): phantom subjects at SNR 30, 15 and noise-free 0.95-1.14; the
+six shared real scans 0.55-1.73 (the highest: Philips b1000, a training scan whose brain mask takes
+in much of the neck); a water cylinder (uniform b=0, isotropic ADC 2.1e-3 mm^2/s) 3.9-5.1. Hence
+WARNING_RATIO 2.5. Each training subject gives at most an equal share of the voxels, else the
+phantom's many voxels decide what "like the training inputs" is (real scans then scored up to 2.7),
+and training stops at 20 epochs: at 50 the autoencoder fits the phantom more closely and the real
+scans scored up to 2.9. Not seen: slice orientation. A phantom cut into sagittal slices scores
+0.97-1.01, as the features of a voxel's 3 x 3 neighbourhood hardly depend on the plane.
+
+Stored as safetensors (weights_k, biases_k float32, k = 0..3): nothing is unpickled, and the shapes
+are checked before use (a model file is untrusted input).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .autoencoder import Autoencoder, AutoencoderConfig, reconstruct, train_autoencoder
+
+CHANNELS = ("b0 / brain median b0", "ADC x", "ADC y", "ADC z")
+FEATURES = ("b=0 / brain median, ADC along x, y, z (1e-3 mm^2/s); each a 3 x 3 in-slice mean, clipped to "
+            "[0, 4]; each voxel's 3 x 3 in-slice neighbourhood of the four (36 inputs)")
+MAX_FEATURE = 4.0
+NOISE = 0.05  # denoising noise SD, feature units
+MAX_VOXELS = 250_000
+EPOCHS = 20
+WARNING_RATIO = 2.5
+
+
+def input_features(b0, weighted, bvals, mask):
+    """Features (N, 36) float32 of the N voxels of `mask` (x, y, z) in index order. b0 (x, y, z);
+    weighted (x, y, z, 3): the diffusion-weighted volumes along the scanner's x, y, z, at b-values
+    bvals (3,) s/mm^2. Slices are the third axis."""
+    from scipy import ndimage
+
+    b0 = np.asarray(b0, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return np.zeros((0, 9 * len(CHANNELS)), np.float32)
+    channels = [b0 / max(float(np.median(b0[mask])), 1e-12)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for k in range(3):
+            attenuation = np.where(b0 > 0, weighted[..., k] / b0, 0.0)
+            channels.append(np.where(attenuation > 0, -np.log(attenuation) / bvals[k] * 1e3, MAX_FEATURE))
+    smoothed = [np.clip(ndimage.uniform_filter(np.nan_to_num(c), size=(3, 3, 1), mode="nearest"), 0.0, MAX_FEATURE)
+                for c in channels]
+    i, j, k = np.nonzero(mask)
+    columns = []
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            ii, jj = np.clip(i + di, 0, mask.shape[0] - 1), np.clip(j + dj, 0, mask.shape[1] - 1)
+            columns += [c[ii, jj, k] for c in smoothed]
+    return np.stack(columns, axis=1).astype(np.float32)
+
+
+def reconstruction_error(model, features):
+    """Median over voxels of each voxel's mean squared reconstruction error (feature units squared)."""
+    if len(features) == 0:
+        return float("nan")
+    return float(np.median(np.mean((reconstruct(model, features) - features) ** 2, axis=1)))
+
+
+@dataclass
+class InputCheck:
+    """The autoencoder and its error on held-out training inputs (`reference_error`)."""
+
+    model: Autoencoder
+    reference_error: float
+    warning_ratio: float = WARNING_RATIO
+
+    def ratio(self, features):
+        return reconstruction_error(self.model, features) / self.reference_error
+
+
+def fit_input_check(sources, validation, epochs=EPOCHS, max_voxels=MAX_VOXELS, seed=0, progress=None):
+    """Train the check on feature arrays (N_k, 36): `sources` a list of sources (e.g. a simulated
+    cohort, a set of real scans), each a list of subjects' arrays. Each source gives an equal share of
+    at most max_voxels, each of its subjects an equal share of that; a tenth is held out for the
+    training record. The reference error is on the validation subjects' (a list of arrays) every voxel."""
+    rng = np.random.default_rng(seed)
+    share = max(1, max_voxels // len(sources))
+    pool = np.concatenate([f[rng.permutation(len(f))[:max(1, share // len(subjects))]]
+                           for subjects in sources for f in subjects])
+    pool = pool[rng.permutation(len(pool))]
+    held = max(1, len(pool) // 10)
+    model = train_autoencoder(pool[held:], pool[:held], NOISE, AutoencoderConfig(epochs=epochs, seed=seed), progress)
+    return InputCheck(model, reconstruction_error(model, np.concatenate(validation)))
+
+
+def save_input_check(path, check):
+    """Write the autoencoder's weights as safetensors (atomically); returns the file's SHA-256."""
+    from safetensors.numpy import save_file
+
+    from ..core.atomic import set_default_permissions
+    from ..core.checksums import sha256_file
+
+    tensors = {f"weights_{k}": np.ascontiguousarray(w, np.float32) for k, w in enumerate(check.model.weights)}
+    tensors.update({f"biases_{k}": np.ascontiguousarray(b, np.float32) for k, b in enumerate(check.model.biases)})
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata={"features": FEATURES, "noise": str(check.model.noise)})
+    set_default_permissions(tmp)
+    tmp.replace(path)
+    return sha256_file(path)
+
+
+def load_input_check(path, reference_error, warning_ratio):
+    """The InputCheck of a (verified) safetensors file: four layers chaining 36 inputs back to 36."""
+    from safetensors.numpy import load_file
+
+    from ..core.errors import InputError
+
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types on damaged files
+        raise InputError(path, "an input-check autoencoder in safetensors format", f"unreadable ({exc})") from None
+    weights = [tensors.get(f"weights_{k}") for k in range(4)]
+    biases = [tensors.get(f"biases_{k}") for k in range(4)]
+    n_inputs = 9 * len(CHANNELS)
+    shapes_ok = all(w is not None and b is not None and w.ndim == 2 and b.shape == (w.shape[1],)
+                    for w, b in zip(weights, biases, strict=True)) and len(tensors) == 8
+    if shapes_ok:
+        dims = [weights[0].shape[0]] + [w.shape[1] for w in weights]
+        shapes_ok = dims[0] == dims[-1] == n_inputs and all(w.shape[0] == d for w, d in zip(weights, dims, strict=False))
+    if shapes_ok:
+        shapes_ok = all(np.isfinite(t).all() for t in tensors.values())
+    if not shapes_ok:
+        raise InputError(path, f"four finite layers weights_k / biases_k chaining {n_inputs} inputs back to {n_inputs}",
+                         f"tensors {sorted((k, tuple(v.shape)) for k, v in tensors.items())}"[:300])
+    model = Autoencoder([w.astype(np.float32) for w in weights], [b.astype(np.float32) for b in biases])
+    return InputCheck(model, float(reference_error), float(warning_ratio))
