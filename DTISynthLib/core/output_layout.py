@@ -88,6 +88,10 @@ class EvaluationOutput:
         return self.folder / "similarity.csv"
 
     @property
+    def realism_index(self):
+        return self.folder / "realism_index.csv"
+
+    @property
     def summary(self):
         return self.folder / "evaluation.json"
 

@@ -45,6 +45,8 @@ class SubjectResult:
     roi_rows: list  # dicts: subject, roi, map, source, voxels, mean, sd, snr, flag
     similarity_rows: list  # dicts: subject, direction, gradient angle, psnr_db, ssim
     report: dict
+    attenuations: object = None  # realism.dti_index.SubjectAttenuations, None when directions do not pair
+    gradient_table: tuple = None  # (bvals, RAS gradients) of the original's weighted volumes
 
 
 def _load_synthetic(path):
@@ -110,6 +112,17 @@ def match_directions(original, synthetic):
     best = np.argmax(cosines, axis=1)
     angles = np.degrees(np.arccos(np.clip(cosines[np.arange(len(syn_idx)), best], 0, 1)))
     return [(int(s), int(orig_idx[b]), float(a)) for s, b, a in zip(syn_idx, best, angles)]
+
+
+def paired_columns(original, synthetic):
+    """For each of the original's weighted volumes (in order), the synthetic volume of the same
+    direction, or None unless the two pair one to one within DIRECTION_WARNING_DEGREES."""
+    matches = match_directions(original, synthetic)
+    by_original = {o: s for s, o, a in matches if a <= DIRECTION_WARNING_DEGREES}
+    weighted = np.flatnonzero(~original.is_b0)
+    if len(matches) != weighted.size or set(by_original) != set(weighted.tolist()):
+        return None
+    return [by_original[o] for o in weighted]
 
 
 @dataclass
@@ -189,6 +202,16 @@ def evaluate_subject(subject, original_path, synthetic_path, atlases, rois, out_
                            "ssim": ssim(slices(reference), slices(test), peak, slices(mask)),
                            "flag": "" if angle <= DIRECTION_WARNING_DEGREES else
                            f"nearest original direction {angle:.1f} degrees away"})
+    attenuations = None
+    columns = paired_columns(original, synthetic)
+    if columns is not None:
+        from ..realism.dti_index import subject_attenuations
+
+        b_original, b_synthetic = original.bvals[~original.is_b0].max(), synthetic.bvals[~synthetic.is_b0].max()
+        attenuations = subject_attenuations(subject, original, synthetic.data, synthetic.is_b0, columns, mask,
+                                            b_original / b_synthetic)
+    weighted = ~original.is_b0
+    gradient_table = (original.bvals[weighted], original.gradients[weighted])
     if out_dir is not None:
         from ..io.files import save_volume
         from .report import write_subject_montage
@@ -201,7 +224,7 @@ def evaluate_subject(subject, original_path, synthetic_path, atlases, rois, out_
             labels[roi_masks[roi] & mask] = index
         layout.rois.mkdir(exist_ok=True)
         report["rois"] = str(save_volume(layout.roi_labels(subject), labels, original.affine)[0])
-    return SubjectResult(subject, rows, similarity, report)
+    return SubjectResult(subject, rows, similarity, report, attenuations, gradient_table)
 
 
 # ----------------------------------------------------------------------------- cohort
@@ -287,9 +310,35 @@ def find_subjects(original, synthetic):
     return subjects
 
 
-def run_evaluation(original, synthetic, out_dir, atlas_dirs=(), rois=None, jobs=1, reporter=NullReporter()):
+REALISM_DEFINITION = ("reconstruction error of held-out acquired DTIs by an autoencoder trained on synthetic DTIs / "
+                      "by one trained on acquired DTIs (attenuation mean abs error; paper 2's test, "
+                      "realism.dti_index): about 1 or below, as real as acquired; above 1, less")
+
+
+def realism_rows(results, n_train, epochs, seed=0):
+    """The synthetic DTIs' realism index (realism.dti_index) over the subjects: (rows, training
+    record, flag: why there is none, or "")."""
+    from ..realism.dti_index import dti_realism_index
+
+    unpaired = [r.subject for r in results if r.attenuations is None]
+    if unpaired:
+        return [], [], (f"no realism index: the synthetic directions do not pair one to one with the original's "
+                        f"within {DIRECTION_WARNING_DEGREES:g} degrees for {', '.join(unpaired)}")
+    bvals, gradients = results[0].gradient_table
+    for r in results[1:]:
+        b, g = r.gradient_table
+        if b.shape != bvals.shape or np.abs(b - bvals).max() > 0.05 * bvals.max() \
+                or np.abs((g * gradients).sum(axis=1)).min() < np.cos(np.radians(DIRECTION_WARNING_DEGREES)):
+            return [], [], (f"no realism index: {r.subject}'s original DTI has another gradient table than "
+                            f"{results[0].subject}'s")
+    rows, training = dti_realism_index([r.attenuations for r in results], bvals, gradients, n_train, epochs, seed)
+    return rows, training, "" if rows else "no realism index: too few brain voxels for two folds"
+
+
+def run_evaluation(original, synthetic, out_dir, atlas_dirs=(), rois=None, jobs=1, reporter=NullReporter(),
+                   realism_voxels=250_000, realism_epochs=50):
     """The `dtisynth evaluate` job: tables, figures and the HTML report (EvaluationOutput), written
-    atomically."""
+    atomically. realism_epochs 0: no realism index."""
     from ..core.atomic import atomic_output_dir, write_text_atomic
     from .atlas import DEFAULT_ROIS, check_rois, embedded_atlas, load_atlas
     from .report import write_bland_altman_figure, write_html_report
@@ -327,11 +376,21 @@ def run_evaluation(original, synthetic, out_dir, atlas_dirs=(), rois=None, jobs=
         ba_columns = ["map", "roi", "unit", "n", "bias", "sd", "lower", "upper"]
         write_text_atomic(layout.bland_altman, _csv(agreement, ba_columns))
         write_text_atomic(layout.similarity, _csv(similarity, list(similarity[0])))
+        realism = {"definition": REALISM_DEFINITION, "rows": [], "training": [], "flag": "not computed"}
+        if realism_epochs:
+            progress("realism", 0.0, "autoencoders on acquired and on synthetic DTIs")
+            realism["rows"], realism["training"], realism["flag"] = realism_rows(results, realism_voxels,
+                                                                                 realism_epochs)
+            if realism["rows"]:
+                write_text_atomic(layout.realism_index, _csv(realism["rows"], list(realism["rows"][0])))
+            progress("realism", 1.0, realism["flag"] or "realism index " + ", ".join(
+                f"{r['subject']} {r['realism_index']:.2f}" for r in realism["rows"]))
         progress("report", 0.5, "figures and HTML")
         ba_figure = write_bland_altman_figure(layout.bland_altman_figure, agreement, rois)
         summary = {"subjects": [r.subject for r in results], "rois": list(rois), "maps": list(MAPS),
                    "units": {m: TABLE_SCALE[m][1] for m in MAPS}, "table2": table, "bland_altman": agreement,
-                   "similarity": similarity, "subject_reports": {r.subject: r.report for r in results},
+                   "similarity": similarity, "realism_index": realism,
+                   "subject_reports": {r.subject: r.report for r in results},
                    "roi_definition": "atlas ROIs restricted to the brain mask of the original b=0",
                    "snr_definition": "ROI mean / ROI SD over voxels (the seed paper's definition)"}
         for r in results:  # paths in the report relative to the output folder

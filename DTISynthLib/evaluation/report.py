@@ -103,6 +103,14 @@ def write_html_report(path, summary, bland_altman_png, montage_pngs):
                          "flag"],
                         [[r["subject"], r["direction"], r["original_volume"], r["angle_degrees"],
                           _number(r["psnr_db"]), _number(r["ssim"]), r["flag"]] for r in summary["similarity"]])
+    realism = summary["realism_index"]
+    realism_table = _table(
+        ["subject", "voxels", "error, acquired-trained", "error, synthetic-trained", "realism index", "FA error ratio",
+         "V1 angle ratio", "p (Wilcoxon)"],
+        [[r["subject"], r["voxels"], _number(r["acquired_model_attenuation_mae"]),
+          _number(r["synthetic_model_attenuation_mae"]), _number(r["realism_index"]), _number(r["fa_error_ratio"]),
+          _number(r["direction_ratio"]), _number(r["wilcoxon_p"])] for r in realism["rows"]]) \
+        if realism["rows"] else f"<p>{html.escape(realism['flag'])}</p>"
     montages = "".join(_image(png, f"{s}: original, synthetic and difference maps")
                        for s, png in zip(summary["subjects"], montage_pngs) if Path(png).exists())
     flagged = [r for r in summary["table2"] if r["flag"]]
@@ -119,6 +127,7 @@ SNR: {html.escape(summary['snr_definition'])}. MD, AD and RD in 10<sup>-3</sup> 
 <h2>ROI values (the seed paper's Table 2 layout)</h2>{table2}
 <h2>Bland-Altman agreement of ROI means</h2>{agreement}{_image(bland_altman_png, 'Bland-Altman grid')}
 <h2>Similarity of synthetic and original diffusion-weighted volumes (brain mask)</h2>{similarity}
+<h2>Realism index (paper 2's autoencoder test)</h2><p>{html.escape(realism['definition'])}.</p>{realism_table}
 <h2>Maps</h2>{montages}
 </body></html>
 """

@@ -110,6 +110,8 @@ def run_demo(out_dir, reporter, grid=PAPER_GRID, snr=30.0, seed=0, models=None, 
         f"cohort of {subjects}, FA original / synthetic (mean +- SD over subjects), paired t-test p:\n" + "".join(
         f"  {r['roi']:<32} {r['original_mean']:.3f} +- {r['original_sd']:.3f}   {r['synthetic_mean']:.3f} +- "
         f"{r['synthetic_sd']:.3f}   p = {r['p_mean']:.3g}\n" for r in fa_rows) + \
+        "".join(f"realism index of the synthetic DTIs (paper 2's autoencoder test; ~1 or below: as real as "
+                f"acquired): {r['realism_index']:.2f}\n" for r in summary["realism_index"]["rows"][-1:]) + \
         f"synthetic DTIs in {layout.synthetic()}, montage {montage}, table {table}, " \
         f"report {layout.evaluation.report}" + "".join(f"\nwarning: {w}" for w in warnings)
     return inputs + synthetic + acquired + [montage, table] + evaluation, message

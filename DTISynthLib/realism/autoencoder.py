@@ -26,9 +26,9 @@ BETAS = (0.9, 0.999)
 EPS = 1e-8
 
 
-def layer_sizes(n_inputs):
-    """(n, 4n/6, n/8, 4n/6, n) rounded, each at least 1."""
-    outer, inner = (max(1, int(round(n_inputs * f))) for f in HIDDEN_FRACTIONS)
+def layer_sizes(n_inputs, fractions=HIDDEN_FRACTIONS):
+    """(n, a n, b n, a n, n) for fractions (a, b), rounded, each at least 1: paper 2's (4/6, 1/8) by default."""
+    outer, inner = (max(1, int(round(n_inputs * f))) for f in fractions)
     return (n_inputs, outer, inner, outer, n_inputs)
 
 
@@ -38,6 +38,7 @@ class AutoencoderConfig:
     batch_size: int = 100
     lr: float = 5e-4
     seed: int = 0
+    hidden_fractions: tuple = HIDDEN_FRACTIONS
 
 
 @dataclass
@@ -58,9 +59,9 @@ class Autoencoder:
         return self.weights[0].shape[0]
 
 
-def initial_autoencoder(n_inputs, rng):
+def initial_autoencoder(n_inputs, rng, fractions=HIDDEN_FRACTIONS):
     """Weights and biases drawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as torch.nn.Linear does."""
-    sizes = layer_sizes(n_inputs)
+    sizes = layer_sizes(n_inputs, fractions)
     weights, biases = [], []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
         bound = 1.0 / np.sqrt(fan_in)
@@ -160,7 +161,7 @@ def _train(train, validation, noise, config, progress, attempt):
     clean = np.asarray(train, dtype=np.float32)
     val_clean = np.asarray(validation, dtype=np.float32)
     val_noisy = add_rician_noise(val_clean, noise, rng)
-    model = initial_autoencoder(clean.shape[1], rng)
+    model = initial_autoencoder(clean.shape[1], rng, config.hidden_fractions)
     model.noise = float(noise)
     optimiser = _Adam(model.weights + model.biases, config.lr)
     start = time.perf_counter()

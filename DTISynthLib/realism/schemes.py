@@ -9,7 +9,7 @@ signed-rank tests on each score (two-sided).
 """
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -78,7 +78,7 @@ def compare_schemes(dwi: DWI, schemes=SCHEMES, n_train=250_000, n_validation=50_
         reporter.progress("train", k / len(schemes), f"{scheme}: simulating {n_train + n_validation} voxels")
         voxels = simulate_voxels(scheme, pools, dwi.bvals, dwi.gradients, n_train + n_validation, rng).astype(np.float32)
         model = train_autoencoder(voxels[:n_train], voxels[n_train:], noise,
-                                  AutoencoderConfig(config.epochs, config.batch_size, config.lr, seed + k))
+                                  replace(config, seed=seed + k))
         comparison.training[scheme] = {"train_mse": model.train_mse, "validation_mse": model.validation_mse,
                                        "restarts": model.restarts,
                                        "seconds": round(model.seconds, 2)}

@@ -286,6 +286,10 @@ def load_results(scene, synthesis_dir, evaluation_dir=None, name="DTISynth", sub
         with open(evaluation.table2, newline="") as f:
             rows = list(csv.DictReader(f))
         nodes["table"] = add_table(scene, f"{name} ROI statistics", rows, list(rows[0]))
+        if evaluation.realism_index.exists():
+            with open(evaluation.realism_index, newline="") as f:
+                rows = list(csv.DictReader(f))
+            nodes["realism_index"] = add_table(scene, f"{name} realism index", rows, list(rows[0]))
         pooled = [r for r in summary["bland_altman"] if r["roi"] == "all ROIs"]
         for row in pooled:
             chart, helpers = add_bland_altman_chart(scene, f"{name} Bland-Altman {row['map'].upper()}",

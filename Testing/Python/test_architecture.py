@@ -169,7 +169,7 @@ def test_nothing_the_slicer_panel_imports_pulls_in_torch():
 OUTPUT_NAMES = ("synthetic_dti", "synthesis.json", "fit.json", "evaluation.json", "table2.csv", "roi_statistics.csv",
                 "bland_altman.csv", "similarity.csv", "report.html", "montage_", "_rois", "rois.tsv", "roi_values.tsv",
                 "color_fa", "_acq-", "pairs.json", "manifest.json", "study.sqlite", "noisier.csv", "analysis.json",
-                "realism.json", "scheme_scores.", "paired_tests.")
+                "realism.json", "scheme_scores.", "paired_tests.", "realism_index.")
 
 
 def test_output_file_names_are_defined_in_the_output_layout_only():

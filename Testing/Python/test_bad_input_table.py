@@ -62,7 +62,7 @@ def inputs(tmp_path_factory, tiny_models):
     results = root / "results"
     run_synthesis(dwi3, results, models_dir=models, device="cpu")
     evaluation = root / "evaluation"
-    run_evaluation(dti6, results, evaluation)
+    run_evaluation(dti6, results, evaluation, realism_epochs=0)
     study = root / "study"
     create_study(cohort, synthetic, study, maps=("fa",), readers=2)
     return Inputs(root, root / "dwi30.nii.gz", dwi3, dti6, cohort, synthetic, models, results, evaluation, study)

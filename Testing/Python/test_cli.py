@@ -112,6 +112,11 @@ def test_demo_synthesizes_and_compares(tmp_path):
     with open(tmp_path / "demo" / "evaluation" / "table2.csv") as f:
         table = list(csv.DictReader(f))
     assert len(table) == 20 and all(r["subjects"] == "3" and not r["flag"] for r in table)
+    # the realism index of the default set's DTIs: below the diagonal baseline's (measured 1.50 against 2.34)
+    with open(tmp_path / "demo" / "evaluation" / "realism_index.csv") as f:
+        realism = {r["subject"]: float(r["realism_index"]) for r in csv.DictReader(f)}
+    assert set(realism) == {"sub-001", "sub-002", "sub-003", "all subjects"} and realism["all subjects"] < 2.0
+    assert f"as real as acquired): {realism['all subjects']:.2f}" in run.stderr
 
 
 def test_simulate_cohort_command(tmp_path):

@@ -142,8 +142,17 @@ def test_cohort_report_holds_every_roi_and_map_with_real_figures(small_cohort, t
     similarity = summary["similarity"]
     assert len(similarity) == 12 and all(r["angle_degrees"] == 0 for r in similarity)
     assert all(20 < r["psnr_db"] < 60 and 0.5 < r["ssim"] < 1 for r in similarity)
+    realism = summary["realism_index"]
+    assert not realism["flag"] and [r["subject"] for r in realism["rows"]] == ["sub-001", "sub-002", "all subjects"]
+    assert realism["rows"][-1]["voxels"] == realism["rows"][0]["voxels"] + realism["rows"][1]["voxels"] > 1000
+    assert [t["held_out_fold"] for t in realism["training"]] == [0, 1]
+    assert all(np.isfinite(r["realism_index"]) and r["realism_index"] > 0 for r in realism["rows"])
+    with open(out / "realism_index.csv") as f:
+        assert [r["subject"] for r in csv.DictReader(f)] == ["sub-001", "sub-002", "all subjects"]
+    assert "<h2>Realism index" in page and "<td>all subjects</td>" in page
     serial, _ = run_evaluation(small_cohort / "cohort", small_cohort / "synthetic", tmp_path / "serial", jobs=1)
     assert (tmp_path / "serial" / "table2.csv").read_text() == (out / "table2.csv").read_text()
+    assert (tmp_path / "serial" / "realism_index.csv").read_text() == (out / "realism_index.csv").read_text()
 
 
 def test_a_synthetic_dti_of_another_subject_is_refused(small_cohort, tmp_path):
@@ -177,7 +186,7 @@ def test_an_roi_empty_after_registration_is_flagged_not_nan(small_cohort, tmp_pa
     atlas = _user_atlas(tmp_path / "atlas", ["9\tsplenium\tsplenium_corpus_callosum", "40\tnowhere\tnowhere"],
                         blob_outside=True)
     _, summary = run_evaluation(small_cohort / "cohort", small_cohort / "synthetic", tmp_path / "out", [atlas],
-                                ["splenium_corpus_callosum", "nowhere"])
+                                ["splenium_corpus_callosum", "nowhere"], realism_epochs=0)
     rows = {r["roi"]: r for r in summary["table2"] if r["map"] == "fa"}
     assert rows["nowhere"]["subjects"] == 0 and "empty" in rows["nowhere"]["flag"] and "sub-001" in rows["nowhere"]["flag"]
     assert rows["splenium_corpus_callosum"]["subjects"] == 2 and not rows["splenium_corpus_callosum"]["flag"]
@@ -217,7 +226,7 @@ def test_a_synthetic_dti_on_another_grid_is_registered_onto_the_original(small_c
     moved = resample_rigid(dti.data, dti.affine, affine, (60, 62, 36), rigid_matrix((0, 0, 2), (0, 0, 0)))
     (tmp_path / "synthetic").mkdir()
     save_dwi(tmp_path / "synthetic" / "synthetic_dti.nii.gz", DWI(moved, affine, dti.bvals, dti.gradients))
-    _, summary = run_evaluation(original, tmp_path / "synthetic", tmp_path / "out")
+    _, summary = run_evaluation(original, tmp_path / "synthetic", tmp_path / "out", realism_epochs=0)
     report = summary["subject_reports"]["sub-001"]
     assert report["same_grid"] is False and report["b0_correlation"] > 0.95
     md = {r["roi"]: r["synthetic_mean"] / r["original_mean"] - 1 for r in summary["table2"] if r["map"] == "md"}

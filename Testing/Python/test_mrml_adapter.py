@@ -85,6 +85,12 @@ def test_adapter_creates_each_node_with_its_class_frames_and_values(results, sce
     np.testing.assert_allclose(means, [float(r["synthetic_mean"]) for r in rows], rtol=1e-6)
     assert table.GetTable().GetColumnByName("roi").GetValue(0) == rows[0]["roi"]
 
+    with open(results / "evaluation" / "realism_index.csv") as f:
+        realism_rows = list(csv.DictReader(f))
+    assert [r["subject"] for r in realism_rows] == ["sub-001"]  # one subject: its slabs alternate as folds
+    np.testing.assert_allclose(slicer.util.arrayFromTableColumn(nodes["realism_index"], "realism_index"),
+                               [float(realism_rows[0]["realism_index"])], rtol=1e-6)
+
     chart = nodes["bland_altman_md"]
     assert chart.IsA("vtkMRMLPlotChartNode") and chart.GetNumberOfPlotSeriesNodes() == 4
     points = nodes["bland_altman_md_sub-001 Bland-Altman MD points"]
