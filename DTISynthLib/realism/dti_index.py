@@ -126,11 +126,15 @@ def dti_realism_index(subjects, bvals, gradients, n_train=250_000, epochs=50, se
         for s, keep in tested:
             real = s.acquired[keep]
             for source, model in models.items():
-                errors[s.subject][source] = reconstruction_scores(real, reconstruct(model, real), bvals, gradients)
-    rows = [_row(name, scores, wilcoxon) for name, scores in errors.items() if len(scores) == 2]
+                # one subject is tested in both folds (its slabs): its scores pool over them
+                errors[s.subject].setdefault(source, []).append(
+                    reconstruction_scores(real, reconstruct(model, real), bvals, gradients))
+    pooled = {name: {source: _pooled(scores) for source, scores in by_source.items()}
+              for name, by_source in errors.items() if len(by_source) == 2}
+    rows = [_row(name, scores, wilcoxon) for name, scores in pooled.items()]
     if len(rows) > 1:
-        pooled = {source: _pooled([errors[r["subject"]][source] for r in rows]) for source in ("acquired", "synthetic")}
-        rows.append(_row("all subjects", pooled, wilcoxon))
+        rows.append(_row("all subjects", {source: _pooled([pooled[r["subject"]][source] for r in rows])
+                                          for source in ("acquired", "synthetic")}, wilcoxon))
     for row in rows:
         row["noise_sigma_over_s0"] = noise
     return rows, training

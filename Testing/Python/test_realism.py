@@ -288,3 +288,17 @@ def test_spatial_noise_estimate_of_a_six_direction_scan():
     weighted = np.stack([0.5 * b0 + rng.normal(0, 25.0, b0.shape) for _ in range(6)], axis=-1)
     sigma = attenuation_noise_spatial(weighted, b0, mask)
     assert sigma == pytest.approx(25.0 / np.median(b0), rel=0.1)
+
+
+def test_one_subjects_index_pools_both_slab_folds():
+    from dataclasses import replace
+
+    from DTISynthLib.core.gradient_schemes import SIEMENS_6_RAS
+    from DTISynthLib.realism.dti_index import dti_realism_index
+
+    bvals = np.r_[0.0, np.full(6, 1000.0)]
+    gradients_ras = np.vstack([np.zeros(3), SIEMENS_6_RAS])
+    subject = replace(_realism_subjects(2000, bvals, gradients_ras, "good")[0], slices=np.arange(2000) % 16)
+    rows, training = dti_realism_index([subject], bvals[1:], gradients_ras[1:], n_train=1000, epochs=2)
+    assert [t["held_out_fold"] for t in training] == [0, 1]
+    assert [r["subject"] for r in rows] == ["sub-1"] and rows[0]["voxels"] == 2000  # every voxel, once
