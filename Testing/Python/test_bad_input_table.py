@@ -483,11 +483,11 @@ def case_synth_input_check_shapes(i, f):
     package = f / "m"
     shutil.copytree(i.models, package)
     weights = package / "input_check.safetensors"
-    save_file({"weights_0": np.zeros((36, 4), np.float32)}, str(weights))
+    save_file({"weights_0": np.zeros((54, 4), np.float32)}, str(weights))
     manifest = read_manifest(package)
     manifest["input_check"]["sha256"] = sha256_file(weights)
     write_manifest(package, manifest)
-    return _synth(i.dwi3, f / "out", "--models", package), ["input_check.safetensors", "chaining 36 inputs",
+    return _synth(i.dwi3, f / "out", "--models", package), ["input_check.safetensors", "chaining 54 inputs",
                                                             "weights_0"]
 
 

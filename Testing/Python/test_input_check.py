@@ -37,7 +37,7 @@ def test_features_are_smoothed_adcs_and_b0_ratio_independent_of_b():
     b0, weighted, bvals, mask, adc = _volumes(1000)
     features = input_features(b0, weighted, bvals, mask)
     assert features.shape == (mask.sum(), 9 * len(CHANNELS)) and features.dtype == np.float32
-    centre = features[:, 16:20]  # the voxel itself: offset (0, 0) is the fifth of nine, four channels each
+    centre = features[:, 24:28]  # the voxel itself: offset (0, 0) is the fifth of nine, six channels each
     inside = np.zeros(mask.shape, bool)
     inside[1:-1, 1:-1, :] = True  # a 3 x 3 mean of a linear ramp is the ramp itself away from the edges
     np.testing.assert_allclose(centre[inside[mask]][:, 1:], adc[inside] * 1e3, rtol=1e-4)
@@ -46,21 +46,23 @@ def test_features_are_smoothed_adcs_and_b0_ratio_independent_of_b():
     np.testing.assert_allclose(at_2000, features, rtol=1e-4)  # ADCs, not attenuations: b drops out
     # the neighbourhood is in the slice: offset (+1, 0) of voxel (i, j) is voxel (i + 1, j) of the same slice
     index = {tuple(v): n for n, v in enumerate(np.argwhere(mask))}
-    np.testing.assert_allclose(features[index[(4, 5, 1)], 28:32], features[index[(5, 5, 1)], 16:20], rtol=1e-6)
+    np.testing.assert_allclose(features[index[(4, 5, 1)], 42:48], features[index[(5, 5, 1)], 24:30], rtol=1e-6)
+    texture = features[:, 28:30]
+    assert np.all(texture >= 0) and texture[:, 1].max() > 0  # the ADC ramps vary over 7 x 7
 
 
 def test_the_check_round_trips_through_safetensors_and_refuses_a_wrong_file(tmp_path):
     rng = np.random.default_rng(0)
-    features = [rng.uniform(0, 2, (600, 36)).astype(np.float32) for _ in range(2)]
-    check = fit_input_check(features[:1], features[1:], epochs=2)
+    features = [rng.uniform(0, 2, (600, 54)).astype(np.float32) for _ in range(2)]
+    check = fit_input_check([features[:1]], features[1:], epochs=2)
     path = tmp_path / INPUT_CHECK_FILE
     save_input_check(path, check)
     loaded = load_input_check(path, check.reference_error, 2.0)
     assert loaded.ratio(features[1]) == pytest.approx(1.0, rel=1e-6)
     from safetensors.numpy import save_file
 
-    save_file({"weights_0": np.zeros((36, 4), np.float32)}, str(tmp_path / "short.safetensors"))
-    with pytest.raises(InputError, match="chaining 36 inputs"):
+    save_file({"weights_0": np.zeros((54, 4), np.float32)}, str(tmp_path / "short.safetensors"))
+    with pytest.raises(InputError, match="chaining 54 inputs"):
         load_input_check(tmp_path / "short.safetensors", 1.0, 2.0)
     (tmp_path / "junk.safetensors").write_bytes(b"\x80\x04not safetensors")
     with pytest.raises(InputError, match="safetensors format"):
