@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.json_values import without_nan
 from ..core.output_layout import (
     DTI6,
     EvaluationOutput,
@@ -398,21 +399,9 @@ def run_evaluation(original, synthetic, out_dir, atlas_dirs=(), rois=None, jobs=
                 r.report[key] = str(Path(r.report[key]).relative_to(staging))
         write_text_atomic(layout.roi_table,
                           "index\troi\n" + "".join(f"{i}\t{roi}\n" for i, roi in enumerate(rois, start=1)))
-        write_text_atomic(layout.summary, json.dumps(_finite(summary), indent=2, allow_nan=False) + "\n")
+        write_text_atomic(layout.summary, json.dumps(without_nan(summary), indent=2, allow_nan=False) + "\n")
         write_html_report(layout.report, summary, ba_figure, [layout.montage(s) for s in summary["subjects"]])
         written = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
     progress("report", 1.0, f"{len(written)} files")
     return [Path(out_dir) / p for p in written], summary
 
-
-def _finite(value):
-    """JSON-ready copy: numpy scalars as Python numbers, NaN as null (flagged rows say why)."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value

@@ -7,15 +7,16 @@ from pathlib import Path
 from ..core.progress import NullReporter
 
 
-def dwi_input_features(dwi):
-    """The check's features of a DWI's b=0 and its volumes along x, y, z, in its brain mask."""
+def dwi_input_features(dwi, mask=None):
+    """The check's features of a DWI's b=0 and its volumes along x, y, z, in its brain mask (`mask`,
+    the brain_mask of its mean b=0 when already computed)."""
     from ..fit.brain_mask import brain_mask
     from ..realism.input_check import input_features
     from ..synthesis.pipeline import assign_axes
 
     order, _ = assign_axes(dwi)
     b0 = dwi.mean_b0()
-    return input_features(b0, dwi.data[..., order], dwi.bvals[order], brain_mask(b0))
+    return input_features(b0, dwi.data[..., order], dwi.bvals[order], brain_mask(b0) if mask is None else mask)
 
 
 def training_split(manifest, pairs):
@@ -85,7 +86,8 @@ def package_input_check(package, manifest):
     return load_input_check(verified_weights(package, entry), entry["reference_error"], entry["warning_ratio"])
 
 
-def input_check_report(check, dwi):
-    """A synthesis input against a package's InputCheck: {error_ratio, warning_ratio, warning}."""
-    ratio = check.ratio(dwi_input_features(dwi))
+def input_check_report(check, dwi, mask=None):
+    """A synthesis input against a package's InputCheck: {error_ratio, warning_ratio, warning}. mask:
+    the brain mask of the DWI's mean b=0, if computed already."""
+    ratio = check.ratio(dwi_input_features(dwi, mask))
     return {"error_ratio": round(ratio, 3), "warning_ratio": check.warning_ratio, "warning": not ratio <= check.warning_ratio}

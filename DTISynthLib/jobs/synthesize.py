@@ -63,7 +63,8 @@ def run_synthesis(dwi_path, out_dir, b0_path=None, models_dir=None, device="auto
     result = synthesize_dwi(dwi, generators, generators.manifest, b0, force_b, reporter, assembly, output_b)
     result.report.update(models=str(models_dir), device=str(generators.device), precision=generators.precision,
                          deterministic="eval mode: dropout off, batch-norm running statistics")
-    check = input_check_report(input_check, dwi) if input_check else None
+    # without --b0 the synthesis's brain mask is that of the DWI's own b=0: not computed twice
+    check = input_check_report(input_check, dwi, result.mask if b0 is None else None) if input_check else None
     result.report["input_check"] = check or "none in this model package"
     if check and check["warning"]:
         result.report["warnings"].append(

@@ -107,6 +107,11 @@ def test_synthesize_warns_for_inputs_unlike_the_training_inputs(tiny_models, tmp
     dwi = subject.dwi
     report = _synthesize(tiny_models, dwi, tmp_path, "phantom")
     assert report["input_check"]["warning"] is False, report["input_check"]
+    # synthesize reuses its brain mask of the DWI's own b=0: the same ratio as the check computing its own
+    from DTISynthLib.jobs.input_check import input_check_report, package_input_check
+
+    check = package_input_check(tiny_models, read_manifest(tiny_models))
+    assert input_check_report(check, dwi) == report["input_check"]
     assert not any("unlike the models' training inputs" in w for w in report["warnings"])
 
     # not a brain: a water cylinder (uniform b=0, isotropic ADC 2.1e-3 mm^2/s at room temperature)
