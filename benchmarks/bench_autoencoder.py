@@ -13,7 +13,6 @@ Target (issue 16): 50 epochs on 250 000 voxels in <= 2 minutes on 2 CPU cores.
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from DTISynthLib.fit.tensor_fit import predict_signals  # noqa: E402
+from DTISynthLib.generators.runner import cpu_model  # noqa: E402
 from DTISynthLib.realism.autoencoder import (  # noqa: E402
     AutoencoderConfig,
     layer_sizes,
@@ -89,9 +89,7 @@ def main():
     ours = train_autoencoder(train, validation, NOISE, AutoencoderConfig(epochs=args.epochs))
     ours_epoch = ours.seconds / args.epochs
     torch_epoch = train_torch(train, validation, args.torch_epochs, args.torch_threads)
-    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-             if line.startswith("model name")] if Path("/proc/cpuinfo").exists() else []
-    cpu = names[0] if names else platform.machine()
+    cpu = cpu_model()
     print(f"\nDenoising autoencoder {'-'.join(map(str, layer_sizes(30)))}, 250 000 + 50 000 voxels, batch 100, "
           f"{os.cpu_count()} CPUs ({cpu}), {time.strftime('%Y-%m-%d %H:%M')}")
     print(f"{'implementation':40} {'s / epoch':>10} {'s / 50 epochs':>14} {'x PyTorch':>10}")

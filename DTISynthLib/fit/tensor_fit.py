@@ -22,12 +22,14 @@ row of the fit, b=0 volumes and repeated directions included, as in MRtrix3's dw
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..core.dwi import B0_THRESHOLD, DWI
 from ..core.errors import InputError
+from ..core.native_libraries import LOADING
 
 METHODS = ("ols", "wls", "iwls")
 SIGNAL_FLOOR = 1e-6  # relative to the voxel's largest signal
@@ -160,16 +162,28 @@ def voxel_rows(array, order):
     return array.reshape(-1, array.shape[-1], order=order)
 
 
+@contextmanager
+def single_threaded_blas():
+    """BLAS limited to one thread within the block (threadpoolctl); the loaded libraries are looked up
+    under core.native_libraries.LOADING, never while a background thread loads one."""
+    from threadpoolctl import threadpool_limits
+
+    with LOADING:
+        limits = threadpool_limits(1, user_api="blas")
+    try:
+        yield
+    finally:
+        limits.restore_original_limits()
+
+
 def in_chunks(index, work, progress=None):
     """Call work(rows) on consecutive chunks of CHUNK_VOXELS voxel indices, on one thread per core (up
     to 4: numpy releases the GIL in its loops), each with single-threaded BLAS (threads of threads
     oversubscribe: on 2 cores the 30-direction IWLS fit takes 0.95 s this way, 1.2 s with BLAS's own
     two threads alone, 1.6 s with both). `work` must write disjoint rows only. progress(fraction) after each
     chunk, from this thread."""
-    from threadpoolctl import threadpool_limits
-
     chunks = [index[start:start + CHUNK_VOXELS] for start in range(0, index.size, CHUNK_VOXELS)]
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(min(4, len(os.sched_getaffinity(0)))) as pool:
+    with single_threaded_blas(), ThreadPoolExecutor(min(4, len(os.sched_getaffinity(0)))) as pool:
         for done, _ in enumerate(pool.map(work, chunks), 1):
             if progress:
                 progress(done / len(chunks))

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.native_libraries import LOADING
 from .package import (
     MANIFEST,
     check_determines_a_tensor,
@@ -74,6 +75,21 @@ def cpu_flags():
     return None
 
 
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo (Linux), or the machine type where there is none: for
+    benchmark tables, whose timings mean little without it."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -132,15 +148,16 @@ class TorchGenerators:
         pool.shutdown(wait=False)
 
     def _load(self, models_dir, device, precision):
-        import torch
+        with LOADING:  # torch's and the kinds' native libraries load here (core.native_libraries)
+            import torch
 
-        device = pick_device(device)
-        networks, _ = load_generators(models_dir, device=device)
-        if precision == "auto":
-            precision = "bf16" if bf16_is_native(device) else "fp32"
-        if precision == "bf16":
-            networks = {key: self.kind.prepare_inference(network.to(memory_format=torch.channels_last), "bf16")
-                        for key, network in networks.items()}
+            device = pick_device(device)
+            networks, _ = load_generators(models_dir, device=device)
+            if precision == "auto":
+                precision = "bf16" if bf16_is_native(device) else "fp32"
+            if precision == "bf16":
+                networks = {key: self.kind.prepare_inference(network.to(memory_format=torch.channels_last), "bf16")
+                            for key, network in networks.items()}
         return networks, device, precision
 
     @property

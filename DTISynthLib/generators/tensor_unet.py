@@ -10,8 +10,9 @@ Frames
   orthogonal the ADCs of F's axes are solved from the three measured ones, first order).
 - W, the working frame: F's rows reordered and signed to follow the model grid's image axes
   (column axis, row axis, slice axis). The network always sees the tensor in the frame of the image it
-  looks at, so an axial, coronal or sagittal slice stack, or a grid stored with flipped axes, is the
-  same problem to it; D (RAS) = W^T D_W W.
+  looks at, so a grid stored with flipped or transposed in-plane axes is the same problem to it;
+  D (RAS) = W^T D_W W. The slices are axial: a stack in another plane is reordered to axial slices
+  first (core.model_grid.axial_slices), as anatomy looks different in other planes.
 - Augmentation (training): the 8 in-plane symmetries (transpose, flips; 90-degree rotations are their
   products) with D_W transformed consistently (flip_tensor, transpose_tensor), and random rotations of
   the measured frame up to FRAME_ROTATION_DEGREES about any axis.

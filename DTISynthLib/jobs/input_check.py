@@ -9,11 +9,16 @@ from ..core.progress import NullReporter
 
 def dwi_input_features(dwi, mask=None):
     """The check's features of a DWI's b=0 and its volumes along x, y, z, in its brain mask (`mask`,
-    the brain_mask of its mean b=0 when already computed)."""
+    the brain_mask of its mean b=0 when already computed), over its axial slices as the generators see
+    them (core.model_grid.axial_slices)."""
+    from ..core.model_grid import axial_axis_order, axial_slices, reorder_axes
     from ..fit.brain_mask import brain_mask
     from ..realism.input_check import input_features
     from ..synthesis.pipeline import assign_axes
 
+    if mask is not None:
+        mask = reorder_axes(mask, dwi.affine, axial_axis_order(dwi.affine))[0]
+    dwi = axial_slices(dwi)
     order, _ = assign_axes(dwi)
     b0 = dwi.mean_b0()
     return input_features(b0, dwi.data[..., order], dwi.bvals[order], brain_mask(b0) if mask is None else mask)

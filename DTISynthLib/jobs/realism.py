@@ -36,20 +36,24 @@ def add_arguments(parser):
     parser.add_argument("--train-voxels", type=positive_int, default=250_000, help="per scheme (paper 2: 250000)")
     parser.add_argument("--validation-voxels", type=positive_int, default=50_000, help="per scheme (paper 2: 50000)")
     parser.add_argument("--epochs", type=positive_int, default=50, help="paper 2: 50")
+    parser.add_argument("--min-hidden", type=positive_int, default=1,
+                        help="units in each hidden layer at least (paper 2: 1; 6, a tensor's degrees of freedom, "
+                             "keeps the 1/8 bottleneck of 15-32 directions from losing the tensor)")
     parser.add_argument("--seed", type=int, default=0)
     add_jsonl_option(parser)
 
 
 def run(args, reporter):
     outputs, comparison = run_realism(args.real, args.out, args.schemes, args.train_voxels, args.validation_voxels,
-                                      args.epochs, args.seed, args.bval, args.bvec, args.shell, reporter)
+                                      args.epochs, args.seed, args.bval, args.bvec, args.shell, reporter,
+                                      args.min_hidden)
     ranked = sorted(comparison.scores, key=lambda s: comparison.scores[s].attenuation_error.mean())
     reporter.result(outputs, f"schemes by attenuation error on {args.real}: " + ", ".join(
         f"{s} {comparison.scores[s].attenuation_error.mean():.4f}" for s in ranked))
 
 
 def run_realism(path, out_dir, schemes=SCHEMES, n_train=250_000, n_validation=50_000, epochs=50, seed=0,
-                bval=None, bvec=None, shell=None, reporter=NullReporter()):
+                bval=None, bvec=None, shell=None, reporter=NullReporter(), min_hidden=1):
     """Compare schemes on one real scan and write the tables, realism.json and the figure."""
     from ..core.dwi import select_shell
     from ..io.files import load_dwi
@@ -57,7 +61,8 @@ def run_realism(path, out_dir, schemes=SCHEMES, n_train=250_000, n_validation=50
     from ..realism.schemes import compare_schemes
 
     dwi = select_shell(load_dwi(path, bval, bvec), shell)
-    comparison = compare_schemes(dwi, schemes, n_train, n_validation, AutoencoderConfig(epochs=epochs), seed, reporter)
+    config = AutoencoderConfig(epochs=epochs, min_hidden=min_hidden)
+    comparison = compare_schemes(dwi, schemes, n_train, n_validation, config, seed, reporter)
     rows = [dict(scheme=s, **comparison.scores[s].summary(), train_seconds=comparison.training[s]["seconds"])
             for s in comparison.scores]
     with atomic_output_dir(out_dir) as staging:
@@ -65,7 +70,8 @@ def run_realism(path, out_dir, schemes=SCHEMES, n_train=250_000, n_validation=50
         write_text_atomic(layout.schemes, _csv(rows))
         write_text_atomic(layout.tests, _csv(comparison.tests))
         summary = {"input": str(path), "noise_sigma_over_s0": comparison.noise, "train_voxels": n_train,
-                   "validation_voxels": n_validation, "epochs": epochs, "seed": seed, "schemes": rows,
+                   "validation_voxels": n_validation, "epochs": epochs, "min_hidden": min_hidden, "seed": seed,
+                   "schemes": rows,
                    "paired_tests": comparison.tests, "training": comparison.training}
         write_text_atomic(layout.summary, json.dumps(without_nan(summary), indent=2, allow_nan=False))
         _figure(layout.figure, rows)

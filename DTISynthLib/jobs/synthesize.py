@@ -70,6 +70,6 @@ def run_synthesis(dwi_path, out_dir, b0_path=None, models_dir=None, device="auto
         result.report["warnings"].append(
             f"{dwi_path} is unlike the models' training inputs: its reconstruction error by their input-check "
             f"autoencoder is {check['error_ratio']:.2f} x that of their validation subjects (warning above "
-            f"{check['warning_ratio']:g}); check that it is a brain DWI at a b-value and slice orientation the models "
+            f"{check['warning_ratio']:g}); check that it is a brain DWI like those the models "
             "were trained on, and judge the synthetic DTI with care")
     return write_synthesis(out_dir, result, reporter=reporter), result.report

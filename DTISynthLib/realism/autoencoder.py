@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..fit.tensor_fit import single_threaded_blas
 from ..simulation.signals import add_rician_noise
 
 HIDDEN_FRACTIONS = (4 / 6, 1 / 8)  # of the input size: the paper's hourglass
@@ -26,9 +27,10 @@ BETAS = (0.9, 0.999)
 EPS = 1e-8
 
 
-def layer_sizes(n_inputs, fractions=HIDDEN_FRACTIONS):
-    """(n, a n, b n, a n, n) for fractions (a, b), rounded, each at least 1: paper 2's (4/6, 1/8) by default."""
-    outer, inner = (max(1, int(round(n_inputs * f))) for f in fractions)
+def layer_sizes(n_inputs, fractions=HIDDEN_FRACTIONS, min_hidden=1):
+    """(n, a n, b n, a n, n) for fractions (a, b), rounded, each hidden layer at least `min_hidden` units:
+    paper 2's (4/6, 1/8) and 1 by default."""
+    outer, inner = (max(min_hidden, int(round(n_inputs * f))) for f in fractions)
     return (n_inputs, outer, inner, outer, n_inputs)
 
 
@@ -39,6 +41,7 @@ class AutoencoderConfig:
     lr: float = 5e-4
     seed: int = 0
     hidden_fractions: tuple = HIDDEN_FRACTIONS
+    min_hidden: int = 1  # units in each hidden layer at least (paper 2: 1)
 
 
 @dataclass
@@ -59,9 +62,9 @@ class Autoencoder:
         return self.weights[0].shape[0]
 
 
-def initial_autoencoder(n_inputs, rng, fractions=HIDDEN_FRACTIONS):
+def initial_autoencoder(n_inputs, rng, fractions=HIDDEN_FRACTIONS, min_hidden=1):
     """Weights and biases drawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as torch.nn.Linear does."""
-    sizes = layer_sizes(n_inputs, fractions)
+    sizes = layer_sizes(n_inputs, fractions, min_hidden)
     weights, biases = [], []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
         bound = 1.0 / np.sqrt(fan_in)
@@ -135,9 +138,7 @@ def train_autoencoder(train, validation, noise, config=AutoencoderConfig(), prog
     epoch, if fewer) is still above COLLAPSE_FRACTION of
     the validation data's variance starts again from a new initialisation (up to MAX_RESTARTS times);
     `restarts` records how many."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, user_api="blas"):
+    with single_threaded_blas():
         for attempt in range(MAX_RESTARTS + 1):
             model = _train(train, validation, noise, config, progress, attempt)
             if model is not None:
@@ -161,7 +162,7 @@ def _train(train, validation, noise, config, progress, attempt):
     clean = np.asarray(train, dtype=np.float32)
     val_clean = np.asarray(validation, dtype=np.float32)
     val_noisy = add_rician_noise(val_clean, noise, rng)
-    model = initial_autoencoder(clean.shape[1], rng, config.hidden_fractions)
+    model = initial_autoencoder(clean.shape[1], rng, config.hidden_fractions, config.min_hidden)
     model.noise = float(noise)
     optimiser = _Adam(model.weights + model.biases, config.lr)
     start = time.perf_counter()

@@ -20,8 +20,10 @@ real scans; error ratios): with an equal share per subject the 18 phantom subjec
 autoencoder fits the phantom closer and real scans scored up to 2.9. Without the texture channels
 the ratio of a water cylinder varied from 1.9 to 5.9 between seeds, inside the real scans' range;
 with them, over four seeds, water 5.9-14.5, real scans 1.03-2.32, phantoms 0.99-1.01: hence
-WARNING_RATIO 3.5. Not seen: slice orientation. A phantom cut into sagittal slices scores 0.93-1.02:
-a voxel's neighbourhood looks alike in any plane.
+WARNING_RATIO 3.5. The features are taken over the axial slices the generators see
+(jobs.input_check reorders a stack stored in another plane, core.model_grid.axial_slices): a
+voxel's 3 x 3 neighbourhood looks alike in any plane, so slice orientation is handled by that
+reordering, not by the check.
 
 Stored as safetensors (weights_k, biases_k float32, k = 0..3): nothing is unpickled, and the shapes
 are checked before use (a model file is untrusted input).

@@ -81,6 +81,7 @@ def compare_schemes(dwi: DWI, schemes=SCHEMES, n_train=250_000, n_validation=50_
                                   replace(config, seed=seed + k))
         comparison.training[scheme] = {"train_mse": model.train_mse, "validation_mse": model.validation_mse,
                                        "restarts": model.restarts,
+                                       "layers": [model.weights[0].shape[0]] + [w.shape[1] for w in model.weights],
                                        "seconds": round(model.seconds, 2)}
         comparison.scores[scheme] = reconstruction_scores(real, reconstruct(model, real), bvals, gradients)
     reporter.progress("train", 1.0, "all schemes trained")

@@ -8,8 +8,9 @@ Pipeline (the seed paper's, with its weak points addressed):
    (`--b0`, default the DWI's own b=0, which needs no registration); refuse a registration whose
    quality figure (correlation of the registered b=0 images) is below REGISTRATION_MIN_CORRELATION,
    or images that do not overlap.
-3. Resample onto the model grid: the native slices, in-plane voxel size and matrix from the model
-   manifest, centred on the native grid (skipped when they already agree).
+3. Resample onto the model grid: the reference's axial slices (its voxel axes reordered when it was
+   sliced in another plane, and back at the end: lossless), in-plane voxel size and matrix from the
+   model manifest, centred on the native grid (skipped when they already agree).
 4. The package's generator kind (generators.registry) turns the model-grid signals into the DTI's
    directions, its networks run slice-wise in batches in eval mode (dropout off, batch norm with its
    running statistics): the same input and models give identical output on the same machine.
@@ -20,14 +21,20 @@ Pipeline (the seed paper's, with its weak points addressed):
 Frames: all gradient vectors are RAS world vectors (as everywhere in memory).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..core.dwi import DWI
 from ..core.errors import InputError
 from ..core.gradient_schemes import AXES_3_RAS
-from ..core.model_grid import ModelGrid
+from ..core.model_grid import (
+    ModelGrid,
+    axial_axis_order,
+    axial_slices,
+    reorder_axes,
+    slice_plane,
+)
 from ..core.progress import NullReporter
 from ..fit.brain_mask import brain_mask
 from ..generators.intensity import brain_floor
@@ -121,6 +128,29 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
     directions are converted to it per voxel, S0 (S / S0)^(output_b / b), exact for the
     physics-assembled (tensor-consistent) DTI.
     """
+    reference_affine = dwi.affine if b0 is None else b0[1]  # the reference sets the output grid
+    order = axial_axis_order(reference_affine)
+    if order != (0, 1, 2):
+        reporter.progress("load", 1.0, f"{slice_plane(reference_affine)} slices: synthesized through the axial ones "
+                                       f"(voxel axes reordered {order}, and back)")
+        if b0 is None:
+            dwi = axial_slices(dwi)
+        else:
+            b0 = (*reorder_axes(b0[0], b0[1], order), b0[2])
+    result = _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly, output_b)
+    if order != (0, 1, 2):
+        back = tuple(int(axis) for axis in np.argsort(order))
+        data = reorder_axes(result.dti.data, result.dti.affine, back)[0]
+        result.dti = replace(result.dti, data=data, affine=np.array(reference_affine, dtype=float))
+        if result.mask is not None:
+            result.mask = reorder_axes(result.mask, result.dti.affine, back)[0]
+    result.report["slices"] = {"native_plane": slice_plane(reference_affine), "synthesized_as": "axial",
+                               "axis_order": list(order)}
+    return result
+
+
+def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly, output_b):
+    """synthesize_dwi for a reference (b0, else the DWI) in axial slices."""
     assembly = assembly or manifest.get("assembly", "physics")
     if assembly not in ASSEMBLIES:
         raise ValueError(f"assembly must be one of {ASSEMBLIES}, not {assembly!r}")

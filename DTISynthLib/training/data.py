@@ -3,8 +3,9 @@
 Data layout (what `dtisynth simulate cohort` and `dtisynth pairs` write, or your own): any folder
 tree holding, per subject, `<name>_acq-dwi3_dwi.<ext>` and `<name>_acq-dti6_dwi.<ext>` side by side
 (NIfTI + bval / bvec, or NRRD). The DWI is registered rigidly to the DTI b=0 (registration.rigid);
-DWI and DTI are resampled onto the model grid (the DTI's slices, the first pair's in-plane voxel size,
-the grid's matrix, centred) so that scans of any resolution train one network.
+DWI and DTI are resampled onto the model grid (the DTI's axial slices, core.model_grid.axial_slices;
+the first pair's in-plane voxel size, the grid's matrix, centred) so that scans of any resolution and
+slice plane train one network.
 
 Intensity: the caller's mapping to network units (generators.intensity.Intensity or any object with
 to_network(signal, b0)).
@@ -21,7 +22,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from ..core.gradient_schemes import AXES_3_RAS, SIEMENS_6_RAS
-from ..core.model_grid import ModelGrid
+from ..core.model_grid import ModelGrid, axial_slices
 from ..core.output_layout import DTI6, DWI3, acquisition_name
 from ..core.progress import NullReporter
 from ..io.files import load_dwi
@@ -89,12 +90,12 @@ def fit_to_grid(volume, grid):
 
 def load_subject_slices(pair, intensity, grid, register=True, voxel=None):
     """Network-ready slices of one subject: inputs (Z, 3, H, W) and targets (Z, 6, H, W), float32, on the
-    model grid (core.model_grid.ModelGrid: the DTI's slices, matrix `grid`, in-plane voxel size `voxel`
+    model grid (core.model_grid.ModelGrid: the DTI's axial slices, matrix `grid`, in-plane voxel size `voxel`
     mm; voxel None: the DTI's own voxels, centre-padded or cropped to `grid`).
 
     Returns (inputs, targets, info) where info records the registration and its quality.
     """
-    dwi3, dti6 = load_dwi(pair.dwi3), load_dwi(pair.dti6)
+    dwi3, dti6 = axial_slices(load_dwi(pair.dwi3)), axial_slices(load_dwi(pair.dti6))
     check_acquisitions(dwi3, dti6)
     dwi_b0, dti_b0 = dwi3.mean_b0(), dti6.mean_b0()
     weighted3 = dwi3.data[..., ~dwi3.is_b0]
@@ -168,7 +169,7 @@ def load_training_data(data_dir, intensity, depth, grid=None, validation_fractio
     slices are concatenated, for kinds that look at neighbouring slices or need each subject's b."""
     pairs = find_pairs(data_dir)
     training, validation = split_subjects([p.subject for p in pairs], validation_fraction, seed, validation_subjects)
-    reference = load_dwi(pairs[0].dti6)
+    reference = axial_slices(load_dwi(pairs[0].dti6))
     grid = tuple(grid) if grid else default_grid(reference.data.shape, depth)
     if grid[0] % 2**depth or grid[1] % 2**depth:
         raise ValueError(f"grid {grid} must be divisible by 2**depth = {2**depth}")
@@ -225,13 +226,13 @@ def load_dti_targets(pairs, depth, grid=None, reporter=NullReporter()):
     """dti_targets of each pair's 6-direction DTI on one model grid: ([(subject, b-value, b=0, tensor,
     mask, affine)], grid (H, W), voxel size (mm)). The grid's in-plane voxel size is the first pair's;
     its matrix `grid`, or default_grid of the first pair's for networks of `depth` down-samplings."""
-    first = load_dwi(pairs[0].dti6)
+    first = axial_slices(load_dwi(pairs[0].dti6))
     grid = tuple(grid) if grid else default_grid(first.data.shape, depth)
     voxel = [float(v) for v in np.linalg.norm(first.affine[:3, :3], axis=0)]
     subjects = []
     for i, pair in enumerate(pairs):
         reporter.progress("data", i / len(pairs), f"{pair.subject}: tensors on the model grid")
-        dti = load_dwi(pair.dti6)
+        dti = axial_slices(load_dwi(pair.dti6))
         subjects.append((pair.subject, round(float(dti.bvals.max()), 1), *dti_targets(dti, grid, voxel)))
     reporter.progress("data", 1.0, f"{len(pairs)} subjects")
     return subjects, grid, voxel

@@ -8,7 +8,8 @@
 # (sub-019, sub-020); the check follows that split. `dtisynth train` fits the check of a new package
 # itself; this script is for the sets trained before the check existed.
 # Measured: 2026-11-29, 2-core Intel Xeon 2.8 GHz (AVX-512, no AVX512-BF16): the cohort about 8 min,
-# each check 89-92 s.
+# each check 89-92 s (refitted the same day over axial slices, core.model_grid.axial_slices: 111-132 s
+# with another job sharing the CPU).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 work="${1:-$(mktemp -d)}"

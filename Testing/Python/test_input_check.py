@@ -51,6 +51,20 @@ def test_features_are_smoothed_adcs_and_b0_ratio_independent_of_b():
     assert np.all(texture >= 0) and texture[:, 1].max() > 0  # the ADC ramps vary over 7 x 7
 
 
+def test_features_are_taken_over_axial_slices_whatever_plane_the_dwi_is_stored_in():
+    from DTISynthLib.core.model_grid import reorder_axes
+    from DTISynthLib.jobs.input_check import dwi_input_features
+
+    dwi = simulate_subject(draw_subject("sub-002", 3), "sampled", grid=(24, 24, 10)).dwi
+    axial = dwi_input_features(dwi)
+    data, affine = reorder_axes(dwi.data, dwi.affine, (1, 2, 0))
+    sagittal = DWI(data, affine, dwi.bvals, dwi.gradients)
+    assert axial.shape[0] > 100 and np.array_equal(dwi_input_features(sagittal), axial)
+    mask = np.mean(data[..., dwi.bvals < 50], axis=-1) > 0  # a mask given on the stored grid is reordered with it
+    expected = dwi_input_features(dwi, np.mean(dwi.data[..., dwi.bvals < 50], axis=-1) > 0)
+    assert np.array_equal(dwi_input_features(sagittal, mask), expected)
+
+
 def test_the_check_round_trips_through_safetensors_and_refuses_a_wrong_file(tmp_path):
     rng = np.random.default_rng(0)
     features = [rng.uniform(0, 2, (600, 54)).astype(np.float32) for _ in range(2)]

@@ -22,6 +22,8 @@ def test_layer_sizes_follow_the_papers_hourglass():
     assert layer_sizes(30) == (30, 20, 4, 20, 30)
     assert layer_sizes(64) == (64, 43, 8, 43, 64)
     assert layer_sizes(6) == (6, 4, 1, 4, 6)
+    assert layer_sizes(16, min_hidden=6) == (16, 11, 6, 11, 16)  # a tensor's 6 degrees of freedom
+    assert layer_sizes(64, min_hidden=6) == (64, 43, 8, 43, 64)
 
 
 def test_gradients_and_adam_match_torch():
@@ -191,8 +193,8 @@ def test_a_collapsed_network_starts_again(monkeypatch):
 
     made = []
 
-    def dead_first(n_inputs, rng, fractions):
-        model = initial_autoencoder(n_inputs, rng, fractions)
+    def dead_first(n_inputs, rng, fractions, min_hidden):
+        model = initial_autoencoder(n_inputs, rng, fractions, min_hidden)
         if not made:
             model.biases[1][:] = -100.0
         made.append(model)

@@ -222,6 +222,33 @@ def test_pairs_of_another_resolution_are_resampled_onto_the_model_grid(tiny_coho
     assert np.abs(cropped - x).max() > 0.1  # without the voxel size: the centre of the fine grid
 
 
+def test_pairs_stored_in_sagittal_slices_train_on_their_axial_slices(tiny_cohort, tmp_path):
+    # Synthesis reorders a sagittal stack to axial slices (core.model_grid.axial_slices); training must
+    # show the networks the same slices, for both kinds' loaders.
+    from DTISynthLib.core.dwi import DWI
+    from DTISynthLib.core.model_grid import reorder_axes, slice_plane
+    from DTISynthLib.io.files import save_dwi
+    from DTISynthLib.training.data import load_dti_targets
+
+    pair = find_pairs(tiny_cohort)[0]
+    (tmp_path / "sag").mkdir()
+    for path in (pair.dwi3, pair.dti6):
+        dwi = load_dwi(path)
+        data, affine = reorder_axes(dwi.data, dwi.affine, (1, 2, 0))
+        target = tmp_path / "sag" / path.name.replace(pair.subject, "sag")
+        save_dwi(target, DWI(data, affine, dwi.bvals, dwi.gradients, str(target)))
+    sagittal = [p for p in find_pairs(tmp_path) if p.subject == "sag"][0]
+    assert slice_plane(load_dwi(sagittal.dti6).affine) == "sagittal"
+    x, y, _ = load_subject_slices(pair, Intensity("relative"), (32, 32), register=False)
+    xs, ys, _ = load_subject_slices(sagittal, Intensity("relative"), (32, 32), register=False)
+    np.testing.assert_allclose(xs, x, atol=1e-5)
+    np.testing.assert_allclose(ys, y, atol=1e-5)
+    (axial_targets, grid, voxel), (sagittal_targets, grid_s, voxel_s) = (load_dti_targets([p], 2) for p in (pair, sagittal))
+    assert grid_s == grid and voxel_s == pytest.approx(voxel)
+    for expected, found in zip(axial_targets[0][2:], sagittal_targets[0][2:], strict=True):  # b0, tensor, mask, affine
+        np.testing.assert_allclose(found, expected, atol=1e-5)
+
+
 def test_pairs_at_two_b_values_are_refused_for_signal_networks(tiny_cohort, tmp_path):
     from DTISynthLib.training.data import load_training_data
 
