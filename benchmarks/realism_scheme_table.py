@@ -2,7 +2,8 @@
 
 For each scan under DATA (a folder per scan holding NAME.nii.gz + .bval + .bvec), runs the comparison
 with the given options, keeps each scan's output folder under OUT, and prints one markdown row per
-scan: attenuation MAE / FA abs error / V1 angle (voxels of FA 0.5-0.9) per scheme, (rN) = N restarts.
+scan: attenuation MAE / FA abs error / V1 angle (voxels of FA 0.5-0.9) per scheme; (rN): N restarts,
+(dK): K bottleneck units dead after training.
 3.5-5 minutes per scan on 2 CPU cores at the defaults.
 
     .venv/bin/python benchmarks/realism_scheme_table.py --out DIR [--data ../shared/data/real]
@@ -50,9 +51,11 @@ def main():
         cells = []
         for scheme in SCHEMES:
             s = comparison.scores[scheme].summary()
-            restarts = comparison.training[scheme]["restarts"]
+            record = comparison.training[scheme]
+            marks = [f"r{record['restarts']}"] * bool(record["restarts"]) + [f"d{record['dead_units']}"] * bool(
+                record["dead_units"])
             cells.append(f"{s['attenuation_mae']:.4f} / {s['fa_mae']:.3f} / {s['direction_degrees']:.1f}°"
-                         + (f" (r{restarts})" if restarts else ""))
+                         + (f" ({', '.join(marks)})" if marks else ""))
         layers = "-".join(map(str, comparison.training[SCHEMES[0]]["layers"]))
         name = folder.name.removeprefix("dev_")
         print(f"| {name} | {comparison.noise:.4f} | {layers} | " + " | ".join(cells)

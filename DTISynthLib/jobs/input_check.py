@@ -74,7 +74,8 @@ def add_input_check(package, data_dir, epochs=None, reporter=NullReporter()):
              "reference_error": check.reference_error, "warning_ratio": check.warning_ratio, "features": FEATURES,
              "training_subjects": [p.subject for p in training], "validation_subjects": [p.subject for p in validation],
              "sources": sorted(sources),
-             "epochs": epochs, "restarts": check.model.restarts}
+             "epochs": epochs, "restarts": check.model.restarts,
+             "dead_units": check.model.dead_units}
     write_manifest(package, dict(manifest, input_check=entry))
     return entry
 

@@ -122,6 +122,7 @@ def dti_realism_index(subjects, bvals, gradients, n_train=250_000, epochs=50, se
                                                replace(config, seed=seed + held_out))
         training.append({"held_out_fold": held_out, "training_voxels": int(len(chosen) - n_validation),
                          **{f"{source}_restarts": m.restarts for source, m in models.items()},
+                         **{f"{source}_dead_units": m.dead_units for source, m in models.items()},
                          **{f"{source}_validation_mse": m.validation_mse[-1] for source, m in models.items()}})
         for s, keep in tested:
             real = s.acquired[keep]

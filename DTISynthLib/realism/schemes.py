@@ -80,7 +80,7 @@ def compare_schemes(dwi: DWI, schemes=SCHEMES, n_train=250_000, n_validation=50_
         model = train_autoencoder(voxels[:n_train], voxels[n_train:], noise,
                                   replace(config, seed=seed + k))
         comparison.training[scheme] = {"train_mse": model.train_mse, "validation_mse": model.validation_mse,
-                                       "restarts": model.restarts,
+                                       "restarts": model.restarts, "dead_units": model.dead_units,
                                        "layers": [model.weights[0].shape[0]] + [w.shape[1] for w in model.weights],
                                        "seconds": round(model.seconds, 2)}
         comparison.scores[scheme] = reconstruction_scores(real, reconstruct(model, real), bvals, gradients)

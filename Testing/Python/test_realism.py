@@ -210,6 +210,26 @@ def test_a_collapsed_network_starts_again(monkeypatch):
     assert not autoencoder.collapsed(model.validation_mse[-1], data[20000:])
 
 
+def test_dead_bottleneck_units_are_counted_and_recorded(monkeypatch):
+    # A unit zero for every input never learns again; a partly dead bottleneck stalls the network below
+    # the collapse level (seen: 2-5 of 6 dead, 20-60 degree direction errors against 7-13 healthy).
+    from DTISynthLib.realism import autoencoder
+
+    def one_dead(n_inputs, rng, fractions, min_hidden):
+        model = initial_autoencoder(n_inputs, rng, fractions, min_hidden)
+        model.biases[1][0] = -100.0
+        return model
+
+    monkeypatch.setattr(autoencoder, "initial_autoencoder", one_dead)
+    bvals, gradients_ras = random_gradient_table(16, seed=2)
+    data = _attenuations(6000, bvals, gradients_ras, seed=1)
+    model = train_autoencoder(data[:5000], data[5000:], 0.02, AutoencoderConfig(epochs=1, seed=1, min_hidden=6))
+    dead = autoencoder.dead_bottleneck_units(model, data[5000:])
+    assert 1 <= dead <= 6 and 1 <= model.dead_units <= 6  # the unit made dead stays dead
+    model.biases[1][:] = 100.0  # every unit on for every input
+    assert autoencoder.dead_bottleneck_units(model, data[5000:]) == 0
+
+
 def test_noise_level_from_fit_residuals_ignores_degenerate_fits():
     # A real scan's IWLS fit has voxels whose tensor predicts inf (xa30_AP: S0 up to 5.5e34); the
     # noise level must come from the others, not become NaN and poison every network.
