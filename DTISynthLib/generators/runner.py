@@ -63,16 +63,22 @@ def load_generators(folder, directions=None, device="cpu"):
     return networks, manifest
 
 
-def cpu_flags():
-    """The CPU's feature flags from /proc/cpuinfo (Linux), or None where there is none."""
+def _cpuinfo(field):
+    """The value of a /proc/cpuinfo field (of the first CPU listed; Linux), or None where there is none."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         return None
     return None
+
+
+def cpu_flags():
+    """The CPU's feature flags from /proc/cpuinfo (Linux), or None where there is none."""
+    flags = _cpuinfo("flags")
+    return None if flags is None else set(flags.split())
 
 
 def cpu_model():
@@ -80,14 +86,7 @@ def cpu_model():
     benchmark tables, whose timings mean little without it."""
     import platform
 
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
+    return _cpuinfo("model name") or platform.machine()
 
 
 DEVICES = ("auto", "cpu", "cuda")

@@ -22,7 +22,8 @@ def add_arguments(parser):
                         help="fit the out-of-distribution check of PACKAGE's training inputs (the 3-direction DWIs of "
                              "its manifest's training and validation subjects, found under --data) and add it to it")
     parser.add_argument("--data", help="the training data folder of the --fit-input-check package")
-    parser.add_argument("--epochs", type=positive_int, default=20, help="of the input-check autoencoder (default 20)")
+    parser.add_argument("--epochs", type=positive_int,
+                        help="of the input-check autoencoder (default: realism.input_check.EPOCHS, 20)")
     add_jsonl_option(parser)
 
 
