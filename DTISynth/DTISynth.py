@@ -38,7 +38,7 @@ from slicer.util import VTKObservationMixin
 from DTISynthLib.generators.package import DEFAULT_MODELS
 from DTISynthLib.slicer.review_session import ReviewSession
 
-MAP_ROLES = {"FA": "fa", "MD": "md", "AD": "ad", "RD": "rd", "colour FA": "color"}
+MAP_ROLES = {"FA": "fa", "MD": "md", "AD": "ad", "RD": "rd", "colour FA": "color", "V1 confidence": "v1_confidence"}
 
 
 class DTISynth(ScriptedLoadableModule):
@@ -77,7 +77,8 @@ class DTISynthParameterNode:
     """inputDWI: the 3-direction DWI, or inputSequence (a 4D volume loaded as a sequence) with FSL
     bvalFile / bvecFile; referenceB0: the b=0 to register to (default the DWI's own); acquiredDTI: an
     acquired DTI to evaluate against (optional); modelsFolder: a model package; device: where the
-    generators run; shownMap / showROIs: the results display."""
+    generators run; shownMap / showROIs / hideGuessedOrientation (colour FA grey where the V1 confidence is
+    below 0.8): the results display."""
 
     inputDWI: vtkMRMLDiffusionWeightedVolumeNode
     inputSequence: vtkMRMLSequenceNode
@@ -89,6 +90,7 @@ class DTISynthParameterNode:
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     shownMap: Annotated[str, Choice(list(MAP_ROLES))] = "FA"
     showROIs: bool = True
+    hideGuessedOrientation: bool = False
 
 
 def _given(path):
@@ -126,6 +128,7 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.showPlotButton.connect("clicked(bool)", lambda: self.logic.showPlot(self.nodes))
         self.ui.mapComboBox.connect("currentIndexChanged(int)", self.onDisplayChanged)
         self.ui.roiOverlayCheckBox.connect("toggled(bool)", self.onDisplayChanged)
+        self.ui.hideGuessCheckBox.connect("toggled(bool)", self.onDisplayChanged)
         self.ui.resultsCollapsibleButton.enabled = False
         self.setupReview()
         self.initializeParameterNode()
@@ -293,7 +296,8 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onDisplayChanged(self, *args):
         if self.nodes:
-            self.logic.showResults(self.nodes, self.ui.mapComboBox.currentText, self.ui.roiOverlayCheckBox.checked)
+            self.logic.showResults(self.nodes, self.ui.mapComboBox.currentText, self.ui.roiOverlayCheckBox.checked,
+                                   self.ui.hideGuessCheckBox.checked)
 
     def onImportModels(self):
         source = qt.QFileDialog.getOpenFileName(None, _("Import a model package"), "", _("Model package (*.zip)"))
@@ -391,8 +395,15 @@ class DTISynthLogic(ScriptedLoadableModuleLogic):
 
         return import_package(source, self.modelsRoot())
 
-    def showResults(self, nodes, shownMap="FA", showROIs=True):
-        slicer.util.setSliceViewerLayers(background=nodes[MAP_ROLES[shownMap]], fit=True)
+    def showResults(self, nodes, shownMap="FA", showROIs=True, hideGuessedOrientation=False):
+        """Show a map in the slice views. hideGuessedOrientation: colour FA with the voxels whose V1
+        confidence is below 0.8 in grey (results of kinds without a confidence: the plain colour FA)."""
+        role = MAP_ROLES[shownMap]
+        if role == "color" and hideGuessedOrientation and "color_confident" in nodes:
+            role = "color_confident"
+        if role not in nodes:  # a package that writes no V1 confidence
+            role = "color" if role == "v1_confidence" else role
+        slicer.util.setSliceViewerLayers(background=nodes[role], fit=True)
         if "rois" in nodes:
             nodes["rois"].GetDisplayNode().SetVisibility(bool(showROIs))
 

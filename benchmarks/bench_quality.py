@@ -15,7 +15,8 @@ Data
   attenuations converted to the package's b per voxel and direction, A^(b_model / b_scan), exact for
   mono-exponential decay; listed); the acquired DTI it is compared with is converted to the
   synthetic DTI's b the same way. Scans a scored package trained on (its manifest's training
-  subjects) count in "real (all)" only; the others also in "real (held out)", the honest figure.
+  subjects, those it trained on and those that chose its model) count in "real (all)" only; the others
+  also in "real (held out)", the honest figure.
 
 DTIs: each model package (default: every shipped set but the baseline) with physics-consistent assembly and with
 the networks' outputs as they are ("network": the paper's raw outputs for pix2pix, the denoised tensor for
@@ -31,7 +32,12 @@ WM / GM: tissue fractions > 0.8 (phantom); true FA > 0.3, and FA < 0.2 with MD <
 
 Oblique input (phantom): the cost of input directions up to 30 degrees from orthogonal (run_oblique).
 
+Orientation confidence (packages that write maps/v1_confidence): its calibration against the true V1 in
+WM per confidence bin (evaluation.calibration), printed per data group with each subject's share of WM
+at confidence >= 0.8 and its median V1 angle there; one figure per group in the output folder.
+
     .venv/bin/python benchmarks/bench_quality.py [--subjects 4] [--models DIR ...] [--out DIR] [--grid 128x128x76]
+        [--no-real] [--no-oblique] [--scans TEXT ...]
 """
 
 import argparse
@@ -47,6 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 PHANTOM_SEEDS = (900001, 900002, 900003, 900004, 900005, 900006, 900007, 900008)
 TRAINING_COHORTS = {"pix2pix": (7301, 20),  # Resources/Models/make_pix2pix_models.sh: --seed 7301 --n 20
+                    "tensor-unet-signed": (7301, 20),  # the previous default set, the same cohort
                     "tensor-unet": (7301, 20)}  # Resources/Models/make_tensor_models.sh: --seed 7301 --n 20
 
 
@@ -126,6 +133,18 @@ def synthesize(generators, manifest, dwi, b0, assembly, force_b):
     return synthesize_dwi(dwi, generators, manifest, b0=b0, force_b=force_b, assembly=assembly)
 
 
+def calibration(result, maps, truth, wm):
+    """{rows, summary} of the synthesis's v1_confidence against the true V1 in white matter
+    (evaluation.calibration), or None when the package writes no confidence."""
+    from DTISynthLib.evaluation.calibration import v1_calibration
+
+    if "v1_confidence" not in result.maps:
+        return None
+    rows, summary = v1_calibration(result.maps["v1_confidence"], maps["v1"], truth["v1"], wm,
+                                   result.report["v1_confidence_angle_degrees"])
+    return {"rows": rows, "summary": summary}
+
+
 def packages(model_dirs):
     """[(label, runner, manifest, assemblies)] for each model package and the diagonal baseline."""
     from DTISynthLib.core.resources import RESOURCES
@@ -174,9 +193,11 @@ def run_phantom(rows, n, grid, results, log, oblique=True):
         for label, runner, manifest, assemblies in rows:
             cached = CachedPredictions(runner)
             for assembly in assemblies:
-                dti = synthesize(cached, manifest, dwi, b0, assembly, False).dti
+                result = synthesize(cached, manifest, dwi, b0, assembly, False)
+                dti = result.dti
                 maps = tensor_and_maps(dti, masks["brain"])
-                entry = dict(score(maps, truth, masks), subject=name,
+                entry = dict(score(maps, truth, masks), subject=name, calibration=calibration(result, maps, truth,
+                                                                                              masks["wm"]),
                              similarity_acquired=direction_similarity(dti.data, acquired.data, masks["brain"]),
                              similarity_truth=direction_similarity(dti.data, clean.dti.data, masks["brain"]),
                              roi_snr_ratio=float(np.mean(fa_snr(maps["fa"], rois) / acquired_snr)))
@@ -223,20 +244,22 @@ def row_label(label, assembly):
     return label if label == "diagonal baseline" else f"{label}, {assembly} assembly"
 
 
-def real_scans():
+def real_scans(only=None):
+    """Every shared real scan, or those whose folder name contains one of `only` (substrings)."""
     folder = SHARED / "data" / "real"
-    return sorted(p / f"{p.name}.nii.gz" for p in folder.iterdir() if (p / f"{p.name}.nii.gz").exists()) \
+    scans = sorted(p / f"{p.name}.nii.gz" for p in folder.iterdir() if (p / f"{p.name}.nii.gz").exists()) \
         if folder.is_dir() else []
+    return [s for s in scans if not only or any(text in s.parent.name for text in only)]
 
 
 def trained_on(manifest):
-    """Names of the subjects a package trained on (its manifest's training record)."""
+    """Names of the subjects a package saw in training: trained on, or chose its model by (validation)."""
     training = manifest.get("training", {})
-    return {s["subject"] for s in training.get("subjects", []) if s.get("part") == "train"} | \
-        set(training.get("training_subjects", []))
+    return {s["subject"] for s in training.get("subjects", [])} | set(training.get("training_subjects", [])) | \
+        set(training.get("validation_subjects", []))
 
 
-def run_real(rows, results, refusals, log):
+def run_real(rows, results, refusals, log, only=None):
     from DTISynthLib.core.dwi import check_dwi
     from DTISynthLib.core.errors import InputError
     from DTISynthLib.fit.brain_mask import brain_mask
@@ -246,7 +269,7 @@ def run_real(rows, results, refusals, log):
     from DTISynthLib.simulation.pairs import make_pairs
     from DTISynthLib.synthesis.pipeline import assign_axes
 
-    for path in real_scans():
+    for path in real_scans(only):
         name = path.parent.name
         start = time.perf_counter()
         groups = ["real (all)"] + ([] if any(path.name.split(".")[0] in trained_on(m) for _, _, m, _ in rows)
@@ -279,9 +302,11 @@ def run_real(rows, results, refusals, log):
             b_model, b_range = float(manifest["b_value"]), manifest.get("b_range")
             converted = not b_range[0] <= b <= b_range[1] if b_range else abs(b - b_model) > 0.05 * b_model
             for assembly in assemblies:
-                dti = synthesize(cached, manifest, check_dwi(dwi3), b0, assembly, True).dti
+                result = synthesize(cached, manifest, check_dwi(dwi3), b0, assembly, True)
+                dti = result.dti
                 maps = tensor_and_maps(dti, brain)
                 entry = dict(score(maps, truth, masks), subject=name, pairs=mode, b_converted=converted,
+                             calibration=calibration(result, maps, truth, masks["wm"]),
                              similarity_acquired=direction_similarity(dti.data, at_b(acquired, float(dti.bvals.max())).data,
                                                                       brain))
                 for group in groups:
@@ -345,6 +370,34 @@ def print_per_scan(results):
         print(f"| {scan}{'' if scan in held_out else ' (trained on)'} | " + " | ".join(cells) + " |")
 
 
+def print_calibration(results, out):
+    """Per group and DTI with a confidence: the calibration table (confidence bins: share of WM voxels, mean
+    confidence, median V1 angle, share within the confidence's angle; each the mean over subjects) and per
+    subject the share of WM at confidence >= 0.8 and its median V1 angle; one figure per group."""
+    from DTISynthLib.evaluation.calibration import CONFIDENT, write_calibration_figure
+
+    for (data, label), entries in results.items():
+        entries = [e for e in entries if e.get("calibration")]
+        if not entries:
+            continue
+        print(f"\nV1 confidence calibration, {data}, {label} (truth's V1; WM; mean over {len(entries)})")
+        print("| confidence | share of WM | mean confidence | median V1 angle | share within angle |")
+        print("|---|---|---|---|---|")
+        for k, row in enumerate(entries[0]["calibration"]["rows"]):
+            cells = [[e["calibration"]["rows"][k][key] for e in entries] for key in
+                     ("wm_share", "mean_confidence", "median_angle_degrees", "within_angle_share")]
+            mean = [float(np.nanmean(c)) if np.isfinite(c).any() else float("nan") for c in cells]
+            print(f"| {row['low']:g}-{row['high']:g} | {mean[0]:.1%} | {mean[1]:.2f} | {mean[2]:.1f} | {mean[3]:.0%} |")
+        for e in entries:
+            summary = e["calibration"]["summary"]
+            print(f"  {e['subject']}: confidence >= {CONFIDENT:g} on {summary['confident_share']:.0%} of WM, V1 median "
+                  f"{summary['confident_median_angle_degrees']:.1f} deg there (all WM {summary['median_angle_degrees']:.1f}); "
+                  f"Brier {summary['brier']:.3f}")
+        slug = "".join(c if c.isalnum() else "_" for c in f"{data}_{label}")
+        write_calibration_figure(out / f"calibration_{slug}.png", {e["subject"]: e["calibration"]["rows"] for e in entries},
+                                 entries[0]["calibration"]["summary"]["angle_degrees"])
+
+
 def main():
     from DTISynthLib.generators.package import DEFAULT_MODELS
     from DTISynthLib.jobs.options import parse_grid
@@ -358,6 +411,7 @@ def main():
     parser.add_argument("--grid", type=parse_grid, default=PAPER_GRID)
     parser.add_argument("--no-real", action="store_true", help="phantom subjects only")
     parser.add_argument("--no-oblique", action="store_true", help="skip the non-orthogonal input experiment")
+    parser.add_argument("--scans", nargs="+", help="only the real scans whose folder name contains one of these")
     parser.add_argument("--out", help="folder for bench_quality.json (default: a new temporary folder)")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -366,19 +420,20 @@ def main():
     results, refusals = {}, []
     run_phantom(rows, args.subjects, args.grid, results, log, not args.no_oblique)
     if not args.no_real:
-        run_real(rows, results, refusals, log)
+        run_real(rows, results, refusals, log, args.scans)
     order = {"acquired": 0, "diagonal": 2}
     groups = {"phantom": 0, "phantom, oblique input": 1, "real (held out)": 2, "real (all)": 3}
     summary = sorted(summarize(results), key=lambda r: (groups[r[0]], order.get(r[1].split(" ")[0], 1), r[1]))
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench-quality-"))
+    out.mkdir(parents=True, exist_ok=True)
     print_table(summary)
     print_per_scan(results)
+    print_calibration(results, out)
     for refusal in refusals:
         print(f"refused: {refusal}")
     elapsed = time.perf_counter() - started
     print(f"\n{len(results)} rows; {elapsed / 60:.1f} min on this machine ({args.subjects} phantom subjects at "
           f"{'x'.join(map(str, args.grid))}, fp32)")
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench-quality-"))
-    out.mkdir(parents=True, exist_ok=True)
     report = {"summary": [{"data": d, "dti": label, "n": n, **mean} for d, label, n, mean in summary],
               "per_subject": {f"{d} / {label}": entries for (d, label), entries in results.items()},
               "refusals": refusals, "seconds": round(elapsed, 1), "models": args.models,

@@ -2,5 +2,5 @@
 the six-element tensor layout, input errors, atomic writes, progress reporting and the names of every
 output file (output_layout).
 
-May import: nothing of DTISynthLib (numpy only).
+May import: nothing of DTISynthLib (numpy; scipy for one assignment in gradient_schemes).
 """

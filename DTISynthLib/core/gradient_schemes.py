@@ -31,3 +31,51 @@ def dti_6(b=DEFAULT_B):
 def dwi_3(b=DEFAULT_B):
     """b=0 + the scanner's x, y, z axes (RAS)."""
     return with_b0(AXES_3_RAS, b)
+
+
+# The three measured directions of a DWI must determine the tensor's three measured components well:
+# the condition number of their (3, 3) matrix of unit vectors (1 for orthogonal directions; 2.2 with x
+# tilted 30 degrees toward y and z 30 degrees toward x; 3.7 at 45; nearly coplanar directions 100 and
+# more). Above this, noise in one ADC is amplified more than three times in the tensor's diagonal.
+MAX_DIRECTION_CONDITION = 3.0
+
+
+def direction_condition(directions):
+    """The condition number (2-norm) of three unit direction vectors (3, 3), rows; inf when coplanar."""
+    singular = np.linalg.svd(np.asarray(directions, dtype=np.float64), compute_uv=False)
+    return float(singular[0] / singular[-1]) if singular[-1] > 0 else float("inf")
+
+
+def nearest_volumes(dwi, directions):
+    """Distinct diffusion-weighted volumes of a DWI matched one-to-one to nominal directions (RAS, rows),
+    minimising the sum of sign-free angles (Hungarian algorithm, scipy).
+
+    Returns (volume indices (m,), angles in degrees (m,)); fewer than m weighted volumes is an InputError.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    from .errors import InputError
+
+    directions = np.asarray(directions, dtype=np.float64)
+    weighted = np.flatnonzero(~dwi.is_b0)
+    if weighted.size < len(directions):
+        raise InputError(dwi.source, f"{len(directions)} distinct diffusion-weighted volumes to match "
+                         f"{len(directions)} nominal directions", f"{weighted.size}")
+    cosines = np.abs(dwi.gradients[weighted] @ directions.T)
+    angles = np.degrees(np.arccos(np.clip(cosines, 0.0, 1.0)))
+    rows, columns = linear_sum_assignment(angles)
+    order = np.argsort(columns)
+    return weighted[rows[order]], angles[rows[order], columns[order]]
+
+
+def check_three_directions(source, directions):
+    """Refuse (InputError naming `source`) three measured directions (3, 3) whose condition number exceeds
+    MAX_DIRECTION_CONDITION; returns the condition number."""
+    from .errors import InputError
+
+    condition = direction_condition(directions)
+    if not condition <= MAX_DIRECTION_CONDITION:
+        raise InputError(source, f"three well-conditioned diffusion directions (condition number <= "
+                         f"{MAX_DIRECTION_CONDITION:g}; orthogonal: 1)",
+                         f"{condition:.3g} for vectors {np.round(directions, 3).tolist()}")
+    return condition

@@ -8,9 +8,9 @@ the same classes, so a name changes here and nowhere else.
 from pathlib import Path
 
 EXTENSIONS = {"nifti": ".nii.gz", "nrrd": ".nrrd"}
-# map name (tensor_maps.MAP_NAMES and "s0") -> file stem
+# map name (tensor_maps.MAP_NAMES, "s0" and the kinds' maps of synthesis.writing.KIND_MAPS) -> file stem
 MAP_FILE_STEMS = {"fa": "fa", "md": "md", "ad": "ad", "rd": "rd", "color": "color_fa", "v1": "v1",
-                  "evals": "eigenvalues", "s0": "s0"}
+                  "evals": "eigenvalues", "s0": "s0", "v1_confidence": "v1_confidence"}
 
 
 class FitOutput:
@@ -90,6 +90,14 @@ class EvaluationOutput:
     @property
     def realism_index(self):
         return self.folder / "realism_index.csv"
+
+    @property
+    def v1_calibration(self):
+        return self.folder / "v1_calibration.csv"
+
+    @property
+    def v1_calibration_figure(self):
+        return self.figures / "v1_calibration.png"
 
     @property
     def summary(self):

@@ -52,3 +52,36 @@ def shrink_off_diagonals(tensor6, margin=1.0):
         t = np.where(smallest < -margin, -margin / smallest, 1.0)
     tensor[..., 3:] = r * t[..., None] * pairs
     return tensor
+
+
+def smallest_eigenvalue(tensor6):
+    """Smallest eigenvalue (...) of symmetric 3 x 3 matrices given as (..., 6) in closed form (the
+    trigonometric solution of the characteristic cubic: with q = trace / 3, p = sqrt(|A - q I|_F^2 / 6)
+    and B = (A - q I) / p, the smallest is q + 2 p cos(arccos(det(B) / 2) / 3 + 2 pi / 3))."""
+    t = np.asarray(tensor6, dtype=np.float64)
+    q = t[..., :3].mean(-1)
+    a, b, c = t[..., 0] - q, t[..., 1] - q, t[..., 2] - q
+    d, e, f = t[..., 3], t[..., 4], t[..., 5]  # xy, xz, yz
+    p = np.sqrt((a * a + b * b + c * c + 2 * (d * d + e * e + f * f)) / 6.0)
+    determinant = a * (b * c - f * f) - d * (d * c - f * e) + e * (d * f - b * e)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(p > 0, determinant / np.maximum(p, 1e-300) ** 3 / 2.0, 0.0)
+    phi = np.arccos(np.clip(r, -1.0, 1.0)) / 3.0
+    return q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
+
+
+def shrink_toward(tensor6, anchor6):
+    """Tensors (..., 6) moved toward positive definite anchors (..., 6): D_t = A + t (D - A) with the
+    largest t in [0, 1] that makes D_t positive semi-definite. Every linear constraint that both D and A
+    satisfy (g^T D g = ADC along measured directions) holds for D_t too. With A = L L^T (Cholesky) and
+    M = L^-1 (D - A) L^-T, lambda_min(A + t (D - A)) >= 0 iff 1 + t lambda_min(M) >= 0. For a diagonal
+    anchor equal to D's own diagonal this is shrink_off_diagonals."""
+    tensor = np.asarray(tensor6, dtype=np.float64)
+    anchor = np.asarray(anchor6, dtype=np.float64)
+    lower = np.linalg.cholesky(tensor6_to_matrix(anchor))
+    inverse = np.linalg.inv(lower)
+    m = inverse @ tensor6_to_matrix(tensor - anchor) @ np.swapaxes(inverse, -1, -2)
+    smallest = smallest_eigenvalue(matrix_to_tensor6(m))
+    with np.errstate(divide="ignore"):
+        t = np.where(smallest < -1.0, -1.0 / smallest, 1.0)
+    return anchor + t[..., None] * (tensor - anchor)

@@ -48,6 +48,7 @@ class SubjectResult:
     report: dict
     attenuations: object = None  # realism.dti_index.SubjectAttenuations, None when directions do not pair
     gradient_table: tuple = None  # (bvals, RAS gradients) of the original's weighted volumes
+    calibration: tuple = None  # (rows, summary) of calibration.v1_calibration; None without maps/v1_confidence
 
 
 def _load_synthetic(path):
@@ -162,8 +163,33 @@ def subject_maps(original_path, synthetic_path):
     maps = {}
     for source, dwi in (("original", original), ("synthetic", synthetic)):
         fit = fit_tensors(dwi, mask, "ols")
-        maps[source] = compute_maps(fit.tensor, fit.mask, MAPS + ("color",), policy="clip")
+        maps[source] = compute_maps(fit.tensor, fit.mask, MAPS + ("color", "v1"), policy="clip")
     return SubjectMaps(original, synthetic, maps, mask, report)
+
+
+def synthetic_confidence(synthetic_path, compared):
+    """(v1_confidence on the original's grid (x, y, z), its angle in degrees) from the synthesize folder of
+    `synthetic_path` (maps/v1_confidence and synthesis.json), carried as align_synthetic carried the DTI;
+    None when the synthesis wrote none (kinds without a sign classification)."""
+    from ..io.files import load_volume
+    from ..registration.rigid import resample_rigid
+
+    folder = Path(synthetic_path)
+    folder = folder if folder.is_dir() else folder.parent
+    layout = SynthesisOutput(folder)
+    path = layout.maps.map("v1_confidence")
+    if not path.exists():
+        return None
+    confidence, affine = load_volume(path)
+    angle = json.loads(layout.report.read_text()).get("v1_confidence_angle_degrees") if layout.report.exists() else None
+    if angle is None:
+        raise InputError(layout.report, "synthesis.json with v1_confidence_angle_degrees beside maps/v1_confidence",
+                         "none")
+    if not compared.report["same_grid"]:
+        matrix = np.array(compared.report["registration_matrix_ras"])
+        confidence = resample_rigid(confidence, affine, compared.original.affine, compared.original.data.shape[:3],
+                                    matrix)
+    return confidence, float(angle)
 
 
 def evaluate_subject(subject, original_path, synthetic_path, atlases, rois, out_dir=None):
@@ -213,6 +239,14 @@ def evaluate_subject(subject, original_path, synthetic_path, atlases, rois, out_
                                             b_original / b_synthetic)
     weighted = ~original.is_b0
     gradient_table = (original.bvals[weighted], original.gradients[weighted])
+    calibration = None
+    confidence = synthetic_confidence(synthetic_path, compared)
+    if confidence is not None:
+        from .calibration import WM_FA, v1_calibration
+
+        white_matter = mask & (maps["original"]["fa"] > WM_FA)
+        calibration = v1_calibration(confidence[0], maps["synthetic"]["v1"], maps["original"]["v1"], white_matter,
+                                     confidence[1])
     if out_dir is not None:
         from ..io.files import save_volume
         from .report import write_subject_montage
@@ -225,7 +259,7 @@ def evaluate_subject(subject, original_path, synthetic_path, atlases, rois, out_
             labels[roi_masks[roi] & mask] = index
         layout.rois.mkdir(exist_ok=True)
         report["rois"] = str(save_volume(layout.roi_labels(subject), labels, original.affine)[0])
-    return SubjectResult(subject, rows, similarity, report, attenuations, gradient_table)
+    return SubjectResult(subject, rows, similarity, report, attenuations, gradient_table, calibration)
 
 
 # ----------------------------------------------------------------------------- cohort
@@ -316,6 +350,12 @@ REALISM_DEFINITION = ("reconstruction error of held-out acquired DTIs by an auto
                       "realism.dti_index): about 1 or below, as real as acquired; above 1, less")
 
 
+CALIBRATION_DEFINITION = (
+    "the synthetic DTI's maps/v1_confidence against the observed angle between synthetic and original V1 in white "
+    "matter (original FA > 0.3), per confidence bin: share of white-matter voxels, mean confidence, median angle, "
+    "share within the confidence's angle (calibrated: about the mean confidence; evaluation.calibration)")
+
+
 def realism_rows(results, n_train, epochs, seed=0):
     """The synthetic DTIs' realism index (realism.dti_index) over the subjects: (rows, training
     record, flag: why there is none, or "")."""
@@ -386,11 +426,21 @@ def run_evaluation(original, synthetic, out_dir, atlas_dirs=(), rois=None, jobs=
                 write_text_atomic(layout.realism_index, _csv(realism["rows"], list(realism["rows"][0])))
             progress("realism", 1.0, realism["flag"] or "realism index " + ", ".join(
                 f"{r['subject']} {r['realism_index']:.2f}" for r in realism["rows"]))
+        calibrated = [r for r in results if r.calibration is not None]
+        calibration = {"definition": CALIBRATION_DEFINITION, "rows": [], "summary": {}}
+        if calibrated:
+            from .calibration import write_calibration_figure
+
+            calibration["rows"] = [dict(subject=r.subject, **row) for r in calibrated for row in r.calibration[0]]
+            calibration["summary"] = {r.subject: r.calibration[1] for r in calibrated}
+            write_text_atomic(layout.v1_calibration, _csv(calibration["rows"], list(calibration["rows"][0])))
+            write_calibration_figure(layout.v1_calibration_figure, {r.subject: r.calibration[0] for r in calibrated},
+                                     calibrated[0].calibration[1]["angle_degrees"])
         progress("report", 0.5, "figures and HTML")
         ba_figure = write_bland_altman_figure(layout.bland_altman_figure, agreement, rois)
         summary = {"subjects": [r.subject for r in results], "rois": list(rois), "maps": list(MAPS),
                    "units": {m: TABLE_SCALE[m][1] for m in MAPS}, "table2": table, "bland_altman": agreement,
-                   "similarity": similarity, "realism_index": realism,
+                   "similarity": similarity, "realism_index": realism, "v1_calibration": calibration,
                    "subject_reports": {r.subject: r.report for r in results},
                    "roi_definition": "atlas ROIs restricted to the brain mask of the original b=0",
                    "snr_definition": "ROI mean / ROI SD over voxels (the seed paper's definition)"}
@@ -400,7 +450,8 @@ def run_evaluation(original, synthetic, out_dir, atlas_dirs=(), rois=None, jobs=
         write_text_atomic(layout.roi_table,
                           "index\troi\n" + "".join(f"{i}\t{roi}\n" for i, roi in enumerate(rois, start=1)))
         write_text_atomic(layout.summary, json.dumps(without_nan(summary), indent=2, allow_nan=False) + "\n")
-        write_html_report(layout.report, summary, ba_figure, [layout.montage(s) for s in summary["subjects"]])
+        write_html_report(layout.report, summary, ba_figure, [layout.montage(s) for s in summary["subjects"]],
+                          layout.v1_calibration_figure)
         written = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
     progress("report", 1.0, f"{len(written)} files")
     return [Path(out_dir) / p for p in written], summary

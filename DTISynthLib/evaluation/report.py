@@ -85,7 +85,7 @@ def _image(path, alt):
            f"{html.escape(alt)}</figcaption></figure>"
 
 
-def write_html_report(path, summary, bland_altman_png, montage_pngs):
+def write_html_report(path, summary, bland_altman_png, montage_pngs, calibration_png=None):
     """report.html from run_evaluation's summary; every PNG embedded (montages that exist)."""
     table2 = _table(
         ["ROI", "map", "unit", "n", "original mean ± SD", "synthetic mean ± SD", "p (paired t)", "original SNR ± SD",
@@ -111,6 +111,14 @@ def write_html_report(path, summary, bland_altman_png, montage_pngs):
           _number(r["synthetic_model_attenuation_mae"]), _number(r["realism_index"]), _number(r["fa_error_ratio"]),
           _number(r["direction_ratio"]), _number(r["wilcoxon_p"])] for r in realism["rows"]]) \
         if realism["rows"] else f"<p>{html.escape(realism['flag'])}</p>"
+    calibration = summary.get("v1_calibration", {"rows": [], "summary": {}})
+    calibration_table = _table(
+        ["subject", "confidence", "WM voxels", "share of WM", "mean confidence", "median V1 angle (degrees)",
+         "share within the angle"],
+        [[r["subject"], f"{r['low']:g}-{r['high']:g}", r["voxels"], _number(r["wm_share"]), _number(r["mean_confidence"]),
+          _number(r["median_angle_degrees"]), _number(r["within_angle_share"])] for r in calibration["rows"]]) \
+        + (_image(calibration_png, "V1 error by orientation confidence") if calibration_png and Path(calibration_png).exists()
+           else "") if calibration["rows"] else "<p>No orientation confidence: the synthesis wrote no maps/v1_confidence.</p>"
     montages = "".join(_image(png, f"{s}: original, synthetic and difference maps")
                        for s, png in zip(summary["subjects"], montage_pngs) if Path(png).exists())
     flagged = [r for r in summary["table2"] if r["flag"]]
@@ -127,6 +135,7 @@ SNR: {html.escape(summary['snr_definition'])}. MD, AD and RD in 10<sup>-3</sup> 
 <h2>ROI values (the seed paper's Table 2 layout)</h2>{table2}
 <h2>Bland-Altman agreement of ROI means</h2>{agreement}{_image(bland_altman_png, 'Bland-Altman grid')}
 <h2>Similarity of synthetic and original diffusion-weighted volumes (brain mask)</h2>{similarity}
+<h2>Orientation confidence: is it honest?</h2><p>{html.escape(calibration.get('definition', ''))}.</p>{calibration_table}
 <h2>Realism index (paper 2's autoencoder test)</h2><p>{html.escape(realism['definition'])}.</p>{realism_table}
 <h2>Maps</h2>{montages}
 </body></html>

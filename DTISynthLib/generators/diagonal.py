@@ -29,7 +29,7 @@ def synthesize(predict, grid_signals, manifest, reporter):
     _, directions = direction_vectors(manifest)
     synthetic = grid_signals.signals_of(tensor6, directions, manifest["b_value"])
     reporter.progress("synthesize", 1.0, f"{len(directions)} directions")
-    return synthetic
+    return synthetic, {}
 
 
 def train(request):

@@ -48,7 +48,7 @@ def synthesize(predict, grid_signals, manifest, reporter):
         units = predict(index, inputs[slices], slices)  # (n, y, x)
         synthetic[:, :, slices, k] = intensity.from_network(np.transpose(units, (2, 1, 0)), reference[:, :, slices])
     reporter.progress("synthesize", 1.0, f"{len(indices)} directions")
-    return synthetic
+    return synthetic, {}
 
 
 def train(request):
@@ -91,4 +91,4 @@ def train(request):
     return out_dir / MANIFEST
 
 
-KIND = GeneratorKind(NAME, build, synthesize, train, prepare_inference)
+KIND = GeneratorKind(NAME, build, synthesize, train, prepare_inference, any_frame=False)

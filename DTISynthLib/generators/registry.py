@@ -61,6 +61,25 @@ class GridSignals:
                                                        np.full(len(directions), float(b_value)), directions)
         return synthetic
 
+# What a kind writes beside the fitted maps (maps/NAME.nii.gz), described in synthesis.json's "maps" in
+# fit.json's style; {angle} and {temperature} from the manifest's architecture.v1_confidence.
+KIND_MAPS = {
+    "v1_confidence": (
+        "the network's probability (0-1, unitless) that the principal eigenvector V1 of the synthetic tensor lies "
+        "within {angle:g} degrees of the true one: the summed probability of the off-diagonal sign patterns whose "
+        "V1 lies within {angle:g} degrees of the pattern shown (a scalar per voxel, so no frame). The x, y, z DWI "
+        "measures no off-diagonal sign: where this is low, the colour FA's hue is a guess. Calibrated on the "
+        "package's validation subjects (pattern softmax temperature {temperature:g}); 0 outside the brain mask"),
+}
+
+
+def describe_kind_maps(names, manifest):
+    """{name: description} of a package's kind maps (KIND_MAPS) for synthesis.json."""
+    architecture = manifest.get("architecture", {})
+    values = {"angle": architecture.get("v1_confidence", {}).get("angle_degrees", float("nan")),
+              "temperature": architecture.get("sign_temperature", 1.0)}
+    return {name: KIND_MAPS[name].format(**values) for name in names}
+
 
 def _unchanged(network, precision):
     return network
@@ -72,12 +91,16 @@ class GeneratorKind:
 
     build(manifest, key) -> an untrained torch module for the weights file `key` (package.network_files);
         called under torch's meta device, then the verified weights are loaded into it.
-    synthesize(predict, grid_signals, manifest, reporter) -> float32 (x, y, z, n) synthetic signals of
-        the manifest's directions sorted by index, on the model grid. predict(key, inputs (N, C, H, W),
+    synthesize(predict, grid_signals, manifest, reporter) -> (float32 (x, y, z, n) synthetic signals of
+        the manifest's directions sorted by index, {name: float32 (x, y, z) map}), both on the model grid;
+        the maps are what a kind knows beyond the signals (tensor-unet: "v1_confidence"), written to
+        maps/ (KIND_MAPS describes each). predict(key, inputs (N, C, H, W),
         slice_indices) runs network `key` in eval mode (runner.TorchGenerators.predict).
     train(request: training.config.TrainingRequest) -> path of the package's manifest.json.
     prepare_inference(network, precision) -> the network to run at "fp32" or "bf16" (for example bf16
         weights with an fp32 output layer); default: as built.
+    any_frame: the kind takes any three well-conditioned measured directions (it works in their own
+        frame); otherwise each must lie within 30 degrees of its scanner axis (synthesis.pipeline.assign_axes).
     """
 
     name: str
@@ -85,6 +108,7 @@ class GeneratorKind:
     synthesize: Callable
     train: Callable
     prepare_inference: Callable = _unchanged
+    any_frame: bool = True
 
 
 def kind_name(manifest):

@@ -17,10 +17,23 @@ Frames
   products) with D_W transformed consistently (flip_tensor, transpose_tensor), and random rotations of
   the measured frame up to FRAME_ROTATION_DEGREES about any axis.
 
-Network units and bounds: tensors in units of ADC_SCALE (1e-3 mm^2/s). Output channels (tanh):
-r_xy, r_xz, r_yz with D_ij = MARGIN r_ij sqrt(D_ii D_jj) (every 2 x 2 minor positive definite), and
-D_ii = max(ADC_i + DIAGONAL_RANGE t_i, 0) (the measured ADC corrected by at most DIAGONAL_RANGE);
-tensors that are still not positive semi-definite have their off-diagonal terms scaled down together
+Network units and bounds: tensors in units of ADC_SCALE (1e-3 mm^2/s). Output heads (manifest
+architecture.heads; all tanh):
+- "prolate-and-sign-patterns" (SPLIT, since 2026-12-05), 8 channels: rho, the diagonal
+  D_ii = max(ADC_i + DIAGONAL_RANGE t_i, 0) (the measured ADC corrected by at most DIAGONAL_RANGE), and
+  LOGIT_RANGE-scaled logits of the 4 sign patterns of (D_xy, D_xz, D_yz) a prolate tensor can have
+  (PATTERNS: their product is +1). The tensor is the cylinder with that diagonal and radial diffusivity
+  l_perp = rho min_i D_ii, rho = 1 - RHO_RANGE (t + 1) / 2: D = l_perp I + (D_ii - l_perp) v v^T gives
+  |D_ij| = sqrt((D_ii - l_perp)(D_jj - l_perp)) (positive semi-definite by construction), with the most
+  probable pattern's signs. Why: FA depends on the magnitudes only, which the diagonal and one number
+  per voxel fix for a single fibre (on the shared real scans, the true radial diffusivity rebuilds FA
+  from the diagonal to 0.045-0.06, a constant rho = 0.96 to 0.10-0.11 unbiased), while a regression of
+  signed terms whose sign the data cannot decide pulls them to zero; the general magnitudes of an
+  earlier draft came out at a fifth of the true off-diagonal energy on a held-out real scan (FA bias
+  -0.12). v1_confidence: the probability (softmax at the package's calibrated sign_temperature) of the
+  patterns whose V1 lies within CONFIDENCE_DEGREES of the shown one.
+- "signed-correlations" (SIGNED, packages before): r_xy, r_xz, r_yz with D_ij = MARGIN r_ij sqrt(D_ii D_jj).
+Tensors that are still not positive semi-definite have their off-diagonal terms scaled down together
 (core.tensor_layout.shrink_off_diagonals), the diagonal kept.
 
 Inputs (INPUT_CHANNELS = 12, slice order below, centre, above; edge slices repeat themselves): the
@@ -29,12 +42,19 @@ three b=0 images divided by the brain's median b=0 (clipped to [0, B0_MAX]). ADC
 to first order and both channel groups are free of the scanner's intensity scale.
 
 Training (train): targets are the tensors and b=0 of each subject's 6-direction DTI (exactly
-determined fits; use noise-free phantom subjects and tensor-mode pairs of real scans); the
-3-direction input is simulated from them for every batch: random b (B_TRAINING, log-uniform), Rician
-noise at a random SNR (SNR_TRAINING, the brain's median b=0 over sigma), random frame rotation and
-symmetry. Loss: L1 of the tensor elements, of FA and of the six Siemens attenuations, in the brain.
+determined fits; use noise-free phantom subjects and tensor-mode pairs of real scans; target voxels
+outside TARGET_EIGENVALUES are left out); the 3-direction input is simulated from them for every
+batch: random b (B_TRAINING, log-uniform), Rician noise at a random SNR (SNR_TRAINING, the brain's
+median b=0 over sigma), random frame rotation and symmetry. Batches are stratified by data source (the
+top-level folders, e.g. phantom/ and real/: equal shares), then subject, series and slice. Losses
+(SPLIT): L1 of the diagonal and of the magnitudes against |D_ij|, of FA and of the six Siemens
+attenuations with the target's signs (all sign-invariant), plus SIGN_WEIGHT x the cross-entropy of the
+pattern logits against soft targets (loss_terms). The model is chosen, and training stopped after
+PATIENCE epochs without progress, by the validation subjects' score (_validate: FA error in WM / 0.08 +
+median V1 angle / 18); the pattern temperature is then fitted on them (calibrate_temperature).
 """
 
+import copy
 import itertools
 from pathlib import Path
 
@@ -62,6 +82,21 @@ SNR_TRAINING = (12.0, 60.0)
 FRAME_ROTATION_DEGREES = 15.0
 CROP = 96  # training patch (pixels): divisible by 2**depth for depth <= 5
 _PAIRS = ((0, 1), (0, 2), (1, 2))  # r_xy, r_xz, r_yz; tensor6 order Dxx, Dyy, Dzz, Dxy, Dxz, Dyz
+# Output heads (manifest architecture.heads; module docstring). "signed-correlations": packages written
+# before 2026-12-05, 6 channels (r_ij signed, diagonal). "prolate-and-sign-patterns": 8 channels (rho,
+# the diagonal, the logits of the 4 sign patterns): FA needs only the magnitudes; the signs are a guess
+# with a probability, which the network states.
+SIGNED, SPLIT = "signed-correlations", "prolate-and-sign-patterns"
+HEADS = {SIGNED: 6, SPLIT: 8}
+# Signs of (D_xy, D_xz, D_yz) of a prolate tensor D_ij = Delta v_i v_j: their product is +1. Taking v_x >= 0,
+# the four are V1 = (|v_x|, +-|v_y|, +-|v_z|).
+PATTERNS = np.array([s for s in itertools.product((1.0, -1.0), repeat=3) if np.prod(s) > 0])  # (4, 3)
+RHO_RANGE = 0.7  # rho = l_perp / min_i D_ii in [1 - RHO_RANGE, 1]
+LOGIT_RANGE = 10.0  # pattern logits are LOGIT_RANGE * tanh(output)
+SIGN_SCALE = 0.05  # units: soft targets of the pattern loss, q_p ~ exp(-|D_p - D|_F^2 / (2 SIGN_SCALE^2))
+SIGN_WEIGHT = 0.1  # of the pattern cross-entropy in the total loss
+CONFIDENCE_DEGREES = 20.0  # v1_confidence: probability that V1 lies within this angle of the one shown
+PATIENCE = 8  # epochs without a better validation score before training stops
 
 
 def measured_frame(gradients):
@@ -105,15 +140,76 @@ def slabs(slices):
     return np.stack([below, slices, above], axis=1)
 
 
-def decode(output, adc):
-    """Tensors in W (B, 6, H, W; units) from network outputs (B, 6, H, W; tanh) and the input's centre
-    ADCs (B, 3, H, W; units). Torch tensors."""
+def heads_of(manifest):
+    """The output heads a package's network has (SIGNED for packages that name none)."""
+    return manifest.get("architecture", {}).get("heads", SIGNED)
+
+
+def split_outputs(output, adc):
+    """(diagonal (B, 3, H, W), excess D_ii - l_perp = Delta v_i^2 (B, 3, H, W), pattern logits (B, 4, H, W))
+    in units of a SPLIT network's outputs (tanh) and the input's centre ADCs: the prolate tensor of the
+    module docstring. Torch."""
+    diagonal = (adc + DIAGONAL_RANGE * output[:, 1:4]).clamp(min=0.0)
+    rho = 1.0 - RHO_RANGE * 0.5 * (output[:, 0:1] + 1.0)
+    excess = (diagonal - rho * diagonal.min(1, keepdim=True).values).clamp(min=0.0)
+    return diagonal, excess, LOGIT_RANGE * output[:, 4:8]
+
+
+def prolate_magnitudes(excess):
+    """|D_xy|, |D_xz|, |D_yz| = sqrt(e_i e_j) (B, 3, ...) of the prolate tensor with excess e (B, 3, ...). Torch."""
     import torch
 
+    return torch.stack([(excess[:, i] * excess[:, j]).clamp(min=1e-12).sqrt() for i, j in _PAIRS], 1)
+
+
+def decode(output, adc, heads=SIGNED):
+    """Tensors in W (B, 6, H, W; units) from network outputs (B, C, H, W; tanh) and the input's centre
+    ADCs (B, 3, H, W; units): SPLIT heads take the most probable sign pattern. Torch tensors."""
+    import torch
+
+    if heads == SPLIT:
+        diagonal, excess, logits = split_outputs(output, adc)
+        signs = torch.from_numpy(PATTERNS.astype(np.float32))[logits.argmax(1)].movedim(-1, 1)
+        return torch.cat([diagonal, signs * prolate_magnitudes(excess)], 1)
     diagonal = (adc + DIAGONAL_RANGE * output[:, 3:6]).clamp(min=0.0)
     off = [MARGIN * output[:, c] * (diagonal[:, i] * diagonal[:, j]).clamp(min=1e-12).sqrt()
            for c, (i, j) in enumerate(_PAIRS)]
     return torch.cat([diagonal, torch.stack(off, 1)], 1)
+
+
+def principal_vectors(tensor6):
+    """Principal eigenvectors (..., 3) of tensors (..., 6) (numpy, float64)."""
+    return np.linalg.eigh(tensor6_to_matrix(tensor6))[1][..., -1]
+
+
+# Signs of V1's components (v_x >= 0) for each pattern: v_y follows D_xy's sign, v_z D_xz's.
+PATTERN_AXES = np.c_[np.ones(len(PATTERNS)), PATTERNS[:, 0], PATTERNS[:, 1]]
+
+
+def pattern_vectors(excess):
+    """V1 (N, 4, 3), unnormalised, of the prolate tensor of each pattern: PATTERN_AXES x sqrt(excess) (the
+    eigenvector of l_perp I + a a^T; numpy, excess (N, 3) in units, frame W)."""
+    return PATTERN_AXES[None] * np.sqrt(np.maximum(excess, 0.0))[:, None]
+
+
+def v1_confidence(excess, probabilities):
+    """Per voxel, the probability that the principal direction lies within CONFIDENCE_DEGREES of the
+    most probable pattern's: the summed probability of the sign patterns whose V1 does (numpy; excess
+    (N, 3), probabilities (N, 4); a tensor without excess has one V1 whatever the signs)."""
+    vectors = pattern_vectors(excess)  # every candidate has the same length, |a|^2 = sum of the excess
+    chosen = vectors[np.arange(len(vectors)), probabilities.argmax(1)]
+    length = np.maximum(excess, 0.0).sum(1)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cosine = np.where(length > 0, np.abs((vectors * chosen[:, None]).sum(-1)) / length, 1.0)
+    return (probabilities * (cosine >= np.cos(np.radians(CONFIDENCE_DEGREES)))).sum(1)
+
+
+def pattern_probabilities(logits, temperature):
+    """Softmax (N, 4) of pattern logits (N, 4) at a temperature (the package's calibration)."""
+    z = logits / temperature
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
 
 
 def build(manifest, key):
@@ -121,6 +217,22 @@ def build(manifest, key):
 
     g = manifest["architecture"]["generator"]
     return UNetGenerator(g["in_channels"], g["out_channels"], g["ngf"], g["depth"], dropout=False)
+
+
+def confidence_map(output, units, temperature):
+    """v1_confidence (x, y, n) of a SPLIT network's outputs (n, C, H, W) for slices whose centre ADCs are
+    `units` (n, 3, H, W), at the package's pattern temperature; 0 where the diagonal is 0."""
+    import torch
+
+    with torch.no_grad():
+        diagonal, excess, logits = split_outputs(torch.from_numpy(output), torch.from_numpy(units))
+    flat = lambda t: t.numpy().transpose(0, 2, 3, 1).reshape(-1, t.shape[1]).astype(np.float64)  # noqa: E731
+    diagonal, excess, logits = flat(diagonal), flat(excess), flat(logits)
+    confidence = np.zeros(len(diagonal))
+    inside = diagonal.sum(1) > 0
+    confidence[inside] = v1_confidence(excess[inside], pattern_probabilities(logits[inside], temperature))
+    n, height, width = output.shape[0], output.shape[2], output.shape[3]
+    return np.transpose(confidence.reshape(n, height, width), (2, 1, 0)).astype(np.float32)  # (x, y, n)
 
 
 def prepare_inference(network, precision):
@@ -139,24 +251,39 @@ def synthesize(predict, grid_signals, manifest, reporter):
     adc_slabs, b0_slabs = slabs(units)[slices], slabs(b0)[slices]
     n, _, _, height, width = adc_slabs.shape
     inputs = np.concatenate([adc_slabs.reshape(n, 9, height, width), b0_slabs], axis=1)
-    output = predict(NETWORK, inputs, slices)
+    output = np.asarray(predict(NETWORK, inputs, slices), np.float32)
+    heads = heads_of(manifest)
     with torch.no_grad():
-        tensor_w = decode(torch.from_numpy(np.asarray(output, np.float32)), torch.from_numpy(units[slices])).numpy()
+        tensor_w = decode(torch.from_numpy(output), torch.from_numpy(units[slices]), heads).numpy()
     matrices = tensor6_to_matrix(np.transpose(tensor_w, (3, 2, 0, 1)).astype(np.float64) * ADC_SCALE)  # (x, y, n)
     tensor = shrink_off_diagonals(matrix_to_tensor6(working.T @ matrices @ working))  # RAS
     _, directions = direction_vectors(manifest)
     synthetic = grid_signals.signals_of(tensor, directions, manifest["b_value"])
+    maps = {}
+    if heads == SPLIT:
+        confidence = np.zeros(grid_signals.reference.shape, np.float32)
+        confidence[:, :, slices] = confidence_map(output, units[slices],
+                                                  manifest["architecture"].get("sign_temperature", 1.0))
+        maps["v1_confidence"] = confidence
     reporter.progress("synthesize", 1.0, f"{len(directions)} directions")
-    return synthetic
+    return synthetic, maps
 
 
 # ---------------------------------------------------------------- training data (numpy)
 
+TARGET_EIGENVALUES = (-0.1, ADC_MAX)  # units: target tensors outside are fits of artefacts, not tissue
+
+
 def subject_volume(b0, tensor, mask, affine):
     """One training subject from training.data.dti_targets: float32 (z, 7, H, W) (b=0, then the tensor
-    in the working frame W in units), the mask (z, H, W) and the brain's median b=0."""
+    in the working frame W in units), the mask (z, H, W) and the brain's median b=0. Voxels whose
+    target eigenvalues leave TARGET_EIGENVALUES (real scans' fits at the brain's edge reach -50e-3
+    mm^2/s: their attenuations overflow any loss) are left out of the mask, their tensor 0."""
     from ..core.gradient_schemes import AXES_3_RAS
 
+    eigenvalues = np.linalg.eigvalsh(tensor6_to_matrix(np.asarray(tensor, np.float64)[mask])) / ADC_SCALE
+    mask = mask.copy()
+    mask[mask] = (eigenvalues[:, 0] >= TARGET_EIGENVALUES[0]) & (eigenvalues[:, -1] <= TARGET_EIGENVALUES[1])
     working, _ = working_frame(AXES_3_RAS, affine)
     tensor_w = matrix_to_tensor6(working @ tensor6_to_matrix(np.asarray(tensor, np.float64)) @ working.T) / ADC_SCALE
     volume = np.concatenate([np.asarray(b0, np.float64)[..., None], np.where(mask[..., None], tensor_w, 0.0)], -1)
@@ -243,6 +370,14 @@ def simulated_inputs(b0, tensor, median, b, snr, generator):
     return torch.cat([adc.reshape(n, 9, height, width), b0_channel], 1)
 
 
+def design_matrix_per_unit_b():
+    """Rows -g g^T (6, 6) of Siemens' six directions (RAS) per unit b: the loss's attenuations."""
+    from ..core.gradient_schemes import SIEMENS_6_RAS
+    from ..fit.tensor_fit import design_matrix
+
+    return design_matrix(np.ones(6), SIEMENS_6_RAS)[:, :6]
+
+
 def fractional_anisotropy6(tensor6):
     """FA (B, ...) of tensors (B, 6, ...) without eigenvalues: sqrt(3/2) |D - MD I| / |D| (Frobenius)."""
     diagonal, off = tensor6[:, :3], tensor6[:, 3:]
@@ -252,44 +387,86 @@ def fractional_anisotropy6(tensor6):
     return (1.5 * deviation / norm.clamp(min=1e-8)).clamp(min=1e-12).sqrt()
 
 
-def loss_terms(output, inputs, target, mask, b, design):
-    """(total, {name: value}) of a batch: L1 of the tensor elements (units), of FA and of the
-    attenuations along `design`'s directions (rows of design_matrix per unit b), over mask voxels."""
+def loss_terms(output, inputs, target, mask, b, design, heads=SIGNED):
+    """(total, {name: value}) of a batch over mask voxels: L1 of the tensor elements (units), of FA and of
+    the attenuations along `design`'s directions (rows of design_matrix per unit b).
+
+    SPLIT heads: every regression term is sign-invariant (magnitudes against |D_ij|, FA from the
+    magnitudes, attenuations with the target's signs), so an uncertain sign no longer pulls the
+    magnitudes to zero; the signs are a cross-entropy over the 4 patterns against soft targets
+    q_p ~ exp(-|D_p - D|^2 / (2 SIGN_SCALE^2)) (D_p: the target's magnitudes with pattern p), so that
+    patterns that give nearly the same tensor share the probability."""
     import torch
 
-    predicted = decode(output, inputs[:, 3:6])
     weight = mask.float().unsqueeze(1)
     count = weight.sum().clamp(min=1)
-    tensor_l1 = ((predicted - target).abs() * weight).sum() / (6 * count)
-    fa_l1 = ((fractional_anisotropy6(predicted) - fractional_anisotropy6(target)).abs() * weight[:, 0]).sum() / count
+    if heads == SPLIT:
+        diagonal, excess, logits = split_outputs(output, inputs[:, 3:6])
+        magnitude = prolate_magnitudes(excess)
+        target_magnitude = target[:, 3:].abs()
+        elements = torch.cat([diagonal - target[:, :3], magnitude - target_magnitude], 1)
+        unsigned = torch.cat([diagonal, magnitude], 1)
+        predicted = torch.cat([diagonal, torch.sign(target[:, 3:]) * magnitude], 1)
+        patterns = torch.from_numpy(PATTERNS.astype(np.float32)).view(1, len(PATTERNS), 3, 1, 1)
+        distance = 2 * ((patterns * target_magnitude.unsqueeze(1) - target[:, 3:].unsqueeze(1)) ** 2).sum(2)
+        soft = torch.softmax(-distance / (2 * SIGN_SCALE ** 2), 1)
+        sign_ce = (-(soft * torch.log_softmax(logits, 1)).sum(1) * weight[:, 0]).sum() / count
+    else:
+        predicted = decode(output, inputs[:, 3:6])
+        elements, unsigned = predicted - target, predicted
+        sign_ce = None
+    tensor_l1 = (elements.abs() * weight).sum() / (6 * count)
+    fa_l1 = ((fractional_anisotropy6(unsigned) - fractional_anisotropy6(target)).abs() * weight[:, 0]).sum() / count
     scale = (b * ADC_SCALE).view(-1, 1, 1, 1)
     attenuation = [torch.exp(torch.einsum("kp,bphw->bkhw", design, t) * scale) for t in (predicted, target)]
     attenuation_l1 = ((attenuation[0] - attenuation[1]).abs() * weight).sum() / (design.shape[0] * count)
     terms = {"tensor": tensor_l1.item(), "fa": fa_l1.item(), "attenuation": attenuation_l1.item()}
-    return tensor_l1 + fa_l1 + attenuation_l1, terms
+    total = tensor_l1 + fa_l1 + attenuation_l1
+    if sign_ce is not None:
+        terms["sign_ce"] = sign_ce.item()
+        total = total + SIGN_WEIGHT * sign_ce
+    return total, terms
+
+
+def torch_randint(n, generator):
+    """A random integer in [0, n) from a torch.Generator."""
+    import torch
+
+    return torch.randint(n, (1,), generator=generator)
 
 
 class _Batches:
-    """Random training batches of slabs from subjects (each subject equally likely, then a brain slice),
-    one random crop per batch, augmented (module docstring). generator: torch.Generator."""
+    """Random training batches of slabs, one random crop per batch, augmented (module docstring).
 
-    def __init__(self, subjects, crop, generator, augment=True):
+    Sampling is stratified by data source: the i-th slab of a batch comes from source (offset + i) mod
+    the number of sources (so with phantom and real sources, half of every batch is real); within a
+    source each subject is equally likely, within a subject each of its series, then a brain slice.
+    groups: (source, subject) per entry of `subjects` (default: one source, every entry its own
+    subject). generator: torch.Generator."""
+
+    def __init__(self, subjects, crop, generator, augment=True, groups=None):
         self.subjects, self.crop, self.generator, self.augment = subjects, crop, generator, augment
+        groups = groups or [("", s[0]) for s in subjects]
+        self.tree = {}
+        for index, (source, subject) in enumerate(groups):
+            self.tree.setdefault(source, {}).setdefault(subject, []).append(index)
+        self.sources = sorted(self.tree)
 
     def _slab(self, subject, z):
         _, volume, mask, median, _, _ = subject
         index = np.clip([z - 1, z, z + 1], 0, len(volume) - 1)
         return volume[index], mask[z], median
 
-    def draw(self, size):
-        import torch
+    def _pick(self, choices):
+        return choices[int(torch_randint(len(choices), self.generator))]
 
-        g = self.generator
+    def draw(self, size):
+        offset = int(torch_randint(len(self.sources), self.generator))
         picks = []
-        for _ in range(size):
-            subject = self.subjects[int(torch.randint(len(self.subjects), (1,), generator=g))]
-            z = int(subject[4][int(torch.randint(len(subject[4]), (1,), generator=g))])
-            picks.append(self._slab(subject, z))
+        for i in range(size):
+            subjects = self.tree[self.sources[(offset + i) % len(self.sources)]]
+            subject = self.subjects[self._pick(subjects[self._pick(sorted(subjects))])]
+            picks.append(self._slab(subject, int(self._pick(subject[4]))))
         return self.batch(picks, randomise=True)
 
     def batch(self, picks, randomise, b=None, snr=None):
@@ -327,22 +504,22 @@ class _Batches:
         return inputs, tensor[:, :, 1].contiguous(), mask, b
 
 
-def _save_checkpoint(out, network, optimiser, generator, state):
+def _save_checkpoint(out, network, best, optimiser, generator, state):
     import torch
 
     from ..training.checkpoints import checkpoint_folder, save_training_state
 
-    save_training_state(checkpoint_folder(out, NETWORK), {"G": network}, {"opt": optimiser},
+    save_training_state(checkpoint_folder(out, NETWORK), {"G": network, "best": best}, {"opt": optimiser},
                         {"batches": generator.get_state(), "torch": torch.get_rng_state()}, state)
 
 
-def _load_checkpoint(out, network, optimiser, generator):
+def _load_checkpoint(out, network, best, optimiser, generator):
     """The saved training state (dict) after restoring network, optimiser and RNGs; None without one."""
     import torch
 
     from ..training.checkpoints import checkpoint_folder, load_training_state
 
-    loaded = load_training_state(checkpoint_folder(out, NETWORK), {"G": network}, {"opt": optimiser})
+    loaded = load_training_state(checkpoint_folder(out, NETWORK), {"G": network, "best": best}, {"opt": optimiser})
     if loaded is None:
         return None
     state, rng = loaded
@@ -351,27 +528,82 @@ def _load_checkpoint(out, network, optimiser, generator):
     return state
 
 
-def _validate(network, batches, subjects, design):
-    """Loss terms on every brain slice of the validation subjects at b=1000, SNR 30, centre crop, with
-    fixed noise (mean over slices)."""
+VALIDATION_SNR = 30.0
+VALIDATION_TARGETS = {"fa": 0.08, "v1_degrees": 18.0}  # real brains (issue targets): the score's units
+
+
+def _validate(network, batches, subjects, design, heads, collect=False):
+    """On every brain slice of the validation subjects at their own b, SNR VALIDATION_SNR, centre crop and
+    fixed noise: the mean loss terms, the FA mean abs error where the target's FA > 0.3 and the median V1
+    angle (degrees) where it is > 0.4, and score = FA error / 0.08 + V1 angle / 18 (lower is better; the
+    real-brain targets as units). collect: also return (excess, logits, target tensor) (N, ...) numpy
+    arrays of the voxels with target FA > 0.3, to calibrate the pattern temperature."""
     import torch
 
     network.eval()
-    totals, count = {}, 0
+    totals, count, fa_errors, angles, voxels = {}, 0, [], [], []
     state = batches.generator.get_state()
     batches.generator.manual_seed(12345)
     with torch.no_grad():
         for subject in subjects:
             for start in range(0, len(subject[4]), 8):
                 picks = [batches._slab(subject, int(z)) for z in subject[4][start:start + 8]]
-                inputs, target, mask, b = batches.batch(picks, randomise=False, b=1000.0, snr=30.0)
-                _, terms = loss_terms(network(inputs), inputs, target, mask, b, design)
+                inputs, target, mask, b = batches.batch(picks, randomise=False, b=subject[5], snr=VALIDATION_SNR)
+                output = network(inputs)
+                _, terms = loss_terms(output, inputs, target, mask, b, design, heads)
                 for key, value in terms.items():
                     totals[key] = totals.get(key, 0.0) + value * len(picks)
                 count += len(picks)
+                predicted = decode(output, inputs[:, 3:6], heads)
+                target_fa = fractional_anisotropy6(target)
+                wm = mask & (target_fa > 0.3)
+                fa_errors.append((fractional_anisotropy6(predicted) - target_fa)[wm].abs().numpy())
+                strong = (mask & (target_fa > 0.4)).numpy()
+                as_voxels = lambda t: t.movedim(1, -1).numpy()  # noqa: E731
+                v1 = [principal_vectors(as_voxels(t)[strong].astype(np.float64)) for t in (predicted, target)]
+                angles.append(np.degrees(np.arccos(np.clip(np.abs((v1[0] * v1[1]).sum(-1)), 0, 1))))
+                if collect and heads == SPLIT:
+                    parts = split_outputs(output, inputs[:, 3:6])[1:] + (target,)
+                    voxels.append([as_voxels(t)[wm.numpy()].astype(np.float64) for t in parts])
     batches.generator.set_state(state)
     network.train()
-    return {f"val_{k}": v / max(count, 1) for k, v in totals.items()}
+    metrics = {f"val_{k}": v / max(count, 1) for k, v in totals.items()}
+    fa_error, angle = np.concatenate(fa_errors), np.concatenate(angles)
+    metrics["val_fa_abs_wm"] = float(fa_error.mean()) if fa_error.size else float("nan")
+    metrics["val_v1_degrees"] = float(np.median(angle)) if angle.size else float("nan")
+    metrics["val_score"] = metrics["val_fa_abs_wm"] / VALIDATION_TARGETS["fa"] + \
+        metrics["val_v1_degrees"] / VALIDATION_TARGETS["v1_degrees"]
+    if collect:
+        return metrics, [np.concatenate(column) for column in zip(*voxels)] if voxels else None
+    return metrics
+
+
+TEMPERATURES = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0)
+
+
+def calibrate_temperature(excess, logits, target):
+    """(temperature, {temperature: Brier score}): the pattern temperature whose v1_confidence best predicts
+    (least squares) whether the synthetic V1 lies within CONFIDENCE_DEGREES of the target's, over
+    validation voxels (numpy excess (N, 3), logits (N, 4), target tensors (N, 6); units)."""
+    predicted = pattern_vectors(excess)[np.arange(len(logits)), logits.argmax(1)]
+    predicted = predicted / np.maximum(np.linalg.norm(predicted, axis=1, keepdims=True), 1e-12)
+    within = np.abs((predicted * principal_vectors(target)).sum(-1)) >= np.cos(np.radians(CONFIDENCE_DEGREES))
+    scores = {t: float(np.mean((v1_confidence(excess, pattern_probabilities(logits, t)) - within) ** 2))
+              for t in TEMPERATURES}
+    return min(scores, key=scores.get), scores
+
+
+def describe(parameters, train_subjects, groups):
+    """The package's one-line description (dtisynth models, the Slicer panel)."""
+    sources = {}
+    for s in train_subjects:
+        sources.setdefault(groups[s[0]][0] or "data", set()).add(groups[s[0]][1])
+    trained = ", ".join(f"{len(subjects)} {source} subject{'s' if len(subjects) > 1 else ''}"
+                        for source, subjects in sorted(sources.items()))
+    return (f"One tensor U-Net (2.5D, {parameters / 1e6:.1f} M parameters) for all six directions: off-diagonal "
+            "magnitudes (so FA) learned without their signs, the sign pattern classified with a calibrated "
+            "probability (maps/v1_confidence), the measured diagonal (MD) kept; any b from "
+            f"{B_TRAINING[0]:g} to {B_TRAINING[1]:g} s/mm^2, any three well-conditioned directions; trained on {trained}.")
 
 
 def train(request):
@@ -384,8 +616,7 @@ def train(request):
 
     from .. import __version__
     from ..core.gradient_schemes import AXES_3_RAS, SIEMENS_6_RAS
-    from ..fit.tensor_fit import design_matrix
-    from ..training.data import find_pairs, load_dti_targets, split_subjects
+    from ..training.data import find_pairs, load_dti_targets, source_and_subject, split_subjects
     from .intensity import Intensity
     from .networks import UNetGenerator, init_weights
     from .package import MANIFEST, save_generator_weights, write_manifest
@@ -403,24 +634,27 @@ def train(request):
     subjects = training_subjects(targets)
     train_subjects = [s for s in subjects if s[0] in training]
     validation_subjects = [s for s in subjects if s[0] in validation]
-    network = init_weights(UNetGenerator(INPUT_CHANNELS, 6, config.ngf, config.depth, dropout=False))
+    groups = {p.subject: source_and_subject(p, request.data) for p in pairs}
+    heads = SPLIT
+    network = init_weights(UNetGenerator(INPUT_CHANNELS, HEADS[heads], config.ngf, config.depth, dropout=False))
+    best = copy.deepcopy(network)  # the weights of the best validation score so far
     optimiser = torch.optim.Adam(network.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
-    design = torch.from_numpy(design_matrix(np.ones(6), SIEMENS_6_RAS)[:, :6].astype(np.float32))
+    design = torch.from_numpy(design_matrix_per_unit_b().astype(np.float32))
     generator = torch.Generator().manual_seed(config.seed)
-    batches = _Batches(train_subjects, crop, generator)
-    state = (_load_checkpoint(request.out, network, optimiser, generator) if request.resume else None) \
-        or {"epoch": 0, "history": [], "seconds": 0.0}
+    batches = _Batches(train_subjects, crop, generator, groups=[groups[s[0]] for s in train_subjects])
+    state = (_load_checkpoint(request.out, network, best, optimiser, generator) if request.resume else None) \
+        or {"epoch": 0, "history": [], "seconds": 0.0, "best_epoch": 0, "best_score": None}
     samples = sum(len(s[4]) for s in train_subjects)
     steps = max(1, samples // config.batch_size)
     network.train()
-    while state["epoch"] < config.total_epochs:
+    while state["epoch"] < config.total_epochs and not state.get("stopped_early"):
         epoch, started = state["epoch"], time.perf_counter()
         for group in optimiser.param_groups:
             group["lr"] = config.learning_rate(epoch)
         sums = {}
         for _ in range(steps):
             inputs, target, mask, b = batches.draw(config.batch_size)
-            loss, terms = loss_terms(network(inputs), inputs, target, mask, b, design)
+            loss, terms = loss_terms(network(inputs), inputs, target, mask, b, design, heads)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -428,29 +662,46 @@ def train(request):
                 sums[key] = sums.get(key, 0.0) + value / steps
         row = {"epoch": epoch + 1, **sums}
         if validation_subjects:
-            row.update(_validate(network, batches, validation_subjects, design))
+            row.update(_validate(network, batches, validation_subjects, design, heads))
+        # model selection and stopping on the validation subjects' score; without them, the last epoch
+        score = row.get("val_score", -float(epoch))
+        if state["best_score"] is None or score < state["best_score"]:
+            state["best_score"], state["best_epoch"] = score, epoch + 1
+            best.load_state_dict(network.state_dict())
+        elif validation_subjects and epoch + 1 - state["best_epoch"] >= PATIENCE:
+            state["stopped_early"] = epoch + 1
         state["seconds"] += time.perf_counter() - started
         state["history"].append(row)
         state["epoch"] = epoch + 1
-        _save_checkpoint(request.out, network, optimiser, generator, state)
+        _save_checkpoint(request.out, network, best, optimiser, generator, state)
         reporter.progress(f"train {NAME}", state["epoch"] / config.total_epochs,
                           f"epoch {state['epoch']}/{config.total_epochs} "
                           + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
     out = Path(request.out)
+    network = best.eval()
+    temperature, brier = 1.0, {}
+    if validation_subjects:
+        _, voxels = _validate(network, batches, validation_subjects, design, heads, collect=True)
+        if voxels is not None and len(voxels[0]):
+            temperature, brier = calibrate_temperature(*voxels)
     sha = save_generator_weights(out / "tensor.safetensors", network.state_dict(), request.weights_dtype)
-    final = state["history"][-1] if state["history"] else {}
+    final = state["history"][state["best_epoch"] - 1] if state["history"] else {}
     parameters = int(sum(p.numel() for p in network.parameters()))
     write_manifest(out, {
-        "architecture": {"kind": NAME, "generator": {"in_channels": INPUT_CHANNELS, "out_channels": 6,
+        "architecture": {"kind": NAME, "generator": {"in_channels": INPUT_CHANNELS, "out_channels": HEADS[heads],
                                                      "ngf": config.ngf, "depth": config.depth},
-                         "parameters": parameters,
-                         "margin": MARGIN, "adc_scale_mm2_s": ADC_SCALE, "diagonal_range_units": DIAGONAL_RANGE},
+                         "parameters": parameters, "heads": heads,
+                         "margin": MARGIN, "adc_scale_mm2_s": ADC_SCALE, "diagonal_range_units": DIAGONAL_RANGE,
+                         "rho_range": RHO_RANGE, "sign_patterns": PATTERNS.tolist(),
+                         # softmax temperature of the sign-pattern logits, fitted on the validation subjects
+                         # so that v1_confidence is calibrated (least Brier score over TEMPERATURES)
+                         "sign_temperature": temperature,
+                         "v1_confidence": {"angle_degrees": CONFIDENCE_DEGREES,
+                                           "brier_by_temperature": {str(k): round(v, 5) for k, v in brier.items()}}},
         # the denoised diagonal (--assembly network) helps on the phantom but biases real scans' MD and
         # AD (README, Quality): by default the measured diagonal, so MD, is kept
         "assembly": "physics",
-        "description": (f"One tensor U-Net (2.5D, {parameters / 1e6:.1f} M parameters) for all six directions: learned "
-                        "off-diagonal terms, the measured diagonal (MD) kept, so consistent maps; any b from "
-                        f"{B_TRAINING[0]:g} to {B_TRAINING[1]:g} s/mm^2; trained on {len(train_subjects)} subjects."),
+        "description": describe(parameters, train_subjects, groups),
         "networks": [{"name": NETWORK, "file": "tensor.safetensors", "sha256": sha, "dtype": request.weights_dtype,
                       "history": state["history"],
                       "validation": {"val_L1": final.get("val_tensor", float("nan")),
@@ -462,7 +713,13 @@ def train(request):
         "grid": list(grid), "voxel_size_mm": voxel, "b_value": 1000.0, "b_range": list(B_TRAINING),
         "training": {"data": str(request.data), "config": asdict(config),
                      "subjects": [{"subject": s[0], "slices": int(len(s[4])), "b_value": s[5],
+                                   "source": groups[s[0]][0], "group": groups[s[0]][1],
                                    "part": "validation" if s[0] in validation else "train"} for s in subjects],
+                     "sampling": "stratified by source (top-level data folder), then subject, series, slice",
+                     "selection": {"score": "val_fa_abs_wm / 0.08 + val_v1_degrees / 18 on the validation subjects "
+                                            f"(own b, SNR {VALIDATION_SNR:g})",
+                                   "best_epoch": state["best_epoch"], "stopped_early_at": state.get("stopped_early"),
+                                   "patience": PATIENCE},
                      "samples_per_epoch": int(steps * config.batch_size), "crop": crop,
                      "augmentation": {"b_s_mm2": list(B_TRAINING), "snr": list(SNR_TRAINING),
                                       "frame_rotation_degrees": FRAME_ROTATION_DEGREES,

@@ -51,7 +51,7 @@ def add_input_check(package, data_dir, epochs=None, reporter=NullReporter()):
         fit_input_check,
         save_input_check,
     )
-    from ..training.data import find_pairs
+    from ..training.data import find_pairs, source_and_subject
 
     package, data_dir = Path(package), Path(data_dir)
     manifest = read_manifest(package)
@@ -67,8 +67,7 @@ def add_input_check(package, data_dir, epochs=None, reporter=NullReporter()):
     epochs = epochs or EPOCHS
     sources = {}
     for pair in training:  # a source: the data folder's top-level folder holding the pair (e.g. phantom/, real/)
-        relative = pair.dwi3.relative_to(data_dir)
-        sources.setdefault(relative.parts[0] if len(relative.parts) > 1 else "", []).append(features[pair.subject])
+        sources.setdefault(source_and_subject(pair, data_dir)[0], []).append(features[pair.subject])
     check = fit_input_check(list(sources.values()), [features[p.subject] for p in validation], epochs=epochs)
     entry = {"file": INPUT_CHECK_FILE, "sha256": save_input_check(package / INPUT_CHECK_FILE, check),
              "reference_error": check.reference_error, "warning_ratio": check.warning_ratio, "features": FEATURES,

@@ -2,9 +2,12 @@
 
 Modes
 - "nearest": distinct measured volumes matched one-to-one to the scanner's x, y, z axes and to
-  Siemens' 6 directions, minimising the total angle (sign-free); each volume keeps its true gradient
-  vector and b-value, and the angle between it and the nominal direction is reported. Refused only
-  when a matched volume lies more than MAX_ANGLE_DEGREES from its nominal direction.
+  Siemens' 6 directions, minimising the total angle (sign-free; core.gradient_schemes.nearest_volumes,
+  as synthesize matches its input); each volume keeps its true gradient vector and b-value, and the
+  angle between it and the nominal direction is reported. Refused when the three DWI volumes are not
+  well conditioned (core.gradient_schemes.check_three_directions, synthesize's own test, so that every
+  pair written is one synthesize accepts) or a DTI volume lies more than MAX_ANGLE_DEGREES from its
+  nominal direction.
 - "tensor": signals predicted from the full tensor fit of all volumes (IWLS, brain mask) at exactly
   the nominal directions and at `b` (default 1000 s/mm^2, the models' b-value); zero outside the
   brain mask and wherever the fit gives no finite, positive prediction (a voxel whose tensor is not
@@ -13,11 +16,17 @@ Frames: nominal and measured directions are RAS world (scanner) vectors, as ever
 """
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-
 from ..core.dwi import DWI
 from ..core.errors import InputError
-from ..core.gradient_schemes import AXES_3_RAS, DEFAULT_B, SIEMENS_6_RAS, dti_6, dwi_3
+from ..core.gradient_schemes import (
+    AXES_3_RAS,
+    DEFAULT_B,
+    SIEMENS_6_RAS,
+    check_three_directions,
+    dti_6,
+    dwi_3,
+    nearest_volumes,
+)
 from ..fit.brain_mask import brain_mask
 from ..fit.tensor_fit import fit_tensors, predict_signals
 
@@ -28,28 +37,12 @@ ANGLE_WARNING_DEGREES = 10.0  # a direction this far from nominal is a warning
 MAX_ANGLE_DEGREES = 35.0
 
 
-def nearest_volumes(dwi, directions):
-    """Distinct diffusion-weighted volumes matched one-to-one to the nominal directions (RAS),
-    minimising the sum of sign-free angles (Hungarian algorithm).
-
-    Returns (volume indices (m,), angles in degrees (m,)); fewer than m volumes is an InputError.
-    """
-    directions = np.asarray(directions, dtype=np.float64)
-    weighted = np.flatnonzero(~dwi.is_b0)
-    if weighted.size < len(directions):
-        raise InputError(dwi.source, f"{len(directions)} distinct diffusion-weighted volumes to match "
-                         f"{len(directions)} nominal directions", f"{weighted.size}")
-    cosines = np.abs(dwi.gradients[weighted] @ directions.T)
-    angles = np.degrees(np.arccos(np.clip(cosines, 0.0, 1.0)))
-    rows, columns = linear_sum_assignment(angles)
-    order = np.argsort(columns)
-    return weighted[rows[order]], angles[rows[order], columns[order]]
-
-
 def _nearest_acquisition(dwi, directions, name):
     index, angles = nearest_volumes(dwi, directions)
     worst = int(np.argmax(angles))
-    if angles[worst] > MAX_ANGLE_DEGREES:
+    if len(directions) == 3:  # the DWI: refused as synthesize refuses it, by its conditioning
+        check_three_directions(dwi.source, dwi.gradients[index])
+    elif angles[worst] > MAX_ANGLE_DEGREES:
         raise InputError(dwi.source, f"a distinct volume within {MAX_ANGLE_DEGREES:g} degrees of each of the {name} "
                          "nominal directions (or use --mode tensor)",
                          f"volume {int(index[worst])} at {angles[worst]:.1f} degrees from direction {worst + 1} "

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..core.atomic import make_output_dir, remove_empty_folders
 from ..core.errors import InputError
+from ..core.orientation_confidence import CONFIDENT, confident_color_fa
 from ..core.output_layout import EvaluationOutput, ReviewAnalysisOutput, SynthesisOutput
 
 # (lower, upper) display window per map, in the map's stored unit (mm^2/s for diffusivities)
@@ -277,6 +278,14 @@ def load_results(scene, synthesis_dir, evaluation_dir=None, name="DTISynth", sub
         volume, map_affine = read_nifti(synthesis.maps.map(key))
         nodes[key] = add_color_volume(scene, f"{name} colour FA", volume, map_affine) if key == "color" else \
             add_scalar_volume(scene, f"{name} {key.upper()}", volume, map_affine, WINDOWS[key])
+    if synthesis.maps.map("v1_confidence").exists():  # kinds that classify the off-diagonal signs
+        confidence, map_affine = read_nifti(synthesis.maps.map("v1_confidence"))
+        nodes["v1_confidence"] = add_scalar_volume(scene, f"{name} V1 confidence", confidence, map_affine, (0.0, 1.0))
+        color, _ = read_nifti(synthesis.maps.map("color"))
+        fa, _ = read_nifti(synthesis.maps.map("fa"))
+        nodes["color_confident"] = add_color_volume(
+            scene, f"{name} colour FA, confident orientation only (V1 confidence >= {CONFIDENT:g})",
+            confident_color_fa(color, fa, confidence), map_affine)
     if evaluation_dir is not None:
         evaluation = EvaluationOutput(evaluation_dir)
         summary = json.loads(evaluation.summary.read_text())
@@ -286,10 +295,12 @@ def load_results(scene, synthesis_dir, evaluation_dir=None, name="DTISynth", sub
         with open(evaluation.table2, newline="") as f:
             rows = list(csv.DictReader(f))
         nodes["table"] = add_table(scene, f"{name} ROI statistics", rows, list(rows[0]))
-        if evaluation.realism_index.exists():
-            with open(evaluation.realism_index, newline="") as f:
-                rows = list(csv.DictReader(f))
-            nodes["realism_index"] = add_table(scene, f"{name} realism index", rows, list(rows[0]))
+        for key, path, title in (("realism_index", evaluation.realism_index, "realism index"),
+                                 ("v1_calibration", evaluation.v1_calibration, "V1 confidence calibration")):
+            if path.exists():
+                with open(path, newline="") as f:
+                    rows = list(csv.DictReader(f))
+                nodes[key] = add_table(scene, f"{name} {title}", rows, list(rows[0]))
         pooled = [r for r in summary["bland_altman"] if r["roi"] == "all ROIs"]
         for row in pooled:
             chart, helpers = add_bland_altman_chart(scene, f"{name} Bland-Altman {row['map'].upper()}",

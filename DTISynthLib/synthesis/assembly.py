@@ -11,8 +11,10 @@ For Siemens' six directions (+-1,0,1)/sqrt2, (0,1,+-1)/sqrt2, (+-1,1,0)/sqrt2 an
 keeps each pair's generated difference (-2b D_xz for the first pair) and replaces its sum by the
 measured one (ln A_x + ln A_z), so any generated output gives a DTI whose MD is the input's.
 
-Safeguard: off-diagonal terms beyond what a positive semi-definite tensor allows are scaled down
-together until the whole tensor is positive semi-definite (the diagonal, so MD, is untouched). Without
+Safeguard: a tensor that is not positive semi-definite is moved toward the positive definite tensor
+that reproduces the measured ADCs (measured_anchor) until it is (for orthogonal measured directions: its off-diagonal terms
+scaled down together, the diagonal, so MD, untouched; for others the measured constraints still hold
+exactly). Without
 it a generator that outputs nothing for one direction of a pair would make its partner brighter than
 b=0, and three pairs each within |D_ij| <= sqrt(D_ii D_jj) can still give a negative eigenvalue. A
 measured diagonal term that noise made negative (signal above its b=0, at the brain's edge) is kept.
@@ -22,7 +24,7 @@ Frames: gradients are RAS unit vectors; b in s/mm^2; signals and b=0 volumes on 
 
 import numpy as np
 
-from ..core.tensor_layout import shrink_off_diagonals
+from ..core.tensor_layout import matrix_to_tensor6, shrink_off_diagonals, shrink_toward
 from ..fit.tensor_fit import design_matrix, predict_signals
 from ..generators.registry import ATTENUATION_FLOOR
 
@@ -42,11 +44,28 @@ def assembly_matrices(measured_bvals, measured_gradients, bvals, gradients):
     return from_generated, from_measured
 
 
+def measured_anchor(adc, measured_gradients):
+    """The positive definite tensors (N, 6) [mm^2/s, RAS] that reproduce positive ADCs (N, 3) along three
+    non-coplanar measured directions (3, 3) exactly: A = C diag(ADC) C^T with C = G^-1 (columns c_k,
+    g_i . c_k = delta_ik, so g_i^T A g_i = ADC_i). For the scanner's axes, diag(ADC)."""
+    inverse = np.linalg.inv(np.asarray(measured_gradients, dtype=np.float64))
+    return matrix_to_tensor6(np.einsum("ik,nk,jk->nij", inverse, adc, inverse))
+
+
 def assembled_tensors(log_generated, log_measured, measured_bvals, measured_gradients, bvals, gradients):
-    """Tensors (N, 6) [mm^2/s, RAS] from generated (N, n) and measured (N, 3) log-attenuations, off-diagonal
-    terms scaled down together to the positive semi-definite bound (core.tensor_layout.shrink_off_diagonals)."""
+    """Tensors (N, 6) [mm^2/s, RAS] from generated (N, n) and measured (N, 3) log-attenuations: the projection
+    (module docstring), then, where it is not positive semi-definite, moved toward measured_anchor just
+    enough to be (core.tensor_layout.shrink_toward), so g_i^T D g_i = ADC_i holds exactly for any three
+    measured directions (for the scanner's axes: the off-diagonal terms scaled down together, the diagonal
+    kept). Voxels with an ADC <= 0 (noise: a signal above its b=0) have their off-diagonal terms scaled
+    down instead (core.tensor_layout.shrink_off_diagonals)."""
     from_generated, from_measured = assembly_matrices(measured_bvals, measured_gradients, bvals, gradients)
-    return shrink_off_diagonals(log_generated @ from_generated.T + log_measured @ from_measured.T)
+    projected = log_generated @ from_generated.T + log_measured @ from_measured.T
+    adc = -log_measured / np.asarray(measured_bvals, dtype=np.float64)
+    anchored = (adc > 0).all(1)
+    out = shrink_off_diagonals(projected)
+    out[anchored] = shrink_toward(projected[anchored], measured_anchor(adc[anchored], measured_gradients))
+    return out
 
 
 def physics_consistent(generated, reference_b0, measured, measured_b0, measured_bvals, measured_gradients, bvals,

@@ -1,9 +1,9 @@
 """Synthesis: a conventional 3-direction DWI -> a synthetic 6-direction DTI (b=0 + 6 directions).
 
 Pipeline (the seed paper's, with its weak points addressed):
-1. Check the input: b=0 plus three diffusion-weighted volumes near the scanner's x, y, z axes (in any
-   order; each angle reported, a warning above 10 degrees, refusal above 30), at the models' b-value
-   (refused unless forced).
+1. Check the input: b=0 plus three well-conditioned diffusion-weighted volumes, matched to the
+   scanner's x, y, z axes (in any order; each angle reported, a warning above 10 degrees; kinds that
+   learned x, y, z images refuse above 30), at the models' b-value (refused unless forced).
 2. Register the DWI rigidly (6 degrees of freedom, Mattes mutual information) to the reference b=0
    (`--b0`, default the DWI's own b=0, which needs no registration); refuse a registration whose
    quality figure (correlation of the registered b=0 images) is below REGISTRATION_MIN_CORRELATION,
@@ -21,13 +21,13 @@ Pipeline (the seed paper's, with its weak points addressed):
 Frames: all gradient vectors are RAS world vectors (as everywhere in memory).
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..core.dwi import DWI
 from ..core.errors import InputError
-from ..core.gradient_schemes import AXES_3_RAS
+from ..core.gradient_schemes import AXES_3_RAS, check_three_directions, nearest_volumes
 from ..core.model_grid import (
     ModelGrid,
     axial_axis_order,
@@ -39,7 +39,7 @@ from ..core.progress import NullReporter
 from ..fit.brain_mask import brain_mask
 from ..generators.intensity import brain_floor
 from ..generators.package import direction_vectors
-from ..generators.registry import GridSignals, kind_of
+from ..generators.registry import GridSignals, describe_kind_maps, kind_of
 from ..registration.rigid import register_rigid, resample_rigid
 from .assembly import ASSEMBLIES, physics_consistent
 
@@ -55,31 +55,26 @@ REGISTRATION_SAME_SUBJECT_CORRELATION = 0.93
 MIN_OVERLAP = 0.5  # fraction of the DWI's field of view inside the reference's
 
 
-def assign_axes(dwi):
-    """Indices (3,) of the DWI's weighted volumes along x, y, z and their angles (degrees) to the axes.
+def assign_axes(dwi, any_frame=True):
+    """Indices (3,) of the DWI's weighted volumes matched one-to-one to x, y, z (the least total angle,
+    core.gradient_schemes.nearest_volumes, as `dtisynth pairs` matches them) and their angles (degrees)
+    to the axes.
 
-    Refuses fewer than three weighted volumes, a volume farther than ANGLE_LIMIT_DEGREES from every
-    axis, two volumes on one axis, and coplanar directions.
+    Refuses fewer than three weighted volumes and three directions that are not well conditioned
+    (core.gradient_schemes.check_three_directions: nearly coplanar). Kinds that work in the measured
+    directions' own frame (any_frame: the tensor kind, the diagonal baseline; the physics assembly keeps
+    g_i^T D g_i = ADC_i for any three directions) take them at any angle to the axes; the others (the
+    per-direction pix2pix networks learned x, y, z images) refuse a direction farther than
+    ANGLE_LIMIT_DEGREES from its axis.
     """
-    weighted = np.flatnonzero(~dwi.is_b0)
-    if weighted.size < 3:
-        raise InputError(dwi.source, "three diffusion-weighted volumes (x, y, z)", f"{weighted.size}")
-    g = dwi.gradients[weighted]
-    if abs(np.linalg.det(g[:3] if weighted.size == 3 else np.linalg.svd(g)[2])) < 0.1:
-        raise InputError(dwi.source, "three non-coplanar diffusion directions", f"vectors {g.round(3).tolist()}")
-    cosines = np.abs(g @ AXES_3_RAS.T)  # (n, 3)
-    order, angles = [], []
-    for axis in range(3):
-        best = int(np.argmax(cosines[:, axis]))
-        angle = float(np.degrees(np.arccos(min(1.0, cosines[best, axis]))))
-        if angle > ANGLE_LIMIT_DEGREES:
-            raise InputError(dwi.source, f"a direction within {ANGLE_LIMIT_DEGREES:g} degrees of the scanner's "
-                             f"{'xyz'[axis]} axis", f"the nearest at {angle:.1f} degrees ({g[best].round(3).tolist()})")
-        order.append(int(weighted[best]))
-        angles.append(angle)
-    if len(set(order)) < 3:
-        raise InputError(dwi.source, "one volume per axis", f"volumes {order} nearest to x, y, z")
-    return order, angles
+    order, angles = nearest_volumes(dwi, AXES_3_RAS)
+    check_three_directions(dwi.source, dwi.gradients[order])
+    worst = int(np.argmax(angles))
+    if not any_frame and angles[worst] > ANGLE_LIMIT_DEGREES:
+        raise InputError(dwi.source, f"a direction within {ANGLE_LIMIT_DEGREES:g} degrees of the scanner's "
+                         f"{'xyz'[worst]} axis (these models learned x, y, z images)",
+                         f"the nearest at {angles[worst]:.1f} degrees ({dwi.gradients[order[worst]].round(3).tolist()})")
+    return [int(i) for i in order], [float(a) for a in angles]
 
 
 def signals_at_b(weighted, b0, bvals, b):
@@ -103,12 +98,14 @@ def _overlap_fraction(moving_affine, moving_shape, fixed_affine, fixed_shape):
 
 @dataclass
 class SynthesisResult:
-    """The synthetic DTI (b=0 + six directions, RAS gradients), the report, and the brain mask of its
-    b=0 (None: write_synthesis computes it)."""
+    """The synthetic DTI (b=0 + six directions, RAS gradients), the report, the brain mask of its
+    b=0 (None: write_synthesis computes it) and the kind's own maps on the DTI's grid ({name: (x, y, z)},
+    e.g. tensor-unet's "v1_confidence"; generators.registry.KIND_MAPS describes them)."""
 
     dti: DWI
     report: dict
     mask: np.ndarray = None
+    maps: dict = field(default_factory=dict)
 
 
 def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=NullReporter(), assembly=None,
@@ -144,6 +141,7 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
         result.dti = replace(result.dti, data=data, affine=np.array(reference_affine, dtype=float))
         if result.mask is not None:
             result.mask = reorder_axes(result.mask, result.dti.affine, back)[0]
+        result.maps = {name: reorder_axes(volume, result.dti.affine, back)[0] for name, volume in result.maps.items()}
     result.report["slices"] = {"native_plane": slice_plane(reference_affine), "synthesized_as": "axial",
                                "axis_order": list(order)}
     return result
@@ -156,7 +154,7 @@ def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly
         raise ValueError(f"assembly must be one of {ASSEMBLIES}, not {assembly!r}")
     kind = kind_of(manifest)
     progress = reporter.progress
-    order, angles = assign_axes(dwi)
+    order, angles = assign_axes(dwi, kind.any_frame)
     report = {"input": dwi.source, "axis_volumes": order, "axis_angle_degrees": [round(a, 2) for a in angles],
               "warnings": [f"{'xyz'[i]} direction {a:.1f} degrees from the scanner axis"
                            for i, a in enumerate(angles) if a > ANGLE_WARNING_DEGREES]}
@@ -222,10 +220,16 @@ def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly
     measured_gradients = dwi.gradients[order] @ matrix[:3, :3]
     on_grid = GridSignals(moved, ref_on_grid, slices, float(np.mean(measured_bvals)), measured_gradients,
                           grid.affine)
-    synthetic = kind.synthesize(generators.predict, on_grid, manifest, reporter)
+    synthetic, kind_maps = kind.synthesize(generators.predict, on_grid, manifest, reporter)
     _, directions = direction_vectors(manifest)
     if not reference_is_model_grid:
         synthetic = resample_rigid(synthetic, grid.affine, ref_affine, reference.shape, np.eye(4))
+        kind_maps = {name: resample_rigid(volume, grid.affine, ref_affine, reference.shape, np.eye(4))
+                     for name, volume in kind_maps.items()}
+    if kind_maps:
+        report["maps"] = {f"maps/{name}": text for name, text in describe_kind_maps(sorted(kind_maps), manifest).items()}
+        if "v1_confidence" in kind_maps:  # what evaluate's calibration compares the observed angles with
+            report["v1_confidence_angle_degrees"] = manifest["architecture"]["v1_confidence"]["angle_degrees"]
     bvals = np.r_[0.0, np.full(len(directions), b_model)]
     gradients = np.vstack([np.zeros(3), directions])
     report["assembly"] = assembly
@@ -251,4 +255,5 @@ def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly
         bvals[1:] = output_b
     report["b_value"] = output_b
     data = np.concatenate([reference[..., None].astype(np.float32), np.clip(synthetic, 0, None)], axis=-1)
-    return SynthesisResult(DWI(data, ref_affine, bvals, gradients, f"<synthetic DTI from {dwi.source}>"), report, mask)
+    return SynthesisResult(DWI(data, ref_affine, bvals, gradients, f"<synthetic DTI from {dwi.source}>"), report, mask,
+                           {name: np.where(mask, volume, 0.0).astype(np.float32) for name, volume in kind_maps.items()})

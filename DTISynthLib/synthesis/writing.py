@@ -17,6 +17,7 @@ from ..fit.tensor_maps import compute_maps
 from ..io.files import save_dwi, save_tensor, save_volume
 
 
+
 def write_synthesis(out_dir, result, maps=("fa", "md", "ad", "rd", "color", "v1", "evals", "s0"), reporter=NullReporter()):
     """Write the synthetic DTI (NIfTI + bval / bvec, Slicer NRRD), its tensors and maps, and the report.
 
@@ -40,7 +41,7 @@ def write_synthesis(out_dir, result, maps=("fa", "md", "ad", "rd", "color", "v1"
         writes.append(pool.submit(save_tensor, layout.maps.tensor, fit.tensor, dti.affine))
         writes.append(pool.submit(save_volume, layout.maps.mask, mask.astype(np.uint8), dti.affine))
         writes += [pool.submit(save_volume, layout.maps.map(name), volume, dti.affine)
-                   for name, volume in volumes.items()]
+                   for name, volume in {**volumes, **result.maps}.items()]
         write_text_atomic(layout.report, json.dumps(result.report, indent=2, sort_keys=True) + "\n")
         paths = [path for write in writes for path in write.result()] + [layout.report]
         names = [p.relative_to(staging) for p in paths]

@@ -58,6 +58,15 @@ def find_pairs(folder):
     return pairs
 
 
+def source_and_subject(pair, root):
+    """(source, subject) of a pair found under the data folder `root`: the source is the top-level folder
+    holding it (e.g. phantom/, real/; "" for a pair directly in root), the subject its second-level folder
+    (real/canon/ holds every series of one subject), or the pair's own name one level down or less.
+    Training samples sources, then subjects, evenly; series of one subject must share the folder."""
+    folders = Path(pair.dwi3).relative_to(root).parts[:-1]
+    return (folders[0] if folders else "", "/".join(folders[:2]) if len(folders) >= 2 else pair.subject)
+
+
 def check_acquisitions(dwi3, dti6):
     """The DWI must be b=0 + x, y, z and the DTI b=0 + Siemens' 6 directions, at one b-value."""
     for dwi, nominal, name in ((dwi3, AXES_3_RAS, "b=0 + x, y, z"), (dti6, SIEMENS_6_RAS, "b=0 + Siemens' 6 directions")):

@@ -166,13 +166,14 @@ def test_models_lists_every_shipped_set_with_its_description_and_marks_the_defau
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     heads = [line.split("  ")[0] for line in lines if not line.startswith("    ")]
-    assert heads == ["diagonal", "pix2pix", "tensor-unet (default)", "broken", "mine"]
+    assert heads == ["diagonal", "pix2pix", "tensor-unet (default)", "tensor-unet-signed", "broken", "mine"]
     described = {line.split("  ")[0]: line for line in lines if not line.startswith("    ")}
     assert "[pix2pix-per-direction]  The seed paper's method" in described["pix2pix"]
     assert "[tensor-unet]  One tensor U-Net" in described["tensor-unet (default)"]
+    assert "[tensor-unet]  The previous default" in described["tensor-unet-signed"]
     assert "unusable:" in described["broken"] and "a JSON manifest" in described["broken"]
     event = json.loads(_dtisynth("models", "--jsonl").stdout.splitlines()[-1])
-    assert event["event"] == "result" and len(event["outputs"]) == 3
+    assert event["event"] == "result" and len(event["outputs"]) == 4
 
 
 def test_models_import_verifies_and_copies_a_zipped_package(tmp_path):

@@ -236,3 +236,27 @@ def test_a_synthetic_dti_on_another_grid_is_registered_onto_the_original(small_c
     assert abs(md["lentiform_nucleus"]) < 0.03 and abs(md["posterior_limb_internal_capsule"]) < 0.03, md
     assert max(np.abs(list(md.values()))) < 0.25, md
     assert "1 subject" in summary["table2"][0]["flag"]  # no t-test with one subject, and it says so
+
+
+def test_the_v1_calibration_table_counts_white_matter_by_confidence_and_measures_its_error():
+    """Voxels whose confidence is high have the true V1, the others a V1 tilted by a known angle: each
+    bin's share, mean confidence, median angle and share within the angle are what was built."""
+    from DTISynthLib.evaluation.calibration import v1_calibration
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    reference = np.tile([1.0, 0.0, 0.0], (n, 1))
+    confidence = np.r_[np.full(600, 0.95), np.full(300, 0.55), np.full(100, 0.1)]
+    tilt = np.radians(np.r_[np.full(600, 5.0), np.full(300, 30.0), np.full(100, 80.0)])
+    v1 = np.stack([np.cos(tilt), np.sin(tilt), np.zeros(n)], -1) * rng.choice([-1, 1], (n, 1))  # signs are arbitrary
+    white = np.ones(n, bool)
+    white[:50] = False  # not white matter: not counted
+    rows, summary = v1_calibration(confidence, v1, reference, white, 20.0)
+    by_low = {r["low"]: r for r in rows}
+    assert by_low[0.9]["voxels"] == 550 and by_low[0.5]["voxels"] == 300 and by_low[0.0]["voxels"] == 100
+    assert by_low[0.9]["median_angle_degrees"] == pytest.approx(5.0) and by_low[0.9]["within_angle_share"] == 1.0
+    assert by_low[0.5]["median_angle_degrees"] == pytest.approx(30.0) and by_low[0.5]["within_angle_share"] == 0.0
+    assert by_low[0.9]["wm_share"] == pytest.approx(550 / 950) and np.isnan(by_low[0.7]["median_angle_degrees"])
+    assert summary["confident_share"] == pytest.approx(550 / 950) and summary["confident_median_angle_degrees"] == pytest.approx(5.0)
+    expected_brier = (550 * 0.05**2 + 300 * 0.55**2 + 100 * 0.1**2) / 950
+    assert summary["brier"] == pytest.approx(expected_brier)

@@ -150,3 +150,45 @@ def test_scene_command_writes_the_bundle_and_refuses_a_bad_name(results, tmp_pat
     assert events[-1]["event"] == "result" and events[-1]["outputs"] == [str(tmp_path / "s.mrb")]
     run = dtisynth("--results", results / "synthetic", "--out", tmp_path / "s.txt")
     assert run.returncode == 2 and ".mrb" in run.stdout and not (tmp_path / "s.txt").exists()
+
+
+def test_a_v1_confidence_map_loads_with_a_colour_fa_that_greys_the_guessed_orientation(results, scene, tmp_path):
+    """A synthesis with maps/v1_confidence (kinds that classify the off-diagonal signs): the confidence
+    is a 0-1 scalar node and a second colour FA keeps the colour only where it is >= 0.8, grey FA
+    elsewhere, which the module's "Hide guessed orientation" shows."""
+    import shutil
+
+    from DTISynthLib.core.orientation_confidence import confident_color_fa
+    from DTISynthLib.io.files import save_volume
+    from DTISynthLib.io.nifti import read_nifti
+
+    synthetic = tmp_path / "synthetic"
+    shutil.copytree(results / "synthetic", synthetic)
+    fa, affine = read_nifti(synthetic / "maps" / "fa.nii.gz")
+    confidence = np.broadcast_to(np.linspace(0, 1, fa.shape[0])[:, None, None], fa.shape).astype(np.float32)
+    save_volume(synthetic / "maps" / "v1_confidence.nii.gz", confidence, affine)
+    nodes = adapter.load_results(scene, synthetic, name="sub-001")
+    assert nodes["v1_confidence"].GetDisplayNode().GetWindowLevelMin() == 0.0
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(nodes["v1_confidence"]), np.transpose(confidence, (2, 1, 0)))
+    color, _ = read_nifti(synthetic / "maps" / "color_fa.nii.gz")
+    shown = np.transpose(slicer.util.arrayFromVolume(nodes["color_confident"]), (2, 1, 0, 3)).astype(float) / 255
+    confident = confidence >= 0.8
+    brain = fa > 0.2
+    np.testing.assert_allclose(shown[confident & brain], color[confident & brain], atol=1 / 255)
+    grey = shown[~confident & brain]
+    np.testing.assert_allclose(grey[:, 0], grey[:, 1])
+    np.testing.assert_allclose(grey[:, 1], grey[:, 2])
+    np.testing.assert_allclose(grey[:, 0], np.clip(fa[~confident & brain], 0, 1) / np.sqrt(3), atol=1 / 255)
+    assert not np.allclose(color[~confident & brain], confident_color_fa(color, fa, confidence)[~confident & brain])
+    without = adapter.load_results(scene, results / "synthetic", name="plain")  # a kind without a confidence
+    assert "v1_confidence" not in without and "color_confident" not in without
+    # evaluated against the acquired DTI: the calibration table becomes a table node
+    import json
+
+    report = json.loads((synthetic / "synthesis.json").read_text())
+    (synthetic / "synthesis.json").write_text(json.dumps(dict(report, v1_confidence_angle_degrees=20.0)))
+    original = results / "cohort" / "sub-001" / "dwi" / "sub-001_acq-dti6_dwi.nii.gz"
+    run_evaluation(original, synthetic, tmp_path / "evaluation", realism_epochs=0)
+    nodes = adapter.load_results(scene, synthetic, tmp_path / "evaluation", name="calibrated")
+    assert nodes["v1_calibration"].GetNumberOfRows() == 7
+    assert "realism_index" not in nodes

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import random_gradient_table, real_dwi_path
+from conftest import SHARED, random_gradient_table, real_dwi_path
 
 from DTISynthLib.core.dwi import DWI, check_dwi
 from DTISynthLib.core.errors import InputError
@@ -97,13 +97,33 @@ def test_nearest_is_one_to_one_on_a_rotated_12_direction_scheme(axis):
     np.testing.assert_array_equal(report["dti6_volumes"], index)
 
 
-def test_nearest_refuses_a_scheme_without_volumes_near_the_axes():
-    # Philips' 32-direction scheme of this scan keeps every direction 45 degrees from x and y.
-    dwi = load_dwi(real_dwi_path("dev_philips_achieva_b1000"))
-    with pytest.raises(InputError, match=r"dev_philips_achieva_b1000.nii.gz: expected a distinct volume within 35 "
-                                         r"degrees of each of the 3 axis nominal directions \(or use --mode tensor\); "
-                                         r"found volume \d+ at 45.0 degrees from direction"):
-        make_pairs(dwi, "nearest")
+ALL_REAL_SERIES = sorted(p.name for p in (SHARED / "data" / "real").glob("dev_*") if p.is_dir())
+
+
+def test_every_nearest_pair_is_one_synthesize_accepts_and_every_refusal_is_synthesizes():
+    """On all 21 shared series: `pairs --mode nearest` writes a 3-direction DWI exactly when synthesize
+    (default kind) accepts those volumes, the same volumes in the same order; both refuse by the
+    directions' conditioning, not their angle to the axes (Canon's 26-degree triples are taken; Philips
+    b1000's nearest triple, 45 degrees from every axis, is nearly coplanar)."""
+    from DTISynthLib.synthesis.pipeline import assign_axes
+
+    assert len(ALL_REAL_SERIES) == 21, ALL_REAL_SERIES
+    written = set()
+    for name in ALL_REAL_SERIES:
+        dwi = load_dwi(real_dwi_path(name))
+        try:
+            dwi3, _, report = make_pairs(dwi, "nearest")
+        except InputError as exc:
+            with pytest.raises(InputError) as refused:
+                assign_axes(dwi)
+            assert "well-conditioned" in str(exc) and str(refused.value) == str(exc), name
+            continue
+        order, _ = assign_axes(dwi)
+        assert order == report["dwi3_volumes"], name
+        assert assign_axes(check_dwi(dwi3))[0] == [1, 2, 3], name
+        written.add(name)
+    assert "dev_canon_galan_v60_pa_headturn_b1500" in written and "dev_siemens_prisma_xa30_PA_b2500" in written
+    assert "dev_philips_achieva_b1000" not in written and "dev_uih_umr770_b930" not in written
 
 
 def test_tensor_mode_writes_only_finite_non_negative_signals():

@@ -16,8 +16,13 @@ def test_quality_benchmark_on_a_tiny_phantom(tmp_path):
     assert "| phantom | pix2pix, physics assembly | 1 |" in run.stdout
     summary = json.loads((tmp_path / "bench_quality.json").read_text())["summary"]
     rows = {row["dti"]: row for row in summary if row["data"] == "phantom"}
-    assert set(rows) == {"acquired 6-direction", "pix2pix, network assembly", "pix2pix, physics assembly",
-                         "tensor-unet, network assembly", "tensor-unet, physics assembly", "diagonal baseline"}
+    assert set(rows) == {"acquired 6-direction", "diagonal baseline"} | {
+        f"{package}, {assembly} assembly" for package in ("pix2pix", "tensor-unet", "tensor-unet-signed")
+        for assembly in ("network", "physics")}
+    # the default set states its orientation confidence, and the benchmark checks it against the truth
+    assert "V1 confidence calibration, phantom, tensor-unet, physics assembly" in run.stdout
+    assert "V1 confidence calibration, phantom, tensor-unet-signed" not in run.stdout
+    assert (tmp_path / "calibration_phantom_tensor_unet__physics_assembly.png").exists()
     physics, paper, diagonal = rows["pix2pix, physics assembly"], rows["pix2pix, network assembly"], rows["diagonal baseline"]
     # x, y, z input: the assembled MD is the measured one, like the baseline's, whatever the networks say
     for name in ("pix2pix, physics assembly", "tensor-unet, physics assembly"):
@@ -27,5 +32,6 @@ def test_quality_benchmark_on_a_tiny_phantom(tmp_path):
     # the networks' own outputs are not bound to the measurement (their MD is theirs, 8 % off here)
     assert abs(paper["md_rel_median"] - diagonal["md_rel_median"]) > 0.04 * diagonal["md_rel_median"]
     oblique = {row["dti"] for row in summary if row["data"] == "phantom, oblique input"}
-    assert oblique == {f"{package}, x and z tilted {degrees} degrees" for package in ("pix2pix", "tensor-unet", "diagonal baseline")
+    assert oblique == {f"{package}, x and z tilted {degrees} degrees"
+                       for package in ("pix2pix", "tensor-unet", "tensor-unet-signed", "diagonal baseline")
                        for degrees in ("0", "15", "29.5")}

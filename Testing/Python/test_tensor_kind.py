@@ -2,6 +2,8 @@
 gradient table), the symmetries it trains with, its simulated inputs, and training (resumable) and
 synthesis through the real jobs."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -19,14 +21,17 @@ from DTISynthLib.core.tensor_layout import (
 from DTISynthLib.generators import tensor_unet
 from DTISynthLib.generators.package import read_manifest
 from DTISynthLib.generators.registry import GridSignals
-from DTISynthLib.io.files import load_dwi
+from DTISynthLib.io.files import load_dwi, load_volume
 from DTISynthLib.simulation.cohort import write_cohort
 from DTISynthLib.training.data import dti_targets
 
 
-def _random_tensors(shape, seed=0):
+def _random_tensors(shape, seed=0, prolate=False):
+    """Random tensors (..., 3, 3), mm^2/s; prolate: cylinders (l1 1.0-1.6e-3, l2 = l3 0.4-0.6e-3 mm^2/s)."""
     rng = np.random.default_rng(seed)
     evals = rng.uniform(0.2e-3, 1.8e-3, shape + (3,))
+    if prolate:
+        evals = np.stack([rng.uniform(1.0e-3, 1.6e-3, shape)] + [rng.uniform(0.4e-3, 0.6e-3, shape)] * 2, -1)
     frames = np.stack([rotation_matrix(a) for a in rng.uniform(-90, 90, (int(np.prod(shape)), 3))]).reshape(
         shape + (3, 3))
     return frames @ (evals[..., :, None] * np.swapaxes(frames, -1, -2))
@@ -35,13 +40,15 @@ def _random_tensors(shape, seed=0):
 SAGITTAL_FLIPPED = np.array([[0.0, 0.0, -2.0, 60.0], [-1.5, 0.0, 0.0, 90.0], [0.0, 1.5, 0.0, -30.0], [0, 0, 0, 1]])
 
 
+@pytest.mark.parametrize("heads", [tensor_unet.SIGNED, tensor_unet.SPLIT])
 @pytest.mark.parametrize("affine", [np.diag([1.7, 1.7, 2.0, 1.0]), SAGITTAL_FLIPPED], ids=["axial", "sagittal-flipped"])
-def test_the_true_off_diagonals_in_the_working_frame_give_the_true_signals_of_any_table(affine):
+def test_the_true_off_diagonals_in_the_working_frame_give_the_true_signals_of_any_table(affine, heads):
     """An oblique measured frame (a Philips slab's x, y, z), on an axial grid and on a sagittal grid
     stored with a flipped axis: a network that outputs the true correlations of the tensor in the
-    working frame, and no diagonal correction, gives exactly the true signals of any gradient table."""
+    working frame (signed, or magnitudes and the true sign pattern as the most probable), and no
+    diagonal correction, gives exactly the true signals of any gradient table."""
     shape = (6, 5, 4)
-    tensor = _random_tensors(shape)  # RAS, mm^2/s
+    tensor = _random_tensors(shape, prolate=heads == tensor_unet.SPLIT)  # RAS, mm^2/s
     measured = rotation_matrix((12, -20, 25))  # rows: the DWI's x, y, z directions (RAS)
     b, s0 = 1300.0, 400.0
     weighted = s0 * np.exp(-b * np.einsum("id,...de,ie->...i", measured, tensor, measured))
@@ -55,24 +62,36 @@ def test_the_true_off_diagonals_in_the_working_frame_give_the_true_signals_of_an
     def predict(key, inputs, slice_indices):  # the network's tanh outputs that give the true tensor
         seen["inputs"] = inputs
         assert key == tensor_unet.NETWORK and inputs.shape[1] == tensor_unet.INPUT_CHANNELS
-        out = np.zeros((len(slice_indices), 6) + inputs.shape[2:], np.float32)
-        out[:, :3] = np.transpose(r[:, :, slice_indices] / tensor_unet.MARGIN, (2, 3, 1, 0))
+        out = np.zeros((len(slice_indices), tensor_unet.HEADS[heads]) + inputs.shape[2:], np.float32)
+        correlations = np.transpose(r[:, :, slice_indices] / tensor_unet.MARGIN, (2, 3, 1, 0))
+        if heads == tensor_unet.SIGNED:
+            out[:, :3] = correlations
+            return out
+        d = np.transpose(diagonal[:, :, slice_indices], (2, 3, 1, 0))  # (n, 3, y, x)
+        radial = np.transpose(np.linalg.eigvalsh(in_frame)[:, :, slice_indices, 0], (2, 1, 0))
+        rho = radial / d.min(1)
+        out[:, 0] = 2 * (1 - rho) / tensor_unet.RHO_RANGE - 1
+        pattern = (np.sign(correlations)[:, None] == tensor_unet.PATTERNS[None, :, :, None, None]).all(2)
+        assert pattern.any(1).all()  # a prolate tensor's signs are one of the four patterns
+        out[:, 4:] = np.where(pattern, 0.5, -0.5)  # the true pattern the most probable
         return out
 
     table = np.random.default_rng(4).normal(size=(9, 3))
     table /= np.linalg.norm(table, axis=1, keepdims=True)  # any gradient table, not only Siemens'
-    manifest = {"b_value": 1000.0, "directions": [{"index": k + 1, "gradient_ras": g.tolist()} for k, g in enumerate(table)]}
+    manifest = {"b_value": 1000.0, "directions": [{"index": k + 1, "gradient_ras": g.tolist()} for k, g in enumerate(table)],
+                "architecture": {"heads": heads, "sign_temperature": 1.0}}
     slices = np.arange(shape[2])
     grid_signals = GridSignals(signals, np.full(shape, s0), slices, b, measured, affine)
-    synthetic = tensor_unet.synthesize(predict, grid_signals, manifest, NullReporter())
+    synthetic, maps = tensor_unet.synthesize(predict, grid_signals, manifest, NullReporter())
+    assert set(maps) == ({"v1_confidence"} if heads == tensor_unet.SPLIT else set())
     expected = s0 * np.exp(-1000.0 * np.einsum("kd,...de,ke->...k", table, tensor, table))
     np.testing.assert_allclose(synthetic, expected, rtol=1e-4)
     # the centre ADC channels are the working frame's diagonal (units), the b=0 channels the b=0 / median
     np.testing.assert_allclose(seen["inputs"][:, 3:6], np.transpose(diagonal, (2, 3, 1, 0)) / 1e-3, rtol=1e-4)
     np.testing.assert_allclose(seen["inputs"][:, 10], 1.0, rtol=1e-6)
     # without the off-diagonal terms the diagonal alone is something else
-    flat = tensor_unet.synthesize(lambda key, inputs, s: np.zeros((len(s), 6) + inputs.shape[2:], np.float32),
-                                  grid_signals, manifest, NullReporter())
+    flat, _ = tensor_unet.synthesize(lambda key, inputs, s: np.zeros((len(s), 6) + inputs.shape[2:], np.float32),
+                                     grid_signals, dict(manifest, architecture={}), NullReporter())
     assert np.abs(flat / expected - 1).mean() > 0.05
 
 
@@ -228,5 +247,154 @@ def test_the_tensor_kind_trains_resumes_and_synthesizes_through_the_jobs(tmp_pat
                      str(tmp_path / "synthetic"), "--precision", "fp32"]) == 0
     synthetic = load_dwi(tmp_path / "synthetic" / "synthetic_dti.nii.gz")
     np.testing.assert_allclose(synthetic.gradients[1:], SIEMENS_6_RAS, atol=1e-9)
+    # magnitudes and sign patterns, the model chosen on the validation subject, the confidence calibrated on it
+    architecture = manifest["architecture"]
+    assert architecture["heads"] == tensor_unet.SPLIT and architecture["generator"]["out_channels"] == 8
+    assert architecture["sign_temperature"] in tensor_unet.TEMPERATURES
+    assert set(architecture["v1_confidence"]["brier_by_temperature"]) == {str(t) for t in tensor_unet.TEMPERATURES}
+    selection = manifest["training"]["selection"]
+    scores = [row["val_score"] for row in history]
+    assert selection["best_epoch"] == 1 + int(np.argmin(scores))
+    assert manifest["networks"][0]["validation"]["val_score"] == pytest.approx(min(scores))
+    confidence, _ = load_volume(tmp_path / "synthetic" / "maps" / "v1_confidence.nii.gz")
+    mask, _ = load_volume(tmp_path / "synthetic" / "maps" / "mask.nii.gz")
+    assert confidence.shape == synthetic.data.shape[:3] and (confidence >= 0).all() and (confidence <= 1 + 1e-6).all()
+    assert (confidence[mask == 0] == 0).all() and confidence[mask > 0].max() > 0
+    report = json.loads((tmp_path / "synthetic" / "synthesis.json").read_text())
+    assert "within 20 degrees" in report["maps"]["maps/v1_confidence"] and report["v1_confidence_angle_degrees"] == 20.0
+    # evaluate against the acquired DTI: the calibration table and its figure
+    dti6 = noisy / "sub-001" / "dwi" / "sub-001_acq-dti6_dwi.nii.gz"
+    assert cli.main(["evaluate", "--original", str(dti6), "--synthetic", str(tmp_path / "synthetic"),
+                     "--out", str(tmp_path / "evaluation"), "--realism-epochs", "0"]) == 0
+    rows = (tmp_path / "evaluation" / "v1_calibration.csv").read_text().splitlines()
+    assert rows[0].startswith("subject,low,high,voxels,wm_share") and len(rows) == 1 + 7
+    assert (tmp_path / "evaluation" / "figures" / "v1_calibration.png").stat().st_size > 5000
+    summary = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())["v1_calibration"]["summary"]
+    assert summary["sub-001"]["wm_voxels"] == sum(int(r.split(",")[3]) for r in rows[1:])
+    assert "Orientation confidence" in (tmp_path / "evaluation" / "report.html").read_text()
     brain = synthetic.data[..., 0] > 0.3 * synthetic.data[..., 0].max()
     assert (synthetic.data[brain][:, 1:] > 0).all() and (synthetic.data[brain][:, 1:] <= 1.0001 * synthetic.data[brain][:, :1]).all()
+
+
+# ------------------------------------------------------------ magnitudes and sign patterns (SPLIT heads)
+
+def _split_batch(seed=0, n=2, size=6):
+    generator = torch.Generator().manual_seed(seed)
+    output = torch.rand(n, tensor_unet.HEADS[tensor_unet.SPLIT], size, size, generator=generator) * 2 - 1
+    adc = torch.rand(n, 3, size, size, generator=generator) + 0.3
+    inputs = torch.cat([torch.zeros(n, 3, size, size), adc, torch.zeros(n, 6, size, size)], 1)
+    tensor = torch.from_numpy(matrix_to_tensor6(_random_tensors((n, size, size), seed)) / 1e-3).float().permute(0, 3, 1, 2)
+    design = torch.from_numpy(tensor_unet.design_matrix_per_unit_b().astype(np.float32))
+    return output, inputs, tensor.contiguous(), torch.ones(n, size, size, dtype=torch.bool), torch.full((n,), 1000.0), design
+
+
+def test_the_regression_terms_do_not_depend_on_the_targets_signs():
+    """Flipping the signs of the target's off-diagonal terms (any pattern) leaves the magnitude, FA and
+    attenuation terms unchanged: nothing pulls an uncertain sign's magnitude toward zero. Only the
+    pattern cross-entropy sees the signs."""
+    output, inputs, target, mask, b, design = _split_batch()
+    _, reference = tensor_unet.loss_terms(output, inputs, target, mask, b, design, tensor_unet.SPLIT)
+    for pattern in tensor_unet.PATTERNS[1:]:
+        flipped = target.clone()
+        flipped[:, 3:] *= torch.from_numpy(pattern.astype(np.float32)).view(1, 3, 1, 1)
+        _, terms = tensor_unet.loss_terms(output, inputs, flipped, mask, b, design, tensor_unet.SPLIT)
+        for key in ("tensor", "fa"):
+            assert terms[key] == pytest.approx(reference[key], rel=1e-6), key
+        assert terms["sign_ce"] != pytest.approx(reference["sign_ce"], rel=1e-3)
+    # the signed heads, by contrast, are pulled by the signs
+    _, signed = tensor_unet.loss_terms(output[:, :6], inputs, target, mask, b, design)
+    flipped = target.clone()
+    flipped[:, 3:] *= torch.tensor([1.0, -1.0, -1.0]).view(1, 3, 1, 1)
+    _, signed_flipped = tensor_unet.loss_terms(output[:, :6], inputs, flipped, mask, b, design)
+    assert signed["tensor"] != pytest.approx(signed_flipped["tensor"], rel=1e-3)
+
+
+def test_the_pattern_loss_rewards_the_true_pattern_and_shares_it_among_equivalent_ones():
+    output, inputs, target, mask, b, design = _split_batch(1)
+    target = target.clone()
+    target[:, 3:] *= torch.where(target[:, 3:].prod(1, keepdim=True) < 0, -1.0, 1.0)  # prolate signs: product +1
+    true_index = torch.from_numpy(np.array([np.flatnonzero((tensor_unet.PATTERNS == np.sign(t)).all(1))[0]
+                                            for t in target[:, 3:].permute(0, 2, 3, 1).reshape(-1, 3).numpy()]))
+    true_index = true_index.view(target.shape[0], *target.shape[2:])
+    losses = {}
+    for name, favoured in (("true", true_index), ("wrong", 3 - true_index)):  # 3 - p: two signs flipped
+        out = output.clone()
+        out[:, 4:] = torch.nn.functional.one_hot(favoured, 4).permute(0, 3, 1, 2).float() * 0.9 - 0.45
+        losses[name] = tensor_unet.loss_terms(out, inputs, target, mask, b, design, tensor_unet.SPLIT)[1]["sign_ce"]
+    assert losses["true"] < losses["wrong"] - 1.0
+    # a tensor without off-diagonal terms: every pattern is the same tensor, the soft target is uniform
+    flat = target.clone()
+    flat[:, 3:] = 0
+    uniform = output.clone()
+    uniform[:, 4:] = 0
+    ce = tensor_unet.loss_terms(uniform, inputs, flat, mask, b, design, tensor_unet.SPLIT)[1]["sign_ce"]
+    assert ce == pytest.approx(np.log(4), rel=1e-5)
+
+
+def test_v1_confidence_sums_the_patterns_that_agree_on_the_principal_direction():
+    """Prolate tensors of excess e (D_ii - l_perp): each pattern's V1 is its signs times sqrt(e), the
+    eigenvector numpy finds; the confidence sums the probability of the patterns within 20 degrees."""
+    excess = np.array([[0.6, 0.6, 0.01], [0.6, 0.6, 0.01], [1.4, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    probabilities = np.zeros((4, 4))
+    probabilities[0, 0] = 1.0  # certain
+    probabilities[1, [0, 3]] = 0.5  # v_y = +|v_y| or -|v_y|: V1 along (1, 1, 0) or (1, -1, 0), 90 degrees apart
+    probabilities[2:] = 1 / 4  # undecided, but V1 is along x whatever the signs; an isotropic tensor has one V1
+    np.testing.assert_allclose(tensor_unet.v1_confidence(excess, probabilities), [1.0, 0.5, 1.0, 1.0], atol=1e-12)
+    rng = np.random.default_rng(0)
+    e = rng.uniform(0, 1, (50, 3))
+    magnitudes = np.sqrt(e[:, [0, 0, 1]] * e[:, [1, 2, 2]])
+    for p, axes in enumerate(tensor_unet.PATTERN_AXES):
+        tensors = np.concatenate([0.3 + e, tensor_unet.PATTERNS[p] * magnitudes], -1)
+        expected = tensor_unet.principal_vectors(tensors)
+        found = tensor_unet.pattern_vectors(e)[:, p]
+        cosine = np.abs((expected * found).sum(-1)) / np.linalg.norm(found, axis=1)
+        np.testing.assert_allclose(cosine, 1.0, atol=1e-9)
+
+
+def test_the_temperature_makes_an_overconfident_network_honest():
+    """Logits that always favour pattern 0 while the truth is pattern 0 or its mirror (x flipped, V1 70
+    degrees away) half the time each: the calibrated temperature spreads the probability (confidence
+    near 0.5, where it was near 1)."""
+    rng = np.random.default_rng(2)
+    n = 400
+    excess = np.tile([0.4, 0.4, 0.4], (n, 1))
+    logits = np.tile([3.0, 0, 0, 0], (n, 1))
+    mirrored = rng.random(n) < 0.5
+    assert (tensor_unet.PATTERNS[3] == [-1, -1, 1]).all()  # x flipped: D_xy and D_xz change sign
+    signs = np.where(mirrored[:, None], tensor_unet.PATTERNS[3], tensor_unet.PATTERNS[0])
+    target = np.concatenate([0.3 + excess, signs * 0.4], -1)
+    temperature, brier = tensor_unet.calibrate_temperature(excess, logits, target)
+    assert temperature > 1.0 and brier[temperature] < brier[1.0]
+    confidence = tensor_unet.v1_confidence(excess, tensor_unet.pattern_probabilities(logits, temperature))
+    assert abs(confidence.mean() - 0.5) < abs(tensor_unet.v1_confidence(
+        excess, tensor_unet.pattern_probabilities(logits, 1.0)).mean() - 0.5)
+
+
+def test_batches_are_half_real_and_every_real_subject_is_drawn_alike():
+    """Two sources (phantom, real): each batch holds exactly as many slabs of each; a real subject of ten
+    series is drawn as often as one of a single series."""
+    def subject(name, median):
+        return (name, np.zeros((4, 7, 8, 8), np.float32), np.ones((4, 8, 8), bool), median, np.arange(4), 1000.0)
+
+    subjects = [subject(f"sub-{i}", 1.0) for i in range(6)] + [subject("single", 2.0)] + \
+        [subject(f"series-{i}", 3.0) for i in range(10)]
+    groups = [("phantom", f"phantom/sub-{i}") for i in range(6)] + [("real", "real/a")] + [("real", "real/b")] * 10
+    batches = tensor_unet._Batches(subjects, None, torch.Generator().manual_seed(0), groups=groups)
+    batches.batch = lambda picks, randomise: [p[2] for p in picks]
+    drawn = [batches.draw(8) for _ in range(200)]
+    assert all(sorted(d).count(1.0) == 4 for d in drawn)
+    real = np.concatenate([[m for m in d if m > 1] for d in drawn])
+    assert abs((real == 2.0).mean() - 0.5) < 0.06
+
+
+def test_sources_and_subjects_come_from_the_data_folders(tmp_path):
+    from DTISynthLib.training.data import SubjectPair, source_and_subject
+
+    def pair(relative):
+        return SubjectPair(relative.split("/")[-1].split("_")[0], tmp_path / relative, tmp_path / relative)
+
+    assert source_and_subject(pair("phantom/sub-001/dwi/sub-001_acq-dwi3_dwi.nii.gz"), tmp_path) == \
+        ("phantom", "phantom/sub-001")
+    assert source_and_subject(pair("real/canon/tilted/scan_acq-dwi3_dwi.nii.gz"), tmp_path) == ("real", "real/canon")
+    assert source_and_subject(pair("real/scan_acq-dwi3_dwi.nii.gz"), tmp_path) == ("real", "scan")
+    assert source_and_subject(pair("scan_acq-dwi3_dwi.nii.gz"), tmp_path) == ("", "scan")

@@ -36,7 +36,7 @@ def synthesize(predict, grid_signals, manifest, reporter):
     units = predict(NETWORK, inputs[slices], slices)  # (n, 6, y, x)
     synthetic = np.zeros(reference.shape + (6,), np.float32)
     synthetic[:, :, slices] = intensity.from_network(np.transpose(units, (3, 2, 0, 1)), reference[:, :, slices, None])
-    return synthetic
+    return synthetic, {}
 
 
 def train(request):
