@@ -131,11 +131,11 @@ def main():
                             for t, _ in values)
     print(f"\nSynthesis end to end, 128x128x76, CPU, {args.repeats} repeats, {time.strftime('%Y-%m-%d %H:%M')}; "
           f"pix2pix: paper-size generators (ngf 64, 6 x 41.8 M parameters)")
-    print(f"{'pipeline':52} {'median s':>9} {'min s':>7} {'peak RSS MiB':>13} {'x paper-style':>14} {'x six-model':>12}")
+    print(f"{'pipeline':64} {'median s':>9} {'min s':>7} {'peak RSS MiB':>13} {'x paper-style':>14} {'x six-model':>12}")
     for name, values in rows.items():
         times = [t for t, _ in values]
         median = statistics.median(times)
-        print(f"{name:52} {median:9.2f} {min(times):7.2f} {max(m for _, m in values):13.0f} "
+        print(f"{name:64} {median:9.2f} {min(times):7.2f} {max(m for _, m in values):13.0f} "
               f"{paper / median:14.2f} {six / median:12.2f}")
     default, previous = (statistics.median(t for name, values in rows.items() if name.startswith(f"synthesize, {label}")
                                            for t, _ in values) for label in ("default set", "previous default"))

@@ -2,6 +2,7 @@
 fitted to a package's training inputs (`train` does it; `models --fit-input-check` adds it to an
 existing package) and applied to a synthesis input (`synthesize`). Not a command of its own."""
 
+from dataclasses import replace
 from pathlib import Path
 
 from ..core.progress import NullReporter
@@ -39,9 +40,10 @@ def training_split(manifest, pairs):
     return (pairs[:-held] or pairs, pairs[-held:])
 
 
-def add_input_check(package, data_dir, epochs=None, reporter=NullReporter()):
+def add_input_check(package, data_dir, epochs=None, reporter=NullReporter(), warning_ratio=None):
     """Fit the check on the 3-direction DWIs of a package's training data (training.data.find_pairs
-    layout) and record it in the package (weights file and manifest entry). Returns the entry."""
+    layout) and record it in the package (weights file and manifest entry), with `warning_ratio` (default
+    realism.input_check.WARNING_RATIO). Returns the entry."""
     from ..core.errors import InputError
     from ..generators.package import INPUT_CHECK_FILE, read_manifest, write_manifest
     from ..io.files import load_dwi
@@ -69,6 +71,8 @@ def add_input_check(package, data_dir, epochs=None, reporter=NullReporter()):
     for pair in training:  # a source: the data folder's top-level folder holding the pair (e.g. phantom/, real/)
         sources.setdefault(source_and_subject(pair, data_dir)[0], []).append(features[pair.subject])
     check = fit_input_check(list(sources.values()), [features[p.subject] for p in validation], epochs=epochs)
+    if warning_ratio is not None:
+        check = replace(check, warning_ratio=float(warning_ratio))
     entry = {"file": INPUT_CHECK_FILE, "sha256": save_input_check(package / INPUT_CHECK_FILE, check),
              "reference_error": check.reference_error, "warning_ratio": check.warning_ratio, "features": FEATURES,
              "training_subjects": [p.subject for p in training], "validation_subjects": [p.subject for p in validation],

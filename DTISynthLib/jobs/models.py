@@ -6,7 +6,7 @@ training data folder given by --data; input_check.py)."""
 
 from pathlib import Path
 
-from .options import add_jsonl_option, positive_int
+from .options import add_jsonl_option, positive_float, positive_int
 
 NAME = "models"
 HELP = "list the model packages (shipped and given folders) with a one-line description; import one; fit its input check"
@@ -24,6 +24,10 @@ def add_arguments(parser):
     parser.add_argument("--data", help="the training data folder of the --fit-input-check package")
     parser.add_argument("--epochs", type=positive_int,
                         help="of the input-check autoencoder (default: realism.input_check.EPOCHS, 20)")
+    parser.add_argument("--warning-ratio", type=positive_float,
+                        help="error ratio above which synthesize warns (default: realism.input_check.WARNING_RATIO, "
+                             "3.5); calibrate it on real scans and a non-brain input when the validation subjects "
+                             "are real scans, whose own error sets the ratio's unit")
     add_jsonl_option(parser)
 
 
@@ -42,7 +46,7 @@ def run(args, reporter):
 
         if not args.data:
             raise InputError("--fit-input-check", "--data DIR, the package's training data", "no --data")
-        entry = add_input_check(args.fit_input_check, args.data, args.epochs, reporter)
+        entry = add_input_check(args.fit_input_check, args.data, args.epochs, reporter, args.warning_ratio)
         reporter.result([str(Path(args.fit_input_check) / entry["file"])],
                         f"input check of {args.fit_input_check}: reference error {entry['reference_error']:.4g} on "
                         f"{', '.join(entry['validation_subjects'])}; warning above {entry['warning_ratio']:g} x")

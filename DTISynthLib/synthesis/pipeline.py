@@ -67,6 +67,9 @@ def assign_axes(dwi, any_frame=True):
     per-direction pix2pix networks learned x, y, z images) refuse a direction farther than
     ANGLE_LIMIT_DEGREES from its axis.
     """
+    weighted = int((~dwi.is_b0).sum())
+    if weighted < 3:
+        raise InputError(dwi.source, "three diffusion-weighted volumes (x, y, z)", f"{weighted}")
     order, angles = nearest_volumes(dwi, AXES_3_RAS)
     check_three_directions(dwi.source, dwi.gradients[order])
     worst = int(np.argmax(angles))

@@ -17,7 +17,6 @@ from ..fit.tensor_maps import compute_maps
 from ..io.files import save_dwi, save_tensor, save_volume
 
 
-
 def write_synthesis(out_dir, result, maps=("fa", "md", "ad", "rd", "color", "v1", "evals", "s0"), reporter=NullReporter()):
     """Write the synthetic DTI (NIfTI + bval / bvec, Slicer NRRD), its tensors and maps, and the report.
 

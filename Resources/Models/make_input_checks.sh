@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fit the out-of-distribution input check (DTISynthLib/realism/input_check.py) of the shipped sets,
-# Resources/Models/tensor-unet and Resources/Models/pix2pix, from their training inputs:
+# Resources/Models/tensor-unet-signed (the previous default) and Resources/Models/pix2pix, from their training
+# inputs (the default tensor-unet set fits its own in make_tensor_models.sh):
 #   bash Resources/Models/make_input_checks.sh [WORKDIR]
 # Data: the 20 phantom subjects of seed 7301 (both sets' anatomy; at SNR 30, as the pix2pix set saw
 # them and within the tensor-unet set's noise augmentation) and tensor-mode pairs of the four real
@@ -24,7 +25,7 @@ for scan in philips_achieva_b1000:1000 philips_achieva_b2000:2000 siemens_prisma
     "$bin" pairs "$real/dev_$name/dev_$name.nii.gz" --mode tensor --b "${scan##*:}" --out "$work/real/$name"
   fi
 done
-for set in tensor-unet pix2pix; do
+for set in tensor-unet-signed pix2pix; do
   start=$(date +%s)
   "$bin" models --fit-input-check "Resources/Models/$set" --data "$work"
   echo "$set: input check in $(( $(date +%s) - start )) s"

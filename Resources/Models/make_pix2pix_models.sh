@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the shipped pix2pix model set, Resources/Models/pix2pix/ (kind pix2pix-per-direction: the seed
-# paper's six per-direction U-Nets), on the same anatomy as the default tensor-unet set, for a fair comparison.
+# paper's six per-direction U-Nets), on the same anatomy as the previous default tensor-unet set (now tensor-unet-signed), for a fair comparison.
 #   bash Resources/Models/make_pix2pix_models.sh [WORKDIR] [--resume]
 # Training data, all at b=1000 (a network of signals learns one b):
 # - 20 phantom subjects of seed 7301 (the tensor-unet set's anatomy) at SNR 30, as the paper's pairs

@@ -366,11 +366,11 @@ def case_pairs_b_nan(i, f):
 
 
 def case_pairs_far_directions(i, f):
-    # 8 directions, none within 35 degrees of the x axis
-    g = np.array([[1, 1, 0], [1, -1, 0], [0, 1, 1], [0, 1, -1], [1, 0, 1.4], [1, 0, -1.4], [0, 1, 0.2], [0.1, 0, 1]])
+    # 8 directions whose nearest to x and y (39 degrees off each) are 13 degrees apart: ill-conditioned
+    g = np.array([[1, 0.8, 0], [0.8, 1, 0], [0, 0, 1], [0, 1, 1], [1, 0, 1.4], [1, 0, -1.4], [0, 1, -1], [1, -1, 0.3]])
     g = g / np.linalg.norm(g, axis=1)[:, None]
     return ["pairs", str(phantom_dwi(f, g)), "--out", str(f / "out")], \
-        ["dwi.nii.gz", "within 35 degrees of each of the 3 axis", "degrees from direction 1"]
+        ["dwi.nii.gz", "three well-conditioned diffusion directions (condition number <= 3", "found 9"]
 
 
 def case_pairs_too_few(i, f):

@@ -136,3 +136,18 @@ def test_synthesize_warns_for_inputs_unlike_the_training_inputs(tiny_models, tmp
     report = _synthesize(tiny_models, DWI(noisy, dwi.affine, dwi.bvals, dwi.gradients), tmp_path, "water")
     assert report["input_check"]["warning"] is True and report["input_check"]["error_ratio"] > 2
     assert any("water.nii.gz is unlike the models' training inputs" in w for w in report["warnings"])
+
+
+def test_the_warning_ratio_can_be_set_when_the_check_is_refitted(tiny_models, tmp_path):
+    """`dtisynth models --fit-input-check PKG --data DIR --warning-ratio R`: the same autoencoder and
+    reference error (the fit is deterministic), the package's threshold R, and synthesize warns above it."""
+    from DTISynthLib import cli
+
+    package = tmp_path / "m"
+    shutil.copytree(tiny_models, package)
+    before = read_manifest(package)["input_check"]
+    cohort = tiny_models.parent / "cohort"
+    assert cli.main(["models", "--fit-input-check", str(package), "--data", str(cohort), "--warning-ratio", "1.05"]) == 0
+    after = read_manifest(package)["input_check"]
+    assert after["warning_ratio"] == 1.05 and after["reference_error"] == pytest.approx(before["reference_error"])
+    assert cli.main(["models", "--fit-input-check", str(package), "--data", str(cohort), "--warning-ratio", "0"]) == 2
