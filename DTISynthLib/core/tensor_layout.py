@@ -22,18 +22,21 @@ def matrix_to_tensor6(matrices):
     return np.stack([matrices[..., r, k] for r, k in _TENSOR6_INDEX], axis=-1)
 
 
-def smallest_eigenvalue_zero_diagonal(off):
-    """Smallest eigenvalue (...) of the symmetric 3 x 3 matrices with zero diagonal and off-diagonal terms
-    off (..., 3) = (a, b, c), in closed form: the roots of l^3 - (a^2 + b^2 + c^2) l - 2abc = 0 are
-    2 sqrt(p) cos(phi - 2 pi k / 3), p = (a^2 + b^2 + c^2) / 3, phi = arccos(abc / p^1.5) / 3; the
-    smallest is k = 2. (numpy's eigvalsh takes 20 times longer on a brain's voxels.)"""
-    off = np.asarray(off, dtype=np.float64)
-    p = (off ** 2).sum(-1) / 3.0
-    product = off[..., 0] * off[..., 1] * off[..., 2]
+def smallest_eigenvalue(tensor6):
+    """Smallest eigenvalue (...) of symmetric 3 x 3 matrices given as (..., 6) in closed form (the
+    trigonometric solution of the characteristic cubic: with q = trace / 3, p = sqrt(|A - q I|_F^2 / 6)
+    and B = (A - q I) / p, the smallest is q + 2 p cos(arccos(det(B) / 2) / 3 + 2 pi / 3)); numpy's
+    eigvalsh takes 20 times longer on a brain's voxels."""
+    t = np.asarray(tensor6, dtype=np.float64)
+    q = t[..., :3].mean(-1)
+    a, b, c = t[..., 0] - q, t[..., 1] - q, t[..., 2] - q
+    d, e, f = t[..., 3], t[..., 4], t[..., 5]  # xy, xz, yz
+    p = np.sqrt((a * a + b * b + c * c + 2 * (d * d + e * e + f * f)) / 6.0)
+    determinant = a * (b * c - f * f) - d * (d * c - f * e) + e * (d * f - b * e)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cosine = np.where(p > 0, product / np.maximum(p, 1e-300) ** 1.5, 0.0)
-    phi = np.arccos(np.clip(cosine, -1.0, 1.0)) / 3.0
-    return 2.0 * np.sqrt(p) * np.cos(phi + 2.0 * np.pi / 3.0)
+        r = np.where(p > 0, determinant / np.maximum(p, 1e-300) ** 3 / 2.0, 0.0)
+    phi = np.arccos(np.clip(r, -1.0, 1.0)) / 3.0
+    return q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
 
 
 def shrink_off_diagonals(tensor6, margin=1.0):
@@ -47,27 +50,11 @@ def shrink_off_diagonals(tensor6, margin=1.0):
     pairs = np.stack([scale[..., 0] * scale[..., 1], scale[..., 0] * scale[..., 2], scale[..., 1] * scale[..., 2]], -1)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(pairs > 0, tensor[..., 3:] / pairs, 0.0)
-    smallest = smallest_eigenvalue_zero_diagonal(r)
+    smallest = smallest_eigenvalue(np.concatenate([np.zeros_like(r), r], -1))
     with np.errstate(divide="ignore"):
         t = np.where(smallest < -margin, -margin / smallest, 1.0)
     tensor[..., 3:] = r * t[..., None] * pairs
     return tensor
-
-
-def smallest_eigenvalue(tensor6):
-    """Smallest eigenvalue (...) of symmetric 3 x 3 matrices given as (..., 6) in closed form (the
-    trigonometric solution of the characteristic cubic: with q = trace / 3, p = sqrt(|A - q I|_F^2 / 6)
-    and B = (A - q I) / p, the smallest is q + 2 p cos(arccos(det(B) / 2) / 3 + 2 pi / 3))."""
-    t = np.asarray(tensor6, dtype=np.float64)
-    q = t[..., :3].mean(-1)
-    a, b, c = t[..., 0] - q, t[..., 1] - q, t[..., 2] - q
-    d, e, f = t[..., 3], t[..., 4], t[..., 5]  # xy, xz, yz
-    p = np.sqrt((a * a + b * b + c * c + 2 * (d * d + e * e + f * f)) / 6.0)
-    determinant = a * (b * c - f * f) - d * (d * c - f * e) + e * (d * f - b * e)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(p > 0, determinant / np.maximum(p, 1e-300) ** 3 / 2.0, 0.0)
-    phi = np.arccos(np.clip(r, -1.0, 1.0)) / 3.0
-    return q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
 
 
 def shrink_toward(tensor6, anchor6):

@@ -61,6 +61,7 @@ class GridSignals:
                                                        np.full(len(directions), float(b_value)), directions)
         return synthetic
 
+
 # What a kind writes beside the fitted maps (maps/NAME.nii.gz), described in synthesis.json's "maps" in
 # fit.json's style; {angle} and {temperature} from the manifest's architecture.v1_confidence.
 KIND_MAPS = {

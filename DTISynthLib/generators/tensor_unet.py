@@ -65,6 +65,8 @@ from ..core.tensor_layout import (
     shrink_off_diagonals,
     tensor6_to_matrix,
 )
+from ..evaluation.calibration import v1_angles
+from ..fit.tensor_maps import eigen_decompose
 from .intensity import brain_floor
 from .package import direction_vectors
 from .registry import GeneratorKind
@@ -175,11 +177,6 @@ def decode(output, adc, heads=SIGNED):
     off = [MARGIN * output[:, c] * (diagonal[:, i] * diagonal[:, j]).clamp(min=1e-12).sqrt()
            for c, (i, j) in enumerate(_PAIRS)]
     return torch.cat([diagonal, torch.stack(off, 1)], 1)
-
-
-def principal_vectors(tensor6):
-    """Principal eigenvectors (..., 3) of tensors (..., 6) (numpy, float64)."""
-    return np.linalg.eigh(tensor6_to_matrix(tensor6))[1][..., -1]
 
 
 # Signs of V1's components (v_x >= 0) for each pattern: v_y follows D_xy's sign, v_z D_xz's.
@@ -447,10 +444,11 @@ class _Batches:
     def __init__(self, subjects, crop, generator, augment=True, groups=None):
         self.subjects, self.crop, self.generator, self.augment = subjects, crop, generator, augment
         groups = groups or [("", s[0]) for s in subjects]
-        self.tree = {}
+        tree = {}
         for index, (source, subject) in enumerate(groups):
-            self.tree.setdefault(source, {}).setdefault(subject, []).append(index)
-        self.sources = sorted(self.tree)
+            tree.setdefault(source, {}).setdefault(subject, []).append(index)
+        # per source (sorted), its subjects (sorted), each the indices of its series
+        self.sources = [[tree[source][subject] for subject in sorted(tree[source])] for source in sorted(tree)]
 
     def _slab(self, subject, z):
         _, volume, mask, median, _, _ = subject
@@ -464,8 +462,7 @@ class _Batches:
         offset = int(torch_randint(len(self.sources), self.generator))
         picks = []
         for i in range(size):
-            subjects = self.tree[self.sources[(offset + i) % len(self.sources)]]
-            subject = self.subjects[self._pick(subjects[self._pick(sorted(subjects))])]
+            subject = self.subjects[self._pick(self._pick(self.sources[(offset + i) % len(self.sources)]))]
             picks.append(self._slab(subject, int(self._pick(subject[4]))))
         return self.batch(picks, randomise=True)
 
@@ -560,8 +557,8 @@ def _validate(network, batches, subjects, design, heads, collect=False):
                 fa_errors.append((fractional_anisotropy6(predicted) - target_fa)[wm].abs().numpy())
                 strong = (mask & (target_fa > 0.4)).numpy()
                 as_voxels = lambda t: t.movedim(1, -1).numpy()  # noqa: E731
-                v1 = [principal_vectors(as_voxels(t)[strong].astype(np.float64)) for t in (predicted, target)]
-                angles.append(np.degrees(np.arccos(np.clip(np.abs((v1[0] * v1[1]).sum(-1)), 0, 1))))
+                v1 = [eigen_decompose(as_voxels(t)[strong])[1] for t in (predicted, target)]
+                angles.append(v1_angles(*v1))
                 if collect and heads == SPLIT:
                     parts = split_outputs(output, inputs[:, 3:6])[1:] + (target,)
                     voxels.append([as_voxels(t)[wm.numpy()].astype(np.float64) for t in parts])
@@ -587,7 +584,7 @@ def calibrate_temperature(excess, logits, target):
     validation voxels (numpy excess (N, 3), logits (N, 4), target tensors (N, 6); units)."""
     predicted = pattern_vectors(excess)[np.arange(len(logits)), logits.argmax(1)]
     predicted = predicted / np.maximum(np.linalg.norm(predicted, axis=1, keepdims=True), 1e-12)
-    within = np.abs((predicted * principal_vectors(target)).sum(-1)) >= np.cos(np.radians(CONFIDENCE_DEGREES))
+    within = v1_angles(predicted, eigen_decompose(target)[1]) <= CONFIDENCE_DEGREES
     scores = {t: float(np.mean((v1_confidence(excess, pattern_probabilities(logits, t)) - within) ** 2))
               for t in TEMPERATURES}
     return min(scores, key=scores.get), scores

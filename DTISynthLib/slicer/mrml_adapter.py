@@ -274,18 +274,17 @@ def load_results(scene, synthesis_dir, evaluation_dir=None, name="DTISynth", sub
     nodes["dwi"] = add_dwi_volume(scene, f"{name} synthetic DWI", dwi)
     tensor, affine = load_tensor(synthesis.maps.tensor)
     nodes["tensor"] = add_tensor_volume(scene, f"{name} synthetic DTI", tensor, affine)
+    volumes = {}
     for key in MAPS:
-        volume, map_affine = read_nifti(synthesis.maps.map(key))
-        nodes[key] = add_color_volume(scene, f"{name} colour FA", volume, map_affine) if key == "color" else \
-            add_scalar_volume(scene, f"{name} {key.upper()}", volume, map_affine, WINDOWS[key])
+        volumes[key], map_affine = read_nifti(synthesis.maps.map(key))
+        nodes[key] = add_color_volume(scene, f"{name} colour FA", volumes[key], map_affine) if key == "color" else \
+            add_scalar_volume(scene, f"{name} {key.upper()}", volumes[key], map_affine, WINDOWS[key])
     if synthesis.maps.map("v1_confidence").exists():  # kinds that classify the off-diagonal signs
         confidence, map_affine = read_nifti(synthesis.maps.map("v1_confidence"))
         nodes["v1_confidence"] = add_scalar_volume(scene, f"{name} V1 confidence", confidence, map_affine, (0.0, 1.0))
-        color, _ = read_nifti(synthesis.maps.map("color"))
-        fa, _ = read_nifti(synthesis.maps.map("fa"))
         nodes["color_confident"] = add_color_volume(
             scene, f"{name} colour FA, confident orientation only (V1 confidence >= {CONFIDENT:g})",
-            confident_color_fa(color, fa, confidence), map_affine)
+            confident_color_fa(volumes["color"], volumes["fa"], confidence), map_affine)
     if evaluation_dir is not None:
         evaluation = EvaluationOutput(evaluation_dir)
         summary = json.loads(evaluation.summary.read_text())

@@ -12,10 +12,9 @@ keeps each pair's generated difference (-2b D_xz for the first pair) and replace
 measured one (ln A_x + ln A_z), so any generated output gives a DTI whose MD is the input's.
 
 Safeguard: a tensor that is not positive semi-definite is moved toward the positive definite tensor
-that reproduces the measured ADCs (measured_anchor) until it is (for orthogonal measured directions: its off-diagonal terms
-scaled down together, the diagonal, so MD, untouched; for others the measured constraints still hold
-exactly). Without
-it a generator that outputs nothing for one direction of a pair would make its partner brighter than
+that reproduces the measured ADCs (measured_anchor) until it is: for orthogonal measured directions its
+off-diagonal terms are scaled down together, the diagonal (so MD) untouched; for others the measured
+constraints still hold exactly. Without it a generator that outputs nothing for one direction of a pair would make its partner brighter than
 b=0, and three pairs each within |D_ij| <= sqrt(D_ii D_jj) can still give a negative eigenvalue. A
 measured diagonal term that noise made negative (signal above its b=0, at the brain's edge) is kept.
 

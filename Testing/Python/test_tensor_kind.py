@@ -18,6 +18,7 @@ from DTISynthLib.core.tensor_layout import (
     shrink_off_diagonals,
     tensor6_to_matrix,
 )
+from DTISynthLib.fit.tensor_maps import eigen_decompose
 from DTISynthLib.generators import tensor_unet
 from DTISynthLib.generators.package import read_manifest
 from DTISynthLib.generators.registry import GridSignals
@@ -180,14 +181,16 @@ def test_outputs_at_their_bounds_still_give_positive_semidefinite_tensors():
 
 
 def test_the_closed_form_smallest_eigenvalue_matches_numpy():
-    from DTISynthLib.core.tensor_layout import smallest_eigenvalue_zero_diagonal
+    from DTISynthLib.core.tensor_layout import smallest_eigenvalue
 
     off = np.random.default_rng(0).uniform(-1.2, 1.2, (5000, 3))
     off[:10], off[10:20, 1:] = 0.0, 0.0  # all zero; one pair only
-    matrices = np.zeros((len(off), 3, 3))
-    for c, (i, j) in enumerate(((0, 1), (0, 2), (1, 2))):
-        matrices[:, i, j] = matrices[:, j, i] = off[:, c]
-    np.testing.assert_allclose(smallest_eigenvalue_zero_diagonal(off), np.linalg.eigvalsh(matrices)[:, 0], atol=1e-12)
+    zero_diagonal = np.concatenate([np.zeros_like(off), off], -1)  # the correlations shrink_off_diagonals bounds
+    np.testing.assert_allclose(smallest_eigenvalue(zero_diagonal), np.linalg.eigvalsh(tensor6_to_matrix(zero_diagonal))[:, 0],
+                               atol=1e-12)
+    general = np.random.default_rng(1).normal(size=(5000, 6))
+    np.testing.assert_allclose(smallest_eigenvalue(general), np.linalg.eigvalsh(tensor6_to_matrix(general))[:, 0],
+                               atol=1e-12)
 
 
 def test_training_tensors_are_in_the_working_frame_of_a_flipped_grid():
@@ -345,7 +348,7 @@ def test_v1_confidence_sums_the_patterns_that_agree_on_the_principal_direction()
     magnitudes = np.sqrt(e[:, [0, 0, 1]] * e[:, [1, 2, 2]])
     for p, axes in enumerate(tensor_unet.PATTERN_AXES):
         tensors = np.concatenate([0.3 + e, tensor_unet.PATTERNS[p] * magnitudes], -1)
-        expected = tensor_unet.principal_vectors(tensors)
+        expected = eigen_decompose(tensors)[1]
         found = tensor_unet.pattern_vectors(e)[:, p]
         cosine = np.abs((expected * found).sum(-1)) / np.linalg.norm(found, axis=1)
         np.testing.assert_allclose(cosine, 1.0, atol=1e-9)
