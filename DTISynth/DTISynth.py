@@ -168,8 +168,9 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         form.addRow(buttons)
         self.reviewConfidence = qt.QSpinBox()
         self.reviewConfidence.setRange(0, 5)
-        self.reviewConfidence.specialValueText = _("none")
-        form.addRow(_("Confidence (1-5):"), self.reviewConfidence)
+        self.reviewConfidence.specialValueText = _("choose 1-5")
+        self.reviewConfidence.toolTip = _("Required: 1 guess, 2 unsure, 3 fairly sure, 4 sure, 5 certain")
+        form.addRow(_("Confidence (required):"), self.reviewConfidence)
         for value in range(1, 6):
             shortcut = qt.QShortcut(qt.QKeySequence(str(value)), slicer.util.mainWindow())
             shortcut.connect("activated()", lambda value=value: setattr(self.reviewConfidence, "value", value))

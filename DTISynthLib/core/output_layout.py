@@ -204,6 +204,14 @@ class ReviewAnalysisOutput:
         return self.folder / "agreement.csv"
 
     @property
+    def by_confidence(self):
+        return self.folder / "by_confidence.csv"
+
+    @property
+    def comments(self):
+        return self.folder / "comments.csv"
+
+    @property
     def summary(self):
         return self.folder / "analysis.json"
 

@@ -1,16 +1,18 @@
-"""`dtisynth review create | serve | analyze | export | lock`: blinded noise-review studies of original and
-synthetic maps (the seed paper's reader study)."""
+"""`dtisynth review create | serve | add-reader | reissue | analyze | export | lock`: blinded noise-review
+studies of original and synthetic maps (the seed paper's reader study)."""
 
 import csv
 import sys
 
+from ..review.study import INTERPOLATIONS, ORIENTATIONS
 from .options import add_jsonl_option, port
 
 NAME = "review"
-HELP = "blinded noise-review studies: create, serve (browser review), analyze, export (unblinded), lock"
+HELP = ("blinded noise-review studies: create, serve (browser review), add-reader, reissue (a lost link), analyze, "
+        "export (unblinded), lock")
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
-EXPORT_COLUMNS = ("reader", "subject", "map", "position", "choice", "synthetic_side", "synthetic_chosen",
-                  "confidence", "comment", "shown_at", "answered_at", "seconds")
+EXPORT_COLUMNS = ("reader", "subject", "map", "position", "training", "choice", "synthetic_side", "synthetic_chosen",
+                  "confidence", "comment", "shown_at", "answered_at", "paused_seconds", "seconds")
 
 
 def add_arguments(parser):
@@ -25,20 +27,38 @@ def add_arguments(parser):
     create.add_argument("--readers", default="2", help="number of readers, or a comma list of their names (default 2)")
     create.add_argument("--seed", type=int, default=0, help="seed of every reader's case order and sides")
     create.add_argument("--name", help="study name (default: the folder's name)")
-    create.add_argument("--host", default=DEFAULT_HOST, help="host of the printed links (review serve's)")
-    create.add_argument("--port", type=port, default=DEFAULT_PORT, help="port of the printed links")
+    create.add_argument("--training", type=int, default=0,
+                        help="training cases each reader answers first, drawn from the study's cases and never "
+                        "analysed (default 0)")
+    create.add_argument("--orientation", choices=ORIENTATIONS, default="radiological",
+                        help="radiological (default: the patient's left on the right) or neurological")
+    create.add_argument("--interpolation", choices=INTERPOLATIONS, default="nearest",
+                        help="nearest (default: linear smooths the noise being judged) or linear")
+    create.add_argument("--host", default=DEFAULT_HOST, help="host of the printed links, where `serve` will listen "
+                        f"(default {DEFAULT_HOST}; recorded: serve defaults to it)")
+    create.add_argument("--port", type=port, default=DEFAULT_PORT,
+                        help=f"port of the printed links (default {DEFAULT_PORT}; recorded: serve defaults to it)")
     add_jsonl_option(create)
     serve = what.add_parser("serve", help="serve the study's review page to its readers (until Ctrl-C)")
     serve.add_argument("study", help="the study folder")
-    serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: this "
-                       "machine only; 0.0.0.0 to let readers on the network in)")
-    serve.add_argument("--port", type=port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    serve.add_argument("--host", help="address to listen on (default: the study's, as its links were printed; "
+                       "0.0.0.0 lets readers on the network in)")
+    serve.add_argument("--port", type=port, help="port (default: the study's, as its links were printed)")
     add_jsonl_option(serve)
+    add = what.add_parser("add-reader", help="add a reader to a study; prints their link")
+    add.add_argument("study", help="the study folder")
+    add.add_argument("--name", required=True, help="the new reader's name")
+    add_jsonl_option(add)
+    reissue = what.add_parser("reissue", help="a new link for a reader who lost theirs (the old one stops working)")
+    reissue.add_argument("study", help="the study folder")
+    reissue.add_argument("--reader", required=True, help="the reader's name")
+    add_jsonl_option(reissue)
     analyze = what.add_parser("analyze", help="proportions, binomial tests, kappa: CSV, HTML report")
     analyze.add_argument("study", help="the study folder")
     analyze.add_argument("--out", required=True, help="output folder")
     add_jsonl_option(analyze)
-    export = what.add_parser("export", help="CSV of every answer, unblinded (for the study's organiser only)")
+    export = what.add_parser("export", help="CSV of every answer (training cases flagged), unblinded (for the "
+                             "study's organiser only)")
     export.add_argument("study", help="the study folder")
     export.add_argument("--out", help="CSV file (default: standard output)")
     add_jsonl_option(export)
@@ -51,6 +71,12 @@ def reader_link(host, port, token):
     return f"http://{host}:{port}/r/{token}"
 
 
+def study_address(store):
+    """(host, port) the study's links were printed for (create's --host / --port)."""
+    info = store.info()
+    return info.get("host", DEFAULT_HOST), int(info.get("port", DEFAULT_PORT))
+
+
 def run(args, reporter):
     from ..review.store import StudyStore
 
@@ -58,28 +84,45 @@ def run(args, reporter):
         from ..review.study import create_study
 
         tokens = create_study(args.original, args.synthetic, args.out, [m.strip() for m in args.maps.split(",")],
-                              args.readers, args.seed, args.name, reporter)
+                              args.readers, args.seed, args.name, reporter, training=args.training,
+                              orientation=args.orientation, interpolation=args.interpolation,
+                              address=(args.host, args.port))
         lines = [f"{name}: {reader_link(args.host, args.port, token)}" for name, token in tokens.items()]
         reporter.result([args.out], "study written to {}; each reader's link (shown once, keep it):\n{}".format(
             args.out, "\n".join(lines)))
         return
     store = StudyStore(args.study)
     if args.what == "serve":
-        from ..review.server import serve
+        from ..review.server import bind, serve
 
-        reporter.result([args.study], f"serving {args.study} on http://{args.host}:{args.port}/r/<reader token> "
-                        "(Ctrl-C stops)")
-        serve(args.study, args.host, args.port)
+        printed = study_address(store)
+        host, listen = args.host or printed[0], args.port or printed[1]
+        warning = "" if (host, listen) == printed else (
+            f"\nwarning: the study's links were printed for http://{printed[0]}:{printed[1]}; readers must change "
+            f"them to http://{host}:{listen} (or serve without --host / --port)")
+        sock = bind(host, listen)  # a port in use is an error event and exit 2, before anything is announced
+        reporter.result([args.study], f"serving {args.study} on http://{host}:{listen}/r/<reader token> "
+                        f"(Ctrl-C stops){warning}")
+        serve(args.study, sock=sock)
+    elif args.what in ("add-reader", "reissue"):
+        if args.what == "add-reader":
+            name, token = args.name, store.add_reader(args.name)
+        else:
+            name, token = args.reader, store.reissue_token(args.reader)
+        host, listen = study_address(store)
+        reporter.result([args.study], f"{name}: {reader_link(host, listen, token)}" + (
+            " (shown once, keep it)" if args.what == "add-reader" else " (the old link no longer works)"))
     elif args.what == "analyze":
         from ..review.analysis import write_analysis
 
         tables = write_analysis(store, args.out)
         pooled = tables["noisier"][-1]
         reporter.result([args.out], f"{pooled['answers']} answers; synthetic judged noisier in "
-                        f"{pooled['synthetic_noisier']} ({pooled['proportion']:.1%}), P = {pooled['p_binomial']:.3g}; "
-                        f"report in {args.out}")
+                        f"{pooled['synthetic_noisier']} ({pooled['proportion']:.1%}; 95 % interval clustered by reader "
+                        f"and case {pooled['ci95_low_clustered']:.1%}-{pooled['ci95_high_clustered']:.1%}; "
+                        f"P = {pooled['p_binomial']:.3g} if answers were independent); report in {args.out}")
     elif args.what == "export":
-        answers = store.unblinded_answers()
+        answers = store.unblinded_answers(training=True)  # training answers too, flagged (analyze leaves them out)
         if args.out:
             import io
 
@@ -90,7 +133,13 @@ def run(args, reporter):
             write_output_file(args.out, text.getvalue())
             reporter.result([args.out], f"{len(answers)} answers written to {args.out}")
         else:
-            _write_answers(sys.stdout, answers)
+            try:
+                _write_answers(sys.stdout, answers)
+                sys.stdout.flush()
+            except BrokenPipeError:  # `review export STUDY | head`: the reader of the pipe had enough
+                import os
+
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     elif args.what == "lock":
         store.lock()
         reporter.result([args.study], f"{args.study} is locked: no more answers")

@@ -1,10 +1,20 @@
 """Analysis of a noise-review study: how often readers judged the synthetic map the noisier one.
 
-Per map and pooled over maps: the proportion of answers choosing the synthetic image, its Wilson 95 %
-score interval and an exact two-sided binomial test against 0.5 (scipy.stats.binomtest); per reader
-the same proportion and the median seconds per case (shown to answered); agreement between readers on
-"synthetic judged noisier" over the cases every reader answered: Cohen's kappa for two readers,
-Fleiss' kappa for three or more. Answers are the store's unblinded rows (store.unblinded_answers).
+Per map and pooled over maps: the proportion of answers choosing the synthetic image with
+- its Wilson 95 % score interval and an exact two-sided binomial test against 0.5 (scipy.stats.
+  binomtest), both of which treat every answer as independent;
+- a 95 % interval that accounts for answers clustering by reader and by case (cluster_bootstrap:
+  readers and cases resampled with replacement, independently, BOOTSTRAP_SAMPLES times; percentile
+  interval). This is the interval to judge the study by: the same reader, or the same case, answered
+  many times is not that many independent observations. It errs wide (Owen 2007, "the pigeonhole
+  bootstrap": answers that are in fact independent enter through both resamplings; about 1.5 x the
+  Wilson width for 8 readers x 60 cases), never narrow;
+- the confidence-weighted proportion (each answer weighted by its confidence, 1-5).
+Per reader the same proportion and the median reading seconds per case (both images on screen to
+answered, pauses left out); per confidence level the answers and their proportion; agreement between
+readers on "synthetic judged noisier" over the cases every reader answered: Cohen's kappa for two
+readers, Fleiss' kappa for three or more; the readers' comments. Answers are the store's unblinded
+rows of study cases (store.unblinded_answers: training cases are never analysed).
 """
 
 import csv
@@ -15,18 +25,50 @@ import numpy as np
 
 from ..core.json_values import without_nan
 from ..core.output_layout import ReviewAnalysisOutput
+from .store import CONFIDENCE_SCALE
 
 Z_95 = 1.959963984540054
+BOOTSTRAP_SAMPLES = 4000
+BOOTSTRAP_SEED = 0  # fixed: the same study gives the same interval every time it is analysed
+CONFIDENCE_LEVELS = (1, 2, 3, 4, 5)
 
 
 def wilson_interval(successes, trials, z=Z_95):
-    """Wilson score interval (low, high) of a binomial proportion; (nan, nan) for no trials."""
+    """Wilson score interval (low, high) of a binomial proportion, exactly 0 below at 0 successes and
+    exactly 1 above at `trials` (the formula's rounding would give 5.6e-17); (nan, nan) for no trials."""
     if trials == 0:
         return float("nan"), float("nan")
     p = successes / trials
     centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    return centre - half, centre + half
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
+
+
+def cluster_bootstrap(answers, samples=BOOTSTRAP_SAMPLES, seed=BOOTSTRAP_SEED):
+    """95 % percentile interval (low, high) of the proportion of answers with synthetic_chosen, with
+    readers and cases (the crossed clusters) resampled with replacement independently: a resample's
+    proportion weights each answer by how often its reader and its case were drawn. (nan, nan) without
+    answers; a single reader or case contributes no variance of its own (it is always drawn)."""
+    if not answers:
+        return float("nan"), float("nan")
+    readers = sorted({a["reader"] for a in answers})
+    cases = sorted({a["case"] for a in answers})
+    chosen = np.zeros((len(readers), len(cases)))
+    answered = np.zeros((len(readers), len(cases)))
+    r_index, c_index = {r: i for i, r in enumerate(readers)}, {c: i for i, c in enumerate(cases)}
+    for a in answers:
+        chosen[r_index[a["reader"]], c_index[a["case"]]] += bool(a["synthetic_chosen"])
+        answered[r_index[a["reader"]], c_index[a["case"]]] += 1
+    rng = np.random.default_rng(seed)
+    reader_draws = rng.multinomial(len(readers), np.full(len(readers), 1 / len(readers)), samples)
+    case_draws = rng.multinomial(len(cases), np.full(len(cases), 1 / len(cases)), samples)
+    hits = np.einsum("br,rc,bc->b", reader_draws, chosen, case_draws)
+    totals = np.einsum("br,rc,bc->b", reader_draws, answered, case_draws)
+    proportions = hits[totals > 0] / totals[totals > 0]
+    low, high = np.percentile(proportions, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def binomial_p(successes, trials):
@@ -59,11 +101,25 @@ def fleiss_kappa(counts):
     return float("nan") if chance == 1 else float((agreement - chance) / (1 - chance))
 
 
-def proportion_row(label, answers):
+def proportion_row(label, answers, clustered=True):
     k, n = sum(a["synthetic_chosen"] for a in answers), len(answers)
     low, high = wilson_interval(k, n)
-    return {"map": label, "answers": n, "synthetic_noisier": k, "proportion": k / n if n else float("nan"),
-            "ci95_low": low, "ci95_high": high, "p_binomial": binomial_p(k, n)}
+    row = {"map": label, "answers": n, "synthetic_noisier": k, "proportion": k / n if n else float("nan"),
+           "ci95_low": low, "ci95_high": high, "p_binomial": binomial_p(k, n)}
+    if clustered:
+        weights = np.array([a.get("confidence") or 0 for a in answers], dtype=float)
+        picked = np.array([bool(a["synthetic_chosen"]) for a in answers], dtype=float)
+        row["ci95_low_clustered"], row["ci95_high_clustered"] = cluster_bootstrap(answers)
+        row["proportion_confidence_weighted"] = (float((weights * picked).sum() / weights.sum()) if weights.sum()
+                                                 else float("nan"))
+    return row
+
+
+def by_confidence(answers):
+    """Per confidence level (1-5): answers and the proportion judging the synthetic map noisier."""
+    return [{"confidence": level, **{k: v for k, v in proportion_row(
+        "pooled", [a for a in answers if a.get("confidence") == level], clustered=False).items() if k != "map"}}
+        for level in CONFIDENCE_LEVELS]
 
 
 def agreement(answers):
@@ -92,19 +148,24 @@ def analyze(answers, maps):
     readers = []
     for name in dict.fromkeys(a["reader"] for a in answers):  # in the order of their first answer
         own = [a for a in answers if a["reader"] == name]
-        row = {k: v for k, v in proportion_row("pooled", own).items() if k != "map"}
+        row = {k: v for k, v in proportion_row("pooled", own, clustered=False).items() if k != "map"}
         readers.append({"reader": name, **row, "median_seconds": float(np.median([a["seconds"] for a in own]))})
     by_reader_map = [{"reader": r["reader"], **{m: "{}/{}".format(
         sum(a["synthetic_chosen"] for a in answers if a["reader"] == r["reader"] and a["map"] == m),
         sum(1 for a in answers if a["reader"] == r["reader"] and a["map"] == m)) for m in maps}} for r in readers]
+    comments = [{k: a.get(k) for k in COMMENT_COLUMNS} for a in answers if a.get("comment")]
     return {"noisier": noisier, "readers": readers, "reader_by_map": by_reader_map,
             "agreement": [dict(agreement([a for a in answers if a["map"] == m]), map=m) for m in maps]
-            + [dict(agreement(answers), map="pooled")]}
+            + [dict(agreement(answers), map="pooled")],
+            "by_confidence": by_confidence(answers), "comments": comments}
 
 
-def _write_csv(path, rows):
+COMMENT_COLUMNS = ("reader", "subject", "map", "position", "choice", "synthetic_chosen", "confidence", "comment")
+
+
+def _write_csv(path, rows, columns=None):
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["empty"])
+        writer = csv.DictWriter(handle, fieldnames=list(columns or (rows[0] if rows else ["empty"])))
         writer.writeheader()
         writer.writerows(rows)
 
@@ -124,6 +185,8 @@ def write_analysis(store, out_dir):
         _write_csv(layout.noisier, tables["noisier"])
         _write_csv(layout.readers, tables["readers"])
         _write_csv(layout.agreement, tables["agreement"])
+        _write_csv(layout.by_confidence, tables["by_confidence"])
+        _write_csv(layout.comments, tables["comments"], COMMENT_COLUMNS)
         summary = {"study": info.get("name"), "cases": len(store.cases()), "answers": len(answers), **tables}
         layout.summary.write_text(json.dumps(without_nan(summary), indent=2, allow_nan=False) + "\n")
         _write_figure(layout.figure, tables["noisier"], MAP_TITLES)
@@ -138,25 +201,36 @@ def _write_figure(path, rows, titles):
     import matplotlib.pyplot as plt
 
     labels = [titles.get(r["map"], "Pooled") for r in rows]
+    x = np.arange(len(rows))
     values = np.array([r["proportion"] for r in rows], dtype=float)
-    low = values - np.array([r["ci95_low"] for r in rows], dtype=float)
-    high = np.array([r["ci95_high"] for r in rows], dtype=float) - values
-    figure, axes = plt.subplots(figsize=(6, 3.2), dpi=120)
-    axes.bar(labels, np.nan_to_num(values), yerr=[np.nan_to_num(low), np.nan_to_num(high)], capsize=4,
-             color="#4c78a8")
+
+    def bars(low_key, high_key):  # error bars below and above, never negative (an interval ending at the value)
+        low = np.clip(values - np.array([r[low_key] for r in rows], dtype=float), 0, None)
+        high = np.clip(np.array([r[high_key] for r in rows], dtype=float) - values, 0, None)
+        return [np.nan_to_num(low), np.nan_to_num(high)]
+
+    figure, axes = plt.subplots(figsize=(6.4, 3.4), dpi=120)
+    axes.bar(x, np.nan_to_num(values), color="#4c78a8", width=0.6)
+    axes.errorbar(x - 0.08, np.nan_to_num(values), yerr=bars("ci95_low", "ci95_high"), fmt="none", ecolor="k",
+                  capsize=3, label="95 % Wilson (answers independent)")
+    axes.errorbar(x + 0.08, np.nan_to_num(values), yerr=bars("ci95_low_clustered", "ci95_high_clustered"), fmt="none",
+                  ecolor="#e45756", capsize=3, linewidth=2, label="95 % reader-and-case bootstrap")
     axes.axhline(0.5, color="k", linestyle="--", linewidth=1, label="chance")
-    axes.set_ylim(0, 1)
+    axes.set_xticks(x, labels)
+    axes.set_ylim(0, 1.15)
     axes.set_ylabel("synthetic judged noisier")
-    axes.legend(loc="upper right", frameon=False)
+    axes.legend(loc="upper right", frameon=False, fontsize=7, ncol=3)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
 
 
 def _cell(value, digits=3):
+    import html
+
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{value:.{digits}g}" if abs(value) < 1e-3 else f"{value:.{digits}f}"
-    return str(value)
+    return html.escape(str(value))
 
 
 def _table(rows, columns):
@@ -173,7 +247,16 @@ def _html(summary, figure_name, titles):
     proportion = [("map", "Map"), ("answers", "Answers"), ("synthetic_noisier", "Synthetic judged noisier"),
                   ("proportion", "Proportion"), ("ci95_low", "95 % CI low"), ("ci95_high", "95 % CI high"),
                   ("p_binomial", "P (binomial vs 0.5)")]
+    clustered = proportion[:4] + [("ci95_low_clustered", "95 % CI low, clustered"),
+                                  ("ci95_high_clustered", "95 % CI high, clustered"),
+                                  ("proportion_confidence_weighted", "Confidence-weighted proportion")]
     readers = [("reader", "Reader")] + proportion[1:] + [("median_seconds", "Median s per case")]
+    levels = [("confidence", "Confidence")] + proportion[1:6]
+    confidence = [dict(r, confidence=f"{r['confidence']} ({CONFIDENCE_SCALE[r['confidence']]})")
+                  for r in summary["by_confidence"]]
+    comments = [dict(r, map=titles.get(r["map"], r["map"])) for r in summary["comments"]]
+    comment_columns = [("reader", "Reader"), ("subject", "Subject"), ("map", "Map"), ("position", "Position"),
+                       ("synthetic_chosen", "Chose synthetic"), ("confidence", "Confidence"), ("comment", "Comment")]
     kappa = [("map", "Map"), ("readers", "Readers"), ("cases", "Cases answered by all"), ("method", "Kappa"),
              ("kappa", "Value")]
     grid = summary["reader_by_map"]
@@ -185,11 +268,17 @@ td,th{{border:1px solid #999;padding:.25em .6em;text-align:right}}</style></head
 <h1>Blinded noise review: {study}</h1>
 <p>{summary['cases']} cases (subject &times; map), {summary['answers']} answers. Each case showed the original and
 the synthetic map side by side (side drawn per reader); readers chose the noisier image.</p>
-<h2>Synthetic map judged noisier</h2>{_table(noisier, proportion)}
+<h2>Synthetic map judged noisier</h2>
+<p>Intervals that account for answers clustering by reader and by case (readers and cases resampled with
+replacement, {BOOTSTRAP_SAMPLES} times): the study's result.</p>{_table(noisier, clustered)}
+<p>The same counts treating every answer as independent (Wilson score interval, exact binomial test):</p>
+{_table(noisier, proportion)}
 <img src="{figure_name}" alt="Proportion of answers judging the synthetic map noisier, per map, with 95 % intervals">
+<h2>By confidence</h2>{_table(confidence, levels)}
 <h2>Readers</h2>{_table(summary['readers'], readers)}
 <h2>Synthetic judged noisier, reader &times; map (of the cases answered)</h2>{by_map}
 <h2>Agreement between readers</h2>{_table(agreement_rows, kappa)}
+<h2>Comments ({len(comments)})</h2>{_table(comments, comment_columns) if comments else "<p>None.</p>"}
 <p>Wilson score intervals; exact two-sided binomial tests against 0.5; Cohen's kappa for two readers,
 Fleiss' kappa for three or more, over the cases every reader answered.</p></body></html>
 """

@@ -9,7 +9,15 @@ its cases, its readers, each reader's presentation and their answers.
 - Blinding: a case's two images are stored under opaque names (random hex); which one is the
   synthetic is in `cases` alone, and a reader's side (left / right) of the synthetic image is drawn
   from the reader's recorded seed. Readers are identified by a secret token of which only the
-  SHA-256 is stored.
+  SHA-256 is stored; a re-issued token replaces it (the old link stops working).
+- A reader's presentation starts with the study's training cases (`training` in the study table:
+  that many cases drawn per reader, shown first, answered like any other and never analysed), then
+  every case once.
+- Reading time: `shown_at` is when the reader's page had both images on screen (mark_shown), not
+  when the case was requested; a pause the reader took is recorded with the answer (paused_seconds)
+  and left out of `seconds`.
+- An answer is a side and a required confidence (CONFIDENCE_SCALE), with an optional comment of at
+  most COMMENT_MAX characters; answers are final.
 - Times are UTC, ISO 8601 with seconds to 3 decimals.
 """
 
@@ -26,8 +34,10 @@ from ..core.errors import InputError
 from ..core.output_layout import StudyFolder
 
 APPLICATION_ID = 0x44545352  # "DTSR": a DTISynth reader study
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: training cases, required confidence, pauses, shown_at set by the page
 SIDES = ("left", "right")
+CONFIDENCE_SCALE = {1: "guess", 2: "unsure", 3: "fairly sure", 4: "sure", 5: "certain"}
+COMMENT_MAX = 2000  # characters
 
 SCHEMA = """
 CREATE TABLE study (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -50,19 +60,20 @@ CREATE TABLE presentations (
     position INTEGER NOT NULL,
     case_id INTEGER NOT NULL REFERENCES cases(id),
     synthetic_side TEXT NOT NULL CHECK (synthetic_side IN ('left', 'right')),
+    training INTEGER NOT NULL DEFAULT 0 CHECK (training IN (0, 1)),
     shown_at TEXT,
-    PRIMARY KEY (reader_id, position),
-    UNIQUE (reader_id, case_id));
+    PRIMARY KEY (reader_id, position));
 CREATE TABLE answers (
     reader_id INTEGER NOT NULL,
-    case_id INTEGER NOT NULL,
+    position INTEGER NOT NULL,
     choice TEXT NOT NULL CHECK (choice IN ('left', 'right')),
-    confidence INTEGER CHECK (confidence BETWEEN 1 AND 5),
+    confidence INTEGER NOT NULL CHECK (confidence BETWEEN 1 AND 5),
     comment TEXT,
     shown_at TEXT NOT NULL,
     answered_at TEXT NOT NULL,
-    PRIMARY KEY (reader_id, case_id),
-    FOREIGN KEY (reader_id, case_id) REFERENCES presentations(reader_id, case_id));
+    paused_seconds REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (reader_id, position),
+    FOREIGN KEY (reader_id, position) REFERENCES presentations(reader_id, position));
 """
 
 
@@ -82,7 +93,8 @@ class Reader:
 
 @dataclass(frozen=True)
 class Presentation:
-    """What a reader is shown: case `position` (1-based) of `total`, the map kind and the opaque
+    """What a reader is shown at `position` (1-based over their whole presentation, training cases
+    first): case `number` of `total` (of its kind: training or study), the map kind and the opaque
     image names on each side; `answer` is their choice when already answered."""
 
     position: int
@@ -91,6 +103,8 @@ class Presentation:
     left_image: str
     right_image: str
     answer: str = None
+    training: bool = False
+    number: int = None
 
 
 class StudyStore:
@@ -164,15 +178,16 @@ class StudyStore:
                                original_sha256)).lastrowid
 
     def add_reader(self, name):
-        """Add a reader and draw their presentation (every case, in an order and with sides drawn from
-        a seed recorded with them). Returns their secret token: shown once, stored only as a hash."""
+        """Add a reader and draw their presentation: the study's `training` cases (drawn among all),
+        then every case once, in an order and with sides drawn from a seed recorded with them. Returns
+        their secret token: shown once, stored only as a hash."""
         token = secrets.token_urlsafe(18)
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             self._check_unlocked(db)
-            study_seed = int(db.execute("SELECT value FROM study WHERE key = 'seed'").fetchone()[0])
+            info = dict(db.execute("SELECT key, value FROM study"))
             index = db.execute("SELECT COUNT(*) FROM readers").fetchone()[0]
-            seed = study_seed * 1000 + index
+            seed = int(info["seed"]) * 1000 + index
             try:
                 reader_id = db.execute("INSERT INTO readers (name, token_sha256, seed) VALUES (?, ?, ?)",
                                        (name, token_hash(token), seed)).lastrowid
@@ -182,16 +197,34 @@ class StudyStore:
             cases = [row[0] for row in db.execute("SELECT id FROM cases ORDER BY id")]
             rng = np.random.default_rng(seed)
             order, sides = rng.permutation(len(cases)), rng.integers(0, 2, len(cases))
-            db.executemany("INSERT INTO presentations (reader_id, position, case_id, synthetic_side) "
-                           "VALUES (?, ?, ?, ?)",
-                           [(reader_id, k + 1, cases[i], SIDES[s]) for k, (i, s) in enumerate(zip(order, sides))])
+            training = min(int(info.get("training", 0)), len(cases))
+            drills = rng.permutation(len(cases))[:training]
+            rows = [(cases[i], SIDES[s], 1) for i, s in zip(drills, rng.integers(0, 2, training))]
+            rows += [(cases[i], SIDES[s], 0) for i, s in zip(order, sides)]
+            db.executemany("INSERT INTO presentations (reader_id, position, case_id, synthetic_side, training) "
+                           "VALUES (?, ?, ?, ?, ?)", [(reader_id, k + 1, *row) for k, row in enumerate(rows)])
             db.execute("COMMIT")
+        return token
+
+    def reissue_token(self, name):
+        """A new secret token for reader `name` (a lost link); the old one stops working at once."""
+        token = secrets.token_urlsafe(18)
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            changed = db.execute("UPDATE readers SET token_sha256 = ? WHERE name = ?", (token_hash(token), name)).rowcount
+            db.execute("COMMIT")
+        if not changed:
+            raise InputError("--reader", "the name of one of the study's readers", repr(name))
         return token
 
     def lock(self):
         """No more answers, cases or readers."""
         with self._connect() as db:
             db.execute("UPDATE study SET value = '1' WHERE key = 'locked'")
+
+    def locked(self):
+        with self._connect() as db:
+            return db.execute("SELECT value FROM study WHERE key = 'locked'").fetchone()[0] == "1"
 
     def _check_unlocked(self, db):
         if db.execute("SELECT value FROM study WHERE key = 'locked'").fetchone()[0] == "1":
@@ -211,35 +244,53 @@ class StudyStore:
             return [Reader(*row) for row in db.execute("SELECT id, name FROM readers ORDER BY id")]
 
     def progress(self, reader):
-        """(answered, total) for a reader."""
+        """(answered, total) of a reader's study cases (training cases not counted)."""
         with self._connect() as db:
-            total = db.execute("SELECT COUNT(*) FROM presentations WHERE reader_id = ?", (reader.id,)).fetchone()[0]
-            done = db.execute("SELECT COUNT(*) FROM answers WHERE reader_id = ?", (reader.id,)).fetchone()[0]
+            total = db.execute("SELECT COUNT(*) FROM presentations WHERE reader_id = ? AND training = 0",
+                               (reader.id,)).fetchone()[0]
+            done = db.execute("SELECT COUNT(*) FROM answers a JOIN presentations p ON p.reader_id = a.reader_id "
+                              "AND p.position = a.position WHERE a.reader_id = ? AND p.training = 0",
+                              (reader.id,)).fetchone()[0]
         return done, total
 
-    def presentation(self, reader, position):
-        """Case `position` (1-based) as this reader sees it, or None past the end. Records the time it
-        was first shown."""
+    def training_cases(self, reader):
         with self._connect() as db:
-            total = db.execute("SELECT COUNT(*) FROM presentations WHERE reader_id = ?", (reader.id,)).fetchone()[0]
+            return db.execute("SELECT COUNT(*) FROM presentations WHERE reader_id = ? AND training = 1",
+                              (reader.id,)).fetchone()[0]
+
+    def presentation(self, reader, position):
+        """Position `position` (1-based, training cases first) as this reader sees it, or None past the
+        end. Reading it records nothing (mark_shown starts the clock)."""
+        with self._connect() as db:
             row = db.execute(
-                "SELECT p.synthetic_side, c.map, c.synthetic_image, c.original_image, a.choice "
+                "SELECT p.synthetic_side, p.training, c.map, c.synthetic_image, c.original_image, a.choice, "
+                "(SELECT COUNT(*) FROM presentations q WHERE q.reader_id = p.reader_id AND q.training = p.training), "
+                "(SELECT COUNT(*) FROM presentations q WHERE q.reader_id = p.reader_id AND q.training = 1) "
                 "FROM presentations p JOIN cases c ON c.id = p.case_id "
-                "LEFT JOIN answers a ON a.reader_id = p.reader_id AND a.case_id = p.case_id "
+                "LEFT JOIN answers a ON a.reader_id = p.reader_id AND a.position = p.position "
                 "WHERE p.reader_id = ? AND p.position = ?", (reader.id, position)).fetchone()
-            if row is None:
-                return None
-            db.execute("UPDATE presentations SET shown_at = ? WHERE reader_id = ? AND position = ? "
-                       "AND shown_at IS NULL", (now(), reader.id, position))
-        side, map_name, synthetic, original, answer = row
+        if row is None:
+            return None
+        side, training, map_name, synthetic, original, answer, count, drills = row
         left, right = (synthetic, original) if side == "left" else (original, synthetic)
-        return Presentation(position, total, map_name, left, right, answer)
+        number = position if training else position - drills
+        return Presentation(position, count, map_name, left, right, answer, bool(training), number)
+
+    def mark_shown(self, reader, position):
+        """Record that the reader's page shows case `position` (both images on screen): the start of its
+        reading time, kept from the first time. False for a position the reader does not have."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            changed = db.execute("UPDATE presentations SET shown_at = COALESCE(shown_at, ?) WHERE reader_id = ? "
+                                 "AND position = ?", (now(), reader.id, position)).rowcount
+            db.execute("COMMIT")
+        return bool(changed)
 
     def next_position(self, reader):
         """The first unanswered position of this reader (where they resume), or None when done."""
         with self._connect() as db:
             row = db.execute("SELECT MIN(p.position) FROM presentations p LEFT JOIN answers a "
-                             "ON a.reader_id = p.reader_id AND a.case_id = p.case_id "
+                             "ON a.reader_id = p.reader_id AND a.position = p.position "
                              "WHERE p.reader_id = ? AND a.choice IS NULL", (reader.id,)).fetchone()
         return row[0]
 
@@ -251,34 +302,40 @@ class StudyStore:
         return {name for row in rows for name in row}
 
     # ------------------------------------------------------------------ answering
-    def answer(self, reader, position, choice, confidence=None, comment=None):
-        """Record this reader's choice (left / right: the noisier image) for case `position`, in one
-        transaction. Answering again with the same choice is a no-op (a retried request); changing a
-        recorded answer is refused."""
+    def answer(self, reader, position, choice, confidence, comment=None, paused_seconds=0.0):
+        """Record this reader's choice (left / right: the noisier image) and confidence (1-5,
+        CONFIDENCE_SCALE) for case `position`, in one transaction. Sending the same answer again is a
+        no-op (a retried request, returns False); any other answer to an answered case is refused."""
         if choice not in SIDES:
             raise InputError("answer", "choice left or right", repr(choice))
-        if confidence is not None and (not isinstance(confidence, int) or not 1 <= confidence <= 5):
-            raise InputError("answer", "confidence an integer 1-5 or none", repr(confidence))
+        if isinstance(confidence, bool) or not isinstance(confidence, int) or confidence not in CONFIDENCE_SCALE:
+            raise InputError("answer", "a confidence from 1 (guess) to 5 (certain)", repr(confidence))
+        comment = comment or None
+        if comment is not None and (not isinstance(comment, str) or len(comment) > COMMENT_MAX):
+            raise InputError("answer", f"a comment of at most {COMMENT_MAX} characters",
+                             f"{len(comment)} characters" if isinstance(comment, str) else repr(comment))
+        paused = float(paused_seconds or 0.0)
+        if not 0.0 <= paused < 86400.0:
+            raise InputError("answer", "paused seconds in [0, 86400)", repr(paused_seconds))
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 self._check_unlocked(db)
-                row = db.execute("SELECT case_id, shown_at FROM presentations WHERE reader_id = ? AND position = ?",
+                row = db.execute("SELECT shown_at FROM presentations WHERE reader_id = ? AND position = ?",
                                  (reader.id, position)).fetchone()
                 if row is None:
                     raise InputError("answer", "a case position of this reader", repr(position))
-                case_id, shown_at = row
-                previous = db.execute("SELECT choice FROM answers WHERE reader_id = ? AND case_id = ?",
-                                      (reader.id, case_id)).fetchone()
+                previous = db.execute("SELECT choice, confidence, comment FROM answers WHERE reader_id = ? "
+                                      "AND position = ?", (reader.id, position)).fetchone()
                 if previous is not None:
-                    if previous[0] != choice:
+                    if tuple(previous) != (choice, confidence, comment):
                         raise InputError("answer", f"case {position} unanswered (answers are final)",
-                                         f"already answered {previous[0]}")
+                                         "already answered {} with confidence {}".format(*previous))
                     db.execute("ROLLBACK")
                     return False
                 answered = now()
-                db.execute("INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           (reader.id, case_id, choice, confidence, comment or None, shown_at or answered, answered))
+                db.execute("INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (reader.id, position, choice, confidence, comment, row[0] or answered, answered, paused))
                 db.execute("COMMIT")
                 return True
             except BaseException:
@@ -287,24 +344,28 @@ class StudyStore:
                 raise
 
     # ------------------------------------------------------------------ unblinded (analysis, export)
-    def unblinded_answers(self):
-        """Every answer with its truth: dicts of reader, subject, map, case, position, choice,
-        synthetic_side, synthetic_chosen, confidence, comment, shown_at, answered_at, seconds."""
+    def unblinded_answers(self, training=False):
+        """Every answer to a study case (with `training`, to the training cases too) with its truth:
+        dicts of reader, subject, map, case, position, training, choice, synthetic_side, synthetic_chosen,
+        confidence, comment, shown_at, answered_at, paused_seconds, seconds (reading time less pauses)."""
         with self._connect() as db:
             rows = db.execute(
-                "SELECT r.name, c.subject, c.map, c.id, p.position, a.choice, p.synthetic_side, a.confidence, "
-                "a.comment, a.shown_at, a.answered_at FROM answers a "
-                "JOIN readers r ON r.id = a.reader_id JOIN cases c ON c.id = a.case_id "
-                "JOIN presentations p ON p.reader_id = a.reader_id AND p.case_id = a.case_id "
-                "ORDER BY r.id, p.position").fetchall()
-        keys = ("reader", "subject", "map", "case", "position", "choice", "synthetic_side", "confidence", "comment",
-                "shown_at", "answered_at")
+                "SELECT r.name, c.subject, c.map, c.id, p.position, p.training, a.choice, p.synthetic_side, "
+                "a.confidence, a.comment, a.shown_at, a.answered_at, a.paused_seconds FROM answers a "
+                "JOIN readers r ON r.id = a.reader_id "
+                "JOIN presentations p ON p.reader_id = a.reader_id AND p.position = a.position "
+                "JOIN cases c ON c.id = p.case_id WHERE p.training = 0 OR ? ORDER BY r.id, p.position",
+                (int(bool(training)),)).fetchall()
+        keys = ("reader", "subject", "map", "case", "position", "training", "choice", "synthetic_side", "confidence",
+                "comment", "shown_at", "answered_at", "paused_seconds")
         answers = []
         for row in rows:
             entry = dict(zip(keys, row))
+            entry["training"] = bool(entry["training"])
             entry["synthetic_chosen"] = entry["choice"] == entry["synthetic_side"]
-            entry["seconds"] = (datetime.fromisoformat(entry["answered_at"])
-                                - datetime.fromisoformat(entry["shown_at"])).total_seconds()
+            elapsed = (datetime.fromisoformat(entry["answered_at"])
+                       - datetime.fromisoformat(entry["shown_at"])).total_seconds()
+            entry["seconds"] = max(0.0, elapsed - entry["paused_seconds"])
             answers.append(entry)
         return answers
 

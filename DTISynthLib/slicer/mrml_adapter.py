@@ -319,11 +319,13 @@ def load_results(scene, synthesis_dir, evaluation_dir=None, name="DTISynth", sub
 
 
 def load_review_analysis(scene, analysis_dir, name="Noise review"):
-    """Table nodes of a `dtisynth review analyze` output: {"noisier", "readers", "agreement": node}."""
+    """Table nodes of a `dtisynth review analyze` output: {"noisier", "readers", "agreement", "by_confidence":
+    node}."""
     layout = ReviewAnalysisOutput(analysis_dir)
     nodes = {}
     for key, path, title in (("noisier", layout.noisier, "synthetic judged noisier"),
-                             ("readers", layout.readers, "readers"), ("agreement", layout.agreement, "agreement")):
+                             ("readers", layout.readers, "readers"), ("agreement", layout.agreement, "agreement"),
+                             ("by_confidence", layout.by_confidence, "by confidence")):
         with open(path, newline="") as handle:
             rows = list(csv.DictReader(handle))
         columns = list(rows[0]) if rows else []

@@ -2,7 +2,9 @@
 views (side by side), both images with one colour map and the map kind's fixed window, under neutral
 node names; answers go to the study's store (review.store), as the browser page's do.
 
-The Qt panel only forwards buttons and shortcuts (left / right arrow, 1-5) to this class.
+The Qt panel only forwards buttons and shortcuts (left / right arrow, 1-5) to this class. As on the
+browser page, a case's reading clock starts once both images are in the views (store.mark_shown),
+training cases come first, and an answer needs a confidence (1-5, store.CONFIDENCE_SCALE).
 """
 
 from ..core.output_layout import StudyFolder
@@ -37,7 +39,7 @@ class ReviewSession:
         if self.shown is None:
             answered, total = self.store.progress(self.reader)
             return f"Done: {answered} of {total}" if answered == total else "Not started"
-        return f"Case {self.shown.position} of {self.shown.total}"
+        return f"{'Training case' if self.shown.training else 'Case'} {self.shown.number} of {self.shown.total}"
 
     def show_next(self):
         """Load the reader's first unanswered case (where they resume); None when all are answered."""
@@ -48,9 +50,10 @@ class ReviewSession:
             for side in ("left", "right"):
                 self.nodes[side] = self._load(side, getattr(self.shown, f"{side}_image"))
             self._show_side_by_side()
+            self.store.mark_shown(self.reader, position)
         return self.shown
 
-    def answer(self, choice, confidence=None, comment=None):
+    def answer(self, choice, confidence, comment=None):
         """Store the choice (left / right: the noisier image) for the case shown, then show the next."""
         if self.shown is None:
             from ..core.errors import InputError

@@ -642,6 +642,21 @@ def case_review_create_port(i, f):
             "--port", "70000"], ["--port", "a port number from 1 to 65535", "'70000'"]
 
 
+def case_review_create_training_negative(i, f):
+    return ["review", "create", "--original", str(i.cohort), "--synthetic", str(i.synthetic), "--out", str(f / "out"),
+            "--training", "-1"], ["--training", "a number of training cases >= 0", "-1"]
+
+
+def case_review_add_reader_taken(i, f):
+    return ["review", "add-reader", str(i.study), "--name", "reader-1"], ["reader name", "a name no other reader",
+                                                                           "'reader-1'"]
+
+
+def case_review_reissue_unknown(i, f):
+    return ["review", "reissue", str(i.study), "--reader", "nobody"], ["--reader", "one of the study's readers",
+                                                                        "'nobody'"]
+
+
 def case_review_serve_not_a_study(i, f):
     (f / "notastudy").mkdir()
     return ["review", "serve", str(f / "notastudy")], ["notastudy", "expected", "found"]
@@ -790,6 +805,9 @@ CASES = [  # (id, class, build)
     ("review-create-maps", "usage", case_review_create_maps),
     ("review-create-readers0", "usage", case_review_create_readers0),
     ("review-create-port", "usage", case_review_create_port),
+    ("review-create-training-negative", "usage", case_review_create_training_negative),
+    ("review-add-reader-taken", "usage", case_review_add_reader_taken),
+    ("review-reissue-unknown", "usage", case_review_reissue_unknown),
     ("review-serve-not-a-study", "file", case_review_serve_not_a_study),
     ("review-analyze-not-sqlite", "file", case_review_analyze_not_sqlite),
     ("review-export-out-is-a-folder", "output", case_review_export_out_is_a_folder),

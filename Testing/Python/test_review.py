@@ -6,9 +6,11 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +26,11 @@ from DTISynthLib.core.output_layout import (
 from DTISynthLib.review.analysis import (
     analyze,
     binomial_p,
+    cluster_bootstrap,
     cohen_kappa,
     fleiss_kappa,
     wilson_interval,
+    write_analysis,
 )
 from DTISynthLib.review.store import APPLICATION_ID, SCHEMA_VERSION, StudyStore
 from DTISynthLib.review.study import create_study
@@ -35,8 +39,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
 
-def _store_with_cases(folder, cases=6, readers=("ann", "bob")):
+def _store_with_cases(folder, cases=6, readers=("ann", "bob"), training=0):
     store = StudyStore.create(folder, "test", seed=3)
+    store.set_info({"training": str(training), "maps": json.dumps(["fa", "md"])})
     for k in range(cases):
         store.add_case(f"sub-{k // 2}", ("fa", "md")[k % 2], f"s{k:02d}.nii", f"o{k:02d}.nii", "0" * 64, "1" * 64)
     tokens = {name: store.add_reader(name) for name in readers}
@@ -88,18 +93,21 @@ def test_tokens_presentations_sides_and_resume(tmp_path):
     # Resume: the first unanswered position, whatever order the answers came in.
     assert store.next_position(ann) == 1
     store.answer(ann, 1, "left", 4, "grainy")
-    store.answer(ann, 3, "right")
+    store.answer(ann, 3, "right", 2)
     assert store.next_position(ann) == 2 and store.progress(ann) == (2, 6)
     assert store.presentation(ann, 1).answer == "left" and store.presentation(ann, 2).answer is None
-    # Final answers: a retried identical answer is a no-op, a changed one is refused.
-    assert store.answer(ann, 1, "left") is False
-    with pytest.raises(InputError, match="answers are final.*already answered left"):
-        store.answer(ann, 1, "right")
-    for bad, match in ((("up",), "left or right"), (("left", 6), "confidence"), (("left", 0), "confidence")):
+    # Final answers: a retried identical answer is a no-op; another side, confidence or comment is refused.
+    assert store.answer(ann, 1, "left", 4, "grainy") is False
+    for changed in (("right", 4, "grainy"), ("left", 5, "grainy"), ("left", 4, None)):
+        with pytest.raises(InputError, match="answers are final.*already answered left with confidence 4"):
+            store.answer(ann, 1, *changed)
+    for bad, match in ((("up", 3), "left or right"), (("left", 6), "confidence"), (("left", 0), "confidence"),
+                       (("left", None), "confidence from 1"), (("left", True), "confidence"),
+                       (("left", 3, "x" * 2001), "at most 2000 characters"), (("left", 3, None, -1.0), "paused")):
         with pytest.raises(InputError, match=match):
             store.answer(ann, 2, *bad)
     with pytest.raises(InputError, match="a case position of this reader"):
-        store.answer(ann, 99, "left")
+        store.answer(ann, 99, "left", 3)
     assert store.progress(ann) == (2, 6)
     # A reader's images are their own cases' (here every reader has every case).
     assert store.reader_images(ann) == {f"{s}{k:02d}.nii" for s in "so" for k in range(6)}
@@ -107,12 +115,49 @@ def test_tokens_presentations_sides_and_resume(tmp_path):
         store.add_case("sub-9", "fa", "a.nii", "b.nii", "0", "1")
     with pytest.raises(InputError, match="a name no other reader"):
         store.add_reader("ann")
+    # A lost link: a new token for the same reader, the old one refused from then on.
+    renewed = store.reissue_token("ann")
+    assert store.reader_for_token(tokens["ann"]) is None and store.reader_for_token(renewed) == ann
+    with pytest.raises(InputError, match="one of the study's readers"):
+        store.reissue_token("zoe")
     store.lock()
+    assert store.locked()
     with pytest.raises(InputError, match="locked"):
-        store.answer(ann, 2, "left")
+        store.answer(ann, 2, "left", 3)
     answers = store.unblinded_answers()
     assert [(a["reader"], a["position"], a["choice"]) for a in answers] == [("ann", 1, "left"), ("ann", 3, "right")]
     assert answers[0]["confidence"] == 4 and answers[0]["comment"] == "grainy" and answers[0]["seconds"] >= 0
+
+
+def test_the_clock_starts_when_shown_pauses_are_left_out_and_training_cases_come_first(tmp_path):
+    store, tokens = _store_with_cases(tmp_path, cases=6, readers=("ann", "bob"), training=2)
+    ann = store.reader_for_token(tokens["ann"])
+    first, second, third = (store.presentation(ann, k) for k in (1, 2, 3))
+    assert (first.training, first.number, first.total) == (True, 1, 2) and second.training
+    assert (third.training, third.number, third.total) == (False, 1, 6)
+    assert store.presentation(ann, 9) is None and store.progress(ann) == (0, 6) and store.training_cases(ann) == 2
+    study = [store.presentation(ann, k) for k in range(3, 9)]
+    assert sorted(p.left_image[1:] for p in study) == [f"{k:02d}.nii" for k in range(6)]  # every case once
+    # Reading a case records nothing (an organiser looking, a prefetch); mark_shown starts its clock, once.
+    with sqlite3.connect(StudyFolder(tmp_path).database) as db:
+        assert db.execute("SELECT COUNT(*) FROM presentations WHERE shown_at IS NOT NULL").fetchone()[0] == 0
+    assert store.mark_shown(ann, 3) and not store.mark_shown(ann, 99)
+    with sqlite3.connect(StudyFolder(tmp_path).database) as db:
+        started = db.execute("SELECT shown_at FROM presentations WHERE position = 3 AND reader_id = ?",
+                             (ann.id,)).fetchone()[0]
+        db.execute("UPDATE presentations SET shown_at = '2026-01-01T10:00:00.000+00:00' WHERE position = 3")
+    assert started is not None
+    store.mark_shown(ann, 3)  # shown again (a reload): the first showing counts
+    store.answer(ann, 1, "left", 1)
+    store.answer(ann, 2, "right", 2)
+    store.answer(ann, 3, "right", 5, paused_seconds=30.0)
+    assert store.progress(ann) == (1, 6) and store.next_position(ann) == 4
+    answers = store.unblinded_answers()
+    assert [a["position"] for a in answers] == [3]  # training answers are never analysed
+    elapsed = (datetime.fromisoformat(answers[0]["answered_at"])
+               - datetime.fromisoformat("2026-01-01T10:00:00.000+00:00")).total_seconds()
+    assert answers[0]["seconds"] == pytest.approx(elapsed - 30.0) and answers[0]["paused_seconds"] == 30.0
+    assert [a["training"] for a in store.unblinded_answers(training=True)] == [True, True, False]
 
 
 def _answer_all(folder, token, results):
@@ -120,7 +165,7 @@ def _answer_all(folder, token, results):
     reader = store.reader_for_token(token)
     done = 0
     for position in range(1, store.progress(reader)[1] + 1):
-        done += store.answer(reader, position, "left" if position % 2 else "right")
+        done += store.answer(reader, position, "left" if position % 2 else "right", 3)
     results.put(done)
 
 
@@ -146,7 +191,7 @@ from DTISynthLib.review.store import StudyStore
 store = StudyStore(sys.argv[1])
 reader = store.reader_for_token(sys.argv[2])
 for position in range(1, 10001):
-    store.answer(reader, position, "left")
+    store.answer(reader, position, "left", 3)
     print(position, flush=True)  # printed only after the commit returned: what a page would confirm
 """
 
@@ -175,7 +220,9 @@ def test_wilson_binomial_and_kappas_against_published_values():
     low, high = wilson_interval(5, 10)
     assert (round(low, 4), round(high, 4)) == (0.2366, 0.7634)  # Wilson (1927) / Newcombe (1998) table
     low, high = wilson_interval(0, 10)
-    assert low == pytest.approx(0, abs=1e-12) and round(high, 4) == 0.2775
+    assert low == 0.0 and round(high, 4) == 0.2775  # exactly 0, not the formula's 5.6e-17
+    low, high = wilson_interval(10, 10)
+    assert high == 1.0 and round(low, 4) == 0.7225
     assert binomial_p(8, 10) == pytest.approx(0.109375)  # 2 * (1 + 10 + 45) / 1024
     assert binomial_p(5, 10) == pytest.approx(1.0)
     # Cohen (1960)-style 2 x 2: 20 yes/yes, 5 yes/no, 10 no/yes, 15 no/no -> po 0.7, pe 0.5, kappa 0.4
@@ -198,7 +245,9 @@ def test_analysis_counts_each_map_reader_and_agreement():
         for reader in ("ann", "bob", "cid"):
             chosen = bool(case % 3 != 2 or reader == "ann") if case < 27 else bool(rng.integers(0, 2))
             answers.append({"reader": reader, "case": case, "map": map_name, "synthetic_chosen": chosen,
-                            "seconds": 2.0 + case})
+                            "seconds": 2.0 + case, "confidence": 1 + (case + len(reader)) % 5,
+                            "comment": "grainy" if case == 4 and reader == "bob" else None, "subject": "s",
+                            "position": case + 1, "choice": "left"})
     tables = analyze(answers, ["color", "fa", "md"])
     by_map = {r["map"]: r for r in tables["noisier"]}
     for map_name in ("color", "fa", "md", "pooled"):
@@ -214,6 +263,49 @@ def test_analysis_counts_each_map_reader_and_agreement():
     assert two["method"] == "Cohen"
     assert tables["reader_by_map"][1]["color"] == "{}/10".format(
         sum(a["synthetic_chosen"] for a in answers if a["reader"] == "bob" and a["map"] == "color"))
+    # Confidence: per level, and the weighted proportion by hand.
+    levels = {r["confidence"]: r for r in tables["by_confidence"]}
+    for level in range(1, 6):
+        own = [a for a in answers if a["confidence"] == level]
+        assert levels[level]["answers"] == len(own)
+        assert levels[level]["synthetic_noisier"] == sum(a["synthetic_chosen"] for a in own)
+    weights = np.array([a["confidence"] for a in answers])
+    picked = np.array([a["synthetic_chosen"] for a in answers])
+    assert by_map["pooled"]["proportion_confidence_weighted"] == pytest.approx((weights * picked).sum() / weights.sum())
+    assert [(c["reader"], c["comment"]) for c in tables["comments"]] == [("bob", "grainy")]
+
+
+def test_the_clustered_interval_widens_when_answers_cluster_by_reader():
+    """Two readers, 40 cases: one always picks the synthetic map, the other never. Answers treated as
+    independent give a tight interval around 0.5; resampling readers shows the study cannot tell."""
+    answers = [{"reader": r, "case": c, "synthetic_chosen": r == "ann"} for r in ("ann", "bob") for c in range(40)]
+    wilson = wilson_interval(40, 80)
+    low, high = cluster_bootstrap(answers)
+    assert wilson[1] - wilson[0] < 0.25 and (low, high) == (0.0, 1.0)
+    assert cluster_bootstrap(answers) == (low, high)  # seeded: the same study, the same interval
+    # Unclustered answers (every reader and case alike): the two-way bootstrap is conservative (Owen 2007:
+    # the answers' own variance enters through both resamplings), about 1.5 x the Wilson width here.
+    rng = np.random.default_rng(3)
+    mixed = [{"reader": r, "case": c, "synthetic_chosen": bool(rng.random() < 0.7)} for r in range(8) for c in range(60)]
+    k = sum(a["synthetic_chosen"] for a in mixed)
+    w_low, w_high = wilson_interval(k, len(mixed))
+    low, high = cluster_bootstrap(mixed)
+    assert 1.0 < (high - low) / (w_high - w_low) < 1.7 and low < k / len(mixed) < high
+    assert cluster_bootstrap([{"reader": "a", "case": 1, "synthetic_chosen": True}] * 3) == (1.0, 1.0)
+    assert all(np.isnan(cluster_bootstrap([])))
+
+
+def test_a_map_nobody_judged_synthetic_noisier_is_analysed(tmp_path):
+    store, tokens = _store_with_cases(tmp_path / "study", cases=4, readers=("ann",))
+    ann = store.reader_for_token(tokens["ann"])
+    synthetic = {c["synthetic_image"] for c in store.cases()}
+    for position in range(1, 5):  # always the original: 0 "synthetic noisier" for every map
+        shown = store.presentation(ann, position)
+        store.answer(ann, position, "right" if shown.left_image in synthetic else "left", 3)
+    tables = write_analysis(store, tmp_path / "analysis")
+    assert [r["synthetic_noisier"] for r in tables["noisier"]] == [0, 0, 0]
+    assert [r["ci95_low"] for r in tables["noisier"]] == [0.0, 0.0, 0.0]
+    assert ReviewAnalysisOutput(tmp_path / "analysis").figure.stat().st_size > 1000
 
 
 # ----------------------------------------------------------------------------- a study from DTIs
@@ -225,11 +317,23 @@ def study_inputs(tmp_path_factory):
     return write_noisier_synthetic_cohort(tmp_path_factory.mktemp("review"), 2, noise=0.08)
 
 
-def test_a_study_from_dtis_is_blinded_and_complete(study_inputs, tmp_path):
+def test_a_study_from_dtis_is_blinded_and_complete(study_inputs, tmp_path, monkeypatch):
+    import random
+
+    import DTISynthLib.io.nifti as nifti
+
     original, synthetic = study_inputs
-    tokens = create_study(original, synthetic, tmp_path / "study", readers="ann,bob", seed=7)
+    written = []
+    for name in ("write_nifti", "write_nifti_rgb24"):
+        monkeypatch.setattr(nifti, name, lambda path, *a, _write=getattr(nifti, name), **k: (
+            written.append(Path(path).name), _write(path, *a, **k))[1])
+    tokens = create_study(original, synthetic, tmp_path / "study", readers="ann,bob", seed=7, rng=random.Random(1))
     store = StudyStore(tmp_path / "study")
     cases = store.cases()
+    # The two files of a case are written in a random order, and all carry one modification time.
+    first = [written.index(c["synthetic_image"]) < written.index(c["original_image"]) for c in cases]
+    assert 0 < sum(first) < len(cases)
+    assert len({p.stat().st_mtime_ns for p in StudyFolder(tmp_path / "study").images.iterdir()}) == 1
     assert len(cases) == 10 and {c["map"] for c in cases} == {"color", "fa", "md", "ad", "rd"}
     layout = StudyFolder(tmp_path / "study")
     files = sorted(p.name for p in layout.images.iterdir())
@@ -267,36 +371,73 @@ def test_review_commands_create_analyze_export_lock(study_inputs, tmp_path, caps
     original, synthetic = study_inputs
     study = tmp_path / "study"
     assert main(["review", "create", "--original", str(original), "--synthetic", str(synthetic), "--out", str(study),
-                 "--maps", "fa,md", "--readers", "2", "--seed", "1", "--jsonl"]) == 0
+                 "--maps", "fa,md", "--readers", "2", "--seed", "1", "--training", "1", "--port", "9001",
+                 "--jsonl"]) == 0
     result = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"result"' in line][-1]
     links = [line.split(": ", 1)[1] for line in result["message"].splitlines()[1:]]
-    assert len(links) == 2 and all(link.startswith("http://127.0.0.1:8765/r/") for link in links)
+    assert len(links) == 2 and all(link.startswith("http://127.0.0.1:9001/r/") for link in links)
     store = StudyStore(study)
+    info = store.info()
+    assert (info["orientation"], info["interpolation"], info["training"], info["port"]) == (
+        "radiological", "nearest", "1", "9001")
     # Two readers answer every case: ann always picks the synthetic image, bob always the left one.
     truth = {}
     for link, rule in zip(links, ("synthetic", "left")):
         reader = store.reader_for_token(link.rsplit("/", 1)[1])
-        for position in range(1, store.progress(reader)[1] + 1):
+        assert store.training_cases(reader) == 1
+        for position in range(1, store.progress(reader)[1] + 2):
             shown = store.presentation(reader, position)
             synthetic_side = "left" if shown.left_image in {c["synthetic_image"] for c in store.cases()} else "right"
             choice = synthetic_side if rule == "synthetic" else "left"
-            store.answer(reader, position, choice)
-            truth[(reader.name, position)] = (choice, choice == synthetic_side)
+            store.answer(reader, position, choice, 4, "x" * 1900)
+            if not shown.training:
+                truth[(reader.name, position)] = (choice, choice == synthetic_side)
     assert main(["review", "export", str(study), "--out", str(tmp_path / "answers.csv")]) == 0
     rows = list(csv.DictReader((tmp_path / "answers.csv").open()))
-    assert {(r["reader"], int(r["position"])): (r["choice"], r["synthetic_chosen"] == "True") for r in rows} == truth
+    assert {(r["reader"], int(r["position"])): (r["choice"], r["synthetic_chosen"] == "True") for r in rows
+            if r["training"] == "False"} == truth
+    assert sum(r["training"] == "True" for r in rows) == 2  # exported, flagged; never analysed
     assert main(["review", "analyze", str(study), "--out", str(tmp_path / "analysis")]) == 0
     out = ReviewAnalysisOutput(tmp_path / "analysis")
     noisier = {r["map"]: r for r in csv.DictReader(out.noisier.open())}
     assert int(noisier["pooled"]["answers"]) == 8
     assert int(noisier["pooled"]["synthetic_noisier"]) == sum(chosen for _, chosen in truth.values())
+    assert float(noisier["pooled"]["ci95_low_clustered"]) <= float(noisier["pooled"]["proportion"])
     readers = {r["reader"]: r for r in csv.DictReader(out.readers.open())}
     assert readers["reader-1"]["synthetic_noisier"] == "4"
     agreement = {r["map"]: r for r in csv.DictReader(out.agreement.open())}
     assert agreement["pooled"]["method"] == "Cohen" and agreement["pooled"]["cases"] == "4"
-    assert out.figure.stat().st_size > 1000 and "<td>Cohen</td>" in out.report.read_text()
+    assert len(list(csv.DictReader(out.comments.open()))) == 8
+    assert [int(r["answers"]) for r in csv.DictReader(out.by_confidence.open())] == [0, 0, 0, 8, 0]
+    report = out.report.read_text()
+    assert out.figure.stat().st_size > 1000 and "<td>Cohen</td>" in report and "clustered" in report
     assert json.loads(out.summary.read_text())["answers"] == 8
+    # Organiser tools: a new reader, a lost link re-issued, links for the study's port.
+    capsys.readouterr()
+    assert main(["review", "add-reader", str(study), "--name", "cid", "--jsonl"]) == 0
+    link = json.loads(capsys.readouterr().out.splitlines()[-1])["message"].split(": ", 1)[1].split()[0]
+    assert link.startswith("http://127.0.0.1:9001/r/") and store.reader_for_token(link.rsplit("/", 1)[1]).name == "cid"
+    assert main(["review", "reissue", str(study), "--reader", "reader-1", "--jsonl"]) == 0
+    renewed = json.loads(capsys.readouterr().out.splitlines()[-1])["message"].split(": ", 1)[1].split()[0]
+    assert store.reader_for_token(links[0].rsplit("/", 1)[1]) is None
+    assert store.reader_for_token(renewed.rsplit("/", 1)[1]).name == "reader-1"
+    assert main(["review", "reissue", str(study), "--reader", "nobody"]) == 2
+    assert "one of the study's readers" in capsys.readouterr().err
+    # `export | head`: the pipe closes early (the answers are over a pipe buffer), quietly.
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    piped = subprocess.run(f"'{sys.executable}' -m DTISynthLib review export '{study}' | head -c 100; "
+                           "exit ${PIPESTATUS[0]}", shell=True, executable="/bin/bash", env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and piped.stderr == "" and piped.stdout.startswith("reader,subject")
+    # `serve` on a port in use: exit 2 and an error event, not a traceback.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        capsys.readouterr()
+        assert main(["review", "serve", str(study), "--port", str(taken.getsockname()[1]), "--jsonl"]) == 2
+        event = json.loads(capsys.readouterr().out.splitlines()[-1])
+        assert event["event"] == "error" and "free to listen on" in event["message"]
     assert main(["review", "lock", str(study)]) == 0
-    reader = store.reader_for_token(links[0].rsplit("/", 1)[1])
+    reader = store.reader_for_token(renewed.rsplit("/", 1)[1])
     with pytest.raises(InputError, match="locked"):
-        store.answer(reader, 1, "left")
+        store.answer(reader, 5, "left", 3)

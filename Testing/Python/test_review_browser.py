@@ -1,10 +1,13 @@
 """The review page end to end: the real server (uvicorn) in its own process, NiiVue in Debian's chromium
-driven by Playwright (both installed by `make test`); blinding, refusals, kill -9 of the server and
-two readers answering at once over HTTP."""
+driven by Playwright (both installed by `make test`): two readers through instructions, a training
+case, linked slice scrolling, zoom and pan, keyboard habits (Space / Enter never answer, the viewer's
+own hotkeys do nothing), reload, a second tab and kill -9 of the server; blinding a curious reader
+cannot break; refusals, limits and plain pages; two readers answering at once over HTTP."""
 
 import csv
 import json
 import os
+import sqlite3
 import signal
 import socket
 import subprocess
@@ -43,18 +46,17 @@ def _free_port():
 
 
 class Server:
-    """`dtisynth review serve` in a child process."""
+    """`dtisynth review serve STUDY` in a child process, on the port the study's links were printed for."""
 
-    def __init__(self, study):
-        self.study, self.port = study, _free_port()
+    def __init__(self, study, port):
+        self.study, self.port = study, port
         self.base = f"http://127.0.0.1:{self.port}"
         self.start()
 
     def start(self):
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        self.process = subprocess.Popen([sys.executable, "-m", "DTISynthLib", "review", "serve", str(self.study),
-                                         "--port", str(self.port)], env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE)
+        self.process = subprocess.Popen([sys.executable, "-m", "DTISynthLib", "review", "serve", str(self.study)],
+                                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -76,20 +78,23 @@ class Server:
         except urllib.error.HTTPError as error:
             return error.code, error.read(), error.headers
 
-    def post(self, path, body):
-        request = urllib.request.Request(self.base + path, json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+    def post(self, path, body, raw=None, headers=None):
+        data = raw if raw is not None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data, method="POST",
+                                         headers=headers or {"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
+            return error.code, json.loads(error.read() or b"null")
 
 
 @pytest.fixture
 def study(dtis, tmp_path):
-    tokens = create_study(*dtis, tmp_path / "study", maps=["color", "fa", "md"], readers="ann,bob", seed=5)
-    server = Server(tmp_path / "study")
+    port = _free_port()
+    tokens = create_study(*dtis, tmp_path / "study", maps=["color", "fa", "md"], readers="ann,bob", seed=5,
+                          training=1, address=("127.0.0.1", port))
+    server = Server(tmp_path / "study", port)
     yield tmp_path / "study", tokens, server
     server.kill(signal.SIGTERM)
 
@@ -98,6 +103,52 @@ def _synthetic_side(store, token, position):
     shown = store.presentation(store.reader_for_token(token), position)
     synthetic = {c["synthetic_image"] for c in store.cases()}
     return "left" if shown.left_image in synthetic else "right"
+
+
+READY = "window.review.shownPosted && !window.review.busy && window.review.loaded === 2"
+
+
+def _begin(page, url, label):
+    page.goto(url)
+    page.wait_for_selector("#begin", state="visible", timeout=60000)
+    assert "noisier" in page.inner_text("#question") and "not analysed" in page.inner_text("#training-note")
+    assert page.inner_text("#begin") == label
+    page.click("#begin")
+    page.wait_for_function(READY, timeout=60000)
+
+
+def _navigate_and_check_linked(page):
+    """Wheel and arrows step both views' slices; Ctrl + wheel zooms and a drag pans both; NiiVue's own
+    hotkeys and drags change nothing of one view alone."""
+    shown = page.evaluate("window.review.displayed()")
+    slice0, slices = shown[0]["slice"], page.evaluate("window.review.slices")
+    assert page.inner_text("#slice") == f"Slice {slice0 + 1} / {slices}"
+    box = page.locator("#left").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -100)
+    page.wait_for_function(f"window.review.slice === {slice0 + 1}")
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowUp")
+    shown = page.evaluate("window.review.displayed()")
+    assert [v["slice"] for v in shown] == [slice0 + 3] * 2 and page.inner_text("#slice") == f"Slice {slice0 + 4} / {slices}"
+    page.keyboard.press("ArrowDown")
+    for key in ("v", "m", "c", "h", "z"):  # NiiVue's hotkeys (view mode, plane, ...) when its own handlers run
+        page.keyboard.press(key)
+    page.mouse.click(box["x"] + 30, box["y"] + 30, button="right")
+    right = page.locator("#right").bounding_box()
+    page.mouse.move(right["x"] + right["width"] / 2, right["y"] + right["height"] / 2)
+    page.keyboard.down("Control")
+    page.mouse.wheel(0, -100)
+    page.keyboard.up("Control")
+    page.mouse.down()
+    page.mouse.move(right["x"] + right["width"] / 2 + 40, right["y"] + right["height"] / 2 + 25, steps=4)
+    page.mouse.up()
+    shown = page.evaluate("window.review.displayed()")
+    assert shown[0] == shown[1]  # one slice, zoom, pan, window and display for both
+    assert shown[0]["slice"] == slice0 + 2 and shown[0]["pan"][3] > 1.1 and shown[0]["pan"][0] != 0
+    assert page.evaluate("[window.review.choice, window.review.saved.length]") == [None, 1]
+    page.keyboard.press("0")
+    assert page.evaluate("window.review.displayed()")[0]["pan"] == [0, 0, 0, 1]
 
 
 def test_two_readers_complete_a_study_in_the_browser_and_the_analysis_is_their_answers(study, tmp_path):
@@ -113,85 +164,178 @@ def test_two_readers_complete_a_study_in_the_browser_and_the_analysis_is_their_a
         for name in ("ann", "bob"):
             pages[name] = browser.new_context(viewport={"width": 1100, "height": 650}).new_page()
             pages[name].on("pageerror", lambda error: errors.append(str(error)))
-            pages[name].goto(f"{server.base}/r/{tokens[name]}")
-        ready = "window.review && window.review.loaded === 2 && !window.review.busy"
-        for position in (1, 2, 3):
+            _begin(pages[name], f"{server.base}/r/{tokens[name]}", "Begin")
+        for position in (1, 2, 3, 4):  # the training case, then the study's 3
+            if position == 3:  # kill -9 of the server mid-study: the pages go on once it is back
+                server.kill(signal.SIGKILL)
+                server.start()
             for name, page in pages.items():
-                page.wait_for_function(ready, timeout=60000)
-                assert page.inner_text("#progress") == f"Case {position} of 3"
+                page.wait_for_function(READY, timeout=60000)
+                label = "Training case 1 of 1" if position == 1 else f"Case {position - 1} of 3"
+                assert page.inner_text("#progress") == label
                 kind = store.presentation(store.reader_for_token(tokens[name]), position).map
                 shown = page.evaluate("window.review.displayed()")
-                assert shown[0] == shown[1]  # one window and colour map for both images
+                assert shown[0] == shown[1]  # one window, colour map, slice and zoom for both images
                 assert [shown[0]["cal_min"], shown[0]["cal_max"]] == pytest.approx(DISPLAY_WINDOWS[kind])
-                if name == "ann":  # keyboard: confidence 2, then the left image
-                    page.keyboard.press("2")
+                assert shown[0]["nearest"] and shown[0]["radiological"]  # the study's display
+                if name == "ann" and position == 2:
+                    _navigate_and_check_linked(page)
+                if name == "ann":  # keyboard: the left image, then confidence 2 (which saves)
                     page.keyboard.press("ArrowLeft")
+                    page.keyboard.press("2")
                     pressed[(name, position)] = ("left", 2)
-                else:  # the button under the right image
+                else:  # the button under the right image; Space and Enter after the click answer nothing
+                    if position == 3:  # a pause hides the images and stops the clock
+                        page.keyboard.press("p")
+                        assert page.is_visible("#paused") and not page.is_visible("#views")
+                        page.wait_for_timeout(1200)
+                        page.keyboard.press("ArrowRight")  # nothing is chosen while paused
+                        page.click("#resume")
+                        assert page.is_visible("#views") and page.evaluate("window.review.choice") is None
                     page.click("#choose-right")
-                    pressed[(name, position)] = ("right", None)
+                    page.keyboard.press("Space")
+                    page.keyboard.press("Enter")
+                    page.wait_for_timeout(300)
+                    assert store.next_position(store.reader_for_token(tokens[name])) == position  # not answered
+                    assert page.inner_text("#status").startswith("Now your confidence")
+                    page.click("#confidence-buttons button[data-value='4']")
+                    pressed[(name, position)] = ("right", 4)
                 page.wait_for_function(f"window.review.saved.includes({position}) && !window.review.busy",
                                        timeout=60000)
-                if name == "bob" and position == 1:  # resume: a reloaded page goes on at case 2
+                if name == "bob" and position == 2:  # reload: the instructions, then case 2 where bob stopped
                     page.reload()
-                    page.wait_for_function(ready, timeout=60000)
+                    _begin(page, page.url, "Resume")
                     assert page.inner_text("#progress") == "Case 2 of 3"
+                if name == "ann" and position == 3:  # a second tab of the same link goes on where ann is
+                    tab = page.context.new_page()
+                    _begin(tab, page.url, "Resume")
+                    assert tab.inner_text("#progress") == "Case 3 of 3"
+                    tab.close()
         for page in pages.values():
+            page.wait_for_selector("#done", state="visible", timeout=60000)
             assert page.inner_text("#done") == "All cases are answered. Thank you."
+        assert 2 in pages["ann"].evaluate("window.review.prefetched")  # the next case was loaded while reading
         assert not errors
         screenshot = os.environ.get("DTISYNTH_REVIEW_SCREENSHOT")
-        if screenshot:  # the README's picture: a fresh reader's first case
-            extra = browser.new_page(viewport={"width": 1100, "height": 560})
-            extra.goto(f"{server.base}/r/{StudyStore(folder).add_reader('screenshot')}")
-            extra.wait_for_function(ready, timeout=60000)
+        if screenshot:  # the README's picture: a fresh reader's first study case
+            extra = browser.new_page(viewport={"width": 1100, "height": 620})
+            _begin(extra, f"{server.base}/r/{StudyStore(folder).add_reader('screenshot')}", "Begin")
+            extra.keyboard.press("ArrowLeft")
+            extra.keyboard.press("1")
+            extra.wait_for_function("window.review.saved.length === 1 && " + READY, timeout=60000)
+            extra.keyboard.press("ArrowRight")
             extra.screenshot(path=screenshot)
         browser.close()
-    answers = {(a["reader"], a["position"]): a for a in store.unblinded_answers()}
+    answers = {(a["reader"], a["position"]): a for a in store.unblinded_answers(training=True)
+               if a["reader"] in tokens}
     assert {k: (a["choice"], a["confidence"]) for k, a in answers.items()} == pressed
-    expected = sum(choice == _synthetic_side(store, tokens[name], position)
-                   for (name, position), (choice, _) in pressed.items())
+    assert [a["training"] for a in answers.values()].count(True) == 2
+    assert answers[("bob", 3)]["paused_seconds"] >= 1.2 and answers[("ann", 3)]["paused_seconds"] == 0
+    assert all(a["seconds"] >= 0 for a in answers.values())
+    with sqlite3.connect(StudyFolder(folder).database) as db:  # every answered case's clock was started by a page
+        assert db.execute("SELECT COUNT(*) FROM answers a JOIN presentations p ON p.reader_id = a.reader_id AND "
+                          "p.position = a.position WHERE p.shown_at IS NULL").fetchone()[0] == 0
+    study_answers = {k: a for k, a in answers.items() if not a["training"]}
+    expected = sum(a["synthetic_chosen"] for a in study_answers.values())
+    assert expected == sum(choice == _synthetic_side(store, tokens[name], position)
+                           for (name, position), (choice, _) in pressed.items() if position > 1)
     assert main(["review", "analyze", str(folder), "--out", str(tmp_path / "analysis")]) == 0
     rows = {r["map"]: r for r in csv.DictReader(ReviewAnalysisOutput(tmp_path / "analysis").noisier.open())}
-    assert int(rows["pooled"]["answers"]) == 6 and int(rows["pooled"]["synthetic_noisier"]) == expected
+    assert int(rows["pooled"]["answers"]) == 6  # the screenshot's reader answered only a training case and int(rows["pooled"]["synthetic_noisier"]) == expected
     for kind in ("color", "fa", "md"):
         assert int(rows[kind]["synthetic_noisier"]) == sum(
-            a["synthetic_chosen"] for a in answers.values() if a["map"] == kind)
+            a["synthetic_chosen"] for a in study_answers.values() if a["map"] == kind)
 
 
-def test_nothing_served_unblinds_and_strangers_are_refused(study):
+def test_nothing_served_tells_the_sides_apart_and_strangers_are_refused(study):
     folder, tokens, server = study
     status, page, _ = server.get(f"/r/{tokens['ann']}")
     assert status == 200
     served = [page.decode().lower()]
-    sizes = []
-    for position in (1, 2, 3):
-        status, body, _ = server.get(f"/api/{tokens['ann']}/case/{position}")
-        case = json.loads(body)
-        served.append(body.decode().lower())
-        lengths = []
-        for side in ("left", "right"):
-            status, image, headers = server.get(case[side])
-            assert status == 200 and headers.get("Cache-Control") == "no-store"
-            lengths.append(len(image))
-        sizes.append(lengths)
+    store = StudyStore(folder)
+    for name, token in tokens.items():
+        reader = store.reader_for_token(token)
+        for position in range(1, 5):
+            status, body, headers = server.get(f"/api/{token}/case/{position}")
+            case = json.loads(body)
+            served.append(body.decode().lower())
+            assert set(case) == {"position", "number", "total", "training", "map", "window", "answer", "left", "right"}
+            responses = [server.get(case[side]) for side in ("left", "right")]
+            for status, image, headers in responses:
+                assert status == 200 and headers["Cache-Control"] == "no-store"
+                assert "etag" not in {k.lower() for k in headers} and "last-modified" not in {k.lower() for k in headers}
+            (_, left, left_headers), (_, right, right_headers) = responses
+            strip = lambda h: sorted((k.lower(), v) for k, v in h.items() if k.lower() != "date")  # noqa: E731
+            assert strip(left_headers) == strip(right_headers) and len(left) == len(right)
+            assert left != right
+        assert store.progress(reader) == (0, 3)  # looking at cases answers nothing
+    with sqlite3.connect(StudyFolder(folder).database) as db:  # ...nor starts their clocks
+        assert db.execute("SELECT COUNT(*) FROM presentations WHERE shown_at IS NOT NULL").fetchone()[0] == 0
+    assert len({p.stat().st_mtime_ns for p in StudyFolder(folder).images.iterdir()}) == 1
     for text in served:
         for word in BLINDING_WORDS:
             assert word not in text.replace("noisier", ""), word
-    assert all(a == b for a, b in sizes)  # no size tells the images apart
     image = json.loads(server.get(f"/api/{tokens['ann']}/case/1")[1])["left"].rsplit("/", 1)[1]
     assert server.get(f"/img/{tokens['bob']}/{image}")[0] == 200  # bob has the same cases...
     assert server.get(f"/img/forged-token/{image}")[0] == 404  # ...a stranger has none
-    for path in ("/r/forged-token", "/api/forged-token/state", f"/img/{tokens['ann']}/..%2Fstudy.sqlite",
+    for path in ("/api/forged-token/state", f"/img/{tokens['ann']}/..%2Fstudy.sqlite",
                  f"/img/{tokens['ann']}/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd", "/study.sqlite", "/images/" + image,
-                 f"/static/..%2F..%2F{StudyFolder(folder).database.name}", f"/img/{tokens['ann']}/0000000000000000.nii"):
-        assert server.get(path)[0] == 404, path
+                 f"/static/..%2F..%2F{StudyFolder(folder).database.name}", f"/img/{tokens['ann']}/0000000000000000.nii",
+                 f"/api/{tokens['ann']}/case/0", f"/api/{tokens['ann']}/case/99999999999999999999"):
+        assert server.get(path)[0] in (404, 422), path
+    status, body, headers = server.get("/r/forged-token")  # a plain page, not {"detail": "Not Found"}
+    assert status == 404 and "link is not valid" in body.decode() and headers["Content-Type"].startswith("text/html")
     # A reader cannot answer for another: answers go to the token's reader only.
-    assert server.post(f"/api/{tokens['ann']}/answer", {"position": 1, "choice": "left"})[0] == 200
+    assert server.post(f"/api/{tokens['ann']}/answer", {"position": 1, "choice": "left", "confidence": 3})[0] == 200
     state = json.loads(server.get(f"/api/{tokens['bob']}/state")[1])
-    assert state == {"answered": 0, "total": 3, "next": 1}
-    status, body = server.post(f"/api/{tokens['ann']}/answer", {"position": 1, "choice": "right"})
+    assert (state["answered"], state["total"], state["next"], state["training"]) == (0, 3, 1, 1)
+    status, body = server.post(f"/api/{tokens['ann']}/answer", {"position": 1, "choice": "right", "confidence": 3})
     assert status == 409 and "final" in body["error"]
-    assert server.post("/api/forged-token/answer", {"position": 1, "choice": "left"})[0] == 404
+    # Resent with another confidence: refused, not "saved" while keeping the old one.
+    status, body = server.post(f"/api/{tokens['ann']}/answer", {"position": 1, "choice": "left", "confidence": 5})
+    assert status == 409 and "confidence 3" in body["error"]
+    assert server.post("/api/forged-token/answer", {"position": 1, "choice": "left", "confidence": 3})[0] == 404
+
+
+def test_bad_bodies_are_4xx_and_nothing_is_stored(study):
+    folder, tokens, server = study
+    answer = f"/api/{tokens['ann']}/answer"
+    good = {"position": 2, "choice": "left", "confidence": 3}
+    for body, raw in ((None, b'{"position": NaN, "choice": "left", "confidence": 3}'),
+                      (dict(good, position=10**30), None), (dict(good, position=-1), None),
+                      (dict(good, confidence=None), None), (dict(good, confidence=7), None),
+                      (dict(good, choice="up"), None), (dict(good, paused_seconds=float("inf")), None),
+                      (None, b'{"position": 2, "choice": "left", "confidence": 3, "paused_seconds": Infinity}'),
+                      (None, b"not json"), (None, b"[]"), (dict(good, comment="x" * 2001), None)):
+        status, _ = server.post(answer, body, raw=raw)
+        assert status == 422, (body, raw)
+    status, reply = server.post(answer, None, raw=json.dumps(dict(good, comment="x" * 200_000)).encode())
+    assert status == 413 and "over" in reply["error"]
+    # A body streamed without a declared length is measured as it comes.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        chunk = b"x" * 8192
+        connection.sendall(f"POST {answer} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n".encode())
+        try:  # the server may answer and close before the last chunk
+            for _ in range(3):
+                connection.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            connection.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert connection.recv(64).startswith(b"HTTP/1.1 413")
+    assert server.get(f"/api/{tokens['ann']}/state")[0] == 200  # the server is still up
+    assert StudyStore(folder).unblinded_answers(training=True) == []
+
+
+def test_a_locked_study_shows_readers_a_closed_page_and_no_cases(study):
+    folder, tokens, server = study
+    StudyStore(folder).lock()
+    status, body, headers = server.get(f"/r/{tokens['ann']}")
+    assert status == 403 and "study is closed" in body.decode() and headers["Content-Type"].startswith("text/html")
+    assert json.loads(server.get(f"/api/{tokens['ann']}/state")[1])["locked"] is True
+    assert server.get(f"/api/{tokens['ann']}/case/1")[0] == 403
+    status, body = server.post(f"/api/{tokens['ann']}/answer", {"position": 1, "choice": "left", "confidence": 3})
+    assert status == 409 and "locked" in body["error"]
 
 
 def test_a_confirmed_answer_survives_kill_9_of_the_server(study):
@@ -202,8 +346,9 @@ def test_a_confirmed_answer_survives_kill_9_of_the_server(study):
         assert status == 200 and body["saved"]  # what the page shows as "Saved"
     server.kill(signal.SIGKILL)
     server.start()
-    assert json.loads(server.get(f"/api/{tokens['ann']}/state")[1]) == {"answered": 2, "total": 3, "next": 3}
-    stored = StudyStore(folder).unblinded_answers()
+    state = json.loads(server.get(f"/api/{tokens['ann']}/state")[1])
+    assert (state["answered"], state["total"], state["next"]) == (1, 3, 3)  # position 1 was the training case
+    stored = StudyStore(folder).unblinded_answers(training=True)
     assert [(a["position"], a["confidence"], a["comment"]) for a in stored] == [(1, 5, "x"), (2, 5, "x")]
 
 
@@ -213,13 +358,13 @@ def test_two_readers_answering_at_the_same_time_lose_nothing(study):
 
     def answer_all(name):
         barrier.wait()
-        results[name] = [server.post(f"/api/{tokens[name]}/answer", {"position": p, "choice": "right"})[0]
-                         for p in (1, 2, 3)]
+        results[name] = [server.post(f"/api/{tokens[name]}/answer", {"position": p, "choice": "right",
+                                                                     "confidence": 2})[0] for p in (1, 2, 3, 4)]
 
     threads = [threading.Thread(target=answer_all, args=(name,)) for name in tokens]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    assert results == {"ann": [200] * 3, "bob": [200] * 3}
+    assert results == {"ann": [200] * 4, "bob": [200] * 4}
     assert len(StudyStore(folder).unblinded_answers()) == 6

@@ -1,11 +1,14 @@
 """The Slicer review logic under slicer-core: a reader's cases in two linked slice views with one
 display and neutral names, answers through the study's store, resume, and the analysis as a table."""
 
+import sqlite3
+
 import numpy as np
 import pytest
 from conftest import write_noisier_synthetic_cohort
 
 from DTISynthLib.core.errors import InputError
+from DTISynthLib.core.output_layout import StudyFolder
 from DTISynthLib.review.store import StudyStore
 from DTISynthLib.review.study import DISPLAY_WINDOWS, create_study
 from DTISynthLib.slicer.review_session import NODE_NAMES, ReviewSession, token_from_link
@@ -41,6 +44,8 @@ def test_a_reader_reviews_in_linked_views_with_one_display_and_neutral_names(stu
     shown = session.show_next()
     while shown is not None:
         assert session.progress_text() == f"Case {shown.position} of 3"
+        with sqlite3.connect(StudyFolder(folder).database) as db:  # its clock runs from when it is in the views
+            assert db.execute("SELECT shown_at FROM presentations WHERE position = ?", (shown.position,)).fetchone()[0]
         volumes = [scene.GetNthNodeByClass(k, "vtkMRMLVolumeNode")
                    for k in range(scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode"))]
         assert sorted(v.GetName() for v in volumes) == sorted(NODE_NAMES.values())  # the previous case's are gone
@@ -78,7 +83,7 @@ def test_a_reader_reviews_in_linked_views_with_one_display_and_neutral_names(stu
                                                                               (3, "left", 3)]
     assert [a["synthetic_chosen"] for a in answers] == answered_synthetic
     with pytest.raises(InputError, match="none"):
-        session.answer("left")
+        session.answer("left", 3)
 
 
 def test_the_analysis_comes_into_slicer_as_tables(study_folder, scene, tmp_path):
@@ -89,7 +94,7 @@ def test_the_analysis_comes_into_slicer_as_tables(study_folder, scene, tmp_path)
     store = StudyStore(folder)
     reader = store.reader_for_token(token)
     for position in range(store.next_position(reader) or 4, 4):
-        store.answer(reader, position, "left")
+        store.answer(reader, position, "left", 3)
     tables = write_analysis(store, tmp_path / "analysis")
     nodes = load_review_analysis(scene, tmp_path / "analysis")
     noisier = nodes["noisier"].GetTable()
@@ -98,3 +103,4 @@ def test_the_analysis_comes_into_slicer_as_tables(study_folder, scene, tmp_path)
     assert pooled["map"] == "pooled" and pooled["answers"] == 3
     assert pooled["synthetic_noisier"] == tables["noisier"][-1]["synthetic_noisier"]
     assert nodes["readers"].GetTable().GetNumberOfRows() == 1
+    assert nodes["by_confidence"].GetTable().GetNumberOfRows() == 5  # confidence 1-5
