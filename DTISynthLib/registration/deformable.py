@@ -29,7 +29,7 @@ def register_atlas(subject_image, subject_affine, atlas_image, atlas_affine, def
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=200,
                                                     relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
     method.SetOptimizerScalesFromPhysicalShift()
-    voxel = set_pyramid(method, subject_affine)
+    voxel = set_pyramid(method, subject_affine, np.shape(subject_image))
     initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.AffineTransform(3),
                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
     method.SetInitialTransform(initial, inPlace=False)

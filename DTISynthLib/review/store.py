@@ -211,7 +211,8 @@ class StudyStore:
         token = secrets.token_urlsafe(18)
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
-            changed = db.execute("UPDATE readers SET token_sha256 = ? WHERE name = ?", (token_hash(token), name)).rowcount
+            changed = db.execute("UPDATE readers SET token_sha256 = ? WHERE name = ?",
+                                 (token_hash(token), name)).rowcount
             db.execute("COMMIT")
         if not changed:
             raise InputError("--reader", "the name of one of the study's readers", repr(name))

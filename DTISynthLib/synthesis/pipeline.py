@@ -184,11 +184,12 @@ def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly
         if overlap < MIN_OVERLAP:
             raise InputError(source, f"a b=0 overlapping the DWI (at least {MIN_OVERLAP:.0%} of its field of view)",
                              f"{overlap:.0%} overlap")
-        progress("register", 0.0, "rigid, Mattes mutual information")
+        progress("register", 0.0, "rigid, normalised correlation, three starts")
         result = register_rigid(reference, ref_affine, dwi_b0, dwi.affine)
         matrix = result.matrix
         report["registration"] = {"performed": True, "matrix_ras": matrix.round(8).tolist(),
-                                  "correlation": round(result.correlation, 4), "mattes_mi": round(result.metric, 4)}
+                                  "correlation": round(result.correlation, 4), "chosen": result.chosen,
+                                  "candidates_correlation": result.candidates}
         if result.correlation < REGISTRATION_MIN_CORRELATION:
             raise InputError(source, f"a b=0 the DWI registers to (correlation >= {REGISTRATION_MIN_CORRELATION})",
                              f"correlation {result.correlation:.2f} after registration")

@@ -286,7 +286,8 @@ def test_the_clustered_interval_widens_when_answers_cluster_by_reader():
     # Unclustered answers (every reader and case alike): the two-way bootstrap is conservative (Owen 2007:
     # the answers' own variance enters through both resamplings), about 1.5 x the Wilson width here.
     rng = np.random.default_rng(3)
-    mixed = [{"reader": r, "case": c, "synthetic_chosen": bool(rng.random() < 0.7)} for r in range(8) for c in range(60)]
+    mixed = [{"reader": r, "case": c, "synthetic_chosen": bool(rng.random() < 0.7)}
+             for r in range(8) for c in range(60)]
     k = sum(a["synthetic_chosen"] for a in mixed)
     w_low, w_high = wilson_interval(k, len(mixed))
     low, high = cluster_bootstrap(mixed)

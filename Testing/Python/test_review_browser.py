@@ -130,7 +130,8 @@ def _navigate_and_check_linked(page):
     page.keyboard.press("ArrowUp")
     page.keyboard.press("ArrowUp")
     shown = page.evaluate("window.review.displayed()")
-    assert [v["slice"] for v in shown] == [slice0 + 3] * 2 and page.inner_text("#slice") == f"Slice {slice0 + 4} / {slices}"
+    assert [v["slice"] for v in shown] == [slice0 + 3] * 2
+    assert page.inner_text("#slice") == f"Slice {slice0 + 4} / {slices}"
     page.keyboard.press("ArrowDown")
     for key in ("v", "m", "c", "h", "z"):  # NiiVue's hotkeys (view mode, plane, ...) when its own handlers run
         page.keyboard.press(key)
@@ -241,7 +242,8 @@ def test_two_readers_complete_a_study_in_the_browser_and_the_analysis_is_their_a
                            for (name, position), (choice, _) in pressed.items() if position > 1)
     assert main(["review", "analyze", str(folder), "--out", str(tmp_path / "analysis")]) == 0
     rows = {r["map"]: r for r in csv.DictReader(ReviewAnalysisOutput(tmp_path / "analysis").noisier.open())}
-    assert int(rows["pooled"]["answers"]) == 6  # the screenshot's reader answered only a training case and int(rows["pooled"]["synthetic_noisier"]) == expected
+    # the screenshot's reader answered only a training case
+    assert int(rows["pooled"]["answers"]) == 6 and int(rows["pooled"]["synthetic_noisier"]) == expected
     for kind in ("color", "fa", "md"):
         assert int(rows[kind]["synthetic_noisier"]) == sum(
             a["synthetic_chosen"] for a in study_answers.values() if a["map"] == kind)
@@ -263,7 +265,8 @@ def test_nothing_served_tells_the_sides_apart_and_strangers_are_refused(study):
             responses = [server.get(case[side]) for side in ("left", "right")]
             for status, image, headers in responses:
                 assert status == 200 and headers["Cache-Control"] == "no-store"
-                assert "etag" not in {k.lower() for k in headers} and "last-modified" not in {k.lower() for k in headers}
+                names = {k.lower() for k in headers}
+                assert "etag" not in names and "last-modified" not in names
             (_, left, left_headers), (_, right, right_headers) = responses
             strip = lambda h: sorted((k.lower(), v) for k, v in h.items() if k.lower() != "date")  # noqa: E731
             assert strip(left_headers) == strip(right_headers) and len(left) == len(right)

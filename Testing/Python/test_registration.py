@@ -1,0 +1,87 @@
+"""Rigid registration that never makes things worse, on real b=0 volumes from ../shared/data/real made
+thick and few-slice (two slices averaged into one), registered to themselves and to copies of
+themselves under known rotations up to 30 degrees (the same voxels under a rotated header: the
+answer is known exactly, with no interpolation in the data)."""
+
+import numpy as np
+import pytest
+from conftest import real_dwi_path
+from scipy.spatial.transform import Rotation
+
+from DTISynthLib.core.errors import InputError
+from DTISynthLib.io.files import load_dwi
+from DTISynthLib.registration.itk import MIN_LEVEL_VOXELS, pyramid_levels
+from DTISynthLib.registration.rigid import register_rigid, rigid_difference, same_acquisition
+
+ROTATIONS = ((10.0, (0, 0, 1)), (20.0, (1, 0, 0)), (30.0, (0, 1, 0)), (30.0, (1, 1, 1)))
+
+
+def thick_b0(name, factor=2, slices=None):
+    """The scan's first b=0, `factor` slices averaged into one (thicker slices, fewer of them), centred
+    crop to `slices`; returns (volume, voxel -> RAS affine)."""
+    dwi = load_dwi(real_dwi_path(name))
+    b0 = dwi.data[..., int(np.argmin(dwi.bvals))]
+    n = b0.shape[2] // factor * factor
+    volume = b0[..., :n].reshape(b0.shape[0], b0.shape[1], n // factor, factor).mean(-1)
+    affine = dwi.affine.copy()
+    affine[:3, 3] += affine[:3, 2] * (factor - 1) / 2
+    affine[:3, 2] *= factor
+    first = (volume.shape[2] - (slices or volume.shape[2])) // 2
+    affine[:3, 3] += affine[:3, 2] * first
+    return volume[..., first:first + (slices or volume.shape[2])].astype(np.float32), affine
+
+
+def rotated_header(affine, shape, degrees, axis):
+    """(affine of the same voxels rotated by `degrees` about `axis` through the volume's centre, the world
+    map M: the anatomy at world x in the original lies at M x in the rotated copy)."""
+    centre = (affine @ np.r_[(np.asarray(shape) - 1) / 2, 1])[:3]
+    world = np.eye(4)
+    unit = np.asarray(axis, float) / np.linalg.norm(axis)
+    world[:3, :3] = Rotation.from_rotvec(np.radians(degrees) * unit).as_matrix()
+    world[:3, 3] = centre - world[:3, :3] @ centre
+    return world @ affine, world
+
+
+def corners(affine, shape):
+    return np.array([(affine @ np.r_[i, j, k, 1])[:3] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                     for k in (0, shape[2] - 1)])
+
+
+@pytest.mark.parametrize("name, slices, rotations", [
+    ("dev_philips_achieva_b1000", 25, ROTATIONS),  # 128 x 128 x 25, 1.75 x 1.75 x 5 mm
+    ("dev_uih_umr770_b930", 10, ROTATIONS[::3]),  # 64 x 64 x 10, 3.5 x 3.5 x 8.4 mm
+])
+def test_thick_few_slice_volumes_register_to_themselves_and_to_rotated_copies(name, slices, rotations):
+    volume, affine = thick_b0(name, slices=slices)
+    assert volume.shape[2] == slices
+    itself = register_rigid(volume, affine, volume, affine)
+    assert itself.chosen == "same acquisition" and np.array_equal(itself.matrix, np.eye(4))
+    assert itself.correlation == pytest.approx(1.0)
+    # Not one acquisition (noise added): optimised, and never worse than the header's alignment.
+    noisy = volume + np.random.default_rng(0).normal(0, 0.02 * volume.max(), volume.shape).astype(np.float32)
+    again = register_rigid(volume, affine, noisy, affine)
+    assert again.chosen != "same acquisition" and again.correlation >= again.candidates["header"] - 1e-4
+    assert rigid_difference(again.matrix, np.eye(4), corners(affine, volume.shape))[2] < 0.5
+    for degrees, axis in rotations:
+        moving_affine, truth = rotated_header(affine, volume.shape, degrees, axis)
+        result = register_rigid(volume, affine, volume, moving_affine)
+        angle, _, worst_mm = rigid_difference(result.matrix, truth, corners(affine, volume.shape))
+        assert angle < 0.2 and worst_mm < 0.3, (degrees, axis, angle, worst_mm, result.chosen, result.candidates)
+        assert result.correlation > 0.999
+        assert result.correlation == pytest.approx(max(result.candidates.values()), abs=1e-4)
+
+
+def test_the_pyramid_keeps_every_axis_and_tiny_volumes_are_refused():
+    assert pyramid_levels(1.72) == ([4, 2], pytest.approx([4 * 1.72 / 3.5, 2 * 1.72 / 3.5]))
+    for shape in ((128, 128, 25), (64, 64, 10), (80, 80, 20), (96, 96, 8)):
+        shrinks, sigmas = pyramid_levels(1.72, shape)
+        assert all(min(shape) // f >= min(MIN_LEVEL_VOXELS, min(shape)) for f in shrinks), (shape, shrinks)
+        assert sigmas[0] > 0  # a level that may not shrink still smooths
+    volume = np.ones((32, 32, 3), np.float32)
+    with pytest.raises(InputError, match="at least 4 voxels along every axis.*32, 32, 3"):
+        register_rigid(volume, np.eye(4), volume, np.eye(4))
+    assert same_acquisition(volume, np.eye(4), volume.copy(), np.eye(4))
+    shifted = np.eye(4)
+    shifted[0, 3] = 0.5
+    assert not same_acquisition(volume, np.eye(4), volume, shifted)
+    assert not same_acquisition(volume, np.eye(4), volume * 1.01, np.eye(4))
