@@ -60,7 +60,7 @@ def main(argv=None):
     reporter = ProgressReporter(jsonl=args.jsonl)
     try:
         args.run(args, reporter)
-    except (InputError, ValueError) as exc:
+    except InputError as exc:  # bad input only: any other exception is a bug, with its traceback and exit 1
         reporter.error(str(exc))
         return 2
     return 0

@@ -10,6 +10,7 @@ beat: Resources/Models/diagonal is a package of this kind.
 
 import numpy as np
 
+from ..core.errors import InputError
 from .package import direction_vectors
 from .registry import GeneratorKind
 
@@ -33,7 +34,8 @@ def synthesize(predict, grid_signals, manifest, reporter):
 
 
 def train(request):
-    raise ValueError(f"the {NAME} kind learns nothing: use its package, Resources/Models/diagonal")
+    raise InputError("--kind", f"a kind with networks to train (the {NAME} kind learns nothing: use its package, "
+                     "Resources/Models/diagonal)", repr(NAME))
 
 
 KIND = GeneratorKind(NAME, build, synthesize, train)

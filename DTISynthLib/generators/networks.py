@@ -10,6 +10,8 @@ input channels concatenated with a real or generated target and scores overlappi
 import torch
 from torch import nn
 
+from ..core.errors import InputError
+
 
 def _down(in_ch, out_ch, norm=True):
     layers = [nn.LeakyReLU(0.2, inplace=False), nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=not norm)]
@@ -42,7 +44,7 @@ class UNetGenerator(nn.Module):
     def __init__(self, in_channels=3, out_channels=1, ngf=64, depth=7, dropout=True):
         super().__init__()
         if depth < 2:
-            raise ValueError(f"depth must be at least 2, not {depth}")
+            raise InputError("--depth", "at least 2 down-samplings", repr(depth))
         widths = [ngf * min(2**i, 8) for i in range(depth)]
         self.depth = depth
         self.first = nn.Conv2d(in_channels, widths[0], 4, 2, 1)

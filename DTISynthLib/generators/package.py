@@ -29,7 +29,7 @@ from ..core.atomic import (
     write_text_atomic,
 )
 from ..core.checksums import sha256_file
-from ..core.errors import InputError
+from ..core.errors import InputError, refuse_special_file
 from ..core.gradient_schemes import AXES_3_RAS
 from ..core.resources import RESOURCES
 from .registry import check_kind
@@ -197,37 +197,43 @@ def verify_package(folder):
     return manifest
 
 
+MAX_IMPORT_BYTES = 2 * 1024**3  # a package's files together, as a zip's directory declares them
+MAX_MANIFEST_BYTES = 1024**2
+
+
 def import_package(source, models_root):
     """Copy a model package (a folder, or a .zip holding one) into models_root/<its name>, verified
-    first (verify_package) and moved into place in one rename. Returns the new folder. A .zip's
-    members must stay inside it (no absolute or ../ paths)."""
+    first (verify_package) and moved into place in one rename. Returns the new folder.
+
+    A .zip is checked from its directory before anything is extracted: one manifest.json, members that
+    stay inside the archive (no absolute or ../ paths), no member the manifest does not list (its
+    weights, its input check, the training log of each of its directions), and at most MAX_IMPORT_BYTES
+    declared in all (zipfile never writes more
+    than a member's declared size). Only the listed members are extracted."""
     import shutil
     import tempfile
     import zipfile
 
     source, models_root = Path(source), Path(models_root)
+    refuse_special_file(source)
     if not source.exists():
         raise InputError(source, "a model package folder or .zip", "no such file or folder")
+    if not source.is_dir() and not zipfile.is_zipfile(source):
+        raise InputError(source, "a model folder or a .zip of one", "neither")
     created = make_output_dir(models_root)
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=models_root))
     try:
         if source.is_dir():
             package = staging / source.name
             shutil.copytree(source, package)
-        elif zipfile.is_zipfile(source):
-            with zipfile.ZipFile(source) as archive:
-                for member in archive.namelist():
-                    if member.startswith("/") or ".." in Path(member).parts:
-                        raise InputError(source, "a zip of one model folder", f"the member path {member!r}")
-                archive.extractall(staging / "unzipped")
-            manifests = list((staging / "unzipped").rglob(MANIFEST))
-            if len(manifests) != 1:
-                raise InputError(source, "a zip holding one model folder (one manifest.json)", f"{len(manifests)}")
-            package = manifests[0].parent
-            if package == staging / "unzipped":
-                package = package.rename(staging / source.stem)
         else:
-            raise InputError(source, "a model folder or a .zip of one", "neither")
+            with zipfile.ZipFile(source) as archive:
+                members, folder = _checked_members(source, archive)
+                package = staging / (folder or source.stem)  # a zip of the files alone: named after the zip
+                package.mkdir()
+                for member, name in members.items():
+                    with archive.open(member) as read, open(package / name, "wb") as write:
+                        shutil.copyfileobj(read, write, 1 << 20)
         verify_package(package)
         target = models_root / package.name
         if target.exists():
@@ -238,6 +244,42 @@ def import_package(source, models_root):
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         remove_empty_folders(created)
+
+
+def _checked_members(source, archive):
+    """({zip member: file name in the package}, the package folder's name in the zip, "" at its top) of a
+    model zip: the checks of import_package, from the zip's directory and its manifest alone."""
+    infos = [i for i in archive.infolist() if not i.is_dir()]
+    for info in infos:
+        if info.filename.startswith("/") or ".." in Path(info.filename).parts:
+            raise InputError(source, "a zip of one model folder", f"the member path {info.filename!r}")
+    manifests = [i for i in infos if Path(i.filename).name == MANIFEST]
+    if len(manifests) != 1:
+        raise InputError(source, "a zip holding one model folder (one manifest.json)", f"{len(manifests)}")
+    declared = sum(i.file_size for i in infos)
+    if declared > MAX_IMPORT_BYTES:
+        raise InputError(source, f"a model package of at most {MAX_IMPORT_BYTES / 1024**2:g} MiB",
+                         f"{declared / 1024**2:.1f} MiB declared by its members")
+    if manifests[0].file_size > MAX_MANIFEST_BYTES:
+        raise InputError(source, f"a manifest.json of at most {MAX_MANIFEST_BYTES} bytes",
+                         f"{manifests[0].file_size} bytes")
+    try:
+        manifest = json.loads(archive.read(manifests[0]))
+        listed = [entry["file"] for entry in network_files(manifest).values()]
+        listed += [manifest["input_check"]["file"]] if "input_check" in manifest else []
+        # per-direction training logs beside the weights (pix2pix_trainer writes them): one per listed direction
+        listed += [f"training_log_direction_{int(entry['index'])}.csv" for entry in manifest.get("directions", [])]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{source}:{manifests[0].filename}", "a model manifest listing its files",
+                         f"unreadable content ({exc!r})") from None
+    root = Path(manifests[0].filename).parent
+    allowed = {(root / name).as_posix() for name in listed if isinstance(name, str) and WEIGHTS_NAME.match(name)}
+    allowed.add(manifests[0].filename)
+    extra = [i.filename for i in infos if i.filename not in allowed]
+    if extra:
+        raise InputError(source, "a zip of one model folder holding only the files its manifest lists",
+                         f"unlisted member(s) {', '.join(repr(m) for m in extra[:5])}")
+    return {i.filename: Path(i.filename).name for i in infos}, root.name
 
 
 def package_description(manifest):

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.errors import InputError
 from ..core.atomic import write_text_atomic
 from ..core.progress import NullReporter
 from ..evaluation.image_metrics import psnr, ssim
@@ -54,9 +55,9 @@ class Pix2PixTrainer:
         self.reporter = reporter
         self.world, self.rank = distributed_context()
         if self.world > 1 and config.accumulate != 1:
-            raise ValueError("under torchrun use accumulate 1: each process is one micro-batch")
+            raise InputError("--accumulate", "1 under torchrun (each process is one micro-batch)", repr(config.accumulate))
         if config.amp not in AMP_MODES:
-            raise ValueError(f"amp must be one of {AMP_MODES}, not {config.amp!r}")
+            raise InputError("--amp", f"one of {AMP_MODES}", repr(config.amp))
         self.device = pick_device(config.device)
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=False)
@@ -68,7 +69,8 @@ class Pix2PixTrainer:
         self.flipped_targets = None
         if config.flip_augment:
             if flip_partner is None:
-                raise ValueError(f"direction {direction + 1} has no left-right mirror in the scheme: no flip augmentation")
+                raise InputError("--flip-augment", "directions with a left-right mirror in the scheme",
+                                 f"direction {direction + 1} without one")
             self.flipped_targets = torch.from_numpy(np.ascontiguousarray(train[1][:, flip_partner:flip_partner + 1]))
         self.val_inputs = torch.from_numpy(validation[0]) if validation is not None else None
         self.val_targets = (torch.from_numpy(np.ascontiguousarray(validation[1][:, direction:direction + 1]))

@@ -60,6 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.errors import InputError
 from ..core.tensor_layout import (
     matrix_to_tensor6,
     shrink_off_diagonals,
@@ -620,7 +621,8 @@ def train(request):
 
     config, reporter = request.config, request.reporter
     if sorted(request.directions) != list(range(1, 7)):
-        raise ValueError(f"{NAME} trains all six directions at once, not {request.directions}")
+        raise InputError("--direction", f"all ({NAME} trains the six directions at once)",
+                         repr(request.directions))
     torch.manual_seed(config.seed)
     pairs = find_pairs(request.data)
     names = [p.subject for p in pairs]

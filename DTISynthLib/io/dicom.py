@@ -22,7 +22,7 @@ def read_dicom_dwi(folder, dcm2niix=None):
                              capture_output=True, text=True)
         series = sorted(p for p in Path(tmp).glob("*.nii") if p.with_suffix(".bvec").exists())
         if run.returncode != 0 and not series:
-            raise InputError(folder, "a DICOM folder dcm2niix can convert", f"dcm2niix failed: {run.stderr.strip()[-500:]}")
+            raise InputError(folder, "a DICOM folder dcm2niix can convert", f"dcm2niix failed: {dcm2niix_reason(run)}")
         if len(series) != 1:
             raise InputError(folder, "exactly one diffusion series (with b-values and vectors)",
                              f"{len(series)} diffusion series: {[p.name for p in series]}")
@@ -30,3 +30,11 @@ def read_dicom_dwi(folder, dcm2niix=None):
         dwi.data = dwi.data.copy()  # detach from the temporary file before it is deleted
     dwi.source = str(folder)
     return dwi
+
+
+def dcm2niix_reason(run):
+    """What dcm2niix said about a failed conversion: its error and warning lines (it writes some to
+    standard output, some to standard error), else its last lines, with the exit code."""
+    lines = [line.strip() for line in (run.stderr + "\n" + run.stdout).splitlines() if line.strip()]
+    said = [line for line in lines if line.lower().startswith(("error", "warning"))] or lines[-3:]
+    return f"{' / '.join(said)[-500:] or 'nothing'} (exit code {run.returncode})"

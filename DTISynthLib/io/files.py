@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.dwi import check_dwi, check_same_grid
-from ..core.errors import InputError
+from ..core.errors import InputError, refuse_special_file
 from . import nifti, nrrd
 from .dicom import read_dicom_dwi
 
@@ -17,6 +17,9 @@ FORMATS = ("nifti", "nrrd")
 
 
 def file_format(path):
+    """"nifti", "nrrd" or "dicom" (a folder) by name; a FIFO, device or socket is refused before anything
+    opens it."""
+    refuse_special_file(path)
     name = Path(path).name.lower()
     if name.endswith((".nii", ".nii.gz")):
         return "nifti"

@@ -16,7 +16,7 @@ from isal import igzip
 GZIP_LEVEL = 1  # ISA-L level 1 compresses as well as zlib level 1 (the nibabel default) here
 
 from ..core.dwi import DWI
-from ..core.errors import InputError
+from ..core.errors import InputError, refuse_special_file
 from ..core.frames import check_affine, fsl_bvecs_to_ras, ras_to_fsl_bvecs
 
 
@@ -58,6 +58,7 @@ def read_nifti(path):
     """Load a NIfTI image: (float32 array, 4x4 affine); RGB24 (write_nifti_rgb24) as (x, y, z, 3) in
     [0, 1]. Corrupt or truncated files raise InputError."""
     path = Path(path)
+    refuse_special_file(path)
     try:
         with _opened_image(path) as img:
             data = _read_data(path, img)
@@ -127,6 +128,7 @@ def read_nifti_dwi(path, bval=None, bvec=None):
     if data.ndim != 4:
         raise InputError(path, "a 4D image (x, y, z, volumes)", f"{data.ndim}D data of shape {data.shape}")
     for side in (bval, bvec):
+        refuse_special_file(side)
         if not side.exists():
             raise InputError(side, "an FSL gradient file beside the NIfTI DWI (or pass --bval / --bvec)", "no such file")
     bvals, gradients = read_fsl_gradients(bval, bvec, data.shape[3], affine)

@@ -13,7 +13,7 @@ import nrrd
 import numpy as np
 
 from ..core.dwi import DWI
-from ..core.errors import InputError
+from ..core.errors import InputError, refuse_special_file
 from ..core.frames import LPS_TO_RAS, check_affine
 from ..core.tensor_layout import matrix_to_tensor6, tensor6_to_matrix
 from .nifti import exact_text
@@ -29,6 +29,7 @@ _NON_SPATIAL_KINDS = {"list", "vector", "3d-matrix", "rgb-color", "covariant-vec
 
 def _read(path):
     path = Path(path)
+    refuse_special_file(path)
     if not path.exists():
         raise InputError(path, "an existing NRRD file", "no such file")
     try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..core.errors import InputError
 from ..core.dwi import DWI
 from ..core.progress import NullReporter
 from ..fit.brain_mask import brain_mask
@@ -61,7 +62,7 @@ def compare_schemes(dwi: DWI, schemes=SCHEMES, n_train=250_000, n_validation=50_
 
     unknown = sorted(set(schemes) - set(SCHEMES))
     if unknown:
-        raise ValueError(f"schemes must be from {SCHEMES}, not {unknown}")
+        raise InputError("--schemes", f"schemes from {SCHEMES}", ", ".join(unknown))
     reporter.progress("fit", 0.0, "tensor fit of the scan")
     mask = brain_mask(dwi.mean_b0())
     fit = fit_tensors(dwi, mask)

@@ -297,9 +297,9 @@ def write_cohort(out_dir, n, scheme="sampled", seed=0, snr=30.0, grid=PAPER_GRID
     misregistration); dataset_description.json, participants.tsv, derivatives/truth/labels.tsv.
     """
     if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {SCHEMES}, not {scheme!r}")
+        raise InputError("--scheme", f"one of {SCHEMES}", repr(scheme))
     if n < 1:
-        raise ValueError(f"--n must be at least 1, not {n}")
+        raise InputError("--n", "at least 1 subject", repr(n))
     pools = eigenvalue_pools(scheme, sample_from)
     rows = ["participant_id\tseed\tsnr\tdiffusivity_scale\thead_rotation_degrees\thead_translation_mm"
             "\tmisregistration_rotation_degrees\tmisregistration_translation_mm"]

@@ -22,10 +22,22 @@ WINDOWS = {"fa": (0.0, 1.0), "md": (0.0, 2.0e-3), "ad": (0.0, 2.5e-3), "rd": (0.
 MAPS = ("fa", "md", "ad", "rd", "color")  # the maps loaded as nodes
 
 
-def _slicer():
-    import slicer
-    import vtk
+SLICER_CORE = "slicer-core==5.13.31053.0"  # the extra `scene` of pyproject.toml
 
+
+def _slicer():
+    """Slicer's MRML Python modules (inside Slicer, or from the PyPI package slicer-core elsewhere); a clear
+    error naming the extra to install when they are missing or the unrelated PyPI package "slicer" took
+    their name."""
+    try:
+        import slicer
+        import vtk
+    except ImportError:
+        slicer = None
+    if slicer is None or not hasattr(slicer, "vtkMRMLScene"):
+        found = "no slicer-core in this Python" if slicer is None else "the unrelated PyPI package 'slicer'"
+        raise InputError("Slicer scene", f"Slicer's MRML classes: pip install 'dtisynth[scene]' (or {SLICER_CORE})",
+                         found)
     return slicer, vtk
 
 

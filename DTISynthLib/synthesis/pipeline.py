@@ -154,13 +154,21 @@ def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly
     """synthesize_dwi for a reference (b0, else the DWI) in axial slices."""
     assembly = assembly or manifest.get("assembly", "physics")
     if assembly not in ASSEMBLIES:
-        raise ValueError(f"assembly must be one of {ASSEMBLIES}, not {assembly!r}")
+        raise InputError("--assembly", f"one of {ASSEMBLIES}", repr(assembly))
     kind = kind_of(manifest)
     progress = reporter.progress
     order, angles = assign_axes(dwi, kind.any_frame)
+    b0_volumes = [int(i) for i in np.flatnonzero(dwi.is_b0)]
+    ignored = [i for i in range(dwi.data.shape[3]) if i not in order and i not in b0_volumes]
     report = {"input": dwi.source, "axis_volumes": order, "axis_angle_degrees": [round(a, 2) for a in angles],
+              "b0_volumes": b0_volumes, "ignored_volumes": ignored,
               "warnings": [f"{'xyz'[i]} direction {a:.1f} degrees from the scanner axis"
                            for i, a in enumerate(angles) if a > ANGLE_WARNING_DEGREES]}
+    if ignored:  # a DTI or HARDI scan given as the input: say what was not used
+        report["warnings"].append(
+            f"used volumes {order} (nearest x, y, z; counted from 0) and the b=0 volume(s) {b0_volumes} of "
+            f"{dwi.data.shape[3]}; "
+            f"{len(ignored)} diffusion-weighted volume(s) ignored: {ignored}")
     b_model, b_input = float(manifest["b_value"]), float(np.mean(dwi.bvals[order]))
     dwi_b0 = dwi.mean_b0()
     weighted, measured_bvals = dwi.data[..., order], dwi.bvals[order]
@@ -253,7 +261,7 @@ def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly
                                        measured_gradients, bvals[1:], gradients[1:], inside)
     output_b = float(output_b if output_b is not None else (np.round(b_input, 1) if b_range is not None else b_model))
     if output_b <= 0:
-        raise ValueError(f"the output b-value must be positive, not {output_b:g}")
+        raise InputError("--output-b", "a positive b-value (s/mm^2)", f"{output_b:g}")
     if output_b != b_model:
         synthetic = signals_at_b(synthetic, reference, bvals[1:], output_b)
         bvals[1:] = output_b

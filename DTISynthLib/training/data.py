@@ -181,7 +181,7 @@ def load_training_data(data_dir, intensity, depth, grid=None, validation_fractio
     reference = axial_slices(load_dwi(pairs[0].dti6))
     grid = tuple(grid) if grid else default_grid(reference.data.shape, depth)
     if grid[0] % 2**depth or grid[1] % 2**depth:
-        raise ValueError(f"grid {grid} must be divisible by 2**depth = {2**depth}")
+        raise InputError("--grid", f"a grid divisible by 2**depth = {2**depth}", f"{grid[0]} x {grid[1]}")
     voxel = [float(v) for v in np.linalg.norm(reference.affine[:3, :3], axis=0)]
     slices = {"train": ([], []), "validation": ([], [])}
     registration, subject_slices = {}, {"train": [], "validation": []}

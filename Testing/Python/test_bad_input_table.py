@@ -10,6 +10,7 @@ are untrusted input), output (faults of the place written to).
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -278,6 +279,25 @@ def case_fit_unknown_extension(i, f):
 def case_fit_empty_folder(i, f):
     (f / "dicom").mkdir()
     return _fit(f / "dicom", "--out", f / "out"), ["dicom", "expected", "found"]
+
+
+def case_fit_unconvertible_dicom(i, f):
+    (f / "dicom").mkdir()
+    (f / "dicom" / "IM0001.dcm").write_bytes(b"not a DICOM file" * 10)
+    return _fit(f / "dicom", "--out", f / "out"), ["dicom: expected a DICOM folder dcm2niix can convert",
+                                                   "dcm2niix failed: Error: Unable to find any DICOM", "(exit code"]
+
+
+def case_synthesize_fifo(i, f):
+    os.mkfifo(f / "dwi.nii.gz")  # used to block for ever
+    return _synth(f / "dwi.nii.gz", f / "out"), ["dwi.nii.gz", "expected a regular file", "a FIFO (named pipe)"]
+
+
+def case_synthesize_fifo_bval(i, f):
+    dwi = copy_dwi(i.dwi3, f)
+    (f / "dwi.bval").unlink()
+    os.mkfifo(f / "dwi.bval")
+    return _synth(dwi, f / "out"), ["dwi.bval", "expected a regular file", "a FIFO (named pipe)"]
 
 
 def case_fit_nrrd_without_gradients(i, f):
@@ -700,6 +720,19 @@ def case_models_import_bad_manifest(i, f):
     return ["models", "--import", str(models), "--into", str(f / "out")], ["manifest.json", "b_value to be a b-value", "-1000"]
 
 
+def case_models_import_unlisted_member(i, f):
+    import zipfile
+
+    with zipfile.ZipFile(f / "pkg.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(i.models.iterdir()):
+            archive.write(path, f"pkg/{path.name}")
+        with archive.open("pkg/filler.bin", "w") as member:  # 64 MiB of zeros, a few kB compressed
+            for _ in range(64):
+                member.write(bytes(1024**2))
+    return ["models", "--import", str(f / "pkg.zip"), "--into", str(f / "out")], [
+        "pkg.zip", "only the files its manifest lists", "'pkg/filler.bin'"]
+
+
 def case_realism_missing_scan(i, f):
     return ["realism", "--real", str(f / "nope.nii.gz"), "--out", str(f / "out")], ["nope.nii.gz", "expected an existing",
                                                                                    "no such file"]
@@ -801,6 +834,9 @@ CASES = [  # (id, class, build)
     ("train-kind", "usage", case_train_kind),
     ("train-device", "usage", case_train_device),
     ("train-out-is-a-file", "output", case_train_out_is_a_file),
+    ("fit-unconvertible-dicom", "file", case_fit_unconvertible_dicom),
+    ("synthesize-fifo", "file", case_synthesize_fifo),
+    ("synthesize-fifo-bval", "file", case_synthesize_fifo_bval),
     ("review-create-missing", "file", case_review_create_missing),
     ("review-create-maps", "usage", case_review_create_maps),
     ("review-create-readers0", "usage", case_review_create_readers0),
@@ -816,6 +852,7 @@ CASES = [  # (id, class, build)
     ("models-import-without-into", "usage", case_models_import_without_into),
     ("models-import-escaping-zip", "manifest", case_models_import_escaping_zip),
     ("models-import-bad-manifest", "manifest", case_models_import_bad_manifest),
+    ("models-import-unlisted-member", "manifest", case_models_import_unlisted_member),
     ("realism-missing-scan", "file", case_realism_missing_scan),
     ("realism-schemes", "usage", case_realism_schemes),
     ("realism-three-directions", "science", case_realism_three_directions),
@@ -895,3 +932,30 @@ def test_a_read_only_or_full_file_system_is_a_clear_error_leaving_nothing(inputs
     assert "Traceback" not in run.stderr
     assert lines[-1] == "left:", lines  # the mount point is as it was: no folder, no staging, no partial file
     assert _hashes(inputs.root) == before
+
+
+def test_scene_without_slicer_core_names_the_extra_to_install(inputs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "slicer", None)  # as if slicer-core were not installed
+    assert main(["scene", "--results", str(inputs.results), "--out", str(tmp_path / "s.mrb"), "--jsonl"]) == 2
+    message = json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
+    assert "pip install 'dtisynth[scene]'" in message and "no slicer-core in this Python" in message
+    assert not (tmp_path / "s.mrb").exists()
+
+
+def test_an_internal_error_is_a_bug_with_a_traceback_not_bad_input(inputs, tmp_path, monkeypatch):
+    """Only InputError is bad input (exit 2); a numpy or torch ValueError inside is a bug: it propagates
+    (the installed command prints its traceback and exits 1)."""
+    import DTISynthLib.jobs.fit as fit_job
+
+    def broken(args, reporter):
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setattr(fit_job, "run", broken)
+    with pytest.raises(ValueError, match="broadcast"):
+        main(["fit", str(inputs.dwi30), "--out", str(tmp_path / "o")])
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    code = "import sys, DTISynthLib.jobs.fit as f; f.run = lambda a, r: [][1]; from DTISynthLib.cli import main; " \
+           "sys.exit(main(sys.argv[1:]))"
+    run = subprocess.run([sys.executable, "-c", code, "fit", str(inputs.dwi30), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, env=env)
+    assert run.returncode == 1 and "Traceback" in run.stderr and "IndexError" in run.stderr

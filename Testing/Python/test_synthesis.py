@@ -346,6 +346,22 @@ def test_forced_b_value_and_tilted_direction_are_reported(still_subject):
     assert any("b-value 1000 differs from the models' 800 (forced)" in w for w in result.report["warnings"])
 
 
+def test_a_dwi_with_more_directions_says_which_volumes_it_used_and_ignored(still_subject):
+    subject = still_subject
+    dwi, dti = check_dwi(subject.dwi), check_dwi(subject.dti)
+    # the x, y, z DWI and three oblique directions of the DTI: three are used, three ignored
+    more = check_dwi(DWI(np.concatenate([dwi.data, dti.data[..., 1:4]], -1), dwi.affine, np.r_[dwi.bvals, dti.bvals[1:4]],
+                         np.vstack([dwi.gradients, dti.gradients[1:4]]), "more.nii.gz"))
+    fake = FakeTruthGenerators(subject.dti, Intensity("relative"))
+    result = synthesize_dwi(more, fake, manifest_for(subject.dti.affine, GRID))
+    used, ignored = result.report["axis_volumes"], result.report["ignored_volumes"]
+    assert sorted(used) == [1, 2, 3] and ignored == [4, 5, 6] and result.report["b0_volumes"] == [0]
+    assert any(f"3 diffusion-weighted volume(s) ignored: {ignored}" in w and f"used volumes {used}" in w
+               for w in result.report["warnings"])
+    plain = synthesize_dwi(check_dwi(subject.dwi), fake, manifest_for(subject.dti.affine, GRID))
+    assert plain.report["ignored_volumes"] == [] and not any("ignored" in w for w in plain.report["warnings"])
+
+
 def test_b0_that_does_not_overlap_or_does_not_register_is_refused(still_subject):
     subject = still_subject
     manifest = manifest_for(subject.dti.affine, GRID)
@@ -460,7 +476,7 @@ def test_the_shipped_default_set_is_verified_small_and_beats_the_baseline_on_an_
     assert md < 1.05 * md_diagonal, scores
 
 
-def test_model_import_from_zip_verifies_and_refuses_tampering(tmp_path):
+def test_model_import_from_zip_verifies_and_refuses_tampering(tmp_path, monkeypatch):
     import shutil
     import zipfile
 
@@ -475,6 +491,20 @@ def test_model_import_from_zip_verifies_and_refuses_tampering(tmp_path):
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["pix2pix"]  # no staging left
     with pytest.raises(InputError, match="already exists"):
         import_package(archive, tmp_path / "models")
+    # Checked from the zip's directory before extracting: the declared size, then unlisted members.
+    import DTISynthLib.generators.package as package
+
+    monkeypatch.setattr(package, "MAX_IMPORT_BYTES", 10 * 1024**2)
+    with pytest.raises(InputError, match=r"at most 10 MiB; found 30.\d MiB declared"):
+        import_package(archive, tmp_path / "other")
+    monkeypatch.undo()
+    stuffed = tmp_path / "stuffed.zip"
+    shutil.copy(archive, stuffed)
+    with zipfile.ZipFile(stuffed, "a") as z:
+        z.writestr("pix2pix/extra.bin", b"\0" * 4096)
+    with pytest.raises(InputError, match="only the files its manifest lists.*'pix2pix/extra.bin'"):
+        import_package(stuffed, tmp_path / "other")
+    assert not (tmp_path / "other").exists()  # nothing extracted, nothing left
     tampered = tmp_path / "tampered"
     shutil.copytree(SHIPPED_MODELS / "pix2pix", tampered)
     with open(tampered / "direction_3.safetensors", "r+b") as f:
