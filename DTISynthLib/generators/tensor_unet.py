@@ -49,9 +49,9 @@ median b=0 over sigma), random frame rotation and symmetry. Batches are stratifi
 top-level folders, e.g. phantom/ and real/: equal shares), then subject, series and slice. Losses
 (SPLIT): L1 of the diagonal and of the magnitudes against |D_ij|, of FA and of the six Siemens
 attenuations with the target's signs (all sign-invariant), plus SIGN_WEIGHT x the cross-entropy of the
-pattern logits against soft targets (loss_terms). The model is chosen, and training stopped after
-PATIENCE epochs without progress, by the validation subjects' score (_validate: FA error in WM / 0.08 +
-median V1 angle / 18); the pattern temperature is then fitted on them (calibrate_temperature).
+pattern logits against soft targets (loss_terms). The model is chosen by the validation subjects' score
+(_validate: FA error in WM / 0.08 + median V1 angle / 18), and training stopped after PATIENCE epochs of
+the decay without progress; the pattern temperature is then fitted on them (calibrate_temperature).
 """
 
 import copy
@@ -99,7 +99,7 @@ LOGIT_RANGE = 10.0  # pattern logits are LOGIT_RANGE * tanh(output)
 SIGN_SCALE = 0.05  # units: soft targets of the pattern loss, q_p ~ exp(-|D_p - D|_F^2 / (2 SIGN_SCALE^2))
 SIGN_WEIGHT = 0.1  # of the pattern cross-entropy in the total loss
 CONFIDENCE_DEGREES = 20.0  # v1_confidence: probability that V1 lies within this angle of the one shown
-PATIENCE = 8  # epochs without a better validation score before training stops
+PATIENCE = 8  # epochs of decay without a better validation score before training stops
 
 
 def measured_frame(gradients):
@@ -667,7 +667,8 @@ def train(request):
         if state["best_score"] is None or score < state["best_score"]:
             state["best_score"], state["best_epoch"] = score, epoch + 1
             best.load_state_dict(network.state_dict())
-        elif validation_subjects and epoch + 1 - state["best_epoch"] >= PATIENCE:
+        elif validation_subjects and epoch + 1 > config.epochs and epoch + 1 - max(state["best_epoch"], config.epochs) \
+                >= PATIENCE:  # only once the rate decays: the noisy score (0.1-0.2) must not stop the constant phase
             state["stopped_early"] = epoch + 1
         state["seconds"] += time.perf_counter() - started
         state["history"].append(row)
@@ -718,7 +719,7 @@ def train(request):
                      "selection": {"score": "val_fa_abs_wm / 0.08 + val_v1_degrees / 18 on the validation subjects "
                                             f"(own b, SNR {VALIDATION_SNR:g})",
                                    "best_epoch": state["best_epoch"], "stopped_early_at": state.get("stopped_early"),
-                                   "patience": PATIENCE},
+                                   "patience": PATIENCE, "patience_from_epoch": config.epochs + 1},
                      "samples_per_epoch": int(steps * config.batch_size), "crop": crop,
                      "augmentation": {"b_s_mm2": list(B_TRAINING), "snr": list(SNR_TRAINING),
                                       "frame_rotation_degrees": FRAME_ROTATION_DEGREES,

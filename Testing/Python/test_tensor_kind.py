@@ -279,6 +279,28 @@ def test_the_tensor_kind_trains_resumes_and_synthesizes_through_the_jobs(tmp_pat
     assert (synthetic.data[brain][:, 1:] > 0).all() and (synthetic.data[brain][:, 1:] <= 1.0001 * synthetic.data[brain][:, :1]).all()
 
 
+def test_training_stops_for_no_progress_only_once_the_rate_decays(tmp_path, monkeypatch):
+    """A validation score that only gets worse: the constant-rate phase (3 epochs) runs whole, and
+    training stops PATIENCE (2) epochs into the decay, not 2 epochs after the best (epoch 1)."""
+    cohort = tmp_path / "cohort"
+    write_cohort(cohort, 3, "sampled", seed=5, grid=(32, 32, 19), noise=False)
+    scores = iter(range(100))
+
+    def worsening(network, batches, subjects, design, heads, collect=False):
+        row = {"val_score": float(next(scores))}
+        return (row, None) if collect else row
+
+    monkeypatch.setattr(tensor_unet, "_validate", worsening)
+    monkeypatch.setattr(tensor_unet, "PATIENCE", 2)
+    args = ["train", "--kind", "tensor-unet", "--data", str(cohort), "--out", str(tmp_path / "m"), "--ngf", "4",
+            "--depth", "5", "--epochs", "3", "--decay-epochs", "4", "--batch-size", "4", "--validation-subjects", "sub-003"]
+    assert cli.main(args) == 0
+    manifest = read_manifest(tmp_path / "m")
+    selection = manifest["training"]["selection"]
+    assert len(manifest["networks"][0]["history"]) == 5 and selection["stopped_early_at"] == 5
+    assert selection["best_epoch"] == 1 and selection["patience_from_epoch"] == 4
+
+
 # ------------------------------------------------------------ magnitudes and sign patterns (SPLIT heads)
 
 def _split_batch(seed=0, n=2, size=6):
