@@ -14,10 +14,19 @@ import importlib
 import importlib.util
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import Annotated
 
-import qt
+# The supported floor: 3D Slicer 5.10 (Python 3.12). Slicer 5.8 and older ship Python 3.9, where
+# DTISynthLib's Python 3.10 code (zip(strict=...), X | Y types at run time) fails: refuse to load, saying so,
+# before any of it is imported.
+MINIMUM_PYTHON = (3, 10)
+if sys.version_info < MINIMUM_PYTHON:
+    raise ImportError(f"DTISynth needs 3D Slicer 5.10 or later (Python {MINIMUM_PYTHON[0]}.{MINIMUM_PYTHON[1]}+); "
+                      f"this Slicer runs Python {sys.version.split()[0]}: install a newer Slicer")
+
+import qt  # noqa: E402 (after the version check)
 import slicer
 import vtk
 from slicer import (

@@ -188,6 +188,16 @@ def direction_vectors(manifest):
     return [d["index"] for d in entries], np.array([d["gradient_ras"] for d in entries], dtype=np.float64)
 
 
+def package_files(manifest, logs=False):
+    """The file names of a package (flat in its folder): manifest.json, the weights files and input
+    check it names, and with `logs` the training log of each direction (pix2pix_trainer writes them)."""
+    names = [MANIFEST, *(entry["file"] for entry in network_files(manifest).values())]
+    names += [manifest["input_check"]["file"]] if "input_check" in manifest else []
+    if logs:
+        names += [f"training_log_direction_{int(entry['index'])}.csv" for entry in manifest.get("directions", [])]
+    return names
+
+
 def verify_package(folder):
     """Check a model folder without loading weights (torch-free): manifest, files and SHA-256 checksums."""
     folder = Path(folder)
@@ -265,16 +275,12 @@ def _checked_members(source, archive):
                          f"{manifests[0].file_size} bytes")
     try:
         manifest = json.loads(archive.read(manifests[0]))
-        listed = [entry["file"] for entry in network_files(manifest).values()]
-        listed += [manifest["input_check"]["file"]] if "input_check" in manifest else []
-        # per-direction training logs beside the weights (pix2pix_trainer writes them): one per listed direction
-        listed += [f"training_log_direction_{int(entry['index'])}.csv" for entry in manifest.get("directions", [])]
+        listed = package_files(manifest, logs=True)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{source}:{manifests[0].filename}", "a model manifest listing its files",
                          f"unreadable content ({exc!r})") from None
     root = Path(manifests[0].filename).parent
     allowed = {(root / name).as_posix() for name in listed if isinstance(name, str) and WEIGHTS_NAME.match(name)}
-    allowed.add(manifests[0].filename)
     extra = [i.filename for i in infos if i.filename not in allowed]
     if extra:
         raise InputError(source, "a zip of one model folder holding only the files its manifest lists",

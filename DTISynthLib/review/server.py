@@ -17,11 +17,10 @@ import re
 
 from ..core.errors import InputError
 from ..core.output_layout import StudyFolder
-from ..core.resources import RESOURCES
+from ..core.resources import NIIVUE_BUNDLE, RESOURCES
 from .store import COMMENT_MAX, CONFIDENCE_SCALE, StudyStore
 
 OPAQUE_IMAGE = re.compile(r"^[0-9a-f]{16}\.nii$")
-NIIVUE_BUNDLE = "node_modules/@niivue/niivue/dist/niivue.umd.js"
 NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 MAX_BODY = 16 * 1024  # bytes: an answer with the longest comment is under 9 kB
 MAX_POSITION = 10**6
@@ -34,7 +33,7 @@ PLAIN_PAGES = {
 
 def niivue_bundle():
     """NiiVue's self-contained browser bundle from the set-up's npm install (Resources/Review)."""
-    path = RESOURCES / "Review" / NIIVUE_BUNDLE
+    path = RESOURCES / NIIVUE_BUNDLE
     if not path.is_file():
         raise InputError(path, "NiiVue installed by the set-up (`make test`, or `npm ci --prefix Resources/Review`)",
                          "no such file")

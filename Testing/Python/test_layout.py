@@ -28,6 +28,37 @@ def test_cmake_lists_every_library_file_and_module_resource():
     assert "find_package(Slicer REQUIRED)" in top and "Slicer_EXTENSION_CPACK" in top
 
 
+def shipped_resources():
+    """Resources/-relative paths of what the wheel and the Slicer extension must ship: core.resources'
+    SHIPPED_FILES and every shipped model package's files (generators.package.package_files)."""
+    from DTISynthLib.core.resources import MODELS, SHIPPED_FILES
+    from DTISynthLib.generators.package import package_files, read_manifest
+
+    files = set(SHIPPED_FILES)
+    for manifest in sorted((REPO / "Resources" / MODELS).glob("*/manifest.json")):
+        files |= {f"{MODELS}/{manifest.parent.name}/{name}" for name in package_files(read_manifest(manifest.parent))}
+    return files
+
+
+def test_the_extension_ships_every_file_the_library_reads_and_every_file_the_manifests_name():
+    """The CMake resource list against core.resources and the shipped manifests (an installed extension
+    once lacked the input checks, so every synthesis failed), and the library's own resource paths
+    against core.resources."""
+    from DTISynthLib.core.resources import RESOURCES, SHIPPED_FILES
+    from DTISynthLib.review import server
+    from DTISynthLib.simulation.brain_phantom import TISSUE_FILE
+
+    listed = set(_cmake_list((REPO / "DTISynth" / "CMakeLists.txt").read_text(), "DTISYNTH_SHARED_RESOURCES"))
+    expected = {f"Resources/{name}" for name in shipped_resources()}
+    # the npm manifests travel too, so that an extension build can install the review page's viewer
+    assert listed - {"Resources/Review/package.json", "Resources/Review/package-lock.json"} == expected, (
+        "missing: {}; not shipped by core.resources: {}".format(sorted(expected - listed), sorted(listed - expected)))
+    assert all((REPO / name).is_file() for name in listed)
+    assert TISSUE_FILE.relative_to(RESOURCES).as_posix() in SHIPPED_FILES
+    assert "Review/review.html" in SHIPPED_FILES and 'RESOURCES / "Review" / "review.html"' in \
+        Path(server.__file__).read_text()
+
+
 def test_dependencies_are_pinned_and_torch_is_the_cpu_wheel():
     text = (REPO / "pyproject.toml").read_text()
     requirements = re.findall(r'^\s+"([A-Za-z0-9_.-]+)([^"]*)",$', text, re.M)

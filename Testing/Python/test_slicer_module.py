@@ -9,6 +9,8 @@ import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "DTISynth" / "DTISynth.py"
 UI = REPO / "DTISynth" / "Resources" / "UI" / "DTISynth.ui"
@@ -87,3 +89,33 @@ def test_what_the_module_imports_keeps_torch_out_of_slicer():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "False"
+
+
+PYENV = Path("/root/.pyenv/versions")
+
+
+def _python(version):
+    found = sorted(PYENV.glob(f"{version}.*/bin/python"))
+    if not found:
+        pytest.skip(f"no Python {version} on this machine (pyenv)")
+    return found[-1]
+
+
+def test_the_slicer_floor_is_stated_once_and_held_to():
+    """Slicer 5.10 (Python 3.12) is the floor: the extension's description and README say so, pyproject
+    agrees, and on Slicer 5.8's Python 3.9 the module refuses to load with that message, before it imports
+    anything of DTISynthLib; the library is valid Python 3.10."""
+    assert 'requires-python = ">=3.10"' in (REPO / "pyproject.toml").read_text()
+    assert "Needs 3D Slicer 5.10 or later" in (REPO / "CMakeLists.txt").read_text()
+    assert "3D Slicer 5.10 or later" in (REPO / "README.md").read_text()
+    tree = ast.parse(MODULE.read_text())
+    first_library_import = min(n.lineno for n in tree.body if isinstance(n, ast.ImportFrom)
+                               and (n.module or "").startswith("DTISynthLib"))
+    guard = next(n for n in tree.body if isinstance(n, ast.If) and "version_info" in ast.unparse(n.test))
+    assert guard.lineno < first_library_import
+    old = subprocess.run([str(_python("3.9")), str(MODULE)], capture_output=True, text=True, timeout=60)
+    assert old.returncode == 1 and "ImportError: DTISynth needs 3D Slicer 5.10 or later" in old.stderr, old.stderr
+    files = [str(p) for p in sorted((REPO / "DTISynthLib").rglob("*.py"))] + [str(MODULE)]
+    check = "import sys\nfor f in sys.argv[1:]:\n    compile(open(f).read(), f, 'exec')"  # no .pyc written
+    compiled = subprocess.run([str(_python("3.10")), "-c", check, *files], capture_output=True, text=True, timeout=300)
+    assert compiled.returncode == 0, compiled.stderr[-2000:]

@@ -7,7 +7,12 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
+
+from test_layout import shipped_resources
+
+from DTISynthLib.core.resources import NIIVUE_BUNDLE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,6 +28,9 @@ def test_the_wheel_installs_into_a_fresh_environment_and_runs_with_what_it_ships
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp_path / "dist", REPO], tmp_path, env)
     wheels = list((tmp_path / "dist").glob("dtisynth-*.whl"))
     assert len(wheels) == 1
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        carried = {n.split("DTISynthLib/_resources/", 1)[1] for n in wheel.namelist() if "/_resources/" in n}
+    assert shipped_resources() | {NIIVUE_BUNDLE} <= carried, sorted(shipped_resources() - carried)
     run([sys.executable, "-m", "venv", tmp_path / "venv"], tmp_path, env)
     bin_dir = tmp_path / "venv" / "bin"
     run([bin_dir / "python", "-m", "pip", "install", "-q", wheels[0]], tmp_path, env, timeout=900)
