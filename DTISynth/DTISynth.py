@@ -76,9 +76,11 @@ def registerSampleData():
     import SampleData
 
     icon = str(Path(__file__).parent / "Resources" / "Icons" / "DTISynth.png")
+    # SampleDataSource needs uris and fileNames of one length even when a custom downloader does the work
+    # (it takes len() of both): placeholders, as SampleData's own custom-downloader test source has.
     SampleData.SampleDataLogic.registerCustomSampleDataSource(
-        category="DTISynth", sampleName="DTISynthPhantom", thumbnailFileName=icon,
-        customDownloader=lambda source: DTISynthLogic().loadPhantomSample())
+        category="DTISynth", sampleName="DTISynthPhantom", uris="dtisynth://phantom", fileNames="DTISynthPhantom.nrrd",
+        thumbnailFileName=icon, customDownloader=lambda source: DTISynthLogic().loadPhantomSample())
 
 
 @parameterNodeWrapper
@@ -171,8 +173,9 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             button = qt.QPushButton(text)
             button.connect("clicked(bool)", lambda checked, side=side: self.onReviewAnswer(side))
             buttons.addWidget(button)
-            shortcut = qt.QShortcut(qt.QKeySequence(qt.Qt.Key_Left if side == "left" else qt.Qt.Key_Right),
-                                    slicer.util.mainWindow())
+            # on this panel only (not the main window): slice views keep their arrow keys, Segment Editor its 1-5
+            shortcut = qt.QShortcut(qt.QKeySequence(qt.Qt.Key_Left if side == "left" else qt.Qt.Key_Right), self.parent)
+            shortcut.setContext(qt.Qt.WidgetWithChildrenShortcut)
             shortcut.connect("activated()", lambda side=side: self.onReviewAnswer(side))
         form.addRow(buttons)
         self.reviewConfidence = qt.QSpinBox()
@@ -181,7 +184,8 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.reviewConfidence.toolTip = _("Required: 1 guess, 2 unsure, 3 fairly sure, 4 sure, 5 certain")
         form.addRow(_("Confidence (required):"), self.reviewConfidence)
         for value in range(1, 6):
-            shortcut = qt.QShortcut(qt.QKeySequence(str(value)), slicer.util.mainWindow())
+            shortcut = qt.QShortcut(qt.QKeySequence(str(value)), self.parent)
+            shortcut.setContext(qt.Qt.WidgetWithChildrenShortcut)
             shortcut.connect("activated()", lambda value=value: setattr(self.reviewConfidence, "value", value))
         self.reviewComment = qt.QLineEdit()
         form.addRow(_("Comment:"), self.reviewComment)

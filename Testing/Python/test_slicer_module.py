@@ -119,3 +119,41 @@ def test_the_slicer_floor_is_stated_once_and_held_to():
     check = "import sys\nfor f in sys.argv[1:]:\n    compile(open(f).read(), f, 'exec')"  # no .pyc written
     compiled = subprocess.run([str(_python("3.10")), "-c", check, *files], capture_output=True, text=True, timeout=300)
     assert compiled.returncode == 0, compiled.stderr[-2000:]
+
+
+def _calls(name):
+    """Calls in the module file whose function ends with `name` (attribute or plain)."""
+    tree = ast.parse(MODULE.read_text())
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and ast.unparse(n.func).split(".")[-1] == name]
+
+
+def test_no_shortcut_or_event_filter_on_the_main_window():
+    """The review keys (left / right, 1-5) once sat on Slicer's main window from setup on: slice views
+    lost their arrow keys, Segment Editor's 1-5 became ambiguous, and every Reload added a set. They are
+    the panel's own now, active while focus is in it."""
+    shortcuts = _calls("QShortcut")
+    assert shortcuts, "the review keys are QShortcuts"
+    for call in shortcuts:
+        assert ast.unparse(call.args[1]) == "self.parent", ast.unparse(call)
+    text = MODULE.read_text()
+    assert text.count("setContext(qt.Qt.WidgetWithChildrenShortcut)") == text.count("qt.QShortcut(")
+    for call in _calls("installEventFilter"):
+        assert "mainWindow" not in ast.unparse(call), ast.unparse(call)
+
+
+# SampleData.SampleDataLogic.registerCustomSampleDataSource and SampleDataSource, from Slicer's
+# Modules/Scripted/SampleData/SampleData.py (Slicer/Slicer main, commit 01c2def0e79b, read 2026-12-05):
+# the parameters, and those that SampleDataSource takes len() of whatever the downloader.
+REGISTER_CUSTOM_SAMPLE_DATA_SOURCE = {"category", "sampleName", "uris", "fileNames", "nodeNames", "customDownloader",
+                                      "thumbnailFileName", "loadFileTypes", "loadFiles", "loadFileProperties",
+                                      "checksums", "loadFileType"}
+SAMPLE_DATA_SOURCE_NEEDS = {"uris", "fileNames"}
+
+
+def test_sample_data_is_registered_as_sample_data_takes_it():
+    (call,) = _calls("registerCustomSampleDataSource")
+    keywords = {k.arg for k in call.keywords}
+    assert not call.args and keywords <= REGISTER_CUSTOM_SAMPLE_DATA_SOURCE, keywords - REGISTER_CUSTOM_SAMPLE_DATA_SOURCE
+    assert SAMPLE_DATA_SOURCE_NEEDS <= keywords and "customDownloader" in keywords
+    values = {k.arg: k.value for k in call.keywords}
+    assert all(isinstance(values[k], ast.Constant) and isinstance(values[k].value, str) for k in SAMPLE_DATA_SOURCE_NEEDS)
