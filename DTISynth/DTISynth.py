@@ -298,6 +298,10 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.job.cleanup()
             slicer.util.errorDisplay(_("DTISynth failed: {message}").format(message=str(exc)))
             self._log(str(exc))
+        except Exception as exc:  # loading the results failed: stop polling, or each tick adds the nodes again
+            logging.exception("DTISynth: loading the results failed")
+            slicer.util.errorDisplay(_("DTISynth could not load its results: {message}").format(message=str(exc)))
+            self._log(str(exc))
         self._stop()
 
     def _stop(self):

@@ -25,7 +25,9 @@ from pathlib import Path
 
 from ..core.output_layout import SlicerJobFolder
 
-CREATE_NEW_PROCESS_GROUP = 0x00000200  # Windows' process creation flag (subprocess defines it only there)
+CREATE_NEW_PROCESS_GROUP = 0x00000200  # Windows' process creation flags (subprocess defines them only there)
+CREATE_NO_WINDOW = 0x08000000  # no console window pops up for the job
+LIBRARY_FOLDER = Path(__file__).resolve().parents[2]  # the folder holding DTISynthLib, wherever Slicer found it
 
 
 def python_executable():
@@ -41,8 +43,19 @@ def process_group_options(platform=sys.platform):
     """Popen options that start the child in a process group of its own, so that it and its children
     can be stopped together."""
     if platform == "win32":
-        return {"creationflags": CREATE_NEW_PROCESS_GROUP}
+        return {"creationflags": CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW}
     return {"start_new_session": True}
+
+
+def child_environment(environment=None):
+    """The child's environment: this one with the folder holding DTISynthLib first on PYTHONPATH, so that
+    `python -m DTISynthLib` finds the library Slicer loaded (a folder added in Application Settings sets
+    Slicer's sys.path, not PYTHONPATH)."""
+    environment = dict(os.environ if environment is None else environment)
+    paths = [str(LIBRARY_FOLDER)] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep)
+                                     if p and p != str(LIBRARY_FOLDER)]
+    environment["PYTHONPATH"] = os.pathsep.join(paths)
+    return environment
 
 
 def windows_stop_command(pid):
@@ -134,7 +147,8 @@ class SynthesisJob:
         self.stderr_path = SlicerJobFolder(self.work).stderr(len(self.events))
         with open(self.stderr_path, "w") as stderr:
             self.process = subprocess.Popen([self.python, "-m", "DTISynthLib", *arguments], stdout=subprocess.PIPE,
-                                            stderr=stderr, text=True, **process_group_options())
+                                            stderr=stderr, text=True, env=child_environment(),
+                                            **process_group_options())
         self._lines = queue.Queue()
         self._reader = threading.Thread(target=_read_lines, args=(self.process.stdout, self._lines), daemon=True)
         self._reader.start()

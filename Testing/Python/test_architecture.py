@@ -261,7 +261,8 @@ def test_a_manifest_without_a_kind_is_the_per_direction_kind():
 def test_job_runner_stops_the_process_tree_on_windows_with_taskkill(monkeypatch):
     from DTISynthLib.slicer import job_runner
 
-    assert job_runner.process_group_options("win32") == {"creationflags": 0x00000200}
+    # its own process group, and no console window popping up for the job
+    assert job_runner.process_group_options("win32") == {"creationflags": 0x00000200 | 0x08000000}
     assert job_runner.process_group_options("linux") == {"start_new_session": True}
     assert job_runner.process_group_options("darwin") == {"start_new_session": True}
     ran = []
@@ -294,3 +295,22 @@ def test_every_library_name_the_panel_and_the_benchmarks_import_exists():
                     assert hasattr(module, alias.name), f"{path.name}: {node.module} has no {alias.name}"
                     checked += 1
     assert checked > 20
+
+
+def test_the_child_finds_the_library_slicer_loaded_whatever_its_pythonpath():
+    """Folders added in Slicer's Application Settings extend Slicer's sys.path, not PYTHONPATH: the job's
+    child gets the folder holding this DTISynthLib first on its PYTHONPATH (and every child is started so)."""
+    import os
+
+    from DTISynthLib.slicer import job_runner
+
+    environment = job_runner.child_environment({"PYTHONPATH": os.pathsep.join(["/a", str(job_runner.LIBRARY_FOLDER)]),
+                                                "HOME": "/h"})
+    assert environment["PYTHONPATH"].split(os.pathsep) == [str(job_runner.LIBRARY_FOLDER), "/a"]
+    assert environment["HOME"] == "/h"
+    assert job_runner.child_environment({})["PYTHONPATH"] == str(job_runner.LIBRARY_FOLDER)
+    assert (job_runner.LIBRARY_FOLDER / "DTISynthLib" / "__init__.py").is_file()
+    tree = ast.parse(Path(job_runner.__file__).read_text())
+    popens = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and ast.unparse(n.func) == "subprocess.Popen"]
+    assert popens and all(any(k.arg == "env" and ast.unparse(k.value) == "child_environment()" for k in n.keywords)
+                          for n in popens)

@@ -157,3 +157,14 @@ def test_sample_data_is_registered_as_sample_data_takes_it():
     assert SAMPLE_DATA_SOURCE_NEEDS <= keywords and "customDownloader" in keywords
     values = {k.arg: k.value for k in call.keywords}
     assert all(isinstance(values[k], ast.Constant) and isinstance(values[k].value, str) for k in SAMPLE_DATA_SOURCE_NEEDS)
+
+
+def test_a_result_that_fails_to_load_stops_the_poll():
+    """onPoll catches every error of loading results, not only a failed command: otherwise the 200 ms timer
+    retries, adding the nodes again on every tick."""
+    tree = ast.parse(MODULE.read_text())
+    poll = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "onPoll")
+    (handled,) = [n for n in poll.body if isinstance(n, ast.Try)]
+    caught = [ast.unparse(h.type) for h in handled.handlers]
+    assert caught[-1] == "Exception" and "JobFailed" in caught
+    assert ast.unparse(poll.body[-1]) == "self._stop()"
