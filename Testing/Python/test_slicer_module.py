@@ -153,10 +153,12 @@ SAMPLE_DATA_SOURCE_NEEDS = {"uris", "fileNames"}
 def test_sample_data_is_registered_as_sample_data_takes_it():
     (call,) = _calls("registerCustomSampleDataSource")
     keywords = {k.arg for k in call.keywords}
-    assert not call.args and keywords <= REGISTER_CUSTOM_SAMPLE_DATA_SOURCE, keywords - REGISTER_CUSTOM_SAMPLE_DATA_SOURCE
+    unknown = keywords - REGISTER_CUSTOM_SAMPLE_DATA_SOURCE
+    assert not call.args and not unknown, unknown
     assert SAMPLE_DATA_SOURCE_NEEDS <= keywords and "customDownloader" in keywords
     values = {k.arg: k.value for k in call.keywords}
-    assert all(isinstance(values[k], ast.Constant) and isinstance(values[k].value, str) for k in SAMPLE_DATA_SOURCE_NEEDS)
+    assert all(isinstance(values[k], ast.Constant) and isinstance(values[k].value, str)
+               for k in SAMPLE_DATA_SOURCE_NEEDS)
 
 
 def test_a_result_that_fails_to_load_stops_the_poll():
