@@ -209,6 +209,8 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.reviewComment.text = ""
 
     def cleanup(self):
+        if self.review is not None:
+            self.review.close()
         if self.job is not None:
             self.job.cancel()
         self.timer.stop()
@@ -225,6 +227,12 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event):
         self.setParameterNode(None)
+        # the scene's nodes are going: forget them, as the template does its parameter node
+        if self.review is not None:
+            self.review.close()
+            self.review = None
+        self.nodes = {}
+        self.ui.resultsCollapsibleButton.enabled = False
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:

@@ -12,6 +12,7 @@ from ..review.store import StudyStore
 
 NODE_NAMES = {"left": "Review left", "right": "Review right"}
 VIEWS = {"left": "Red", "right": "Yellow"}
+OWNER = "DTISynth.review"  # node attribute marking the volumes a review session made (only those are removed)
 
 
 def token_from_link(text):
@@ -34,6 +35,7 @@ class ReviewSession:
             raise InputError(link_or_token, "a reader link or token of this study", "an unknown token")
         self.windows = json.loads(self.store.info().get("display", "{}"))
         self.shown, self.nodes = None, {}
+        self._linked = None  # the views' linked-control flags before the review linked them
 
     def progress_text(self):
         if self.shown is None:
@@ -46,7 +48,9 @@ class ReviewSession:
         position = self.store.next_position(self.reader)
         self._clear()
         self.shown = None if position is None else self.store.presentation(self.reader, position)
-        if self.shown is not None:
+        if self.shown is None:
+            self.close()
+        else:
             for side in ("left", "right"):
                 self.nodes[side] = self._load(side, getattr(self.shown, f"{side}_image"))
             self._show_side_by_side()
@@ -62,6 +66,14 @@ class ReviewSession:
         self.store.answer(self.reader, self.shown.position, choice, confidence, comment)
         return self.show_next()
 
+    def close(self):
+        """End the session's display: its volumes removed, the views' linking as it was before."""
+        self._clear()
+        if self._linked is not None:
+            for view, linked in self._linked.items():
+                self._view_node("vtkMRMLSliceCompositeNode", view).SetLinkedControl(linked)
+            self._linked = None
+
     def _load(self, side, image_name):
         from ..io.nifti import read_nifti
         from .mrml_adapter import add_color_volume, add_scalar_volume
@@ -69,8 +81,11 @@ class ReviewSession:
         data, affine = read_nifti(self.layout.image(image_name))
         window = self.windows.get(self.shown.map)
         if data.ndim == 4:
-            return add_color_volume(self.scene, NODE_NAMES[side], data, affine)
+            node = add_color_volume(self.scene, NODE_NAMES[side], data, affine)
+            node.SetAttribute(OWNER, "1")
+            return node
         node = add_scalar_volume(self.scene, NODE_NAMES[side], data, affine, window=window)
+        node.SetAttribute(OWNER, "1")
         grey = self.scene.GetFirstNodeByName("Grey")
         if grey is not None:
             node.GetDisplayNode().SetAndObserveColorNodeID(grey.GetID())
@@ -79,6 +94,9 @@ class ReviewSession:
     def _show_side_by_side(self):
         """Left image in the Red view, right in the Yellow, both axial and linked; the side-by-side
         layout where the scene has a layout node (Slicer's)."""
+        if self._linked is None:
+            self._linked = {view: self._view_node("vtkMRMLSliceCompositeNode", view).GetLinkedControl()
+                            for view in VIEWS.values()}
         for side, view in VIEWS.items():
             composite = self._view_node("vtkMRMLSliceCompositeNode", view)
             composite.SetBackgroundVolumeID(self.nodes[side].GetID())
@@ -106,11 +124,11 @@ class ReviewSession:
         return node
 
     def _clear(self):
-        """Remove the review's volumes, this session's and any an earlier session left in the scene."""
-        names = set(NODE_NAMES.values())
+        """Remove the review's volumes, this session's and any an earlier session left in the scene (those
+        marked OWNER: a volume of the user's that happens to share the name stays)."""
         volumes = [self.scene.GetNthNodeByClass(k, "vtkMRMLVolumeNode")
                    for k in range(self.scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode"))]
-        for node in [v for v in volumes if v.GetName() in names]:
+        for node in [v for v in volumes if v.GetAttribute(OWNER) == "1"]:
             displays = [node.GetNthDisplayNode(k) for k in range(node.GetNumberOfDisplayNodes())]
             self.scene.RemoveNode(node)
             for display in displays:

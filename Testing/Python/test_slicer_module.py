@@ -170,3 +170,12 @@ def test_a_result_that_fails_to_load_stops_the_poll():
     caught = [ast.unparse(h.type) for h in handled.handlers]
     assert caught[-1] == "Exception" and "JobFailed" in caught
     assert ast.unparse(poll.body[-1]) == "self._stop()"
+
+
+def test_closing_the_scene_forgets_its_nodes_and_ends_the_review_display():
+    tree = ast.parse(MODULE.read_text())
+    functions = {n.name: ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    close = functions["onSceneStartClose"]
+    for step in ("self.review.close()", "self.nodes = {}", "self.ui.resultsCollapsibleButton.enabled = False"):
+        assert step in close, step
+    assert "self.review.close()" in functions["cleanup"]

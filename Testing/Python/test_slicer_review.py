@@ -104,3 +104,25 @@ def test_the_analysis_comes_into_slicer_as_tables(study_folder, scene, tmp_path)
     assert pooled["synthetic_noisier"] == tables["noisier"][-1]["synthetic_noisier"]
     assert nodes["readers"].GetTable().GetNumberOfRows() == 1
     assert nodes["by_confidence"].GetTable().GetNumberOfRows() == 5  # confidence 1-5
+
+
+def test_the_review_leaves_the_users_volumes_and_view_links_as_it_found_them(scene, tmp_path):
+    from DTISynthLib.slicer.mrml_adapter import add_scalar_volume
+
+    mine = add_scalar_volume(scene, NODE_NAMES["left"], np.zeros((4, 4, 4), np.float32), np.eye(4))  # the user's
+    folder = tmp_path / "study"
+    token = create_study(*write_noisier_synthetic_cohort(tmp_path, 1, noise=0.05), folder, maps=["fa", "md"],
+                         readers="ann", seed=2)["ann"]
+    session = ReviewSession(scene, folder, token)
+    composites = {}
+    for view in ("Red", "Yellow"):
+        composites[view] = session._view_node("vtkMRMLSliceCompositeNode", view)
+        composites[view].SetLinkedControl(0)  # the user's views were not linked
+    shown = session.show_next()
+    assert shown is not None and all(c.GetLinkedControl() for c in composites.values())
+    while shown is not None:
+        shown = session.answer("left", 3)
+    names = [scene.GetNthNodeByClass(k, "vtkMRMLVolumeNode").GetName()
+             for k in range(scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode"))]
+    assert names == [NODE_NAMES["left"]] and scene.GetNodeByID(mine.GetID()) is mine  # only the review's went
+    assert [c.GetLinkedControl() for c in composites.values()] == [0, 0]  # the links restored when done
