@@ -71,6 +71,19 @@ class DTISynth(ScriptedLoadableModule):
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
+def _pip_ensure_module():
+    """Slicer's module with pip_ensure and load_requirements (slicer.pydeps; slicer.packaging in some
+    previews), or None on a Slicer without them (5.10): then requirements are checked here."""
+    for name in ("slicer.pydeps", "slicer.packaging"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "pip_ensure") and hasattr(module, "load_requirements"):
+            return module
+    return None
+
+
 def registerSampleData():
     """A brain-phantom subject in Sample Data, simulated locally (nothing is downloaded)."""
     import SampleData
@@ -191,6 +204,8 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         form.addRow(_("Comment:"), self.reviewComment)
 
     def onReviewStart(self):
+        if not self.logic.ensureDependencies(torch=False):
+            return
         with slicer.util.tryWithErrorDisplay(_("The review could not start."), waitCursor=True):
             self.review = ReviewSession(slicer.mrmlScene, self.reviewStudy.currentPath, self.reviewToken.text)
             self.review.show_next()
@@ -360,40 +375,35 @@ class DTISynthLogic(ScriptedLoadableModuleLogic):
         location = qt.QStandardPaths.writableLocation(qt.QStandardPaths.AppDataLocation)
         return Path(location) / "DTISynth" / "models"
 
-    def ensureDependencies(self, confirm=True):
-        """Install what the child process needs, after the user agrees: torch (through the PyTorch
-        extension when installed) and Resources/requirements.txt. Checks with find_spec, so torch is never
-        imported into Slicer."""
+    def ensureDependencies(self, confirm=True, torch=True):
+        """Install what DTISynth needs, after the user agrees; False when they decline. Resources/
+        requirements.txt (nibabel, isal, pynrrd, ...: Slicer's process reads results, studies and the phantom
+        with them) always; with `torch`, PyTorch for the child process that runs the networks. Checked with
+        find_spec and installed with pip, so torch is never imported into Slicer (PyTorchUtils' installTorch
+        imports it to report its version)."""
         requirements = Path(__file__).parent / "Resources" / "requirements.txt"
-        missing_torch = importlib.util.find_spec("torch") is None
-        if missing_torch:
+        if torch and importlib.util.find_spec("torch") is None:
             if confirm and not slicer.util.confirmOkCancelDisplay(
                     _("DTISynth needs PyTorch (a large download). Install it now?")):
                 return False
-            try:
-                import PyTorchUtils
-
-                if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
-                    return False
-            except ImportError:
-                slicer.util.pip_install("torch")
-        try:
-            packaging = importlib.import_module("slicer.packaging")
-        except ImportError:  # Slicer before 5.12
-            packaging = None
+            slicer.util.pip_install("torch")
+        packaging = _pip_ensure_module()
         if packaging is not None:
-            packaging.pip_ensure(packaging.load_requirements(requirements), requester="DTISynth",
-                                 prompt_install=confirm)
-        else:
-            lines = [line.split("#")[0].strip() for line in requirements.read_text().splitlines()]
-            modules = {"pynrrd": "nrrd"}  # distribution name -> import name, where they differ
-            needed = [line for line in lines if line and importlib.util.find_spec(
-                modules.get(re.split(r"[<>=!~ ]", line)[0], re.split(r"[<>=!~ ]", line)[0])) is None]
-            if needed:
-                if confirm and not slicer.util.confirmOkCancelDisplay(
-                        _("DTISynth needs {packages}. Install them now?").format(packages=", ".join(needed))):
-                    return False
-                slicer.util.pip_install(needed)
+            try:
+                packaging.pip_ensure(packaging.load_requirements(requirements), requester="DTISynth",
+                                     prompt_install=confirm)
+            except RuntimeError:  # "User declined package installation" (Slicer's pip_ensure raises it)
+                return False
+            return True
+        lines = [line.split("#")[0].strip() for line in requirements.read_text().splitlines()]
+        modules = {"pynrrd": "nrrd"}  # distribution name -> import name, where they differ
+        needed = [line for line in lines if line and importlib.util.find_spec(
+            modules.get(re.split(r"[<>=!~ ]", line)[0], re.split(r"[<>=!~ ]", line)[0])) is None]
+        if needed:
+            if confirm and not slicer.util.confirmOkCancelDisplay(
+                    _("DTISynth needs {packages}. Install them now?").format(packages=", ".join(needed))):
+                return False
+            slicer.util.pip_install(needed)
         return True
 
     def synthesize(self, dwiNode, b0Node=None, acquiredNode=None, models=None, device="auto", wait=True,
@@ -401,6 +411,8 @@ class DTISynthLogic(ScriptedLoadableModuleLogic):
         """Synthesize (and, with acquiredNode, evaluate). dwiNode: a DWI node, or a sequence node with FSL
         bval / bvec files. wait=True blocks and returns {role: node}; wait=False returns the started
         DTISynthLib.slicer.job_runner.SynthesisJob for the caller to poll."""
+        if not self.ensureDependencies():  # scripted use too, not only the Apply button
+            raise RuntimeError("DTISynth's Python packages are not installed (the installation was declined)")
         from DTISynthLib.slicer.job_runner import SynthesisJob
 
         job = SynthesisJob(dwiNode, b0Node, acquiredNode, models=models, device=device, bval=bval, bvec=bvec)
@@ -446,6 +458,8 @@ class DTISynthLogic(ScriptedLoadableModuleLogic):
 
     def loadPhantomSample(self):
         """Simulate a phantom subject here (a few seconds) and add its 3-direction DWI and 6-direction DTI."""
+        if not self.ensureDependencies(torch=False):  # nibabel and the rest, before the library needs them
+            return []
         from DTISynthLib.core.dwi import check_dwi
         from DTISynthLib.simulation.cohort import draw_subject, simulate_subject
         from DTISynthLib.slicer.mrml_adapter import add_dwi_volume

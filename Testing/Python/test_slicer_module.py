@@ -179,3 +179,21 @@ def test_closing_the_scene_forgets_its_nodes_and_ends_the_review_display():
     for step in ("self.review.close()", "self.nodes = {}", "self.ui.resultsCollapsibleButton.enabled = False"):
         assert step in close, step
     assert "self.review.close()" in functions["cleanup"]
+
+
+def test_dependencies_are_ensured_wherever_the_library_runs_in_slicer_and_torch_stays_out():
+    """Sample Data, the Review section and scripted logic.synthesize need the library's packages as much as
+    Apply does; PyTorchUtils' installTorch imports torch into Slicer, against the design; Slicer's
+    pip_ensure raises RuntimeError when the user declines, which means "do not go on", not a crash."""
+    tree = ast.parse(MODULE.read_text())
+    functions = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    for name in ("onApplyButton", "onReviewStart", "loadPhantomSample", "synthesize"):
+        body = functions[name].body
+        first = next(k for k, node in enumerate(body) if "ensureDependencies" in ast.unparse(node))
+        assert not any(isinstance(n, (ast.Import, ast.ImportFrom)) for node in body[:first] for n in ast.walk(node)
+                       if "DTISynthLib" in ast.unparse(n)), name
+    ensure = ast.unparse(functions["ensureDependencies"])
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "PyTorchUtils" not in imported and "except RuntimeError" in ensure
+    assert "torch=False" in ast.unparse(functions["onReviewStart"]) and "torch=False" in ast.unparse(
+        functions["loadPhantomSample"])
