@@ -35,6 +35,7 @@ from slicer import (
     vtkMRMLSequenceNode,
 )
 from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -54,7 +55,7 @@ class DTISynth(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("DTISynth")
-        self.parent.categories = ["Diffusion"]
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Diffusion")]
         self.parent.dependencies = []
         self.parent.contributors = ["DTISynth developers"]
         self.parent.helpText = _(
@@ -255,7 +256,7 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputDWI:
+        if not self._parameterNode.inputDWI and not self._parameterNode.inputSequence:
             first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLDiffusionWeightedVolumeNode")
             if first:
                 self._parameterNode.inputDWI = first
@@ -336,7 +337,8 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.logTextEdit.appendPlainText(text)
 
     def onDisplayChanged(self, *args):
-        if self.nodes:
+        # the parameter node's GUI binding refills the map list on entering: "" passes by while it does
+        if self.nodes and self.ui.mapComboBox.currentText in MAP_ROLES:
             self.logic.showResults(self.nodes, self.ui.mapComboBox.currentText, self.ui.roiOverlayCheckBox.checked,
                                    self.ui.hideGuessCheckBox.checked)
 

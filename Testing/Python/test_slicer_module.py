@@ -197,3 +197,18 @@ def test_dependencies_are_ensured_wherever_the_library_runs_in_slicer_and_torch_
     assert "PyTorchUtils" not in imported and "except RuntimeError" in ensure
     assert "torch=False" in ast.unparse(functions["onReviewStart"]) and "torch=False" in ast.unparse(
         functions["loadPhantomSample"])
+
+
+def test_the_dwi_selector_has_none_the_map_list_survives_reentry_and_the_category_is_translated():
+    """Without "None" the DWI selector kept a DWI whenever one existed, so the 4D-sequence route was
+    unusable; re-entering the module refilled the map list through "" (KeyError ''); the category is
+    translated as Slicer's template does it."""
+    ui = ElementTree.parse(REPO / "DTISynth" / "Resources" / "UI" / "DTISynth.ui")
+    selector = ui.find(".//widget[@name='inputDWISelector']")
+    none = selector.find("property[@name='noneEnabled']/bool")
+    assert none is not None and none.text == "true"
+    tree = ast.parse(MODULE.read_text())
+    functions = {n.name: ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    assert "in MAP_ROLES" in functions["onDisplayChanged"]
+    assert "not self._parameterNode.inputSequence" in functions["initializeParameterNode"]
+    assert 'self.parent.categories = [translate("qSlicerAbstractCoreModule", "Diffusion")]' in MODULE.read_text()
