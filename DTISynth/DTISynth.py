@@ -228,7 +228,7 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.review is not None:
             self.review.close()
         if self.job is not None:
-            self.job.cancel()
+            self.job.cancel(wait=True)  # Slicer is closing or reloading the module: reap the child now
         self.timer.stop()
         self.removeObservers()
 

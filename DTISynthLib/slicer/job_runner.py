@@ -188,15 +188,26 @@ class SynthesisJob:
     def running(self):
         return self.process is not None
 
-    def cancel(self):
-        """End the child process group and remove the temporary files. Nothing was loaded."""
+    def cancel(self, wait=False):
+        """End the child process group and remove the temporary files; nothing is loaded. Returns at once
+        (Slicer's GUI calls it): a child that ignores SIGTERM is killed after stop_process_tree's timeout by
+        a background thread (`self.stopping`), which then removes the files. wait: until that is done."""
         self.cancelled = True
-        if self.process is not None:
-            stop_process_tree(self.process)
-            self._reader.join(timeout=10)  # the pipe closes with the process group: the reader ends
-            self.process.stdout.close()
-            self.process = None
-        self.cleanup()
+        process, reader, work = self.process, getattr(self, "_reader", None), self.work
+        self.process, self.work = None, None
+
+        def stop():
+            if process is not None:
+                stop_process_tree(process)
+                reader.join(timeout=10)  # the pipe closes with the process group: the reader ends
+                process.stdout.close()
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
+
+        self.stopping = threading.Thread(target=stop, daemon=True)
+        self.stopping.start()
+        if wait:
+            self.stopping.join()
 
     def cleanup(self):
         if self.work is not None:

@@ -49,10 +49,45 @@ def test_cancel_ends_the_child_and_loads_nothing(scene, subject, tiny_models):
     pid, work = job.process.pid, job.work
     while not any(e["event"] == "progress" for e in job.events):
         job.poll()
-    job.cancel()
+    job.cancel(wait=True)
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)  # the whole process group is gone
     assert not job.running and not work.exists() and scene.GetNumberOfNodes() == before
+
+
+STUBBORN = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+            "time.sleep(120)")
+
+
+def test_cancel_returns_at_once_and_a_child_that_ignores_sigterm_is_killed_behind_it(scene, subject, tmp_path,
+                                                                                       monkeypatch):
+    """Cancel used to wait for the child in the GUI thread (up to 10 s for SIGTERM, 10 more for the reader):
+    now the panel gets control back at once and a background thread reaps the child and its files."""
+    import queue
+    import subprocess
+    import sys
+    import threading
+
+    from DTISynthLib.slicer import job_runner
+
+    stop = job_runner.stop_process_tree
+    monkeypatch.setattr(job_runner, "stop_process_tree", lambda process: stop(process, timeout=1))
+    job = SynthesisJob(adapter.add_dwi_volume(scene, "input DWI", check_dwi(subject.dwi)))
+    job.work = tmp_path / "work"
+    job.work.mkdir()
+    job.process = subprocess.Popen([sys.executable, "-c", STUBBORN], stdout=subprocess.PIPE, text=True,
+                                   **job_runner.process_group_options())
+    assert job.process.stdout.readline().strip() == "ready"  # SIGTERM is ignored from here on
+    job._lines = queue.Queue()
+    job._reader = threading.Thread(target=job_runner._read_lines, args=(job.process.stdout, job._lines), daemon=True)
+    job._reader.start()
+    child, work = job.process, job.work
+    job.cancel()
+    assert not job.running and child.poll() is None  # control is back while the child still runs
+    job.stopping.join(30)
+    assert child.returncode == -9 and not work.exists()  # killed after the timeout, files removed
+    with pytest.raises(ProcessLookupError):
+        os.killpg(child.pid, 0)
 
 
 def test_a_failing_run_reports_the_command_lines_message(scene, subject, tiny_models):
