@@ -176,6 +176,10 @@ def _is_number(text):
         return False
 
 
+BLAND_ALTMAN_COLORS = {"ROI means": (0.12, 0.47, 0.71), "bias": (0.84, 0.15, 0.16), "lower limit": (1.0, 0.5, 0.05),
+                       "upper limit": (1.0, 0.5, 0.05)}  # RGB 0-1: points blue, bias red, 95 % limits orange
+
+
 def add_bland_altman_chart(scene, name, agreement_row):
     """A Bland-Altman plot chart: scatter of (mean, difference) and lines for bias and 95 % limits."""
     means, diffs = agreement_row["means"], agreement_row["differences"]
@@ -191,6 +195,7 @@ def add_bland_altman_chart(scene, name, agreement_row):
                                       ("bias", lines, "x", "bias", "line"), ("lower limit", lines, "x", "lower", "line"),
                                       ("upper limit", lines, "x", "upper", "line")):
         node = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name} {label}")
+        node.SetColor(*BLAND_ALTMAN_COLORS[label])  # a new series node is black: every series looked alike
         node.SetAndObserveTableNodeID(table.GetID())
         node.SetXColumnName(x)
         node.SetYColumnName(y)

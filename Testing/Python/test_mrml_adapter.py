@@ -93,6 +93,9 @@ def test_adapter_creates_each_node_with_its_class_frames_and_values(results, sce
 
     chart = nodes["bland_altman_md"]
     assert chart.IsA("vtkMRMLPlotChartNode") and chart.GetNumberOfPlotSeriesNodes() == 4
+    colours = [tuple(round(c, 3) for c in scene.GetNodeByID(chart.GetNthPlotSeriesNodeID(k)).GetColor())
+               for k in range(4)]
+    assert len(set(colours[:3])) == 3 and (0.0, 0.0, 0.0) not in colours  # points, bias, limits: told apart
     points = nodes["bland_altman_md_sub-001 Bland-Altman MD points"]
     differences = slicer.util.arrayFromTableColumn(points, "difference")
     md_rows = [r for r in rows if r["map"] == "md"]

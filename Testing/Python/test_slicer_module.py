@@ -212,3 +212,21 @@ def test_the_dwi_selector_has_none_the_map_list_survives_reentry_and_the_categor
     assert "in MAP_ROLES" in functions["onDisplayChanged"]
     assert "not self._parameterNode.inputSequence" in functions["initializeParameterNode"]
     assert 'self.parent.categories = [translate("qSlicerAbstractCoreModule", "Diffusion")]' in MODULE.read_text()
+
+
+def test_reload_and_test_skips_without_torch_instead_of_failing():
+    """Slicer's Reload and Test calls runTest() itself: a unittest.SkipTest raised there is reported as a
+    failure, so runTest checks for torch first and says it skipped."""
+    tree = ast.parse(MODULE.read_text())
+    run = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "runTest")
+    text = ast.unparse(run)
+    assert "find_spec('torch') is None" in text and "skipTest" not in text
+    guard = next(k for k, node in enumerate(run.body) if "find_spec" in ast.unparse(node))
+    first_test = next(k for k, node in enumerate(run.body) if "self.test_" in ast.unparse(node))
+    assert guard < first_test
+
+
+def test_the_plot_button_shows_the_map_on_show():
+    text = MODULE.read_text()
+    connect = text[text.index('self.ui.showPlotButton.connect'):].split("\n")[:2]
+    assert "MAP_ROLES.get(self.ui.mapComboBox.currentText" in " ".join(connect)
