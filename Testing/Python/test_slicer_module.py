@@ -230,3 +230,21 @@ def test_the_plot_button_shows_the_map_on_show():
     text = MODULE.read_text()
     connect = text[text.index('self.ui.showPlotButton.connect'):].split("\n")[:2]
     assert "MAP_ROLES.get(self.ui.mapComboBox.currentText" in " ".join(connect)
+
+
+def test_every_slicer_util_call_binds_to_slicer_util_as_slicer_core_ships_it():
+    """The module's calls into slicer.util against the real functions (slicer-core 5.13's slicer.util, the
+    same Python code as the application's): each exists and takes the arguments given (count and keyword
+    names), so a renamed keyword or a removed helper fails here, not in a user's Slicer."""
+    import inspect
+
+    util = pytest.importorskip("slicer.util")
+    tree = ast.parse(MODULE.read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and ast.unparse(n.func).startswith("slicer.util.")]
+    assert len(calls) >= 10
+    for call in calls:
+        name = ast.unparse(call.func).split(".")[-1]
+        function = getattr(util, name, None)
+        assert function is not None, f"slicer.util.{name} does not exist"
+        keywords = {k.arg: None for k in call.keywords if k.arg}
+        inspect.signature(function).bind(*[None] * len(call.args), **keywords)  # TypeError if they do not fit
