@@ -218,8 +218,8 @@ def import_package(source, models_root):
     A .zip is checked from its directory before anything is extracted: one manifest.json, members that
     stay inside the archive (no absolute or ../ paths), no member the manifest does not list (its
     weights, its input check, the training log of each of its directions), and at most MAX_IMPORT_BYTES
-    declared in all (zipfile never writes more
-    than a member's declared size). Only the listed members are extracted."""
+    declared in all (zipfile never writes more than a member's declared size). Only the listed members
+    are extracted."""
     import shutil
     import tempfile
     import zipfile

@@ -87,9 +87,8 @@ def register_rigid(fixed, fixed_affine, moving, moving_affine, seed=1):
         return float(value) if np.isfinite(value) else -1.0
 
     if same_acquisition(fixed, fixed_affine, moving, moving_affine):
-        identity = sitk.Euler3DTransform()
-        return RigidResult(np.eye(4), float("nan"), correlation(identity), "same acquisition",
-                           {"same acquisition": round(correlation(identity), 4)})
+        same = correlation(sitk.Euler3DTransform())
+        return RigidResult(np.eye(4), float("nan"), same, "same acquisition", {"same acquisition": round(same, 4)})
     levels = pyramid_levels(min(np.linalg.norm(np.asarray(fixed_affine)[:3, :3], axis=0)), np.shape(fixed))
     centre = fixed_img.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in fixed_img.GetSize()])
     header = sitk.Euler3DTransform()
