@@ -100,15 +100,17 @@ def registerSampleData():
 @parameterNodeWrapper
 class DTISynthParameterNode:
     """inputDWI: the 3-direction DWI, or inputSequence (a 4D volume loaded as a sequence) with FSL
-    bvalFile / bvecFile; referenceB0: the b=0 to register to (default the DWI's own); acquiredDTI: an
-    acquired DTI to evaluate against (optional); modelsFolder: a model package; device: where the
-    generators run; shownMap / showROIs / hideGuessedOrientation (colour FA grey where the V1 confidence is
+    bvalFile / bvecFile (paths, "" when not given); referenceB0: the b=0 to register to (default the DWI's
+    own); acquiredDTI: an acquired DTI to evaluate against (optional); modelsFolder: a model package; device:
+    where the generators run; shownMap / showROIs / hideGuessedOrientation (colour FA grey where the V1 confidence is
     below 0.8): the results display."""
 
     inputDWI: vtkMRMLDiffusionWeightedVolumeNode
     inputSequence: vtkMRMLSequenceNode
-    bvalFile: Path
-    bvecFile: Path
+    # str, bound by hand (PATH_FIELDS): Slicer's only ctkPathLineEdit connector is for pathlib types, and an
+    # empty Path is Path("."), which the field would show as "."
+    bvalFile: str = ""
+    bvecFile: str = ""
     referenceB0: vtkMRMLScalarVolumeNode
     acquiredDTI: vtkMRMLDiffusionWeightedVolumeNode
     modelsFolder: Path = DEFAULT_MODELS
@@ -118,8 +120,7 @@ class DTISynthParameterNode:
     hideGuessedOrientation: bool = False
 
 
-def _given(path):
-    return path is not None and str(path) not in ("", ".")
+PATH_FIELDS = {"bvalPathLineEdit": "bvalFile", "bvecPathLineEdit": "bvecFile"}
 
 
 class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -145,6 +146,9 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        for widget, name in PATH_FIELDS.items():
+            getattr(self.ui, widget).connect("currentPathChanged(QString)",
+                                             lambda path, name=name: self._setPathParameter(name, path))
         self.ui.importModelsButton.connect("clicked(bool)", self.onImportModels)
         self.ui.openModelsFolderButton.connect("clicked(bool)", self.onOpenModelsFolder)
         self.ui.modelSetsListWidget.connect("itemClicked(QListWidgetItem*)", self.onModelSetClicked)
@@ -272,10 +276,17 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self._checkCanApply()
 
+    def _setPathParameter(self, name, path):
+        if self._parameterNode:
+            setattr(self._parameterNode, name, path)
+
     def _checkCanApply(self, caller=None, event=None):
         running = self.job is not None
         p = self._parameterNode
-        ready = bool(p and (p.inputDWI or (p.inputSequence and _given(p.bvalFile) and _given(p.bvecFile))))
+        for widget, name in PATH_FIELDS.items():  # the hand-bound fields follow the node (scene load, scripts)
+            if p and getattr(self.ui, widget).currentPath != getattr(p, name):
+                getattr(self.ui, widget).currentPath = getattr(p, name)
+        ready = bool(p and (p.inputDWI or (p.inputSequence and p.bvalFile and p.bvecFile)))
         self.ui.applyButton.enabled = running or ready
         self.ui.applyButton.text = _("Cancel") if running else _("Apply")
         self.ui.applyButton.toolTip = _("Stop the running synthesis") if running else (
@@ -295,8 +306,8 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.value = 0
             self.job = self.logic.synthesize(p.inputDWI or p.inputSequence, p.referenceB0, p.acquiredDTI,
                                              models=p.modelsFolder, device=p.device, wait=False,
-                                             bval=p.bvalFile if not p.inputDWI else None,
-                                             bvec=p.bvecFile if not p.inputDWI else None)
+                                             bval=None if p.inputDWI else p.bvalFile,
+                                             bvec=None if p.inputDWI else p.bvecFile)
             self.timer.start()
         self._checkCanApply()
 

@@ -2,6 +2,7 @@
 table, plots, segmentation, and the .mrb scene bundle round trip."""
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -195,3 +196,72 @@ def test_a_v1_confidence_map_loads_with_a_colour_fa_that_greys_the_guessed_orien
     nodes = adapter.load_results(scene, synthetic, tmp_path / "evaluation", name="calibrated")
     assert nodes["v1_calibration"].GetNumberOfRows() == 7
     assert "realism_index" not in nodes
+
+
+# How DTISynth.py reaches the MRML / logic objects it calls into, read from Slicer's source (v5.10.0):
+# slicer.app.applicationLogic() is qSlicerCoreApplication::applicationLogic (a vtkSlicerApplicationLogic),
+# slicer.modules.plots.logic() the Plots module's vtkSlicerPlotsLogic; nodes[role] are load_results' nodes.
+MODULE_RECEIVERS = {"slicer.mrmlScene": "vtkMRMLScene", "slicer.app.applicationLogic()": "vtkSlicerApplicationLogic",
+                    "slicer.modules.plots.logic()": "vtkSlicerPlotsLogic"}
+NOT_MRML = ("qt.", "ctk.", "slicer.util.", "self.")  # Qt, CTK, slicer.util (checked in test_slicer_module), own code
+
+
+def _vtk_overloads(cls, method):
+    """[(least, most) positional arguments, return class name] of each overload, from the VTK wrapper's docstring."""
+    doc = getattr(cls, method).__doc__ or ""
+    overloads = []
+    for parameters, returned in re.findall(rf"^{method}\(self(.*?)\) -> (\w+)", doc, re.M):
+        parameters = [p for p in parameters.split(",") if p.strip()]
+        optional = sum("=" in p for p in parameters)
+        overloads.append(((len(parameters) - optional, len(parameters)), returned))
+    return overloads
+
+
+def test_the_module_calls_mrml_methods_that_exist_with_arguments_that_fit(results, scene):
+    """DTISynth.py's calls into MRML nodes, the scene and Slicer's logic classes, against slicer-core's real
+    classes: the receiver's class comes from the node load_results makes (nodes[role]) or from how the module
+    reaches it (MODULE_RECEIVERS), chains follow the wrapped methods' return classes, and each method must
+    exist and take the number of arguments given; class constants the module reads must exist."""
+    import ast
+    from pathlib import Path
+
+    nodes = adapter.load_results(scene, results / "synthetic", results / "evaluation", name="sub-001")
+    module = ast.parse((Path(__file__).resolve().parents[2] / "DTISynth" / "DTISynth.py").read_text())
+
+    def class_of(expression):
+        text = ast.unparse(expression)
+        if text in MODULE_RECEIVERS:
+            return getattr(slicer, MODULE_RECEIVERS[text])
+        if isinstance(expression, ast.Subscript) and ast.unparse(expression.value) == "nodes":
+            return type(nodes[ast.literal_eval(expression.slice)])
+        if isinstance(expression, ast.Call) and isinstance(expression.func, ast.Attribute):
+            owner = class_of(expression.func.value)
+            if owner is not None:
+                returned = {r for _, r in _vtk_overloads(owner, expression.func.attr)}
+                assert len(returned) == 1, text
+                return getattr(slicer, returned.pop(), None) or getattr(vtk, returned.pop(), None)
+        return None
+
+    checked = []
+    for call in ast.walk(module):
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr[:1].isupper()):
+            continue
+        receiver = ast.unparse(call.func.value)
+        if receiver in ("qt", "ctk", "slicer.util") or receiver.startswith(NOT_MRML):
+            continue
+        owner = class_of(call.func.value)
+        assert owner is not None, f"{ast.unparse(call)}: receiver of unknown class (add it to MODULE_RECEIVERS)"
+        assert hasattr(owner, call.func.attr), f"{owner.__name__} has no {call.func.attr}"
+        count = len(call.args)
+        spans = [span for span, _ in _vtk_overloads(owner, call.func.attr)]
+        assert any(low <= count <= high for low, high in spans), f"{ast.unparse(call)}: {owner.__name__} takes {spans}"
+        checked.append(f"{owner.__name__}.{call.func.attr}")
+    assert {"vtkMRMLScene.GetFirstNodeByClass", "vtkMRMLDisplayNode.SetVisibility",
+            "vtkMRMLSelectionNode.SetActiveTableID", "vtkSlicerApplicationLogic.PropagateTableSelection",
+            "vtkSlicerPlotsLogic.ShowChartInLayout"} <= set(checked)
+    constants = [a for a in ast.walk(module) if isinstance(a, ast.Attribute) and a.attr[:1].isupper()
+                 and re.fullmatch(r"slicer\.(mrmlScene|vtkMRML\w+)", ast.unparse(a.value))]
+    assert constants, "the module reads no MRML constant"
+    for constant in constants:
+        owner = class_of(constant.value) or getattr(slicer, constant.value.attr)
+        assert hasattr(owner, constant.attr), ast.unparse(constant)

@@ -39,14 +39,45 @@ def test_every_widget_the_module_uses_exists_in_the_ui():
     assert not missing, missing
 
 
+def _path_fields():
+    """PATH_FIELDS of the module: {ctkPathLineEdit name: str parameter} bound by hand."""
+    tree = ast.parse(MODULE.read_text())
+    (assign,) = [n for n in tree.body if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "PATH_FIELDS"]
+    return ast.literal_eval(assign.value)
+
+
 def test_every_input_widget_is_bound_to_a_parameter_and_every_parameter_to_a_widget():
     widgets = _widgets()
     parameters = _parameters()
+    by_hand = _path_fields()
+    for name, (cls, bound) in widgets.items():
+        if name in by_hand:
+            widgets[name] = (cls, by_hand[name])
     unbound = [name for name, (cls, bound) in widgets.items() if cls in INPUT_CLASSES and not bound]
     assert not unbound, unbound
     bound = [b for _, b in widgets.values() if b]
     assert sorted(bound) == sorted(set(bound)), "a parameter bound twice"
     assert set(bound) == parameters, (set(bound) ^ parameters)
+
+
+def test_no_path_field_shows_a_dot_when_empty():
+    """Slicer's ctkPathLineEdit connector writes str(value): a Path parameter that may be empty is Path(".")
+    and the field shows "." (the bval / bvec fields did). Such fields are str parameters bound by hand (PATH_FIELDS,
+    with an empty default); a Path parameter connected by connectGui must have a default that is a real path."""
+    tree = ast.parse(MODULE.read_text())
+    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "DTISynthParameterNode")
+    annotations = {s.target.id: s for s in node.body if isinstance(s, ast.AnnAssign)}
+    for widget, (cls, bound) in _widgets().items():
+        if cls == "ctkPathLineEdit" and bound:
+            field = annotations[bound]
+            assert ast.unparse(field.annotation) == "Path" and field.value is not None, ast.unparse(field)
+            assert ast.unparse(field.value) not in ("Path()", "Path('')", "Path('.')"), ast.unparse(field)
+    for widget, name in _path_fields().items():
+        assert _widgets()[widget] == ("ctkPathLineEdit", None), widget  # not also bound by connectGui
+        field = annotations[name]
+        assert ast.unparse(field.annotation) == "str" and ast.unparse(field.value) == "''", ast.unparse(field)
+    text = MODULE.read_text()
+    assert '"currentPathChanged(QString)"' in text and "for widget, name in PATH_FIELDS.items()" in text
 
 
 def test_ui_selectors_get_the_scene_and_take_the_right_node_classes():
