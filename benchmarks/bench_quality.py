@@ -400,7 +400,7 @@ def print_calibration(results, out):
 
 def main():
     from DTISynthLib.generators.package import DEFAULT_MODELS
-    from DTISynthLib.jobs.options import parse_grid
+    from DTISynthLib.service.requests import parse_grid
     from DTISynthLib.simulation.cohort import PAPER_GRID
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

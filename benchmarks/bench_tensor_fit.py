@@ -41,7 +41,7 @@ def child_ours(dwi_path, mask_path, out_dir):
     from DTISynthLib.fit.tensor_fit import fit_tensors
     from DTISynthLib.fit.tensor_maps import compute_maps
     from DTISynthLib.io.files import load_dwi, load_mask
-    from DTISynthLib.jobs.fit import write_fit_outputs
+    from DTISynthLib.service.fit import write_fit_outputs
 
     dwi = load_dwi(dwi_path)
     mask = load_mask(mask_path, dwi)

@@ -19,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from DTISynthLib.generators.runner import cpu_model  # noqa: E402
-from DTISynthLib.jobs.realism import run_realism  # noqa: E402
+from DTISynthLib.service.realism import rank_schemes  # noqa: E402
+from DTISynthLib.service.requests import RealismRequest  # noqa: E402
 from DTISynthLib.simulation.signals import SCHEMES  # noqa: E402
 
 
@@ -45,9 +46,10 @@ def main():
     print("|---" * (len(SCHEMES) + 3) + "|")
     for folder in scans(args.data):
         start = time.perf_counter()
-        _, comparison = run_realism(folder / f"{folder.name}.nii.gz", Path(args.out) / folder.name, SCHEMES,
-                                    args.train_voxels, args.validation_voxels, args.epochs,
-                                    min_hidden=args.min_hidden)
+        _, comparison = rank_schemes(RealismRequest(
+            real=folder / f"{folder.name}.nii.gz", out=Path(args.out) / folder.name, schemes=tuple(SCHEMES),
+            train_voxels=args.train_voxels, validation_voxels=args.validation_voxels, epochs=args.epochs,
+            min_hidden=args.min_hidden))
         cells = []
         for scheme in SCHEMES:
             s = comparison.scores[scheme].summary()

@@ -97,7 +97,7 @@ class GeneratorKind:
         the maps are what a kind knows beyond the signals (tensor-unet: "v1_confidence"), written to
         maps/ (KIND_MAPS describes each). predict(key, inputs (N, C, H, W),
         slice_indices) runs network `key` in eval mode (runner.TorchGenerators.predict).
-    train(request: training.config.TrainingRequest) -> path of the package's manifest.json.
+    train(request: training.config.TrainingRun) -> path of the package's manifest.json.
     prepare_inference(network, precision) -> the network to run at "fp32" or "bf16" (for example bf16
         weights with an fp32 output layer); default: as built.
     any_frame: the kind takes any three well-conditioned measured directions (it works in their own

@@ -2,11 +2,12 @@
 packages given), each with its kind and a one-line description; the default is marked. With
 --import, a package (folder or .zip) is verified and copied into the --into folder first. With
 --fit-input-check, a package gains the out-of-distribution check of its training inputs (its
-training data folder given by --data; input_check.py)."""
+training data folder given by --data; service/input_check.py)."""
 
 from pathlib import Path
 
-from .options import add_jsonl_option, positive_float, positive_int
+from ..service.requests import positive_float, positive_int
+from .options import add_jsonl_option
 
 NAME = "models"
 HELP = "list the model packages (shipped and given folders) with a one-line description; import one; fit its input check"
@@ -42,7 +43,7 @@ def run(args, reporter):
     from ..generators.registry import kind_name
 
     if args.fit_input_check:
-        from .input_check import add_input_check
+        from ..service.input_check import add_input_check
 
         if not args.data:
             raise InputError("--fit-input-check", "--data DIR, the package's training data", "no --data")

@@ -5,7 +5,8 @@ import csv
 import sys
 
 from ..review.study import INTERPOLATIONS, ORIENTATIONS
-from .options import add_jsonl_option, port
+from ..service.requests import port
+from .options import add_jsonl_option
 
 NAME = "review"
 HELP = ("blinded noise-review studies: create, serve (browser review), add-reader, reissue (a lost link), analyze, "

@@ -3,7 +3,8 @@ phantom, and the embedded default atlas."""
 
 from ..simulation.cohort import PAPER_GRID
 from ..simulation.signals import SCHEMES
-from .options import add_jsonl_option, parse_grid, positive_float, positive_int
+from ..service.requests import parse_grid, positive_float, positive_int
+from .options import add_jsonl_option
 
 NAME = "simulate"
 HELP = "simulate paired DWI / DTI data on the digital brain phantom"

@@ -21,7 +21,7 @@ autoencoder fits the phantom closer and real scans scored up to 2.9. Without the
 the ratio of a water cylinder varied from 1.9 to 5.9 between seeds, inside the real scans' range;
 with them, over four seeds, water 5.9-14.5, real scans 1.03-2.32, phantoms 0.99-1.01: hence
 WARNING_RATIO 3.5. The features are taken over the axial slices the generators see
-(jobs.input_check reorders a stack stored in another plane, core.model_grid.axial_slices): a
+(dwi_input_features reorders a stack stored in another plane, core.model_grid.axial_slices): a
 voxel's 3 x 3 neighbourhood looks alike in any plane, so slice orientation is handled by that
 reordering, not by the check.
 
@@ -33,6 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.gradient_schemes import AXES_3_RAS, nearest_volumes
+from ..core.model_grid import axial_slices
+from ..fit.brain_mask import brain_mask
 from .autoencoder import Autoencoder, AutoencoderConfig, reconstruct, train_autoencoder
 
 CHANNELS = ("b0 / brain median b0", "ADC x", "ADC y", "ADC z", "b0 ratio texture", "mean ADC texture")
@@ -77,6 +80,16 @@ def input_features(b0, weighted, bvals, mask):
             ii, jj = np.clip(i + di, 0, mask.shape[0] - 1), np.clip(j + dj, 0, mask.shape[1] - 1)
             columns += [c[ii, jj, k] for c in smoothed]
     return np.stack(columns, axis=1).astype(np.float32)
+
+
+def dwi_input_features(dwi):
+    """The features of a DWI as the generators see it: its axial slices (core.model_grid.axial_slices),
+    its b=0 and the volumes nearest the scanner's x, y, z (core.gradient_schemes.nearest_volumes, as
+    synthesis matches them), in the brain mask of its mean b=0."""
+    dwi = axial_slices(dwi)
+    order, _ = nearest_volumes(dwi, AXES_3_RAS)
+    b0 = dwi.mean_b0()
+    return input_features(b0, dwi.data[..., order], dwi.bvals[order], brain_mask(b0))
 
 
 def reconstruction_error(model, features):

@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 
 from ..core.output_layout import SlicerJobFolder
+from ..service.requests import EvaluationRequest, SynthesisRequest
 
 CREATE_NEW_PROCESS_GROUP = 0x00000200  # Windows' process creation flags (subprocess defines them only there)
 CREATE_NO_WINDOW = 0x08000000  # no console window pops up for the job
@@ -118,24 +119,22 @@ class SynthesisJob:
         self.work = Path(tempfile.mkdtemp(prefix="dtisynth-slicer-"))
         files = SlicerJobFolder(self.work)
         save_dwi(files.dwi, dwi, compress_nrrd=False)
-        synthesize = ["synthesize", "--dwi", str(files.dwi), "--out", str(files.synthesis.folder),
-                      "--device", self.device, "--jsonl"]
-        if self.models:
-            synthesize += ["--models", str(self.models)]
+        b0 = None
         if self.acquired_node is not None:
             acquired = dwi_from_node(self.acquired_node)
             save_dwi(files.acquired, acquired, compress_nrrd=False)
             save_volume(files.acquired_b0, acquired.mean_b0(), acquired.affine)
+            b0 = files.acquired_b0  # register to the acquired DTI's b=0, as the paper did, unless one is given
         if self.b0_node is not None:
             volume, affine = volume_from_node(self.b0_node)
             save_volume(files.reference_b0, volume, affine)
-            synthesize += ["--b0", str(files.reference_b0)]
-        elif self.acquired_node is not None:  # register to the acquired DTI's b=0, as the paper did
-            synthesize += ["--b0", str(files.acquired_b0)]
-        self.commands = [synthesize]
+            b0 = files.reference_b0
+        requests = [SynthesisRequest(dwi=files.dwi, out=files.synthesis.folder, models=self.models, b0=b0,
+                                     device=self.device)]
         if self.acquired_node is not None:
-            self.commands.append(["evaluate", "--original", str(files.acquired), "--synthetic",
-                                  str(files.synthesis.folder), "--out", str(files.evaluation.folder), "--jsonl"])
+            requests.append(EvaluationRequest(original=files.acquired, synthetic=files.synthesis.folder,
+                                              out=files.evaluation.folder))
+        self.commands = [request.command_line() + ["--jsonl"] for request in requests]
 
     def start(self):
         """Export the inputs and start the first command."""

@@ -40,8 +40,10 @@ from ..fit.brain_mask import brain_mask
 from ..generators.intensity import brain_floor
 from ..generators.package import direction_vectors
 from ..generators.registry import GridSignals, describe_kind_maps, kind_of
+from ..realism.input_check import dwi_input_features, input_features
 from ..registration.rigid import register_rigid, resample_rigid
 from .assembly import ASSEMBLIES, physics_consistent
+from .input_check import input_check_report
 
 ANGLE_WARNING_DEGREES = 10.0
 ANGLE_LIMIT_DEGREES = 30.0
@@ -112,7 +114,7 @@ class SynthesisResult:
 
 
 def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=NullReporter(), assembly=None,
-                   output_b=None):
+                   output_b=None, input_check=None):
     """Synthesize a 6-direction DTI from a checked DWI (see the module docstring).
 
     generators: an object with predict(key, inputs (N, C, H, W), slice_indices) -> outputs in network
@@ -126,7 +128,9 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
     `force_b` (then its attenuations are converted to the package's b). output_b: the synthetic DTI's
     b (s/mm^2); default the input's for a b_range package, the package's b_value otherwise. The
     directions are converted to it per voxel, S0 (S / S0)^(output_b / b), exact for the
-    physics-assembled (tensor-consistent) DTI.
+    physics-assembled (tensor-consistent) DTI. input_check: the package's out-of-distribution check
+    (synthesis.input_check.package_input_check), applied to the DWI as the generators see it; report
+    "input_check" and a warning when the DWI is unlike the models' training inputs.
     """
     reference_affine = dwi.affine if b0 is None else b0[1]  # the reference sets the output grid
     order = axial_axis_order(reference_affine)
@@ -137,7 +141,7 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
             dwi = axial_slices(dwi)
         else:
             b0 = (*reorder_axes(b0[0], b0[1], order), b0[2])
-    result = _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly, output_b)
+    result = _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly, output_b, input_check)
     if order != (0, 1, 2):
         back = tuple(int(axis) for axis in np.argsort(order))
         data = reorder_axes(result.dti.data, result.dti.affine, back)[0]
@@ -150,7 +154,7 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
     return result
 
 
-def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly, output_b):
+def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly, output_b, input_check):
     """synthesize_dwi for a reference (b0, else the DWI) in axial slices."""
     assembly = assembly or manifest.get("assembly", "physics")
     if assembly not in ASSEMBLIES:
@@ -220,6 +224,14 @@ def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly
     # The brain mask depends on the reference b=0 alone: computed here, it fills the wait for the
     # models still loading on their background thread.
     mask = brain_mask(reference)
+    if input_check is None:
+        report["input_check"] = "none in this model package"
+    else:
+        # the DWI as the generators see it; when it is its own reference, it is in axial slices already
+        features = input_features(dwi_b0, dwi.data[..., order], dwi.bvals[order], mask) if b0 is None \
+            else dwi_input_features(dwi)
+        report["input_check"], warning = input_check_report(input_check, features, dwi.source)
+        report["warnings"] += [warning] if warning else []
     # Every slice with brain (the model grid keeps the reference's slices) or with signal (0.5 % of its
     # voxels above the brain floor, so that noise alone does not count) is synthesized; the others are
     # background, not run through the models, left at zero.

@@ -40,7 +40,7 @@ class TrainConfig:
 
 
 @dataclass
-class TrainingRequest:
+class TrainingRun:
     """One `dtisynth train` run, as a generator kind's training step receives it.
 
     data: folder of paired acquisitions (training.data.find_pairs); out: the model package folder;

@@ -97,15 +97,14 @@ def run_mrtrix(dwi_path, out_dir, mask_path=None, ols=False):
 def tiny_models(tmp_path_factory):
     """A model package of six tiny generators (ngf 4, depth 5, one epoch on two 32x32x19 phantom
     subjects, relative intensities): real files through the real training path, in seconds."""
-    from DTISynthLib.generators.intensity import Intensity
-    from DTISynthLib.jobs.train import run_training
+    from DTISynthLib.service.requests import TrainingRequest
+    from DTISynthLib.service.train import train
     from DTISynthLib.simulation.cohort import write_cohort
-    from DTISynthLib.training.config import TrainConfig
 
     folder = tmp_path_factory.mktemp("models")
     write_cohort(folder / "cohort", 2, "sampled", seed=1, grid=(32, 32, 19))
-    run_training(folder / "cohort", folder / "m", list(range(1, 7)), TrainConfig(epochs=1, ngf=4, ndf=4, depth=5),
-                 Intensity("relative"), grid=(32, 32), validation_fraction=0.5)
+    train(TrainingRequest(data=folder / "cohort", out=folder / "m", epochs=1, ngf=4, ndf=4, depth=5,
+                          intensity="relative", grid=(32, 32), validation_fraction=0.5))
     return folder / "m"
 
 

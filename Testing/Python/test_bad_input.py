@@ -16,7 +16,8 @@ from DTISynthLib.core.dwi import check_dwi
 from DTISynthLib.core.errors import InputError
 from DTISynthLib.io.dicom import read_dicom_dwi
 from DTISynthLib.io.files import load_dwi, load_mask, load_volume, save_dwi
-from DTISynthLib.jobs import fit as fit_job
+from DTISynthLib.service import fit as fit_job
+from DTISynthLib.service.requests import FitRequest
 from DTISynthLib.simulation.numerical_phantom import make_fibre_phantom
 
 
@@ -174,7 +175,7 @@ def test_failure_midway_leaves_no_partial_output_and_inputs_untouched(tmp_path, 
     inputs_before = _checksums(path.parent)
     fail_on_call(monkeypatch, fit_job, "save_volume", 4, OSError("disk full"))
     with pytest.raises(OSError, match="disk full"):
-        fit_job.run_fit(path, out)
+        fit_job.fit(FitRequest(dwi=path, out=out))
     assert sorted(p.name for p in out.iterdir()) == ["fa.nii.gz"]
     assert (out / "fa.nii.gz").read_bytes() == b"an earlier result the user keeps"
     assert _checksums(path.parent) == inputs_before

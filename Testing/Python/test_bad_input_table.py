@@ -48,7 +48,8 @@ class Inputs:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, tiny_models):
     from DTISynthLib.evaluation.comparison import run_evaluation
-    from DTISynthLib.jobs.synthesize import run_synthesis
+    from DTISynthLib.service.requests import SynthesisRequest
+    from DTISynthLib.service.synthesize import synthesize
     from DTISynthLib.review.study import create_study
 
     root = tmp_path_factory.mktemp("inputs")
@@ -61,7 +62,7 @@ def inputs(tmp_path_factory, tiny_models):
     models = root / "models"
     shutil.copytree(tiny_models, models)
     results = root / "results"
-    run_synthesis(dwi3, results, models_dir=models, device="cpu")
+    synthesize(SynthesisRequest(dwi=dwi3, out=results, models=models, device="cpu"))
     evaluation = root / "evaluation"
     run_evaluation(dti6, results, evaluation, realism_epochs=0)
     study = root / "study"

@@ -1,4 +1,4 @@
-"""The model packages' out-of-distribution check (realism/input_check.py, jobs/input_check.py): its
+"""The model packages' out-of-distribution check (realism/, synthesis/ and service/input_check.py): its
 features, its safetensors file, its manifest entry, and `synthesize`'s warning: a phantom DWI like
 the training inputs passes, a non-brain image and a sagittally sliced head warn."""
 
@@ -53,16 +53,13 @@ def test_features_are_smoothed_adcs_and_b0_ratio_independent_of_b():
 
 def test_features_are_taken_over_axial_slices_whatever_plane_the_dwi_is_stored_in():
     from DTISynthLib.core.model_grid import reorder_axes
-    from DTISynthLib.jobs.input_check import dwi_input_features
+    from DTISynthLib.realism.input_check import dwi_input_features
 
     dwi = simulate_subject(draw_subject("sub-002", 3), "sampled", grid=(24, 24, 10)).dwi
     axial = dwi_input_features(dwi)
     data, affine = reorder_axes(dwi.data, dwi.affine, (1, 2, 0))
     sagittal = DWI(data, affine, dwi.bvals, dwi.gradients)
     assert axial.shape[0] > 100 and np.array_equal(dwi_input_features(sagittal), axial)
-    mask = np.mean(data[..., dwi.bvals < 50], axis=-1) > 0  # a mask given on the stored grid is reordered with it
-    expected = dwi_input_features(dwi, np.mean(dwi.data[..., dwi.bvals < 50], axis=-1) > 0)
-    assert np.array_equal(dwi_input_features(sagittal, mask), expected)
 
 
 def test_the_check_round_trips_through_safetensors_and_refuses_a_wrong_file(tmp_path):
@@ -108,11 +105,12 @@ def test_a_manifest_with_a_bad_check_entry_is_refused(tiny_models, tmp_path):
 
 def _synthesize(models, dwi, tmp_path, name):
     from DTISynthLib.io.files import save_dwi
-    from DTISynthLib.jobs.synthesize import run_synthesis
+    from DTISynthLib.service.requests import SynthesisRequest
+    from DTISynthLib.service.synthesize import synthesize
 
     path = tmp_path / f"{name}.nii.gz"
     save_dwi(path, dwi)
-    _, report = run_synthesis(path, tmp_path / name, models_dir=models, device="cpu")
+    _, report = synthesize(SynthesisRequest(dwi=path, out=tmp_path / name, models=models, device="cpu"))
     return report
 
 
@@ -121,11 +119,17 @@ def test_synthesize_warns_for_inputs_unlike_the_training_inputs(tiny_models, tmp
     dwi = subject.dwi
     report = _synthesize(tiny_models, dwi, tmp_path, "phantom")
     assert report["input_check"]["warning"] is False, report["input_check"]
-    # synthesize reuses its brain mask of the DWI's own b=0: the same ratio as the check computing its own
-    from DTISynthLib.jobs.input_check import input_check_report, package_input_check
+    # synthesis checks the DWI it has put in axial slices already, with its brain mask of the DWI's own b=0:
+    # the same ratio as the check reordering and masking a DWI itself, whatever plane the DWI is stored in
+    from DTISynthLib.core.model_grid import reorder_axes
+    from DTISynthLib.realism.input_check import dwi_input_features
+    from DTISynthLib.synthesis.input_check import input_check_report, package_input_check
 
     check = package_input_check(tiny_models, read_manifest(tiny_models))
-    assert input_check_report(check, dwi) == report["input_check"]
+    assert input_check_report(check, dwi_input_features(dwi), "x")[0] == report["input_check"]
+    data, affine = reorder_axes(dwi.data, dwi.affine, (2, 0, 1))
+    coronal = _synthesize(tiny_models, DWI(data, affine, dwi.bvals, dwi.gradients), tmp_path, "coronal")
+    assert coronal["input_check"] == report["input_check"] and coronal["slices"]["native_plane"] != "axial"
     assert not any("unlike the models' training inputs" in w for w in report["warnings"])
 
     # not a brain: a water cylinder (uniform b=0, isotropic ADC 2.1e-3 mm^2/s at room temperature)

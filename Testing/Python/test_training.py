@@ -18,7 +18,8 @@ from DTISynthLib.generators.package import read_manifest
 from DTISynthLib.generators.pix2pix_trainer import Pix2PixTrainer
 from DTISynthLib.generators.runner import load_generators
 from DTISynthLib.io.files import load_dwi
-from DTISynthLib.jobs.train import run_training
+from DTISynthLib.service.requests import TrainingRequest
+from DTISynthLib.service.train import train
 from DTISynthLib.simulation.cohort import draw_subject, simulate_subject, write_cohort
 from DTISynthLib.training.config import TrainConfig
 from DTISynthLib.training.data import (
@@ -132,9 +133,9 @@ def test_flip_pairs_mirror_directions_on_a_symmetric_phantom():
 
 
 def test_package_round_trip_and_the_loader_refuses_tampering(tmp_path, tiny_cohort):
-    config = TrainConfig(epochs=1, seed=0, **TINY)
-    manifest_path = run_training(tiny_cohort, tmp_path / "m", [1, 3], config, Intensity("relative"), grid=(32, 32),
-                                 validation_fraction=0.34, weights_dtype="float16")
+    manifest_path = train(TrainingRequest(data=tiny_cohort, out=tmp_path / "m", direction=(1, 3), epochs=1, seed=0,
+                                          **TINY, intensity="relative", grid=(32, 32), validation_fraction=0.34,
+                                          weights_dtype="float16"))
     manifest = read_manifest(tmp_path / "m")
     assert [d["index"] for d in manifest["directions"]] == [1, 3]
     assert manifest["intensity"] == {"mode": "relative", "quantise_8bit": False} and manifest["grid"] == [32, 32]

@@ -1,28 +1,16 @@
-"""The model packages' out-of-distribution check (realism.input_check) between files and packages:
-fitted to a package's training inputs (`train` does it; `models --fit-input-check` adds it to an
-existing package) and applied to a synthesis input (`synthesize`). Not a command of its own."""
+"""Fitting a model package's out-of-distribution check (realism.input_check) to its training
+inputs: `train` does it for a new package, `models --fit-input-check` adds it to an existing one.
+synthesis.input_check applies it to a synthesis input."""
 
 from dataclasses import replace
 from pathlib import Path
 
+from ..core.errors import InputError
 from ..core.progress import NullReporter
-
-
-def dwi_input_features(dwi, mask=None):
-    """The check's features of a DWI's b=0 and its volumes along x, y, z, in its brain mask (`mask`,
-    the brain_mask of its mean b=0 when already computed), over its axial slices as the generators see
-    them (core.model_grid.axial_slices)."""
-    from ..core.model_grid import axial_axis_order, axial_slices, reorder_axes
-    from ..fit.brain_mask import brain_mask
-    from ..realism.input_check import input_features
-    from ..synthesis.pipeline import assign_axes
-
-    if mask is not None:
-        mask = reorder_axes(mask, dwi.affine, axial_axis_order(dwi.affine))[0]
-    dwi = axial_slices(dwi)
-    order, _ = assign_axes(dwi)
-    b0 = dwi.mean_b0()
-    return input_features(b0, dwi.data[..., order], dwi.bvals[order], brain_mask(b0) if mask is None else mask)
+from ..generators.package import INPUT_CHECK_FILE, read_manifest, write_manifest
+from ..io.files import load_dwi
+from ..realism.input_check import EPOCHS, FEATURES, dwi_input_features, fit_input_check, save_input_check
+from ..training.data import find_pairs, source_and_subject
 
 
 def training_split(manifest, pairs):
@@ -44,17 +32,6 @@ def add_input_check(package, data_dir, epochs=None, reporter=NullReporter(), war
     """Fit the check on the 3-direction DWIs of a package's training data (training.data.find_pairs
     layout) and record it in the package (weights file and manifest entry), with `warning_ratio` (default
     realism.input_check.WARNING_RATIO). Returns the entry."""
-    from ..core.errors import InputError
-    from ..generators.package import INPUT_CHECK_FILE, read_manifest, write_manifest
-    from ..io.files import load_dwi
-    from ..realism.input_check import (
-        EPOCHS,
-        FEATURES,
-        fit_input_check,
-        save_input_check,
-    )
-    from ..training.data import find_pairs, source_and_subject
-
     package, data_dir = Path(package), Path(data_dir)
     manifest = read_manifest(package)
     training, validation = training_split(manifest, find_pairs(data_dir))
@@ -81,22 +58,3 @@ def add_input_check(package, data_dir, epochs=None, reporter=NullReporter(), war
              "dead_units": check.model.dead_units}
     write_manifest(package, dict(manifest, input_check=entry))
     return entry
-
-
-def package_input_check(package, manifest):
-    """The package's InputCheck (its weights file verified against the manifest and its shapes checked),
-    or None when it has none (e.g. the diagonal baseline, which has no training inputs)."""
-    from ..generators.package import verified_weights
-    from ..realism.input_check import load_input_check
-
-    entry = manifest.get("input_check")
-    if entry is None:
-        return None
-    return load_input_check(verified_weights(package, entry), entry["reference_error"], entry["warning_ratio"])
-
-
-def input_check_report(check, dwi, mask=None):
-    """A synthesis input against a package's InputCheck: {error_ratio, warning_ratio, warning}. mask:
-    the brain mask of the DWI's mean b=0, if computed already."""
-    ratio = check.ratio(dwi_input_features(dwi, mask))
-    return {"error_ratio": round(ratio, 3), "warning_ratio": check.warning_ratio, "warning": not ratio <= check.warning_ratio}

@@ -1,0 +1,359 @@
+"""One request dataclass per job: its options, each option's command-line name and help, and its
+checks, written once. The command line builds its parsers from these (add_arguments), reads a request
+back from parsed arguments (from_arguments), and the Slicer job runner turns a request into the command
+line of a child process (command_line): no option name is written twice.
+
+A request checks itself when made (`check_values`): a value outside an option's choices, or one its
+value type refuses (a count below 1, a fraction of 1 or more), is an InputError naming the option,
+what it expects and what was given; from the command line, argparse refuses the same values first as a
+usage error. Paths are kept as given (str or Path); the job reads them and names them in its errors.
+Torch-free: the Slicer process imports this module.
+"""
+
+import argparse
+import math
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+
+from ..core.errors import InputError
+from ..core.gradient_schemes import DEFAULT_B
+from ..fit.tensor_fit import METHODS
+from ..fit.tensor_maps import EIGEN_POLICIES, MAP_NAMES
+from ..generators.intensity import INTENSITY_MODES
+from ..generators.registry import DEFAULT_KIND, KINDS
+from ..generators.runner import DEVICES, PRECISIONS
+from ..io.files import FORMATS
+from ..simulation.pairs import MODES
+from ..simulation.signals import SCHEMES
+from ..synthesis.assembly import ASSEMBLIES
+from ..training.config import AMP_MODES
+
+
+# ---------------------------------------------------------------- value types (argparse types, and checks)
+def _number(text, convert, expected, accept):
+    try:
+        value = convert(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not math.isfinite(value) or not accept(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, not {text!r}")
+    return value
+
+
+def positive_float(text):
+    """A finite number > 0 (SNR, b-value in s/mm^2, learning rate)."""
+    return _number(text, float, "a finite number > 0", lambda v: v > 0)
+
+
+def non_negative_float(text):
+    return _number(text, float, "a finite number >= 0", lambda v: v >= 0)
+
+
+def positive_int(text):
+    """An integer >= 1 (counts: subjects, epochs, batch size, jobs)."""
+    return _number(text, int, "an integer >= 1", lambda v: v >= 1)
+
+
+def non_negative_int(text):
+    return _number(text, int, "an integer >= 0", lambda v: v >= 0)
+
+
+def fraction(text):
+    """A share in [0, 1): 0 means none."""
+    return _number(text, float, "a fraction from 0 up to (not including) 1", lambda v: 0 <= v < 1)
+
+
+def port(text):
+    """A TCP port, 1-65535."""
+    return _number(text, int, "a port number from 1 to 65535", lambda v: 1 <= v <= 65535)
+
+
+MAX_GRID = 1024  # voxels per axis: 1024^3 float32 is already 4 GiB per volume
+
+
+def parse_grid(text, dims=3):
+    """'128x128x76' -> (128, 128, 76); with dims=2, '128x128' -> (128, 128). Each size 8-1024."""
+    try:
+        grid = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        grid = ()
+    if len(grid) != dims or min(grid) < 8 or max(grid) > MAX_GRID:
+        example = "x".join(["128", "128", "76"][:dims])
+        raise argparse.ArgumentTypeError(f"expected a grid like {example} (each from 8 to {MAX_GRID}), not {text!r}")
+    return grid
+
+
+def parse_slice_grid(text):
+    return parse_grid(text, dims=2)
+
+
+def comma_list(text):
+    """'a,b' -> ['a', 'b'] (empty items dropped)."""
+    return [item for item in text.split(",") if item]
+
+
+def parse_directions(text):
+    """'all' or a comma list of 1-6 -> sorted indices (an option type: a bad value is a usage error)."""
+    if text == "all":
+        return list(range(1, 7))
+    try:
+        values = sorted({int(v) for v in text.split(",")})
+    except ValueError:
+        values = []
+    if not values or min(values) < 1 or max(values) > 6:
+        raise argparse.ArgumentTypeError(f"expected 'all' or a comma list of numbers 1-6, not {text!r}")
+    return values
+
+
+def parse_schemes(text):
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names or set(names) - set(SCHEMES):
+        raise argparse.ArgumentTypeError(f"expected a comma list from {','.join(SCHEMES)}, not {text!r}")
+    return names
+
+
+# Value types whose parsed value is a list or tuple: written back as text by joining.
+_JOINED = {comma_list: ",", parse_directions: ",", parse_schemes: ",", parse_slice_grid: "x", parse_grid: "x"}
+
+
+# ---------------------------------------------------------------- options
+def option(flag=None, default=MISSING, help=None, **argparse_keywords):
+    """A request field with its command-line option. flag: "--dwi" (None: a positional argument, named
+    as the field); no default: required; argparse_keywords: type, choices, action, metavar."""
+    metadata = {"flag": flag, "argparse": dict(argparse_keywords, help=help)}
+    return field(default=default, metadata=metadata)
+
+
+def _options(request_class):
+    return [f for f in fields(request_class) if "flag" in f.metadata]
+
+
+def _label(f):
+    return f.metadata["flag"] or f.name
+
+
+def add_arguments(parser, request_class):
+    """Add a request's options to an argparse parser."""
+    for f in _options(request_class):
+        keywords = dict(f.metadata["argparse"])
+        if f.metadata["flag"] is None:
+            parser.add_argument(f.name, **keywords)
+            continue
+        if f.default is MISSING:
+            keywords["required"] = True
+        else:
+            keywords["default"] = f.default
+        parser.add_argument(f.metadata["flag"], dest=f.name, **keywords)
+
+
+def from_arguments(request_class, arguments):
+    """The request from argparse's parsed arguments."""
+    return request_class(**{f.name: getattr(arguments, f.name) for f in _options(request_class)})
+
+
+def _text(f, value):
+    joiner = _JOINED.get(f.metadata["argparse"].get("type"))
+    return joiner.join(str(v) for v in value) if joiner else str(value)
+
+
+def command_line(request):
+    """The `dtisynth` arguments that make this request: [job, positional..., --option value, ...];
+    options left at their default are not written."""
+    arguments = [request.JOB]
+    for f in _options(type(request)):
+        value = getattr(request, f.name)
+        action = f.metadata["argparse"].get("action")
+        if f.metadata["flag"] is None:
+            arguments.append(_text(f, value))
+        elif f.default is not MISSING and value == f.default or value is None:
+            continue
+        elif action == "store_true":
+            arguments.append(f.metadata["flag"])
+        elif action == "append":
+            for item in value:
+                arguments += [f.metadata["flag"], _text(f, item)]
+        else:
+            arguments += [f.metadata["flag"], _text(f, value)]
+    return arguments
+
+
+def check_values(request):
+    """Refuse a value outside an option's choices or refused by its value type (InputError naming the
+    option). Values already parsed (lists, tuples) are checked as their text."""
+    for f in _options(type(request)):
+        value, keywords = getattr(request, f.name), f.metadata["argparse"]
+        if value is None or (f.default is not MISSING and value == f.default):
+            continue
+        if "choices" in keywords and value not in keywords["choices"]:
+            raise InputError(_label(f), f"one of {', '.join(map(str, keywords['choices']))}", repr(value))
+        convert = keywords.get("type")
+        if convert is not None and convert is not str:
+            try:
+                convert(_text(f, value) if not isinstance(value, str) else value)
+            except argparse.ArgumentTypeError as exc:
+                expected = str(exc).removeprefix("expected ").split(", not ")[0]
+                raise InputError(_label(f), expected, repr(value)) from None
+
+
+class Request:
+    """What every request has: its checks on construction, and its command line."""
+
+    JOB = None
+
+    def __post_init__(self):
+        check_values(self)
+
+    def command_line(self):
+        return command_line(self)
+
+
+# ---------------------------------------------------------------- the jobs' requests
+@dataclass(frozen=True, kw_only=True)
+class FitRequest(Request):
+    """`dtisynth fit`: tensors and maps of a DWI."""
+
+    JOB = "fit"
+    dwi: Path = option(None, help="DWI: .nii/.nii.gz (+ FSL bval/bvec), .nrrd/.nhdr (Slicer DWI) or a DICOM folder")
+    bval: Path = option("--bval", None, help="FSL b-values file (default: beside the NIfTI, same name)")
+    bvec: Path = option("--bvec", None, help="FSL b-vectors file (default: beside the NIfTI, same name)")
+    out: Path = option("--out", help="output folder")
+    mask: Path = option("--mask", None, help="brain mask on the DWI grid (default: computed from the mean b=0)")
+    method: str = option("--method", "iwls", choices=METHODS,
+                         help="ols, wls (OLS-predicted weights, as dipy) or iwls (MRtrix3's default; default)")
+    maps: str = option("--maps", ",".join(MAP_NAMES), help=f"comma list from {','.join(MAP_NAMES)} (default: all)")
+    format: str = option("--format", "nifti", choices=FORMATS, help="output format (default nifti)")
+    eigenvalues: str = option("--eigenvalues", "keep", choices=EIGEN_POLICIES,
+                              help="negative eigenvalues: keep (as MRtrix3; default) or clip to 0 (as dipy)")
+    shell: float = option("--shell", None, type=float, help="b-value of the shell to fit in multi-shell data (s/mm^2)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SynthesisRequest(Request):
+    """`dtisynth synthesize`: a synthetic 6-direction DTI (and maps) from a 3-direction DWI."""
+
+    JOB = "synthesize"
+    dwi: Path = option("--dwi", help="3-direction DWI with b=0 (NIfTI + bval/bvec, NRRD or DICOM folder)")
+    bval: Path = option("--bval", None)
+    bvec: Path = option("--bvec", None)
+    b0: Path = option("--b0", None, help="reference b=0 to register the DWI to (default: the DWI's own b=0)")
+    models: Path = option("--models", None, help="model folder (default: the shipped tensor-unet set)")
+    out: Path = option("--out", help="output folder")
+    device: str = option("--device", "auto", choices=DEVICES, help="auto (default: a CUDA GPU if any), cpu or cuda")
+    force_b: bool = option("--force-b", False, action="store_true", help="accept a b-value other than the models'")
+    precision: str = option("--precision", "auto", choices=PRECISIONS,
+                            help="auto (default: bf16 where the hardware computes it natively, else fp32), fp32, or "
+                                 "bf16 (autocast + channels_last with an fp32 output layer)")
+    output_b: float = option("--output-b", None, type=positive_float,
+                             help="b-value of the synthetic DTI in s/mm^2 (default: the input's for packages that "
+                                  "take a range of b, such as the diagonal baseline; the package's b otherwise)")
+    assembly: str = option("--assembly", None, choices=ASSEMBLIES,
+                           help="physics (the tensor's diagonal, so MD, as the x, y, z DWI measured it; only the rest "
+                                "generated) or network (the generators' outputs as they are: the seed paper's way for "
+                                "pix2pix, the denoised tensor for tensor-unet). Default: the package's own (manifest "
+                                "'assembly'), else physics")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluationRequest(Request):
+    """`dtisynth evaluate`: synthetic against acquired DTI (atlas ROIs, statistics, report)."""
+
+    JOB = "evaluate"
+    original: Path = option("--original", help="the acquired DTI (b=0 + 6 or more directions), or a cohort folder "
+                                               "of <subject>_acq-dti6_dwi files")
+    synthetic: Path = option("--synthetic", help="a `dtisynth synthesize` output folder (or its synthetic_dti file); "
+                                                 "for a cohort, a folder with one such folder per subject")
+    out: Path = option("--out", help="output folder")
+    atlas: list = option("--atlas", None, action="append",
+                         help="atlas folder (atlas_dseg.nii.gz, atlas_b0 / atlas_FA.nii.gz, labels.tsv); repeat for "
+                              "several; 'embedded' is the phantom atlas (the default)")
+    rois: list = option("--rois", None, type=comma_list, help="comma-separated ROIs (default: the seed paper's five)")
+    jobs: int = option("--jobs", 1, type=positive_int, help="subjects evaluated in parallel (cohort mode)")
+    realism_voxels: int = option("--realism-voxels", 250_000, type=positive_int,
+                                 help="training voxels of each realism-index autoencoder (paper 2: 250000)")
+    realism_epochs: int = option("--realism-epochs", 50, type=non_negative_int,
+                                 help="epochs of each realism-index autoencoder (paper 2: 50; 0: no realism index)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairsRequest(Request):
+    """`dtisynth pairs`: a 3-direction input and a 6-direction target from a multi-direction scan."""
+
+    JOB = "pairs"
+    dwi: Path = option(None, help="multi-direction DWI (NIfTI + bval/bvec, NRRD or DICOM folder)")
+    bval: Path = option("--bval", None)
+    bvec: Path = option("--bvec", None)
+    out: Path = option("--out", help="output folder")
+    mode: str = option("--mode", "nearest", choices=MODES,
+                       help="nearest measured volumes (default) or signals predicted from the full tensor fit")
+    b: float = option("--b", DEFAULT_B, type=positive_float, help="b-value of predicted signals (tensor mode)")
+    shell: float = option("--shell", None, type=float, help="shell to use in multi-shell data (s/mm^2)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RealismRequest(Request):
+    """`dtisynth realism`: paper 2's simulation schemes ranked by how well each one's autoencoder
+    reconstructs a real scan."""
+
+    JOB = "realism"
+    real: Path = option("--real", help="a real multi-direction DWI (NIfTI + bval/bvec, NRRD, DICOM)")
+    bval: Path = option("--bval", None)
+    bvec: Path = option("--bvec", None)
+    shell: float = option("--shell", None, type=float, help="shell to use in multi-shell data (s/mm^2)")
+    schemes: tuple = option("--schemes", tuple(SCHEMES), type=parse_schemes,
+                            help="comma list (default all four: syn,sampled,sample-and-mean,random-wm)")
+    out: Path = option("--out", help="output folder")
+    train_voxels: int = option("--train-voxels", 250_000, type=positive_int, help="per scheme (paper 2: 250000)")
+    validation_voxels: int = option("--validation-voxels", 50_000, type=positive_int,
+                                    help="per scheme (paper 2: 50000)")
+    epochs: int = option("--epochs", 50, type=positive_int, help="paper 2: 50")
+    min_hidden: int = option("--min-hidden", 1, type=positive_int,
+                             help="units in each hidden layer at least (paper 2: 1; 6, a tensor's degrees of freedom, "
+                                  "keeps the 1/8 bottleneck of 15-32 directions from losing the tensor)")
+    seed: int = option("--seed", 0, type=int)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingRequest(Request):
+    """`dtisynth train`: paired data -> a model package of the chosen generator kind."""
+
+    JOB = "train"
+    data: Path = option("--data", help="folder of <name>_acq-dwi3_dwi / <name>_acq-dti6_dwi pairs (tensor-unet uses "
+                                       "only the 6-direction DTIs: noise-free phantom subjects, tensor-mode pairs of "
+                                       "real scans)")
+    out: Path = option("--out", help="model folder (manifest.json + safetensors weights)")
+    kind: str = option("--kind", DEFAULT_KIND, choices=KINDS,  # the registry itself: kinds registered later count
+                       help=f"generator kind (default {DEFAULT_KIND}: the seed paper's six pix2pix models)")
+    direction: tuple = option("--direction", (1, 2, 3, 4, 5, 6), type=parse_directions,
+                              help="all (default) or a comma list of 1-6")
+    epochs: int = option("--epochs", 100, type=positive_int, help="epochs at constant learning rate (default 100)")
+    decay_epochs: int = option("--decay-epochs", 0, type=non_negative_int,
+                               help="further epochs of linear decay (default 0)")
+    batch_size: int = option("--batch-size", 1, type=positive_int)
+    accumulate: int = option("--accumulate", 1, type=positive_int, help="micro-batches per optimiser step")
+    lr: float = option("--lr", 2e-4, type=positive_float)
+    lambda_l1: float = option("--lambda-l1", 100.0, type=non_negative_float)
+    ngf: int = option("--ngf", 64, type=positive_int)
+    ndf: int = option("--ndf", 64, type=positive_int)
+    depth: int = option("--depth", 7, type=positive_int, help="down-samplings: 7 for 128 x 128, 8 for 256 x 256")
+    grid: tuple = option("--grid", None, type=parse_slice_grid, help="slice grid H x W (default: from the data)")
+    intensity: str = option("--intensity", "paper", choices=INTENSITY_MODES,
+                            help="paper (raw, clipped at 255) or relative (signal / b=0, full precision)")
+    quantise_8bit: bool = option("--quantise-8bit", False, action="store_true",
+                                 help="8-bit values, as the paper's PNG files")
+    validation_fraction: float = option("--validation-fraction", 0.1, type=fraction)
+    validation_subjects: list = option("--validation-subjects", None, type=comma_list,
+                                       help="comma list of subject names to hold out for validation (instead of a "
+                                            "random --validation-fraction of them)")
+    no_register: bool = option("--no-register", False, action="store_true", help="the DWI is already on the DTI grid")
+    flip_augment: bool = option("--flip-augment", False, action="store_true",
+                                help="left-right flips, pairing each direction with its mirrored partner")
+    no_dropout: bool = option("--no-dropout", False, action="store_true")
+    seed: int = option("--seed", 0, type=int)
+    nondeterministic: bool = option("--nondeterministic", False, action="store_true",
+                                    help="allow faster non-deterministic kernels")
+    amp: str = option("--amp", "none", choices=AMP_MODES, help="autocast: bf16 (CPU / GPU), fp16 (GPU)")
+    channels_last: bool = option("--channels-last", False, action="store_true")
+    device: str = option("--device", "auto", choices=DEVICES, help="auto (default: a CUDA GPU if any), cpu or cuda")
+    weights_dtype: str = option("--weights-dtype", "float32", choices=("float32", "float16"))
+    resume: bool = option("--resume", False, action="store_true",
+                          help="continue each direction from its last checkpoint")
