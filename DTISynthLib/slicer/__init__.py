@@ -3,5 +3,5 @@ runner behind the module's panel (the command line in a child process). The only
 imports `slicer` or `vtk`, and only inside functions, so that it imports anywhere. The child's command
 lines come from the service layer's requests.
 
-May import: core, io, review, service.
+May import: core, io, simulation, generators, review, service.
 """

@@ -152,23 +152,23 @@ class SynthesisJob:
         self._reader = threading.Thread(target=_read_lines, args=(self.process.stdout, self._lines), daemon=True)
         self._reader.start()
 
-    def poll(self, block=False):
-        """New events ({"event", "stage", "fraction", "message", ...}) since the last call; starts the
-        next command when one finishes. block: wait until all commands have ended. Raises JobFailed
-        with the command's own error message when one fails."""
+    def poll(self, wait=0.0):
+        """New events ({"event", "stage", "fraction", "message", ...}) since the last call, as they come;
+        starts the next command when one finishes. wait: seconds to wait for the first new output when
+        there is none yet (0: return at once, as the panel's timer does). Raises JobFailed with the
+        command's own error message when one fails."""
         new = []
         while self.process is not None:
             try:
-                line = self._lines.get(block=block)
+                line = self._lines.get(timeout=wait) if wait and not new else self._lines.get_nowait()
             except queue.Empty:
-                break  # nothing new yet
+                break  # nothing (more) yet
             if line is not None:
                 if line.startswith("{"):
                     new.append(json.loads(line))
                 continue
             self._finish(new)  # end of output: the command has finished
-            if not block:
-                break
+            break
         self.events += new
         return new
 
@@ -222,11 +222,12 @@ class SynthesisJob:
         return load_results(scene, files.synthesis.folder, evaluation, self.name)
 
     def run(self, scene, progress=None):
-        """Blocking: start, follow to the end (progress(event) for each event), load, clean up."""
+        """Blocking: start, follow to the end (progress(event) for each event as it comes: scripts in
+        Slicer's console see the progress live), load, clean up."""
         self.start()
         try:
             while self.running:
-                for event in self.poll(block=True):
+                for event in self.poll(wait=0.5):
                     if progress:
                         progress(event)
             return self.load(scene)

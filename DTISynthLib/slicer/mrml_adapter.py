@@ -108,6 +108,17 @@ def add_dwi_volume(scene, name, dwi):
     return node
 
 
+def add_phantom_subject(scene, name="DTISynthPhantom"):
+    """Simulate a brain-phantom subject (a few seconds) and add its 3-direction DWI and its 6-direction
+    DTI to `scene`; returns the two nodes (Sample Data's DTISynth entry)."""
+    from ..core.dwi import check_dwi
+    from ..simulation.cohort import draw_subject, simulate_subject
+
+    subject = simulate_subject(draw_subject("sub-001", 0), "sampled")
+    return [add_dwi_volume(scene, f"{name} 3-direction DWI", check_dwi(subject.dwi)),
+            add_dwi_volume(scene, f"{name} acquired DTI", check_dwi(subject.dti))]
+
+
 def add_tensor_volume(scene, name, tensor6, affine):
     """A vtkMRMLDiffusionTensorVolumeNode from (x, y, z, 6) tensors (Dxx, Dyy, Dzz, Dxy, Dxz, Dyz;
     mm^2/s; RAS) with its default display nodes, so glyphs and colour work."""

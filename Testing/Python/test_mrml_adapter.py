@@ -218,7 +218,7 @@ def _vtk_overloads(cls, method):
 
 
 def test_the_module_calls_mrml_methods_that_exist_with_arguments_that_fit(results, scene):
-    """DTISynth.py's calls into MRML nodes, the scene and Slicer's logic classes, against slicer-core's real
+    """The module's calls (DTISynth.py and its panels in DTISynthLib/slicer) into MRML nodes, the scene and Slicer's logic classes, against slicer-core's real
     classes: the receiver's class comes from the node load_results makes (nodes[role]) or from how the module
     reaches it (MODULE_RECEIVERS), chains follow the wrapped methods' return classes, and each method must
     exist and take the number of arguments given; class constants the module reads must exist."""
@@ -226,7 +226,10 @@ def test_the_module_calls_mrml_methods_that_exist_with_arguments_that_fit(result
     from pathlib import Path
 
     nodes = adapter.load_results(scene, results / "synthetic", results / "evaluation", name="sub-001")
-    module = ast.parse((Path(__file__).resolve().parents[2] / "DTISynth" / "DTISynth.py").read_text())
+    repo = Path(__file__).resolve().parents[2]
+    files = [repo / "DTISynth" / "DTISynth.py", *sorted((repo / "DTISynthLib" / "slicer").glob("*_panel.py")),
+             repo / "DTISynthLib" / "slicer" / "results_display.py"]
+    module = ast.Module(body=[ast.parse(path.read_text()) for path in files], type_ignores=[])
 
     def class_of(expression):
         text = ast.unparse(expression)

@@ -29,9 +29,15 @@ def subject():
 def test_job_runs_the_command_line_and_loads_the_results(scene, subject, tiny_models):
     dwi_node = adapter.add_dwi_volume(scene, "input DWI", check_dwi(subject.dwi))
     acquired_node = adapter.add_dwi_volume(scene, "acquired DTI", check_dwi(subject.dti))
-    events = []
+    events, live = [], []
+
+    def progress(event):
+        events.append(event)
+        live.append(job.running)  # a script in Slicer's console sees progress while the child works
+
     job = SynthesisJob(dwi_node, acquired_node=acquired_node, models=tiny_models, device="cpu", name="sub-004")
-    nodes = job.run(scene, progress=events.append)
+    nodes = job.run(scene, progress=progress)
+    assert live[0] and sum(live) > len(live) / 2, live  # once delivered all at the end, after the last command
     stages = [e["stage"] for e in events if e["event"] == "progress"]
     assert {"register", "synthesize", "fit", "evaluate", "report"} <= set(stages)
     assert [e["event"] for e in events].count("result") == 2  # synthesize, then evaluate

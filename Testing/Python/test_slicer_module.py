@@ -13,6 +13,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "DTISynth" / "DTISynth.py"
+# the module's Qt glue that lives in the library (imported by the module only)
+PANEL = {name: REPO / "DTISynthLib" / "slicer" / f"{name}.py"
+         for name in ("review_panel", "model_sets_panel", "results_display", "dependencies")}
 UI = REPO / "DTISynth" / "Resources" / "UI" / "DTISynth.ui"
 INPUT_CLASSES = {"qMRMLNodeComboBox", "QComboBox", "QCheckBox", "ctkPathLineEdit"}
 
@@ -34,7 +37,9 @@ def _parameters():
 
 def test_every_widget_the_module_uses_exists_in_the_ui():
     used = set(re.findall(r"self\.ui\.(\w+)", MODULE.read_text()))
-    assert used, "the module uses no widget"
+    for path in PANEL.values():
+        used |= set(re.findall(r"\bui\.(\w+)", path.read_text()))
+    assert {"applyButton", "reviewStartButton", "modelSetsListWidget", "showPlotButton"} <= used
     missing = used - set(_widgets())
     assert not missing, missing
 
@@ -152,24 +157,32 @@ def test_the_slicer_floor_is_stated_once_and_held_to():
     assert compiled.returncode == 0, compiled.stderr[-2000:]
 
 
-def _calls(name):
-    """Calls in the module file whose function ends with `name` (attribute or plain)."""
-    tree = ast.parse(MODULE.read_text())
+def _calls(name, path=MODULE):
+    """Calls in a file whose function ends with `name` (attribute or plain)."""
+    tree = ast.parse(path.read_text())
     return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and ast.unparse(n.func).split(".")[-1] == name]
+
+
+def _functions(path):
+    return {n.name: n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)}
 
 
 def test_no_shortcut_or_event_filter_on_the_main_window():
     """The review keys (left / right, 1-5) once sat on Slicer's main window from setup on: slice views
     lost their arrow keys, Segment Editor's 1-5 became ambiguous, and every Reload added a set. They are
-    the panel's own now, active while focus is in it."""
-    shortcuts = _calls("QShortcut")
+    the panel's own now (ReviewPanel's `panel`: the module's self.parent), active while focus is in it."""
+    shortcuts = [call for path in [MODULE, *PANEL.values()] for call in _calls("QShortcut", path)]
     assert shortcuts, "the review keys are QShortcuts"
     for call in shortcuts:
-        assert ast.unparse(call.args[1]) == "self.parent", ast.unparse(call)
-    text = MODULE.read_text()
-    assert text.count("setContext(qt.Qt.WidgetWithChildrenShortcut)") == text.count("qt.QShortcut(")
-    for call in _calls("installEventFilter"):
-        assert "mainWindow" not in ast.unparse(call), ast.unparse(call)
+        assert ast.unparse(call.args[1]) == "self.panel", ast.unparse(call)
+    (panel,) = _calls("ReviewPanel")
+    assert ast.unparse(panel.args[1]) == "self.parent"
+    text = PANEL["review_panel"].read_text()
+    assert text.count("setContext(qt.Qt.WidgetWithChildrenShortcut)") == text.count("qt.QShortcut(") == 1
+    assert "self._add_shortcut(" in text and "mainWindow" not in text
+    for path in [MODULE, *PANEL.values()]:
+        for call in _calls("installEventFilter", path):
+            assert "mainWindow" not in ast.unparse(call), ast.unparse(call)
 
 
 # SampleData.SampleDataLogic.registerCustomSampleDataSource and SampleDataSource, from Slicer's
@@ -204,30 +217,37 @@ def test_a_result_that_fails_to_load_stops_the_poll():
 
 
 def test_closing_the_scene_forgets_its_nodes_and_ends_the_review_display():
-    tree = ast.parse(MODULE.read_text())
-    functions = {n.name: ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    functions = {name: ast.unparse(node) for name, node in _functions(MODULE).items()}
     close = functions["onSceneStartClose"]
-    for step in ("self.review.close()", "self.nodes = {}", "self.ui.resultsCollapsibleButton.enabled = False"):
+    for step in ("self.review.close()", "self.results.set_nodes({})", "self.setParameterNode(None)"):
         assert step in close, step
-    assert "self.review.close()" in functions["cleanup"]
+    assert "self.review.close()" in functions["cleanup"] and "self.job.cancel(wait=True)" in functions["cleanup"]
+    forget = ast.unparse(_functions(PANEL["results_display"])["set_nodes"])
+    assert "self.nodes = nodes" in forget and "resultsCollapsibleButton.enabled = bool(nodes)" in forget
+    stop = ast.unparse(_functions(MODULE)["_stop"])
+    assert "self.job.cleanup()" in stop  # temporary files go whether the job succeeded, failed or failed to load
 
 
 def test_dependencies_are_ensured_wherever_the_library_runs_in_slicer_and_torch_stays_out():
     """Sample Data, the Review section and scripted logic.synthesize need the library's packages as much as
     Apply does; PyTorchUtils' installTorch imports torch into Slicer, against the design; Slicer's
     pip_ensure raises RuntimeError when the user declines, which means "do not go on", not a crash."""
-    tree = ast.parse(MODULE.read_text())
-    functions = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
-    for name in ("onApplyButton", "onReviewStart", "loadPhantomSample", "synthesize"):
+    functions = _functions(MODULE)
+    for name in ("onApplyButton", "loadPhantomSample", "synthesize"):
         body = functions[name].body
         first = next(k for k, node in enumerate(body) if "ensureDependencies" in ast.unparse(node))
         assert not any(isinstance(n, (ast.Import, ast.ImportFrom)) for node in body[:first] for n in ast.walk(node)
                        if "DTISynthLib" in ast.unparse(n)), name
-    ensure = ast.unparse(functions["ensureDependencies"])
-    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert "PyTorchUtils" not in imported and "except RuntimeError" in ensure
-    assert "torch=False" in ast.unparse(functions["onReviewStart"]) and "torch=False" in ast.unparse(
-        functions["loadPhantomSample"])
+    (panel,) = _calls("ReviewPanel")
+    assert ast.unparse(panel.args[3]) == "lambda: self.logic.ensureDependencies(torch=False)"
+    start = _functions(PANEL["review_panel"])["start"].body
+    assert "self.ensure_dependencies()" in ast.unparse(next(n for n in start if isinstance(n, ast.If)))
+    assert "torch=False" in ast.unparse(functions["loadPhantomSample"])
+    library = PANEL["dependencies"].read_text()
+    imported = {a.name for path in [MODULE, *PANEL.values()] for n in ast.walk(ast.parse(path.read_text()))
+                if isinstance(n, ast.Import) for a in n.names}
+    assert "PyTorchUtils" not in imported and "except RuntimeError" in library
+    assert {n.module for n in ast.walk(ast.parse(library)) if isinstance(n, ast.ImportFrom)} <= {"slicer.i18n"}
 
 
 def test_the_dwi_selector_has_none_the_map_list_survives_reentry_and_the_category_is_translated():
@@ -238,10 +258,8 @@ def test_the_dwi_selector_has_none_the_map_list_survives_reentry_and_the_categor
     selector = ui.find(".//widget[@name='inputDWISelector']")
     none = selector.find("property[@name='noneEnabled']/bool")
     assert none is not None and none.text == "true"
-    tree = ast.parse(MODULE.read_text())
-    functions = {n.name: ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
-    assert "in MAP_ROLES" in functions["onDisplayChanged"]
-    assert "not self._parameterNode.inputSequence" in functions["initializeParameterNode"]
+    assert "in MAP_ROLES" in ast.unparse(_functions(PANEL["results_display"])["update"])
+    assert "not self._parameterNode.inputSequence" in ast.unparse(_functions(MODULE)["initializeParameterNode"])
     assert 'self.parent.categories = [translate("qSlicerAbstractCoreModule", "Diffusion")]' in MODULE.read_text()
 
 
@@ -258,9 +276,9 @@ def test_reload_and_test_skips_without_torch_instead_of_failing():
 
 
 def test_the_plot_button_shows_the_map_on_show():
-    text = MODULE.read_text()
-    connect = text[text.index('self.ui.showPlotButton.connect'):].split("\n")[:2]
-    assert "MAP_ROLES.get(self.ui.mapComboBox.currentText" in " ".join(connect)
+    text = PANEL["results_display"].read_text()
+    connect = text[text.index('ui.showPlotButton.connect'):].split("\n")[:2]
+    assert "MAP_ROLES.get(ui.mapComboBox.currentText" in " ".join(connect)
 
 
 def test_every_slicer_util_call_binds_to_slicer_util_as_slicer_core_ships_it():
@@ -270,8 +288,8 @@ def test_every_slicer_util_call_binds_to_slicer_util_as_slicer_core_ships_it():
     import inspect
 
     util = pytest.importorskip("slicer.util")
-    tree = ast.parse(MODULE.read_text())
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and ast.unparse(n.func).startswith("slicer.util.")]
+    calls = [n for path in [MODULE, *PANEL.values()] for n in ast.walk(ast.parse(path.read_text()))
+             if isinstance(n, ast.Call) and re.fullmatch(r"slicer\.util\.\w+", ast.unparse(n.func))]
     assert len(calls) >= 10
     for call in calls:
         name = ast.unparse(call.func).split(".")[-1]

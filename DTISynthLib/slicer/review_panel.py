@@ -1,0 +1,69 @@
+"""The Review section of the module's panel: its buttons and keys, forwarded to a ReviewSession (the
+widgets are in the module's .ui). Qt and Slicer are imported inside: only the module's panel uses it."""
+
+from .review_session import ReviewSession
+
+
+class ReviewPanel:
+    """ui: the panel's widgets (slicer.util.childWidgetVariables of the module's .ui); panel: the module
+    panel's widget, which owns the keys: Left / Right arrow answer and 1-5 set the confidence while focus
+    is in the panel, not in the whole main window (slice views keep their arrow keys, Segment Editor its
+    1-5); study_folder(): the study folder chosen; ensure_dependencies(): False when the user declines
+    the packages the review needs."""
+
+    def __init__(self, ui, panel, study_folder, ensure_dependencies):
+        import qt
+
+        self.ui, self.panel, self.study_folder, self.ensure_dependencies = ui, panel, study_folder, ensure_dependencies
+        self.session = None
+        self.shortcuts = []
+        ui.reviewStartButton.connect("clicked(bool)", self.start)
+        for side, button, key in (("left", ui.reviewLeftButton, qt.Qt.Key_Left),
+                                  ("right", ui.reviewRightButton, qt.Qt.Key_Right)):
+            button.connect("clicked(bool)", lambda checked, side=side: self.answer(side))
+            self._add_shortcut(qt.QKeySequence(key), lambda side=side: self.answer(side))
+        for value in range(1, 6):
+            self._add_shortcut(qt.QKeySequence(str(value)),
+                               lambda value=value: setattr(ui.reviewConfidenceSpinBox, "value", value))
+
+    def _add_shortcut(self, keys, action):
+        import qt
+
+        shortcut = qt.QShortcut(keys, self.panel)
+        shortcut.setContext(qt.Qt.WidgetWithChildrenShortcut)
+        shortcut.connect("activated()", action)
+        self.shortcuts.append(shortcut)
+
+    def start(self):
+        import slicer
+        from slicer.i18n import tr as _
+
+        if not self.ensure_dependencies():
+            return
+        with slicer.util.tryWithErrorDisplay(_("The review could not start."), waitCursor=True):
+            self.close()
+            self.session = ReviewSession(slicer.mrmlScene, self.study_folder(), self.ui.reviewTokenLineEdit.text)
+            self.session.show_next()
+            self._shown()
+
+    def answer(self, side):
+        import slicer
+        from slicer.i18n import tr as _
+
+        if self.session is None or self.session.shown is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("The answer was not saved."), waitCursor=True):
+            self.session.answer(side, self.ui.reviewConfidenceSpinBox.value or None,
+                                self.ui.reviewCommentLineEdit.text or None)
+            self._shown()
+
+    def _shown(self):
+        self.ui.reviewProgressLabel.text = self.session.progress_text()
+        self.ui.reviewConfidenceSpinBox.value = 0
+        self.ui.reviewCommentLineEdit.text = ""
+
+    def close(self):
+        """End the session's display (its volumes removed, the views as they were)."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
