@@ -11,6 +11,7 @@ bin, and the angle falls as confidence rises. V1 vectors are unit vectors in one
 import numpy as np
 
 from ..core.orientation_confidence import CONFIDENT
+from ..core.tables import new_figure
 
 CONFIDENCE_BINS = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 WM_FA = 0.3  # reference FA above which a voxel counts as white matter (as the quality benchmark on real scans)
@@ -53,12 +54,7 @@ def v1_calibration(confidence, v1, reference_v1, white_matter, angle_degrees):
 def write_calibration_figure(path, rows_by_subject, angle_degrees):
     """A two-panel PNG: median V1 angle per confidence bin (one line per subject) and the share of
     white-matter voxels in each bin. rows_by_subject: {subject: rows of v1_calibration}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (angle_axis, share_axis) = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, (angle_axis, share_axis) = new_figure(1, 2, figsize=(9, 3.4))
     for subject, rows in rows_by_subject.items():
         centres = [(r["low"] + r["high"]) / 2 for r in rows]
         angle_axis.plot(centres, [r["median_angle_degrees"] for r in rows], "o-", label=subject)
@@ -69,5 +65,4 @@ def write_calibration_figure(path, rows_by_subject, angle_degrees):
     angle_axis.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

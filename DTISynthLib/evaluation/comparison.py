@@ -29,7 +29,10 @@ from ..core.output_layout import (
     acquisition_subject,
 )
 from ..core.progress import NullReporter
+from ..core.tables import csv_text
 from .statistics import bland_altman, paired_t_test, roi_statistics
+
+CSV_FLOATS = ".6g"  # the tables' numbers: 6 significant digits
 
 MAPS = ("fa", "md", "ad", "rd")
 TABLE_SCALE = {"fa": (1.0, "1"), "md": (1e3, "1e-3 mm^2/s"), "ad": (1e3, "1e-3 mm^2/s"), "rd": (1e3, "1e-3 mm^2/s")}
@@ -315,15 +318,6 @@ def cohort_tables(results, rois):
     return table, agreement
 
 
-def _csv(rows, columns):
-    def cell(value):
-        if isinstance(value, float):
-            return "" if np.isnan(value) else f"{value:.6g}"
-        return str(value)
-    return ",".join(columns) + "\n" + "".join(",".join(cell(r[c]).replace(",", ";") for c in columns) + "\n"
-                                             for r in rows)
-
-
 def find_subjects(original, synthetic):
     """[(subject, original DTI path, synthetic folder)]: one subject when `original` is a file, every
     <subject>_acq-dti6_dwi under `original` (a cohort folder) with `synthetic`/<subject> otherwise."""
@@ -412,18 +406,19 @@ def run_evaluation(original, synthetic, out_dir, atlas_dirs=(), rois=None, jobs=
         table, agreement = cohort_tables(results, rois)
         roi_rows = [r for result in results for r in result.roi_rows]
         similarity = [r for result in results for r in result.similarity_rows]
-        write_text_atomic(layout.roi_statistics, _csv(roi_rows, list(roi_rows[0])))
-        write_text_atomic(layout.table2, _csv(table, list(table[0])))
+        write_text_atomic(layout.roi_statistics, csv_text(roi_rows, list(roi_rows[0]), float_format=CSV_FLOATS))
+        write_text_atomic(layout.table2, csv_text(table, list(table[0]), float_format=CSV_FLOATS))
         ba_columns = ["map", "roi", "unit", "n", "bias", "sd", "lower", "upper"]
-        write_text_atomic(layout.bland_altman, _csv(agreement, ba_columns))
-        write_text_atomic(layout.similarity, _csv(similarity, list(similarity[0])))
+        write_text_atomic(layout.bland_altman, csv_text(agreement, ba_columns, float_format=CSV_FLOATS))
+        write_text_atomic(layout.similarity, csv_text(similarity, list(similarity[0]), float_format=CSV_FLOATS))
         realism = {"definition": REALISM_DEFINITION, "rows": [], "training": [], "flag": "not computed"}
         if realism_epochs:
             progress("realism", 0.0, "autoencoders on acquired and on synthetic DTIs")
             realism["rows"], realism["training"], realism["flag"] = realism_rows(results, realism_voxels,
                                                                                  realism_epochs)
             if realism["rows"]:
-                write_text_atomic(layout.realism_index, _csv(realism["rows"], list(realism["rows"][0])))
+                write_text_atomic(layout.realism_index,
+                                  csv_text(realism["rows"], list(realism["rows"][0]), float_format=CSV_FLOATS))
             progress("realism", 1.0, realism["flag"] or "realism index " + ", ".join(
                 f"{r['subject']} {r['realism_index']:.2f}" for r in realism["rows"]))
         calibrated = [r for r in results if r.calibration is not None]
@@ -433,7 +428,8 @@ def run_evaluation(original, synthetic, out_dir, atlas_dirs=(), rois=None, jobs=
 
             calibration["rows"] = [dict(subject=r.subject, **row) for r in calibrated for row in r.calibration[0]]
             calibration["summary"] = {r.subject: r.calibration[1] for r in calibrated}
-            write_text_atomic(layout.v1_calibration, _csv(calibration["rows"], list(calibration["rows"][0])))
+            write_text_atomic(layout.v1_calibration,
+                              csv_text(calibration["rows"], list(calibration["rows"][0]), float_format=CSV_FLOATS))
             write_calibration_figure(layout.v1_calibration_figure, {r.subject: r.calibration[0] for r in calibrated},
                                      calibrated[0].calibration[1]["angle_degrees"])
         progress("report", 0.5, "figures and HTML")

@@ -4,12 +4,10 @@ Axial slices of the volume reoriented to the nearest RAS axes, anterior at the t
 right on the left of the image (radiological convention), each map with its colour bar and units.
 """
 
-import matplotlib
+import nibabel as nib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
+from ..core.tables import new_figure
 
 MAP_DISPLAY = {  # name: (title, colour map, value range, scale shown on the colour bar)
     "fa": ("FA", "gray", (0.0, 1.0), 1.0),
@@ -41,7 +39,7 @@ def write_montage(path, rows, affine, slices=None, title=None, difference_rows=(
     first = rows[0][1][names[0]]
     depth = to_ras_axes(first, affine).shape[2]
     k = depth // 2 if slices is None else slices
-    fig, axes = plt.subplots(len(rows), len(names), figsize=(2.6 * len(names), 2.8 * len(rows)), squeeze=False)
+    fig, axes = new_figure(len(rows), len(names), squeeze=False, figsize=(2.6 * len(names), 2.8 * len(rows)))
     for r, (label, maps) in enumerate(rows):
         for c, name in enumerate(names):
             ax = axes[r, c]
@@ -70,5 +68,4 @@ def write_montage(path, rows, affine, slices=None, title=None, difference_rows=(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

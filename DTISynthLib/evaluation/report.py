@@ -14,12 +14,11 @@ import html
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .montage import write_montage  # noqa: E402
+from ..core.tables import new_figure
+from .montage import write_montage
 
 MAP_TITLES = {"fa": "FA", "md": "MD", "ad": "AD", "rd": "RD"}
 
@@ -37,9 +36,9 @@ def write_bland_altman_figure(path, agreement, rois):
     maps = list(dict.fromkeys(row["map"] for row in agreement))
     columns = list(rois) + ["all ROIs"]
     subjects = sorted({s for row in agreement for s in row["subjects"]})
-    colours = {s: plt.get_cmap("tab10" if len(subjects) <= 10 else "tab20")(i % 20) for i, s in enumerate(subjects)}
+    colours = {s: matplotlib.colormaps["tab10" if len(subjects) <= 10 else "tab20"](i % 20) for i, s in enumerate(subjects)}
     rows = {(row["map"], row["roi"]): row for row in agreement}
-    fig, axes = plt.subplots(len(maps), len(columns), figsize=(2.7 * len(columns), 2.4 * len(maps)), squeeze=False)
+    fig, axes = new_figure(len(maps), len(columns), squeeze=False, figsize=(2.7 * len(columns), 2.4 * len(maps)))
     for r, name in enumerate(maps):
         for c, roi in enumerate(columns):
             ax = axes[r, c]
@@ -58,12 +57,11 @@ def write_bland_altman_figure(path, agreement, rois):
             if c == 0:
                 ax.set_ylabel(f"{MAP_TITLES[name]} synthetic - original{unit}", fontsize=7)
             ax.set_xlabel(f"mean {MAP_TITLES[name]}{unit}", fontsize=6)
-    handles = [plt.Line2D([], [], marker="o", ls="", color=colours[s], label=s) for s in subjects]
+    handles = [Line2D([], [], marker="o", ls="", color=colours[s], label=s) for s in subjects]
     fig.legend(handles=handles, loc="upper right", fontsize=6, ncol=max(1, len(subjects) // 12 + 1))
     fig.suptitle("Bland-Altman: ROI means, synthetic against original (bias solid, 95 % limits dashed)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.93, 0.97))
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return Path(path)
 
 

@@ -29,6 +29,7 @@ from torch import nn
 from ..core.errors import InputError
 from ..core.atomic import write_text_atomic
 from ..core.progress import NullReporter
+from ..core.tables import csv_text
 from ..evaluation.image_metrics import psnr, ssim
 from ..training.checkpoints import (
     checkpoint_folder,
@@ -255,8 +256,7 @@ class Pix2PixTrainer:
         new = not path.exists() or row["epoch"] == 1
         rows = [] if new else list(csv.DictReader(path.read_text().splitlines()))[: row["epoch"] - 1]
         rows.append({k: row.get(k, "") for k in fields})
-        text = ",".join(fields) + "\n" + "".join(",".join(str(r.get(k, "")) for k in fields) + "\n" for r in rows)
-        write_text_atomic(path, text)
+        write_text_atomic(path, csv_text(rows, fields))
 
     def _save_best(self):
         folder = self.checkpoint_dir

@@ -1,9 +1,9 @@
 """`dtisynth review create | serve | add-reader | reissue | analyze | export | lock`: blinded noise-review
 studies of original and synthetic maps (the seed paper's reader study)."""
 
-import csv
 import sys
 
+from ..core.tables import csv_text
 from ..review.study import INTERPOLATIONS, ORIENTATIONS
 from ..service.requests import port
 from .options import add_jsonl_option
@@ -147,6 +147,4 @@ def run(args, reporter):
 
 
 def _write_answers(handle, answers):
-    writer = csv.DictWriter(handle, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(answers)
+    handle.write(csv_text(answers, EXPORT_COLUMNS))

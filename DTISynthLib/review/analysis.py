@@ -17,7 +17,6 @@ readers, Fleiss' kappa for three or more; the readers' comments. Answers are the
 rows of study cases (store.unblinded_answers: training cases are never analysed).
 """
 
-import csv
 import json
 import math
 
@@ -25,6 +24,7 @@ import numpy as np
 
 from ..core.json_values import without_nan
 from ..core.output_layout import ReviewAnalysisOutput
+from ..core.tables import csv_text, new_figure
 from .store import CONFIDENCE_SCALE
 
 Z_95 = 1.959963984540054
@@ -164,10 +164,7 @@ COMMENT_COLUMNS = ("reader", "subject", "map", "position", "choice", "synthetic_
 
 
 def _write_csv(path, rows, columns=None):
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns or (rows[0] if rows else ["empty"])))
-        writer.writeheader()
-        writer.writerows(rows)
+    path.write_text(csv_text(rows, columns or (None if rows else ["empty"])))
 
 
 def write_analysis(store, out_dir):
@@ -195,11 +192,6 @@ def write_analysis(store, out_dir):
 
 
 def _write_figure(path, rows, titles):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = [titles.get(r["map"], "Pooled") for r in rows]
     x = np.arange(len(rows))
     values = np.array([r["proportion"] for r in rows], dtype=float)
@@ -209,7 +201,7 @@ def _write_figure(path, rows, titles):
         high = np.clip(np.array([r[high_key] for r in rows], dtype=float) - values, 0, None)
         return [np.nan_to_num(low), np.nan_to_num(high)]
 
-    figure, axes = plt.subplots(figsize=(6.4, 3.4), dpi=120)
+    figure, axes = new_figure(figsize=(6.4, 3.4), dpi=120)
     axes.bar(x, np.nan_to_num(values), color="#4c78a8", width=0.6)
     axes.errorbar(x - 0.08, np.nan_to_num(values), yerr=bars("ci95_low", "ci95_high"), fmt="none", ecolor="k",
                   capsize=3, label="95 % Wilson (answers independent)")
@@ -222,7 +214,6 @@ def _write_figure(path, rows, titles):
     axes.legend(loc="upper right", frameon=False, fontsize=7, ncol=3)
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
 
 
 def _cell(value, digits=3):

@@ -1,7 +1,5 @@
 """The realism job: which of paper 2's simulation schemes is closest to a real scan (RealismOutput)."""
 
-import csv
-import io
 import json
 from pathlib import Path
 
@@ -9,6 +7,7 @@ from ..core.atomic import atomic_output_dir, write_text_atomic
 from ..core.dwi import select_shell
 from ..core.json_values import without_nan
 from ..core.output_layout import RealismOutput
+from ..core.tables import csv_text, new_figure
 from ..core.progress import NullReporter
 from ..io.files import load_dwi
 from ..realism.autoencoder import AutoencoderConfig
@@ -27,8 +26,8 @@ def rank_schemes(request, reporter=NullReporter()):
             for s in comparison.scores]
     with atomic_output_dir(out_dir) as staging:
         layout = RealismOutput(staging)
-        write_text_atomic(layout.schemes, _csv(rows))
-        write_text_atomic(layout.tests, _csv(comparison.tests))
+        write_text_atomic(layout.schemes, csv_text(rows))
+        write_text_atomic(layout.tests, csv_text(comparison.tests))
         summary = {"input": str(path), "noise_sigma_over_s0": comparison.noise, "train_voxels": n_train,
                    "validation_voxels": n_validation, "epochs": epochs, "min_hidden": min_hidden, "seed": seed,
                    "schemes": rows,
@@ -39,23 +38,9 @@ def rank_schemes(request, reporter=NullReporter()):
     return [Path(out_dir) / n for n in names], comparison
 
 
-def _csv(rows):
-    text = io.StringIO(newline="")
-    if rows:
-        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return text.getvalue()
-
-
 def _figure(path, rows):
     """Three panels like paper 2's Fig. 1 and 2: attenuation MAE, FA MAE, principal-direction angle."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    figure, axes = new_figure(1, 3, figsize=(11, 3.2))
     names = [r["scheme"] for r in rows]
     for ax, key, title in zip(axes, ("attenuation_mae", "fa_mae", "direction_degrees"),
                               ("attenuation mean abs error", "FA mean abs error", "V1 deviation (FA 0.5-0.9), deg"),
@@ -65,4 +50,3 @@ def _figure(path, rows):
         ax.tick_params(axis="x", labelsize=8, rotation=20)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
