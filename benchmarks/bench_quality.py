@@ -254,7 +254,7 @@ def real_scans(only=None):
 
 def trained_on(manifest):
     """Names of the subjects a package saw in training: trained on, or chose its model by (validation)."""
-    training = manifest.get("training", {})
+    training = manifest.training
     return {s["subject"] for s in training.get("subjects", [])} | set(training.get("training_subjects", [])) | \
         set(training.get("validation_subjects", []))
 
@@ -299,7 +299,7 @@ def run_real(rows, results, refusals, log, only=None):
         b0 = (acquired.mean_b0(), acquired.affine, f"{name} 6-direction b=0")
         for label, runner, manifest, assemblies in rows:
             cached = CachedPredictions(runner)
-            b_model, b_range = float(manifest["b_value"]), manifest.get("b_range")
+            b_model, b_range = manifest.b_value, manifest.b_range
             converted = not b_range[0] <= b <= b_range[1] if b_range else abs(b - b_model) > 0.05 * b_model
             for assembly in assemblies:
                 result = synthesize(cached, manifest, check_dwi(dwi3), b0, assembly, True)

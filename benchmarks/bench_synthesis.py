@@ -93,7 +93,7 @@ def paper_style(work, out):
                 synthetic[:, :, k, d - 1] = np.asarray(Image.open(png / f"d{d}_{k:03d}.png"), np.float32).T
     data = np.concatenate([b0[..., None], synthetic], axis=-1)
     bvals = np.r_[0.0, np.full(6, 1000.0)]
-    gradients = np.vstack([np.zeros(3), [e["gradient_ras"] for e in manifest["directions"]]])
+    gradients = np.vstack([np.zeros(3), manifest.direction_vectors()[1]])
     write_synthesis(out / "result", SynthesisResult(DWI(data, affine, bvals, gradients), {}))
 
 

@@ -11,7 +11,6 @@ beat: Resources/Models/diagonal is a package of this kind.
 import numpy as np
 
 from ..core.errors import InputError
-from .package import direction_vectors
 from .registry import GeneratorKind
 
 NAME = "diagonal"
@@ -27,8 +26,8 @@ def synthesize(predict, grid_signals, manifest, reporter):
     measured = np.asarray(grid_signals.gradients, dtype=np.float64)
     diagonal = grid_signals.adcs()[:, :, slices] @ np.linalg.inv(measured**2).T  # Dxx, Dyy, Dzz
     tensor6 = np.concatenate([diagonal, np.zeros_like(diagonal)], axis=-1)
-    _, directions = direction_vectors(manifest)
-    synthetic = grid_signals.signals_of(tensor6, directions, manifest["b_value"])
+    _, directions = manifest.direction_vectors()
+    synthetic = grid_signals.signals_of(tensor6, directions, manifest.b_value)
     reporter.progress("synthesize", 1.0, f"{len(directions)} directions")
     return synthetic, {}
 

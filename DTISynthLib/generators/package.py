@@ -3,20 +3,10 @@ input: nothing is unpickled; every weights file is checked against its SHA-256 i
 the format version and the generator kind must be known. Torch-free: reading and verifying a package
 never loads torch.
 
-manifest.json: format, format_version, architecture (kind, default "pix2pix-per-direction", and the
-kind's own settings, e.g. generator: in/out channels, ngf, depth, dropout; discriminator: ndf,
-n_layers), intensity (mode, quantise_8bit), grid (H, W), voxel_size_mm, b_value (s/mm^2),
-input_directions (RAS unit vectors of the DWI channels), description (one line: what the set is and
-when to use it), assembly (optional: the synthesis assembly the set is meant for), directions (index 1-6, gradient_ras: the
-synthetic DTI's gradient table, RAS), the weights files (network_files), training (hyper-parameters,
-data provenance, subject split), created_by; optionally input_check (file, sha256, reference_error,
-warning_ratio, features, subjects: the out-of-distribution autoencoder of the training inputs,
-realism.input_check).
+manifest.json: generators.manifest.Manifest (its entries and checks).
 """
 
 import json
-import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +22,10 @@ from ..core.checksums import sha256_file
 from ..core.errors import InputError, refuse_special_file
 from ..core.gradient_schemes import AXES_3_RAS
 from ..core.resources import RESOURCES
-from .registry import check_kind
+from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, WEIGHTS_NAME, Manifest
 
-FORMAT = "dtisynth-pix2pix"  # every package's format name (it predates generator kinds)
 SHIPPED_MODELS = RESOURCES / "Models"  # one folder per shipped package
 DEFAULT_MODELS = SHIPPED_MODELS / "tensor-unet"  # the default set
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 INPUT_CHECK_FILE = "input_check.safetensors"  # the out-of-distribution autoencoder (realism.input_check)
 
 
@@ -58,9 +45,10 @@ def save_generator_weights(path, state_dict, dtype="float32"):
     return sha256_file(path)
 
 
-def write_manifest(folder, manifest):
-    manifest = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION)
-    write_text_atomic(Path(folder) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+def write_manifest(folder, data):
+    """Write a manifest's JSON object (a dict; Manifest.data for a read one) as the folder's manifest.json."""
+    data = dict(data, format=FORMAT, format_version=FORMAT_VERSION)
+    write_text_atomic(Path(folder) / MANIFEST, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def training_fields(request, grid, provenance, processes):
@@ -75,90 +63,16 @@ def training_fields(request, grid, provenance, processes):
             "created_by": f"DTISynth {__version__}", "format_version": FORMAT_VERSION}
 
 
-def network_files(manifest):
-    """{network key: entry with file and sha256}. A package lists its weights files under `networks`
-    (key: each entry's name); packages without that list (the per-direction kind's, the shipped demo
-    set's) give them on the direction entries (key: the direction index)."""
-    if "networks" in manifest:
-        return {entry["name"]: entry for entry in manifest["networks"]}
-    return {entry["index"]: entry for entry in manifest["directions"]}
-
-
 def read_manifest(folder):
-    """Read and check manifest.json of a model folder (format and version)."""
+    """The checked Manifest of a model folder's manifest.json."""
     path = Path(folder) / MANIFEST
     if not path.exists():
         raise InputError(path, "a DTISynth model folder with manifest.json", "no manifest.json")
     try:
-        manifest = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(path, "a JSON manifest", f"unreadable content ({exc})") from None
-    if manifest.get("format") != FORMAT:
-        raise InputError(path, f"format {FORMAT!r}", f"format {manifest.get('format')!r}")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise InputError(path, f"format_version {FORMAT_VERSION} (this DTISynth)",
-                         f"format_version {manifest.get('format_version')!r}")
-    for key in ("architecture", "intensity", "grid", "b_value", "directions"):
-        if key not in manifest:
-            raise InputError(path, f"a {key!r} entry", "none")
-    check_manifest_values(manifest, path)
-    check_kind(manifest, path)
-    return manifest
-
-
-WEIGHTS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
-MAX_GRID, MAX_DIRECTIONS = 1024, 64
-
-
-def _finite_numbers(value, count):
-    return (isinstance(value, list) and len(value) == count
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
-
-
-def check_manifest_values(manifest, path):
-    """A manifest is untrusted input: its types and sizes are checked, and every weights file must be a
-    plain name inside the package folder, before any file it names is opened or any array allocated."""
-    def refuse(entry, expected, found):
-        raise InputError(path, f"{entry} to be {expected}", repr(found)[:200])
-
-    if not isinstance(manifest["architecture"], dict) or not isinstance(manifest["intensity"], dict):
-        refuse("architecture and intensity", "JSON objects", (manifest["architecture"], manifest["intensity"]))
-    grid = manifest["grid"]
-    if grid is not None:
-        if not (_finite_numbers(grid, 2) and all(isinstance(v, int) and 8 <= v <= MAX_GRID for v in grid)):
-            refuse("grid", f"null or two integers from 8 to {MAX_GRID}", grid)
-        voxel = manifest.get("voxel_size_mm")
-        if not (_finite_numbers(voxel, 3) and all(0 < v <= 50 for v in voxel)):
-            refuse("voxel_size_mm", "three sizes in mm, each > 0 and <= 50", voxel)
-    b_value = manifest["b_value"]
-    if not (_finite_numbers([b_value], 1) and 0 < b_value <= 10000):
-        refuse("b_value", "a b-value in s/mm^2, > 0 and <= 10000", b_value)
-    directions = manifest["directions"]
-    if not (isinstance(directions, list) and 1 <= len(directions) <= MAX_DIRECTIONS):
-        refuse("directions", f"a list of 1 to {MAX_DIRECTIONS} entries", directions)
-    for entry in directions:
-        if not (isinstance(entry, dict) and isinstance(entry.get("index"), int)
-                and _finite_numbers(entry.get("gradient_ras"), 3)
-                and abs(math.hypot(*entry["gradient_ras"]) - 1) < 1e-3):
-            refuse("directions", "entries with an integer index and a unit gradient_ras [x, y, z]", entry)
-    networks = manifest.get("networks", directions)
-    if not isinstance(networks, list) or not all(isinstance(e, dict) for e in networks):
-        refuse("networks", "a list of entries", networks)
-    if "networks" in manifest and not all(isinstance(e.get("name"), str) for e in networks):
-        refuse("networks", "entries with a name", networks)
-    check = manifest.get("input_check")
-    if check is not None:
-        if not (isinstance(check, dict) and _finite_numbers([check.get("reference_error"), check.get("warning_ratio")], 2)
-                and check["reference_error"] > 0 and check["warning_ratio"] > 1):
-            refuse("input_check", "an entry with file, sha256, reference_error > 0 and warning_ratio > 1",
-                   {k: check.get(k) for k in ("reference_error", "warning_ratio")} if isinstance(check, dict) else check)
-    for entry in networks + ([check] if check is not None else []):  # without a networks list, each direction has its own
-        name, digest = entry.get("file"), entry.get("sha256")
-        if not isinstance(name, str) or not WEIGHTS_NAME.match(name) or ".." in name:
-            refuse("weights file", "a plain file name inside the package folder (letters, digits, _ . -)", name)
-        if not isinstance(digest, str) or not SHA256.match(digest):
-            refuse(f"sha256 of {name}", "64 lower-case hex digits", digest)
+    return Manifest(data, path)
 
 
 def verified_weights(folder, entry):
@@ -172,37 +86,21 @@ def verified_weights(folder, entry):
     return path
 
 
-def check_determines_a_tensor(manifest, path):
+def check_determines_a_tensor(manifest):
     """Refuse a package whose output directions (at its b-value, after a b=0) do not determine a tensor:
     what synthesize writes must be a DTI. (A package of a subset of directions is a training stage.)"""
     from ..fit.tensor_fit import check_design
 
-    _, vectors = direction_vectors(manifest)
-    check_design(f"{path} (its directions)", np.r_[0.0, np.full(len(vectors), float(manifest["b_value"]))],
+    _, vectors = manifest.direction_vectors()
+    check_design(f"{manifest.source} (its directions)", np.r_[0.0, np.full(len(vectors), manifest.b_value)],
                  np.vstack([np.zeros(3), vectors]))
-
-
-def direction_vectors(manifest):
-    """(indices, RAS unit vectors (k, 3)) of the manifest's output directions."""
-    entries = sorted(manifest["directions"], key=lambda d: d["index"])
-    return [d["index"] for d in entries], np.array([d["gradient_ras"] for d in entries], dtype=np.float64)
-
-
-def package_files(manifest, logs=False):
-    """The file names of a package (flat in its folder): manifest.json, the weights files and input
-    check it names, and with `logs` the training log of each direction (pix2pix_trainer writes them)."""
-    names = [MANIFEST, *(entry["file"] for entry in network_files(manifest).values())]
-    names += [manifest["input_check"]["file"]] if "input_check" in manifest else []
-    if logs:
-        names += [f"training_log_direction_{int(entry['index'])}.csv" for entry in manifest.get("directions", [])]
-    return names
 
 
 def verify_package(folder):
     """Check a model folder without loading weights (torch-free): manifest, files and SHA-256 checksums."""
     folder = Path(folder)
     manifest = read_manifest(folder)
-    for entry in [*network_files(manifest).values(), *([manifest["input_check"]] if "input_check" in manifest else [])]:
+    for entry in [*manifest.network_files().values(), *([manifest.input_check] if manifest.input_check else [])]:
         verified_weights(folder, entry)
     return manifest
 
@@ -273,12 +171,12 @@ def _checked_members(source, archive):
     if manifests[0].file_size > MAX_MANIFEST_BYTES:
         raise InputError(source, f"a manifest.json of at most {MAX_MANIFEST_BYTES} bytes",
                          f"{manifests[0].file_size} bytes")
+    where = f"{source}:{manifests[0].filename}"
     try:
-        manifest = json.loads(archive.read(manifests[0]))
-        listed = package_files(manifest, logs=True)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(f"{source}:{manifests[0].filename}", "a model manifest listing its files",
-                         f"unreadable content ({exc!r})") from None
+        data = json.loads(archive.read(manifests[0]))
+    except ValueError as exc:
+        raise InputError(where, "a JSON model manifest", f"unreadable content ({exc!r})") from None
+    listed = Manifest(data, where).package_files(logs=True)
     root = Path(manifests[0].filename).parent
     allowed = {(root / name).as_posix() for name in listed if isinstance(name, str) and WEIGHTS_NAME.match(name)}
     extra = [i.filename for i in infos if i.filename not in allowed]
@@ -286,13 +184,6 @@ def _checked_members(source, archive):
         raise InputError(source, "a zip of one model folder holding only the files its manifest lists",
                          f"unlisted member(s) {', '.join(repr(m) for m in extra[:5])}")
     return {i.filename: Path(i.filename).name for i in infos}, root.name
-
-
-def package_description(manifest):
-    """One line saying what a package is: its manifest's description, else its kind."""
-    from .registry import kind_name
-
-    return manifest.get("description") or f"a {kind_name(manifest)} model package"
 
 
 def installed_packages(roots):
@@ -310,5 +201,5 @@ def installed_packages(roots):
             except InputError as exc:
                 found.append((folder, None, f"unusable: {exc}"))
                 continue
-            found.append((folder, manifest, package_description(manifest)))
+            found.append((folder, manifest, manifest.description))
     return found

@@ -12,7 +12,6 @@ from ..core.gradient_schemes import SIEMENS_6_RAS
 from .intensity import Intensity
 from .package import (
     MANIFEST,
-    direction_vectors,
     read_manifest,
     save_generator_weights,
     training_fields,
@@ -27,7 +26,7 @@ def build(manifest, key):
     """The U-Net of direction `key` (every direction has the same architecture)."""
     from .networks import UNetGenerator
 
-    g = manifest["architecture"]["generator"]
+    g = manifest.architecture["generator"]
     return UNetGenerator(g["in_channels"], g["out_channels"], g["ngf"], g["depth"], g.get("dropout", True))
 
 
@@ -38,10 +37,10 @@ def prepare_inference(network, precision):
 def synthesize(predict, grid_signals, manifest, reporter):
     """Each direction's generator on the network units of the x, y, z volumes, slice-wise; the output
     mapped back to signal with the reference b=0 (Intensity.from_network)."""
-    intensity = Intensity(**manifest["intensity"])
+    intensity = Intensity(**manifest.intensity)
     moved, reference, slices = grid_signals.signals, grid_signals.reference, grid_signals.slices
     inputs = np.transpose(intensity.to_network(moved[..., 1:], moved[..., :1]), (2, 3, 1, 0))  # (z, 3, y, x)
-    indices, _ = direction_vectors(manifest)
+    indices, _ = manifest.direction_vectors()
     synthetic = np.zeros(reference.shape + (len(indices),), dtype=np.float32)
     for k, index in enumerate(indices):
         reporter.progress("synthesize", k / len(indices), f"direction {index}")
@@ -65,7 +64,7 @@ def train(request):
         request.register, reporter, request.validation_subjects)
     entries = {}
     if (out_dir / MANIFEST).exists():
-        entries = {d["index"]: d for d in read_manifest(out_dir)["directions"]}
+        entries = {d["index"]: d for d in read_manifest(out_dir).data["directions"]}
     for index in request.directions:
         trainer = Pix2PixTrainer(config, index - 1, train_data, validation, out_dir, reporter,
                                  flip_pair_index(index - 1))

@@ -12,7 +12,6 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.errors import InputError
 
 DEFAULT_KIND = "pix2pix-per-direction"  # a manifest without architecture.kind (written before kinds had names)
 ATTENUATION_FLOOR = 1e-6  # attenuations below this (signals <= 0) are raised to it before the log
@@ -76,7 +75,7 @@ KIND_MAPS = {
 
 def describe_kind_maps(names, manifest):
     """{name: description} of a package's kind maps (KIND_MAPS) for synthesis.json."""
-    architecture = manifest.get("architecture", {})
+    architecture = manifest.architecture
     values = {"angle": architecture.get("v1_confidence", {}).get("angle_degrees", float("nan")),
               "temperature": architecture.get("sign_temperature", 1.0)}
     return {name: KIND_MAPS[name].format(**values) for name in names}
@@ -90,7 +89,7 @@ def _unchanged(network, precision):
 class GeneratorKind:
     """A generator kind, as the rest of DTISynth sees it.
 
-    build(manifest, key) -> an untrained torch module for the weights file `key` (package.network_files);
+    build(manifest, key) -> an untrained torch module for the weights file `key` (Manifest.network_files);
         called under torch's meta device, then the verified weights are loaded into it.
     synthesize(predict, grid_signals, manifest, reporter) -> (float32 (x, y, z, n) synthetic signals of
         the manifest's directions sorted by index, {name: float32 (x, y, z) map}), both on the model grid;
@@ -112,19 +111,6 @@ class GeneratorKind:
     any_frame: bool = True
 
 
-def kind_name(manifest):
-    """The kind a manifest names (DEFAULT_KIND when it names none)."""
-    return manifest.get("architecture", {}).get("kind", DEFAULT_KIND)
-
-
-def check_kind(manifest, source):
-    """The manifest's kind name; a kind not in KINDS is refused, naming `source`."""
-    name = kind_name(manifest)
-    if name not in KINDS:
-        raise InputError(source, f"architecture.kind one of {sorted(KINDS)}", f"{name!r}")
-    return name
-
-
 def kind_named(name):
     """The GeneratorKind registered as `name`."""
     if name not in KINDS:
@@ -132,6 +118,6 @@ def kind_named(name):
     return importlib.import_module(KINDS[name]).KIND
 
 
-def kind_of(manifest, source="model manifest"):
-    """The GeneratorKind of a manifest."""
-    return kind_named(check_kind(manifest, source))
+def kind_of(manifest):
+    """The GeneratorKind of a Manifest (its kind checked when the Manifest was made)."""
+    return kind_named(manifest.kind)

@@ -13,13 +13,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from ..core.native_libraries import LOADING
-from .package import (
-    MANIFEST,
-    check_determines_a_tensor,
-    network_files,
-    read_manifest,
-    verified_weights,
-)
+from .package import check_determines_a_tensor, read_manifest, verified_weights
 from .registry import kind_of
 
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -34,8 +28,8 @@ def load_generators(folder, directions=None, device="cpu"):
 
     folder = Path(folder)
     manifest = read_manifest(folder)
-    kind = kind_of(manifest, folder / MANIFEST)
-    files = network_files(manifest)
+    kind = kind_of(manifest)
+    files = manifest.network_files()
     wanted = directions or list(files)
     networks = {}
     for key, entry in files.items():
@@ -139,8 +133,8 @@ class TorchGenerators:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.manifest = read_manifest(models_dir)
-        check_determines_a_tensor(self.manifest, Path(models_dir) / MANIFEST)
-        self.kind = kind_of(self.manifest, Path(models_dir) / MANIFEST)
+        check_determines_a_tensor(self.manifest)
+        self.kind = kind_of(self.manifest)
         self.batch_size = batch_size
         pool = ThreadPoolExecutor(1, thread_name_prefix="dtisynth-load-models")
         self._loading = pool.submit(self._load, models_dir, device, precision)

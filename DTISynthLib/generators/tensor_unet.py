@@ -69,7 +69,6 @@ from ..core.tensor_layout import (
 from ..evaluation.calibration import v1_angles
 from ..fit.tensor_maps import eigen_decompose
 from .intensity import brain_floor
-from .package import direction_vectors
 from .registry import GeneratorKind
 
 NAME = "tensor-unet"
@@ -145,7 +144,7 @@ def slabs(slices):
 
 def heads_of(manifest):
     """The output heads a package's network has (SIGNED for packages that name none)."""
-    return manifest.get("architecture", {}).get("heads", SIGNED)
+    return manifest.architecture.get("heads", SIGNED)
 
 
 def split_outputs(output, adc):
@@ -213,7 +212,7 @@ def pattern_probabilities(logits, temperature):
 def build(manifest, key):
     from .networks import UNetGenerator
 
-    g = manifest["architecture"]["generator"]
+    g = manifest.architecture["generator"]
     return UNetGenerator(g["in_channels"], g["out_channels"], g["ngf"], g["depth"], dropout=False)
 
 
@@ -255,13 +254,13 @@ def synthesize(predict, grid_signals, manifest, reporter):
         tensor_w = decode(torch.from_numpy(output), torch.from_numpy(units[slices]), heads).numpy()
     matrices = tensor6_to_matrix(np.transpose(tensor_w, (3, 2, 0, 1)).astype(np.float64) * ADC_SCALE)  # (x, y, n)
     tensor = shrink_off_diagonals(matrix_to_tensor6(working.T @ matrices @ working))  # RAS
-    _, directions = direction_vectors(manifest)
-    synthetic = grid_signals.signals_of(tensor, directions, manifest["b_value"])
+    _, directions = manifest.direction_vectors()
+    synthetic = grid_signals.signals_of(tensor, directions, manifest.b_value)
     maps = {}
     if heads == SPLIT:
         confidence = np.zeros(grid_signals.reference.shape, np.float32)
         confidence[:, :, slices] = confidence_map(output, units[slices],
-                                                  manifest["architecture"].get("sign_temperature", 1.0))
+                                                  manifest.architecture.get("sign_temperature", 1.0))
         maps["v1_confidence"] = confidence
     reporter.progress("synthesize", 1.0, f"{len(directions)} directions")
     return synthetic, maps

@@ -40,7 +40,6 @@ def run(args, reporter):
         import_package,
         installed_packages,
     )
-    from ..generators.registry import kind_name
 
     if args.fit_input_check:
         from ..service.input_check import add_input_check
@@ -62,7 +61,7 @@ def run(args, reporter):
     lines = []
     for folder, manifest, description in packages:
         default = " (default)" if Path(folder).resolve() == Path(DEFAULT_MODELS).resolve() else ""
-        kind = kind_name(manifest) if manifest else "?"
+        kind = manifest.kind if manifest else "?"
         lines.append(f"{folder.name}{default}  [{kind}]  {description}\n    {folder}")
     listing = "\n".join(lines) or "no model packages found"
     if args.jsonl:

@@ -17,7 +17,7 @@ def training_split(manifest, pairs):
     """(training pairs, validation pairs): the manifest's own split of its training subjects (pairs it
     does not name are left out); without one, every pair, the last tenth by name (at least one) for
     validation, and a single pair for both."""
-    record = manifest.get("training", {})
+    record = manifest.training
     parts = {s.get("subject"): s.get("part") for s in record.get("subjects", []) if isinstance(s, dict)}  # tensor-unet
     parts.update({name: "train" for name in record.get("training_subjects", [])})  # pix2pix-per-direction
     parts.update({name: "validation" for name in record.get("validation_subjects", [])})
@@ -56,5 +56,5 @@ def add_input_check(package, data_dir, epochs=None, reporter=NullReporter(), war
              "sources": sorted(sources),
              "epochs": epochs, "restarts": check.model.restarts,
              "dead_units": check.model.dead_units}
-    write_manifest(package, dict(manifest, input_check=entry))
+    write_manifest(package, dict(manifest.data, input_check=entry))
     return entry

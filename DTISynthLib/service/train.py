@@ -43,6 +43,6 @@ def train(request, reporter=NullReporter()):
 def describe(out_dir):
     """Each trained network's validation L1, from the package's manifest."""
     manifest = read_manifest(out_dir)
-    entries = manifest.get("networks") or manifest["directions"]
+    entries = manifest.data.get("networks") or manifest.data["directions"]
     return ", ".join(f"{e.get('name', 'd' + str(e.get('index')))}: val L1 "
                      f"{e.get('validation', {}).get('val_L1', float('nan')):.4f}" for e in entries)

@@ -9,7 +9,7 @@ from ..realism.input_check import load_input_check
 def package_input_check(package, manifest):
     """The package's InputCheck (its weights file verified against the manifest and its shapes checked),
     or None when it has none (e.g. the diagonal baseline, which has no training inputs)."""
-    entry = manifest.get("input_check")
+    entry = manifest.input_check
     if entry is None:
         return None
     return load_input_check(verified_weights(package, entry), entry["reference_error"], entry["warning_ratio"])

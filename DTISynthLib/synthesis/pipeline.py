@@ -38,7 +38,6 @@ from ..core.model_grid import (
 from ..core.progress import NullReporter
 from ..fit.brain_mask import brain_mask
 from ..generators.intensity import brain_floor
-from ..generators.package import direction_vectors
 from ..generators.registry import GridSignals, describe_kind_maps, kind_of
 from ..realism.input_check import dwi_input_features, input_features
 from ..registration.rigid import register_rigid, resample_rigid
@@ -156,7 +155,7 @@ def synthesize_dwi(dwi, generators, manifest, b0=None, force_b=False, reporter=N
 
 def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly, output_b, input_check):
     """synthesize_dwi for a reference (b0, else the DWI) in axial slices."""
-    assembly = assembly or manifest.get("assembly", "physics")
+    assembly = assembly or manifest.assembly or "physics"
     if assembly not in ASSEMBLIES:
         raise InputError("--assembly", f"one of {ASSEMBLIES}", repr(assembly))
     kind = kind_of(manifest)
@@ -173,10 +172,10 @@ def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly
             f"used volumes {order} (nearest x, y, z; counted from 0) and the b=0 volume(s) {b0_volumes} of "
             f"{dwi.data.shape[3]}; "
             f"{len(ignored)} diffusion-weighted volume(s) ignored: {ignored}")
-    b_model, b_input = float(manifest["b_value"]), float(np.mean(dwi.bvals[order]))
+    b_model, b_input = manifest.b_value, float(np.mean(dwi.bvals[order]))
     dwi_b0 = dwi.mean_b0()
     weighted, measured_bvals = dwi.data[..., order], dwi.bvals[order]
-    b_range = manifest.get("b_range")  # kinds that take ADCs: any b they were trained on
+    b_range = manifest.b_range  # kinds that take ADCs: any b they were trained on
     accepted = b_range[0] <= b_input <= b_range[1] if b_range is not None else \
         abs(b_input - b_model) <= B_TOLERANCE * b_model
     if not accepted:
@@ -211,7 +210,7 @@ def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly
                 f"{REGISTRATION_SAME_SUBJECT_CORRELATION}: it may be another subject's b=0 (phantom: same subject "
                 "0.99, another 0.86-0.87) or one with other distortions; check it is this subject's")
         progress("register", 1.0, f"correlation {result.correlation:.3f}")
-    grid = ModelGrid.for_native(ref_affine, reference.shape, manifest["grid"], manifest["voxel_size_mm"])
+    grid = ModelGrid.for_native(ref_affine, reference.shape, manifest.grid, manifest.voxel_size_mm)
     reference_is_model_grid = grid.is_native(ref_affine, reference.shape)
     progress("resample", 0.0, "native grid is the model grid" if reference_is_model_grid else "onto the model grid")
     stack = np.concatenate([dwi_b0[..., None], weighted], axis=-1)
@@ -245,7 +244,7 @@ def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly
     on_grid = GridSignals(moved, ref_on_grid, slices, float(np.mean(measured_bvals)), measured_gradients,
                           grid.affine)
     synthetic, kind_maps = kind.synthesize(generators.predict, on_grid, manifest, reporter)
-    _, directions = direction_vectors(manifest)
+    _, directions = manifest.direction_vectors()
     if not reference_is_model_grid:
         synthetic = resample_rigid(synthetic, grid.affine, ref_affine, reference.shape, np.eye(4))
         kind_maps = {name: resample_rigid(volume, grid.affine, ref_affine, reference.shape, np.eye(4))
@@ -253,7 +252,7 @@ def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly
     if kind_maps:
         report["maps"] = {f"maps/{name}": text for name, text in describe_kind_maps(sorted(kind_maps), manifest).items()}
         if "v1_confidence" in kind_maps:  # what evaluate's calibration compares the observed angles with
-            report["v1_confidence_angle_degrees"] = manifest["architecture"]["v1_confidence"]["angle_degrees"]
+            report["v1_confidence_angle_degrees"] = manifest.architecture["v1_confidence"]["angle_degrees"]
     bvals = np.r_[0.0, np.full(len(directions), b_model)]
     gradients = np.vstack([np.zeros(3), directions])
     report["assembly"] = assembly

@@ -186,7 +186,7 @@ def test_output_file_names_are_defined_in_the_output_layout_only():
                 text = node.value
                 if not re.search(r"\s", text) and any(name in text for name in OUTPUT_NAMES):
                     offenders.append(f"{_module_name(path)}: {text!r}")
-    allowed = {"generators.package: 'manifest.json'"}  # the package format's own file name
+    allowed = {"generators.manifest: 'manifest.json'"}  # the package format's own file name
     assert set(offenders) <= allowed, sorted(set(offenders) - allowed)
 
 
@@ -216,7 +216,7 @@ def test_a_test_only_kind_is_one_module_and_one_registry_line_through_train_and_
     monkeypatch.setitem(registry.KINDS, "test-linear", "tiny_generator_kind")  # the one registry line
     assert cli.main(train) == 0
     manifest = read_manifest(models)
-    assert manifest["architecture"] == {"kind": "test-linear"} and [n["name"] for n in manifest["networks"]] == ["linear"]
+    assert manifest.data["architecture"] == {"kind": "test-linear"} and [n["name"] for n in manifest.data["networks"]] == ["linear"]
 
     dwi3 = cohort / "sub-001" / "dwi" / "sub-001_acq-dwi3_dwi.nii.gz"
     dti6 = cohort / "sub-001" / "dwi" / "sub-001_acq-dti6_dwi.nii.gz"
@@ -249,9 +249,12 @@ def test_a_test_only_kind_is_one_module_and_one_registry_line_through_train_and_
 def test_a_manifest_without_a_kind_is_the_per_direction_kind():
     from DTISynthLib.generators.package import SHIPPED_MODELS
 
-    manifest = read_manifest(SHIPPED_MODELS / "pix2pix")
-    assert manifest["architecture"].pop("kind") == "pix2pix-per-direction"  # as packages before kinds had names
-    assert registry.kind_of(manifest).name == registry.DEFAULT_KIND == "pix2pix-per-direction"
+    from DTISynthLib.generators.manifest import Manifest
+
+    data = read_manifest(SHIPPED_MODELS / "pix2pix").data
+    assert data["architecture"].pop("kind") == "pix2pix-per-direction"  # as packages before kinds had names
+    manifest = Manifest(data)
+    assert manifest.kind == registry.DEFAULT_KIND and registry.kind_of(manifest).name == registry.DEFAULT_KIND == "pix2pix-per-direction"
     with pytest.raises(ValueError, match="generator kind must be one of"):
         registry.kind_named("no-such-kind")
 

@@ -109,10 +109,10 @@ def corrupt_models(folder, change, weights_from=None):
     package = folder / "m"
     if weights_from:
         shutil.copytree(weights_from, package)
-        manifest = read_manifest(package)
+        manifest = read_manifest(package).data
     else:
         package.mkdir()
-        manifest = read_manifest(SHIPPED_MODELS / "pix2pix")
+        manifest = read_manifest(SHIPPED_MODELS / "pix2pix").data
     change(manifest)
     write_manifest(package, manifest)
     return package
@@ -505,7 +505,7 @@ def case_synth_input_check_shapes(i, f):
     shutil.copytree(i.models, package)
     weights = package / "input_check.safetensors"
     save_file({"weights_0": np.zeros((54, 4), np.float32)}, str(weights))
-    manifest = read_manifest(package)
+    manifest = read_manifest(package).data
     manifest["input_check"]["sha256"] = sha256_file(weights)
     write_manifest(package, manifest)
     return _synth(i.dwi3, f / "out", "--models", package), ["input_check.safetensors", "chaining 54 inputs",

@@ -82,7 +82,7 @@ def test_the_check_round_trips_through_safetensors_and_refuses_a_wrong_file(tmp_
 
 def test_a_trained_package_carries_its_check(tiny_models):
     manifest = verify_package(tiny_models)
-    entry = manifest["input_check"]
+    entry = manifest.data["input_check"]
     assert entry["file"] == INPUT_CHECK_FILE and entry["reference_error"] > 0 and entry["warning_ratio"] > 1
     assert entry["training_subjects"] and entry["validation_subjects"]
     assert not set(entry["training_subjects"]) & set(entry["validation_subjects"])
@@ -149,9 +149,9 @@ def test_the_warning_ratio_can_be_set_when_the_check_is_refitted(tiny_models, tm
 
     package = tmp_path / "m"
     shutil.copytree(tiny_models, package)
-    before = read_manifest(package)["input_check"]
+    before = read_manifest(package).data["input_check"]
     cohort = tiny_models.parent / "cohort"
     assert cli.main(["models", "--fit-input-check", str(package), "--data", str(cohort), "--warning-ratio", "1.05"]) == 0
-    after = read_manifest(package)["input_check"]
+    after = read_manifest(package).data["input_check"]
     assert after["warning_ratio"] == 1.05 and after["reference_error"] == pytest.approx(before["reference_error"])
     assert cli.main(["models", "--fit-input-check", str(package), "--data", str(cohort), "--warning-ratio", "0"]) == 2

@@ -32,11 +32,11 @@ def shipped_resources():
     """Resources/-relative paths of what the wheel and the Slicer extension must ship: core.resources'
     SHIPPED_FILES and every shipped model package's files (generators.package.package_files)."""
     from DTISynthLib.core.resources import MODELS, SHIPPED_FILES
-    from DTISynthLib.generators.package import package_files, read_manifest
+    from DTISynthLib.generators.package import read_manifest
 
     files = set(SHIPPED_FILES)
     for manifest in sorted((REPO / "Resources" / MODELS).glob("*/manifest.json")):
-        files |= {f"{MODELS}/{manifest.parent.name}/{name}" for name in package_files(read_manifest(manifest.parent))}
+        files |= {f"{MODELS}/{manifest.parent.name}/{name}" for name in read_manifest(manifest.parent).package_files()}
     return files
 
 

@@ -130,7 +130,7 @@ def test_the_default_tensor_set_gives_the_tensor_node_maps_and_evaluation(scene,
     from DTISynthLib.fit.tensor_maps import compute_maps
     from DTISynthLib.generators.package import DEFAULT_MODELS, read_manifest
 
-    assert read_manifest(DEFAULT_MODELS)["architecture"]["kind"] == "tensor-unet"
+    assert read_manifest(DEFAULT_MODELS).data["architecture"]["kind"] == "tensor-unet"
     dwi_node = adapter.add_dwi_volume(scene, "input DWI", check_dwi(subject.dwi))
     acquired_node = adapter.add_dwi_volume(scene, "acquired DTI", check_dwi(subject.dti))
     nodes = SynthesisJob(dwi_node, acquired_node=acquired_node, device="cpu", name="sub-004").run(scene, progress=None)

@@ -14,6 +14,7 @@ from DTISynthLib.fit.tensor_fit import fit_tensors
 from DTISynthLib.fit.tensor_maps import compute_maps
 from DTISynthLib.generators import runner
 from DTISynthLib.generators.intensity import Intensity
+from DTISynthLib.generators.manifest import FORMAT, FORMAT_VERSION, Manifest
 from DTISynthLib.generators.runner import TorchGenerators
 from DTISynthLib.registration.rigid import resample_rigid, rigid_difference
 from DTISynthLib.simulation.cohort import PAPER_GRID, draw_subject, simulate_subject
@@ -39,10 +40,14 @@ class FakeTruthGenerators:
         return self.units[slice_indices, direction - 1]
 
 
-def manifest_for(affine, grid, intensity="relative"):
-    return {"b_value": 1000.0, "grid": list(grid[:2]), "voxel_size_mm": np.linalg.norm(affine[:3, :3], axis=0).tolist(),
-            "intensity": {"mode": intensity, "quantise_8bit": False},
-            "directions": [{"index": i + 1, "gradient_ras": g.tolist()} for i, g in enumerate(SIEMENS_6_RAS)]}
+def manifest_for(affine, grid, intensity="relative", b_value=1000.0):
+    """The Manifest of a per-direction package on this grid, for stand-in generators (its weights files
+    are never opened)."""
+    return Manifest({"format": FORMAT, "format_version": FORMAT_VERSION, "architecture": {}, "b_value": b_value,
+                     "grid": list(grid[:2]), "voxel_size_mm": np.linalg.norm(affine[:3, :3], axis=0).tolist(),
+                     "intensity": {"mode": intensity, "quantise_8bit": False},
+                     "directions": [{"index": i + 1, "gradient_ras": g.tolist(), "sha256": "0" * 64,
+                                     "file": f"direction_{i + 1}.safetensors"} for i, g in enumerate(SIEMENS_6_RAS)]})
 
 
 @pytest.fixture(scope="module")
@@ -336,7 +341,7 @@ def test_bad_inputs_are_refused_with_clear_messages():
 
 def test_forced_b_value_and_tilted_direction_are_reported(still_subject):
     subject = still_subject
-    manifest = dict(manifest_for(subject.dti.affine, GRID), b_value=800.0)
+    manifest = manifest_for(subject.dti.affine, GRID, b_value=800.0)
     tilt = np.radians(15)
     dwi = check_dwi(subject.dwi)
     dwi.gradients[3] = [np.sin(tilt), 0, np.cos(tilt)]
@@ -409,10 +414,10 @@ def test_shipped_pix2pix_models_are_verified_small_and_useful():
 
     PIX2PIX = SHIPPED_MODELS / "pix2pix"
     manifest = read_manifest(PIX2PIX)
-    assert [d["index"] for d in manifest["directions"]] == [1, 2, 3, 4, 5, 6]
-    size = sum((PIX2PIX / d["file"]).stat().st_size for d in manifest["directions"])
+    assert [d["index"] for d in manifest.data["directions"]] == [1, 2, 3, 4, 5, 6]
+    size = sum((PIX2PIX / d["file"]).stat().st_size for d in manifest.data["directions"])
     assert size <= 40 * 2**20, size
-    for entry in manifest["directions"]:
+    for entry in manifest.data["directions"]:
         assert {"val_L1", "val_PSNR", "val_SSIM"} <= set(entry["validation"]), entry["index"]
         np.testing.assert_allclose(entry["gradient_ras"], SIEMENS_6_RAS[entry["index"] - 1], atol=1e-9)
     generators = TorchGenerators(PIX2PIX, "cpu")  # every checksum verified on load
@@ -445,17 +450,18 @@ def test_the_shipped_default_set_is_verified_small_and_beats_the_baseline_on_an_
     from DTISynthLib.generators.package import DEFAULT_MODELS, read_manifest
 
     manifest = read_manifest(DEFAULT_MODELS)
-    assert manifest["architecture"]["kind"] == "tensor-unet" and manifest["assembly"] == "physics"
+    assert manifest.data["architecture"]["kind"] == "tensor-unet" and manifest.data["assembly"] == "physics"
     assert sum(p.stat().st_size for p in DEFAULT_MODELS.iterdir()) <= 40 * 2**20
-    subjects = {s["subject"]: s for s in manifest["training"]["subjects"]}
+    subjects = {s["subject"]: s for s in manifest.data["training"]["subjects"]}
     assert any(name.startswith("dev_") for name, s in subjects.items() if s["part"] == "train")  # real anatomy
     assert not any("xa30" in name for name in subjects)  # the benchmark's held-out real subject was never seen
     # the model chosen, and its orientation confidence calibrated, on a held-out real subject
     assert [name for name, s in subjects.items() if s["part"] == "validation"] == ["dev_philips_achieva_b2000"]
     assert {s["source"] for s in subjects.values()} == {"phantom", "real"}
-    assert manifest["architecture"]["heads"] == "prolate-and-sign-patterns"
-    assert manifest["architecture"]["sign_temperature"] > 0 and manifest["training"]["selection"]["best_epoch"] >= 1
-    assert manifest["b_range"] == [500.0, 3000.0] and manifest["architecture"]["parameters"] > 1e6
+    assert manifest.data["architecture"]["heads"] == "prolate-and-sign-patterns"
+    assert manifest.data["architecture"]["sign_temperature"] > 0
+    assert manifest.data["training"]["selection"]["best_epoch"] >= 1
+    assert manifest.data["b_range"] == [500.0, 3000.0] and manifest.data["architecture"]["parameters"] > 1e6
     params = draw_subject("sub-009", 424242)
     subject = simulate_subject(params, "sampled")
     brain, white = subject.tissue.sum(-1) > 0.5, subject.tissue[..., 0] > 0.8
@@ -570,7 +576,7 @@ def test_the_diagonal_baseline_kind_gives_the_measured_diagonal_and_no_off_diago
 
     models = RESOURCES / "Models" / "diagonal"
     manifest = verify_package(models)  # no weights files: nothing to check but the manifest
-    assert manifest["architecture"]["kind"] == "diagonal" and manifest["grid"] is None
+    assert manifest.data["architecture"]["kind"] == "diagonal" and manifest.data["grid"] is None
     generators = TorchGenerators(models, "cpu")
     dwi = check_dwi(still_subject.dwi)
     brain = still_subject.tissue.sum(-1) > 0.5
@@ -591,7 +597,7 @@ def test_packages_with_a_b_range_take_any_b_in_it_and_write_the_dti_at_the_chose
 
     generators = TorchGenerators(RESOURCES / "Models" / "diagonal", "cpu")
     manifest = generators.manifest
-    assert manifest["b_range"] == [500.0, 3000.0]
+    assert manifest.data["b_range"] == [500.0, 3000.0]
     dwi = check_dwi(still_subject.dwi)
     brain = still_subject.tissue.sum(-1) > 0.5
     at_2000 = DWI(np.concatenate([dwi.data[..., :1], signals_at_b(dwi.data[..., 1:], dwi.data[..., 0], dwi.bvals[1:],

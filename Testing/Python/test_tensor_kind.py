@@ -20,6 +20,7 @@ from DTISynthLib.core.tensor_layout import (
 )
 from DTISynthLib.fit.tensor_maps import eigen_decompose
 from DTISynthLib.generators import tensor_unet
+from DTISynthLib.generators.manifest import FORMAT, FORMAT_VERSION, Manifest
 from DTISynthLib.generators.package import read_manifest
 from DTISynthLib.generators.registry import GridSignals
 from DTISynthLib.io.files import load_dwi, load_volume
@@ -79,8 +80,10 @@ def test_the_true_off_diagonals_in_the_working_frame_give_the_true_signals_of_an
 
     table = np.random.default_rng(4).normal(size=(9, 3))
     table /= np.linalg.norm(table, axis=1, keepdims=True)  # any gradient table, not only Siemens'
-    manifest = {"b_value": 1000.0, "directions": [{"index": k + 1, "gradient_ras": g.tolist()} for k, g in enumerate(table)],
-                "architecture": {"heads": heads, "sign_temperature": 1.0}}
+    manifest = Manifest({"format": FORMAT, "format_version": FORMAT_VERSION, "b_value": 1000.0, "grid": None,
+                         "intensity": {}, "architecture": {"kind": "tensor-unet", "heads": heads, "sign_temperature": 1.0},
+                         "networks": [{"name": tensor_unet.NETWORK, "file": "tensor_unet.safetensors", "sha256": "0" * 64}],
+                         "directions": [{"index": k + 1, "gradient_ras": g.tolist()} for k, g in enumerate(table)]})
     slices = np.arange(shape[2])
     grid_signals = GridSignals(signals, np.full(shape, s0), slices, b, measured, affine)
     synthetic, maps = tensor_unet.synthesize(predict, grid_signals, manifest, NullReporter())
@@ -92,7 +95,7 @@ def test_the_true_off_diagonals_in_the_working_frame_give_the_true_signals_of_an
     np.testing.assert_allclose(seen["inputs"][:, 10], 1.0, rtol=1e-6)
     # without the off-diagonal terms the diagonal alone is something else
     flat, _ = tensor_unet.synthesize(lambda key, inputs, s: np.zeros((len(s), 6) + inputs.shape[2:], np.float32),
-                                     grid_signals, dict(manifest, architecture={}), NullReporter())
+                                     grid_signals, Manifest(dict(manifest.data, architecture={})), NullReporter())
     assert np.abs(flat / expected - 1).mean() > 0.05
 
 
@@ -231,13 +234,13 @@ def test_the_tensor_kind_trains_resumes_and_synthesizes_through_the_jobs(tmp_pat
     models = tmp_path / "models"
     assert _train(cohort, models, 5) == 0
     manifest = read_manifest(models)
-    assert manifest["architecture"]["kind"] == "tensor-unet" and manifest["architecture"]["parameters"] > 1000
-    assert manifest["assembly"] == "physics" and manifest["b_range"] == [500.0, 3000.0]
-    parts = {s["subject"]: s["part"] for s in manifest["training"]["subjects"]}
+    assert manifest.data["architecture"]["kind"] == "tensor-unet" and manifest.data["architecture"]["parameters"] > 1000
+    assert manifest.data["assembly"] == "physics" and manifest.data["b_range"] == [500.0, 3000.0]
+    parts = {s["subject"]: s["part"] for s in manifest.data["training"]["subjects"]}
     assert parts == {"sub-001": "train", "sub-002": "train", "sub-003": "validation"}
-    history = manifest["networks"][0]["history"]
+    history = manifest.data["networks"][0]["history"]
     assert history[-1]["tensor"] < history[0]["tensor"]  # it learns
-    assert np.isfinite(manifest["networks"][0]["validation"]["val_fa"])
+    assert np.isfinite(manifest.data["networks"][0]["validation"]["val_fa"])
     # stopped after 3 epochs and resumed to 5: the same weights as the uninterrupted run
     resumed = tmp_path / "resumed"
     assert _train(cohort, resumed, 3) == 0 and _train(cohort, resumed, 5, resume=True) == 0
@@ -251,14 +254,14 @@ def test_the_tensor_kind_trains_resumes_and_synthesizes_through_the_jobs(tmp_pat
     synthetic = load_dwi(tmp_path / "synthetic" / "synthetic_dti.nii.gz")
     np.testing.assert_allclose(synthetic.gradients[1:], SIEMENS_6_RAS, atol=1e-9)
     # magnitudes and sign patterns, the model chosen on the validation subject, the confidence calibrated on it
-    architecture = manifest["architecture"]
+    architecture = manifest.data["architecture"]
     assert architecture["heads"] == tensor_unet.SPLIT and architecture["generator"]["out_channels"] == 8
     assert architecture["sign_temperature"] in tensor_unet.TEMPERATURES
     assert set(architecture["v1_confidence"]["brier_by_temperature"]) == {str(t) for t in tensor_unet.TEMPERATURES}
-    selection = manifest["training"]["selection"]
+    selection = manifest.data["training"]["selection"]
     scores = [row["val_score"] for row in history]
     assert selection["best_epoch"] == 1 + int(np.argmin(scores))
-    assert manifest["networks"][0]["validation"]["val_score"] == pytest.approx(min(scores))
+    assert manifest.data["networks"][0]["validation"]["val_score"] == pytest.approx(min(scores))
     confidence, _ = load_volume(tmp_path / "synthetic" / "maps" / "v1_confidence.nii.gz")
     mask, _ = load_volume(tmp_path / "synthetic" / "maps" / "mask.nii.gz")
     assert confidence.shape == synthetic.data.shape[:3] and (confidence >= 0).all() and (confidence <= 1 + 1e-6).all()
@@ -296,8 +299,8 @@ def test_training_stops_for_no_progress_only_once_the_rate_decays(tmp_path, monk
             "--depth", "5", "--epochs", "3", "--decay-epochs", "4", "--batch-size", "4", "--validation-subjects", "sub-003"]
     assert cli.main(args) == 0
     manifest = read_manifest(tmp_path / "m")
-    selection = manifest["training"]["selection"]
-    assert len(manifest["networks"][0]["history"]) == 5 and selection["stopped_early_at"] == 5
+    selection = manifest.data["training"]["selection"]
+    assert len(manifest.data["networks"][0]["history"]) == 5 and selection["stopped_early_at"] == 5
     assert selection["best_epoch"] == 1 and selection["patience_from_epoch"] == 4
 
 

@@ -137,10 +137,10 @@ def test_package_round_trip_and_the_loader_refuses_tampering(tmp_path, tiny_coho
                                           **TINY, intensity="relative", grid=(32, 32), validation_fraction=0.34,
                                           weights_dtype="float16"))
     manifest = read_manifest(tmp_path / "m")
-    assert [d["index"] for d in manifest["directions"]] == [1, 3]
-    assert manifest["intensity"] == {"mode": "relative", "quantise_8bit": False} and manifest["grid"] == [32, 32]
-    assert manifest["b_value"] == 1000.0 and len(manifest["training"]["validation_subjects"]) == 1
-    assert {"val_L1", "val_PSNR", "val_SSIM"} <= set(manifest["directions"][0]["validation"])
+    assert [d["index"] for d in manifest.data["directions"]] == [1, 3]
+    assert manifest.data["intensity"] == {"mode": "relative", "quantise_8bit": False} and manifest.data["grid"] == [32, 32]
+    assert manifest.data["b_value"] == 1000.0 and len(manifest.data["training"]["validation_subjects"]) == 1
+    assert {"val_L1", "val_PSNR", "val_SSIM"} <= set(manifest.data["directions"][0]["validation"])
     generators, _ = load_generators(tmp_path / "m")
     assert sorted(generators) == [1, 3] and not generators[1].training
     out = generators[3](torch.zeros(1, 3, 32, 32))
@@ -185,7 +185,7 @@ def test_train_command_and_resume(tmp_path, tiny_cohort):
     assert any("resumed after epoch 1" in e.get("message", "") for e in events)
     log = (tmp_path / "m" / "training_log_direction_2.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in log[1:]] == ["1", "2"]
-    assert read_manifest(tmp_path / "m")["directions"][0]["epochs_trained"] == 2
+    assert read_manifest(tmp_path / "m").data["directions"][0]["epochs_trained"] == 2
 
 
 def _write_upsampled_pair(pair, out_dir, b_scale=1.0):
@@ -301,7 +301,7 @@ def test_manifests_are_untrusted_and_checked_before_any_file_is_opened(tmp_path,
 
     folder = tmp_path / "pkg"
     folder.mkdir()
-    write_manifest(folder, _corrupt(read_manifest(SHIPPED_MODELS / "pix2pix"), change))
+    write_manifest(folder, _corrupt(read_manifest(SHIPPED_MODELS / "pix2pix").data, change))
     opened = []
     monkeypatch.setattr(package, "sha256_file", lambda path: opened.append(path))
     with pytest.raises(InputError, match=pattern) as refused:

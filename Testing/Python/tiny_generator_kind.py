@@ -30,7 +30,7 @@ def build(manifest, key):
 
 
 def synthesize(predict, grid_signals, manifest, reporter):
-    intensity = Intensity(**manifest["intensity"])
+    intensity = Intensity(**manifest.intensity)
     moved, reference, slices = grid_signals.signals, grid_signals.reference, grid_signals.slices
     inputs = np.transpose(intensity.to_network(moved[..., 1:], moved[..., :1]), (2, 3, 1, 0))  # (z, 3, y, x)
     units = predict(NETWORK, inputs[slices], slices)  # (n, 6, y, x)
