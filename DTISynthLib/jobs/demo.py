@@ -1,6 +1,7 @@
 """`dtisynth demo`, the README's main job: simulate brain-phantom subjects, synthesize their DTIs with the
 default model set, compare and evaluate (service.demo)."""
 
+from ..service.requests import DemoRequest, add_arguments as add_request_arguments, from_arguments
 from .options import add_jsonl_option
 
 NAME = "demo"
@@ -8,7 +9,7 @@ HELP = "simulate phantom subjects, synthesize their DTIs with the shipped models
 
 
 def add_arguments(parser):
-    parser.add_argument("--out", required=True, help="output folder")
+    add_request_arguments(parser, DemoRequest)
     add_jsonl_option(parser)
 
 
@@ -17,5 +18,5 @@ def run(args, reporter):
     from .process import keep_freed_heap_memory
 
     keep_freed_heap_memory()
-    outputs, message = run_demo(args.out, reporter)
+    outputs, message = run_demo(from_arguments(DemoRequest, args), reporter)
     reporter.result(outputs, message)

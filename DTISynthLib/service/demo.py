@@ -23,7 +23,7 @@ from ..generators.package import DEFAULT_MODELS
 from ..io.files import save_volume
 from ..io.nifti import read_nifti
 from ..simulation.brain_phantom import ROI_GROUPS
-from ..simulation.cohort import PAPER_GRID, draw_subject, simulate_subject, write_subject
+from ..simulation.cohort import draw_subject, simulate_subject, write_subject
 from .fit import fit
 from .requests import FitRequest, SynthesisRequest
 from .synthesize import synthesize
@@ -39,9 +39,14 @@ def _read_maps(fit_output):
     return {n: read_nifti(fit_output.map(n))[0] for n in MAPS}
 
 
-def run_demo(out_dir, reporter=NullReporter(), grid=PAPER_GRID, snr=30.0, seed=0, models=None, subjects=3, jobs=2):
-    """Simulate, synthesize, fit, compare and evaluate; returns (written paths, summary message)."""
-    layout = DemoOutput(out_dir)
+SNR = 30.0  # of the simulated acquisitions' b=0
+
+
+def run_demo(request, reporter=NullReporter(), snr=SNR, seed=0):
+    """Simulate, synthesize, fit, compare and evaluate (requests.DemoRequest); returns (written paths,
+    summary message)."""
+    grid, models, subjects = tuple(request.grid), request.models, request.subjects
+    layout = DemoOutput(request.out)
     names = [f"sub-{i + 1:03d}" for i in range(subjects)]
     with atomic_output_dir(layout.input) as staging:
         for i, name in enumerate(names):
@@ -85,8 +90,9 @@ def run_demo(out_dir, reporter=NullReporter(), grid=PAPER_GRID, snr=30.0, seed=0
         rows.append(row)
     table = layout.roi_values
     write_text_atomic(table, "".join("\t".join(row) + "\n" for row in rows))
-    evaluation, summary = run_evaluation(layout.input, layout.synthetic(), layout.evaluation.folder, jobs=jobs,
-                                         reporter=reporter)
+    evaluation, summary = run_evaluation(layout.input, layout.synthetic(), layout.evaluation.folder, jobs=request.jobs,
+                                         reporter=reporter, realism_voxels=request.realism_voxels,
+                                         realism_epochs=request.realism_epochs)
     fa_rows = [r for r in summary["table2"] if r["map"] == "fa"]
     message = f"demo, {names[0]}: ROI means (acquired / synthetic / ground truth / paper Table 2)\n" + "".join(
         f"  {row[0]:<32}" + "".join(f"{v:>13}" for v in row[1:]) + "\n" for row in rows) + \

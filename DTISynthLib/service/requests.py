@@ -23,6 +23,7 @@ from ..generators.intensity import INTENSITY_MODES
 from ..generators.registry import DEFAULT_KIND, KINDS
 from ..generators.runner import DEVICES, PRECISIONS
 from ..io.files import FORMATS
+from ..simulation.cohort import PAPER_GRID
 from ..simulation.pairs import MODES
 from ..simulation.signals import SCHEMES
 from ..synthesis.assembly import ASSEMBLIES
@@ -357,3 +358,21 @@ class TrainingRequest(Request):
     weights_dtype: str = option("--weights-dtype", "float32", choices=("float32", "float16"))
     resume: bool = option("--resume", False, action="store_true",
                           help="continue each direction from its last checkpoint")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoRequest(Request):
+    """`dtisynth demo`: simulated phantom subjects, their synthetic DTIs, the comparison and evaluation."""
+
+    JOB = "demo"
+    out: Path = option("--out", help="output folder")
+    models: Path = option("--models", None, help="model folder (default: the shipped tensor-unet set)")
+    subjects: int = option("--subjects", 3, type=positive_int, help="phantom subjects (default 3)")
+    grid: tuple = option("--grid", PAPER_GRID, type=parse_grid,
+                         help="each subject's DTI grid over the seed paper's field of view (default 128x128x76: its "
+                              "1.72 x 1.72 x 2 mm voxels)")
+    jobs: int = option("--jobs", 2, type=positive_int, help="subjects evaluated in parallel")
+    realism_voxels: int = option("--realism-voxels", 250_000, type=positive_int,
+                                 help="training voxels of each realism-index autoencoder (paper 2: 250000)")
+    realism_epochs: int = option("--realism-epochs", 50, type=non_negative_int,
+                                 help="epochs of each realism-index autoencoder (paper 2: 50; 0: no realism index)")

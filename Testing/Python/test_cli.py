@@ -78,8 +78,13 @@ def test_fit_refuses_unknown_map(tmp_path, phantom):
     assert run.returncode == 2 and "--maps: expected a comma list from" in run.stderr and "found 'fa,kurtosis'" in run.stderr
 
 
+# The demo on thicker slices (24 of 6.3 mm over the paper's field of view, in-plane as the paper's) and
+# small realism autoencoders: the whole job in a minute. The full-size demo: benchmarks/bench_demo.py.
+SMALL_DEMO = ("--grid", "128x128x24", "--realism-voxels", "20000", "--realism-epochs", "10")
+
+
 def test_demo_synthesizes_and_compares(tmp_path):
-    run = _dtisynth("demo", "--out", tmp_path / "demo")
+    run = _dtisynth("demo", "--out", tmp_path / "demo", *SMALL_DEMO)
     assert run.returncode == 0, run.stderr
     assert "ROI means (acquired / synthetic / ground truth / paper Table 2)" in run.stderr
     rows = [line.split("\t") for line in (tmp_path / "demo" / "roi_values.tsv").read_text().splitlines()]
