@@ -83,7 +83,7 @@ def tensor_and_maps(dwi, mask):
 def direction_similarity(test, reference, mask):
     """PSNR (dB, peak: the reference direction's brain maximum) and SSIM: their means over the
     directions, then each direction's [PSNR, SSIM]."""
-    from DTISynthLib.evaluation.image_metrics import psnr, ssim
+    from DTISynthLib.core.image_metrics import psnr, ssim
 
     axial = lambda v: np.moveaxis(v, 2, 0)  # noqa: E731
     values = []

@@ -25,7 +25,7 @@ from DTISynthLib.generators.networks import (
     UNetGenerator,
     init_weights,
 )
-from DTISynthLib.generators.pix2pix_trainer import Pix2PixTrainer
+from DTISynthLib.training.pix2pix import Pix2PixTrainer
 from DTISynthLib.training.config import TrainConfig
 
 

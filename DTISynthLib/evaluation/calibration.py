@@ -12,14 +12,10 @@ import numpy as np
 
 from ..core.orientation_confidence import CONFIDENT
 from ..core.tables import new_figure
+from ..fit.tensor_maps import v1_angles
 
 CONFIDENCE_BINS = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 WM_FA = 0.3  # reference FA above which a voxel counts as white matter (as the quality benchmark on real scans)
-
-
-def v1_angles(v1, reference_v1):
-    """Sign-free angles (degrees) between unit vectors (..., 3)."""
-    return np.degrees(np.arccos(np.clip(np.abs((v1 * reference_v1).sum(-1)), 0.0, 1.0)))
 
 
 def v1_calibration(confidence, v1, reference_v1, white_matter, angle_degrees):

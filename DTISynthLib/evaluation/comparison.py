@@ -200,7 +200,7 @@ def evaluate_subject(subject, original_path, synthetic_path, atlases, rois, out_
     (EvaluationOutput.montage / roi_labels: label k = the k-th ROI, on the original's grid, inside the
     evaluated brain mask)."""
     from .atlas import check_rois, place_rois
-    from .image_metrics import psnr, ssim
+    from ..core.image_metrics import psnr, ssim
 
     owners = check_rois(atlases, rois)
     compared = subject_maps(original_path, synthetic_path)

@@ -111,3 +111,8 @@ def compute_maps(tensor, mask=None, names=("fa", "md", "ad", "rd", "color", "v1"
 
     in_chunks(index, map_rows)
     return {n: (m[..., 0] if _COMPONENTS[n] == 1 else m) for n, m in maps.items()}
+
+
+def v1_angles(v1, reference_v1):
+    """Sign-free angles (degrees) between unit vectors (..., 3), e.g. two principal eigenvectors."""
+    return np.degrees(np.arccos(np.clip(np.abs((v1 * reference_v1).sum(-1)), 0.0, 1.0)))

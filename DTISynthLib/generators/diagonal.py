@@ -10,7 +10,6 @@ beat: Resources/Models/diagonal is a package of this kind.
 
 import numpy as np
 
-from ..core.errors import InputError
 from .registry import GeneratorKind
 
 NAME = "diagonal"
@@ -32,9 +31,4 @@ def synthesize(predict, grid_signals, manifest, reporter):
     return synthetic, {}
 
 
-def train(request):
-    raise InputError("--kind", f"a kind with networks to train (the {NAME} kind learns nothing: use its package, "
-                     "Resources/Models/diagonal)", repr(NAME))
-
-
-KIND = GeneratorKind(NAME, build, synthesize, train)
+KIND = GeneratorKind(NAME, build, synthesize, "DTISynthLib.training.diagonal")

@@ -175,7 +175,7 @@ class Manifest:
 
     def package_files(self, logs=False):
         """The file names of the package (flat in its folder): manifest.json, the weights files and input
-        check it names, and with `logs` the training log of each direction (pix2pix_trainer writes them)."""
+        check it names, and with `logs` the training log of each direction (training.pix2pix writes them)."""
         names = [MANIFEST, *(entry["file"] for entry in self.network_files().values())]
         names += [self.input_check["file"]] if self.input_check is not None else []
         if logs:

@@ -1,8 +1,9 @@
 """The registry of generator kinds: what a model package's `architecture.kind` names.
 
-A kind is one module defining `KIND = GeneratorKind(...)`, listed in KINDS by one line. Synthesis,
-training and the loader ask the registry for a package's kind and use only the GeneratorKind's
-functions: none of them builds a network or reaches into one. Kind modules are imported on first use,
+A kind is one module defining `KIND = GeneratorKind(...)`, listed in KINDS by one line, and its training
+step in training/ (GeneratorKind.trainer). Synthesis, training and the loader ask the registry for a
+package's kind and use only the GeneratorKind's functions: none of them builds a network or reaches
+into one. Kind modules are imported on first use,
 so reading or verifying a manifest stays torch-free.
 """
 
@@ -96,7 +97,9 @@ class GeneratorKind:
         the maps are what a kind knows beyond the signals (tensor-unet: "v1_confidence"), written to
         maps/ (KIND_MAPS describes each). predict(key, inputs (N, C, H, W),
         slice_indices) runs network `key` in eval mode (runner.TorchGenerators.predict).
-    train(request: training.config.TrainingRun) -> path of the package's manifest.json.
+    trainer: the module (dotted name) whose train(run: training.config.TrainingRun) writes a package of
+        the kind and returns its manifest.json path; imported only to train (trainer_of), so inference
+        never loads training code and generators/ stays below training/.
     prepare_inference(network, precision) -> the network to run at "fp32" or "bf16" (for example bf16
         weights with an fp32 output layer); default: as built.
     any_frame: the kind takes any three well-conditioned measured directions (it works in their own
@@ -106,7 +109,7 @@ class GeneratorKind:
     name: str
     build: Callable
     synthesize: Callable
-    train: Callable
+    trainer: str
     prepare_inference: Callable = _unchanged
     any_frame: bool = True
 
@@ -116,6 +119,11 @@ def kind_named(name):
     if name not in KINDS:
         raise ValueError(f"generator kind must be one of {sorted(KINDS)}, not {name!r}")
     return importlib.import_module(KINDS[name]).KIND
+
+
+def trainer_of(kind):
+    """The training step train(run) of a GeneratorKind (its trainer module, imported now)."""
+    return importlib.import_module(kind.trainer).train
 
 
 def kind_of(manifest):

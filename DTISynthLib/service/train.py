@@ -8,7 +8,7 @@ from ..core.atomic import make_output_dir, remove_empty_folders
 from ..core.progress import NullReporter
 from ..generators.intensity import Intensity
 from ..generators.package import read_manifest
-from ..generators.registry import kind_named
+from ..generators.registry import kind_named, trainer_of
 from ..training.config import TrainConfig, TrainingRun
 from .input_check import add_input_check
 
@@ -25,14 +25,14 @@ def train_config(request):
 def train(request, reporter=NullReporter()):
     """Train a model package (requests.TrainingRequest) in request.out (written or updated); returns its
     manifest path."""
-    trainer = kind_named(request.kind)
+    train_kind = trainer_of(kind_named(request.kind))
     created = make_output_dir(request.out)
     run = TrainingRun(Path(request.data), Path(request.out), train_config(request),
                       Intensity(request.intensity, request.quantise_8bit), list(request.direction), request.grid,
                       request.validation_fraction, not request.no_register, request.resume, request.weights_dtype,
                       reporter, request.validation_subjects)
     try:
-        manifest = trainer.train(run)
+        manifest = train_kind(run)
     except BaseException:
         remove_empty_folders(created)  # checkpoints written before the failure stay for --resume
         raise

@@ -1,6 +1,7 @@
-"""What every generator kind trains with: paired training data (registered, sliced, split by
-subject), the training configuration and request, processes and devices (torchrun), and optimiser
-checkpoints in safetensors. A kind's own training step lives in its kind module (generators/).
+"""Training: what every generator kind trains with (paired training data registered, sliced and split
+by subject; the configuration and the run; processes and devices under torchrun; optimiser checkpoints
+in safetensors) and each kind's training step (pix2pix.py, tensor_unet.py, diagonal.py), named by the
+kind's GeneratorKind.trainer in generators/.
 
-May import: core, io, fit, registration.
+May import: core, io, fit, registration, generators.
 """

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from DTISynthLib.generators.pix2pix_trainer import Pix2PixTrainer
+from DTISynthLib.training.pix2pix import Pix2PixTrainer
 from DTISynthLib.training.config import TrainConfig
 
 

@@ -24,7 +24,8 @@ from DTISynthLib.simulation.cohort import write_cohort
 REPO = Path(__file__).resolve().parents[2]
 LIB = REPO / "DTISynthLib"
 PACKAGES = sorted(p.name for p in LIB.iterdir() if (p / "__init__.py").exists())
-TORCH_MODULES = {"generators.networks", "generators.pix2pix_trainer", "training.distributed", "training.checkpoints"}
+TORCH_MODULES = {"generators.networks", "training.pix2pix", "training.tensor_unet", "training.distributed",
+                 "training.checkpoints"}
 GUI = {"slicer", "vtk", "qt", "ctk"}
 
 

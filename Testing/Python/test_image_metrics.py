@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from DTISynthLib.evaluation.image_metrics import psnr, ssim
+from DTISynthLib.core.image_metrics import psnr, ssim
 
 
 def test_psnr_by_hand():

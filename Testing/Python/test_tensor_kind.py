@@ -20,6 +20,7 @@ from DTISynthLib.core.tensor_layout import (
 )
 from DTISynthLib.fit.tensor_maps import eigen_decompose
 from DTISynthLib.generators import tensor_unet
+from DTISynthLib.training import tensor_unet as tensor_training
 from DTISynthLib.generators.manifest import FORMAT, FORMAT_VERSION, Manifest
 from DTISynthLib.generators.package import read_manifest
 from DTISynthLib.generators.registry import GridSignals
@@ -118,12 +119,12 @@ def test_the_in_plane_symmetries_transform_the_tensor_like_the_image():
     field = torch.from_numpy(matrix_to_tensor6(_random_tensors((5, 5), seed=3)).astype(np.float32))
     field = field.permute(2, 0, 1).unsqueeze(0)  # (1, 6, H, W)
     cases = {
-        "flip columns": (field.flip(-1), tensor_unet.flip_tensor(field, 0).flip(-1), np.diag([-1.0, 1, 1])),
-        "flip rows": (field.flip(-2), tensor_unet.flip_tensor(field, 1).flip(-2), np.diag([1.0, -1, 1])),
-        "transpose": (field.transpose(-1, -2), tensor_unet.transpose_tensor(field).transpose(-1, -2),
+        "flip columns": (field.flip(-1), tensor_training.flip_tensor(field, 0).flip(-1), np.diag([-1.0, 1, 1])),
+        "flip rows": (field.flip(-2), tensor_training.flip_tensor(field, 1).flip(-2), np.diag([1.0, -1, 1])),
+        "transpose": (field.transpose(-1, -2), tensor_training.transpose_tensor(field).transpose(-1, -2),
                       np.array([[0.0, 1, 0], [1, 0, 0], [0, 0, 1]])),
         "rot90": (torch.rot90(field, 1, dims=(-2, -1)),
-                  tensor_unet.flip_tensor(tensor_unet.transpose_tensor(field), 1).transpose(-1, -2).flip(-2),
+                  tensor_training.flip_tensor(tensor_training.transpose_tensor(field), 1).transpose(-1, -2).flip(-2),
                   np.array([[0.0, 1, 0], [-1, 0, 0], [0, 0, 1]])),
     }
     for name, (moved, augmented, rotation) in cases.items():
@@ -132,20 +133,20 @@ def test_the_in_plane_symmetries_transform_the_tensor_like_the_image():
     # a fibre along the columns (x) of a stripe, rotated by 90 degrees, runs along the rows (y)
     stripe = torch.zeros(1, 6, 5, 5)
     stripe[0, 0], stripe[0, 1], stripe[0, 2] = 1.7, 0.3, 0.3
-    rotated = tensor_unet.flip_tensor(tensor_unet.transpose_tensor(stripe), 1).transpose(-1, -2).flip(-2)
+    rotated = tensor_training.flip_tensor(tensor_training.transpose_tensor(stripe), 1).transpose(-1, -2).flip(-2)
     assert float(rotated[0, 1].min()) == pytest.approx(1.7) and float(rotated[0, 0].max()) == pytest.approx(0.3)
 
 
 def test_frame_rotations_are_rotations_and_rotate_tensors():
     generator = torch.Generator().manual_seed(0)
-    rotations = tensor_unet.random_rotations(64, 15.0, generator)
+    rotations = tensor_training.random_rotations(64, 15.0, generator)
     np.testing.assert_allclose((rotations @ rotations.transpose(1, 2)).numpy(), np.broadcast_to(np.eye(3), (64, 3, 3)),
                                atol=1e-5)
     np.testing.assert_allclose(torch.linalg.det(rotations).numpy(), 1.0, atol=1e-5)
     angles = np.degrees(np.arccos(np.clip((np.trace(rotations.numpy(), axis1=1, axis2=2) - 1) / 2, -1, 1)))
     assert angles.max() <= 15.0 + 1e-3 and angles.max() > 10.0
     tensors = torch.from_numpy(matrix_to_tensor6(_random_tensors((64,), seed=1)).astype(np.float32))[:, :, None]
-    rotated = tensor_unet.rotate_tensor(tensors, rotations)[:, :, 0]
+    rotated = tensor_training.rotate_tensor(tensors, rotations)[:, :, 0]
     expected = rotations.numpy() @ tensor6_to_matrix(tensors[:, :, 0].numpy()) @ rotations.numpy().transpose(0, 2, 1)
     np.testing.assert_allclose(tensor6_to_matrix(rotated.numpy()), expected, atol=1e-6)
 
@@ -156,13 +157,13 @@ def test_simulated_inputs_measure_the_diagonal_and_carry_the_asked_noise():
     tensor[:, :, 0], tensor[:, :, 1], tensor[:, :, 2] = 1.7, 0.4, 0.9  # units (1e-3 mm^2/s)
     b0 = torch.full((2, 3, 16, 16), 250.0)
     median = torch.tensor([250.0, 250.0])
-    exact = tensor_unet.simulated_inputs(b0, tensor, median, torch.tensor([800.0, 2500.0]), torch.full((2,), 1e7),
+    exact = tensor_training.simulated_inputs(b0, tensor, median, torch.tensor([800.0, 2500.0]), torch.full((2,), 1e7),
                                          generator)
     np.testing.assert_allclose(exact[:, :9].reshape(2, 3, 3, 16, 16).numpy(),
                                np.broadcast_to(np.array([1.7, 0.4, 0.9])[None, None, :, None, None], (2, 3, 3, 16, 16)),
                                rtol=1e-3)
     np.testing.assert_allclose(exact[:, 9:].numpy(), 1.0, rtol=1e-5)
-    noisy = tensor_unet.simulated_inputs(b0, tensor, median, torch.tensor([1000.0, 1000.0]), torch.full((2,), 25.0),
+    noisy = tensor_training.simulated_inputs(b0, tensor, median, torch.tensor([1000.0, 1000.0]), torch.full((2,), 25.0),
                                          generator)
     assert float(noisy[:, 9:].std()) == pytest.approx(1 / 25, rel=0.15)  # sigma = median b=0 / SNR
 
@@ -205,7 +206,7 @@ def test_training_tensors_are_in_the_working_frame_of_a_flipped_grid():
     affine = np.diag([-2.0, 2.0, 2.0, 1.0])
     b0, fitted, mask, model_affine = dti_targets(DWI(data, affine, bvals, gradients, "<test>"))
     np.testing.assert_allclose(fitted, tensor, rtol=1e-4)  # the exactly determined fit, RAS
-    volume, mask, median = tensor_unet.subject_volume(b0, fitted, mask, model_affine)
+    volume, mask, median = tensor_training.subject_volume(b0, fitted, mask, model_affine)
     assert mask.all() and median == pytest.approx(300.0, rel=1e-5)
     np.testing.assert_allclose(volume[0, :, 0, 0], [300.0, 1.2, 0.6, 0.5, -0.3, -0.1, -0.05], rtol=1e-4)
 
@@ -256,8 +257,8 @@ def test_the_tensor_kind_trains_resumes_and_synthesizes_through_the_jobs(tmp_pat
     # magnitudes and sign patterns, the model chosen on the validation subject, the confidence calibrated on it
     architecture = manifest.data["architecture"]
     assert architecture["heads"] == tensor_unet.SPLIT and architecture["generator"]["out_channels"] == 8
-    assert architecture["sign_temperature"] in tensor_unet.TEMPERATURES
-    assert set(architecture["v1_confidence"]["brier_by_temperature"]) == {str(t) for t in tensor_unet.TEMPERATURES}
+    assert architecture["sign_temperature"] in tensor_training.TEMPERATURES
+    assert set(architecture["v1_confidence"]["brier_by_temperature"]) == {str(t) for t in tensor_training.TEMPERATURES}
     selection = manifest.data["training"]["selection"]
     scores = [row["val_score"] for row in history]
     assert selection["best_epoch"] == 1 + int(np.argmin(scores))
@@ -293,8 +294,8 @@ def test_training_stops_for_no_progress_only_once_the_rate_decays(tmp_path, monk
         row = {"val_score": float(next(scores))}
         return (row, None) if collect else row
 
-    monkeypatch.setattr(tensor_unet, "_validate", worsening)
-    monkeypatch.setattr(tensor_unet, "PATIENCE", 2)
+    monkeypatch.setattr(tensor_training, "_validate", worsening)
+    monkeypatch.setattr(tensor_training, "PATIENCE", 2)
     args = ["train", "--kind", "tensor-unet", "--data", str(cohort), "--out", str(tmp_path / "m"), "--ngf", "4",
             "--depth", "5", "--epochs", "3", "--decay-epochs", "4", "--batch-size", "4", "--validation-subjects", "sub-003"]
     assert cli.main(args) == 0
@@ -312,7 +313,7 @@ def _split_batch(seed=0, n=2, size=6):
     adc = torch.rand(n, 3, size, size, generator=generator) + 0.3
     inputs = torch.cat([torch.zeros(n, 3, size, size), adc, torch.zeros(n, 6, size, size)], 1)
     tensor = torch.from_numpy(matrix_to_tensor6(_random_tensors((n, size, size), seed)) / 1e-3).float().permute(0, 3, 1, 2)
-    design = torch.from_numpy(tensor_unet.design_matrix_per_unit_b().astype(np.float32))
+    design = torch.from_numpy(tensor_training.design_matrix_per_unit_b().astype(np.float32))
     return output, inputs, tensor.contiguous(), torch.ones(n, size, size, dtype=torch.bool), torch.full((n,), 1000.0), design
 
 
@@ -321,19 +322,19 @@ def test_the_regression_terms_do_not_depend_on_the_targets_signs():
     attenuation terms unchanged: nothing pulls an uncertain sign's magnitude toward zero. Only the
     pattern cross-entropy sees the signs."""
     output, inputs, target, mask, b, design = _split_batch()
-    _, reference = tensor_unet.loss_terms(output, inputs, target, mask, b, design, tensor_unet.SPLIT)
+    _, reference = tensor_training.loss_terms(output, inputs, target, mask, b, design, tensor_unet.SPLIT)
     for pattern in tensor_unet.PATTERNS[1:]:
         flipped = target.clone()
         flipped[:, 3:] *= torch.from_numpy(pattern.astype(np.float32)).view(1, 3, 1, 1)
-        _, terms = tensor_unet.loss_terms(output, inputs, flipped, mask, b, design, tensor_unet.SPLIT)
+        _, terms = tensor_training.loss_terms(output, inputs, flipped, mask, b, design, tensor_unet.SPLIT)
         for key in ("tensor", "fa"):
             assert terms[key] == pytest.approx(reference[key], rel=1e-6), key
         assert terms["sign_ce"] != pytest.approx(reference["sign_ce"], rel=1e-3)
     # the signed heads, by contrast, are pulled by the signs
-    _, signed = tensor_unet.loss_terms(output[:, :6], inputs, target, mask, b, design)
+    _, signed = tensor_training.loss_terms(output[:, :6], inputs, target, mask, b, design)
     flipped = target.clone()
     flipped[:, 3:] *= torch.tensor([1.0, -1.0, -1.0]).view(1, 3, 1, 1)
-    _, signed_flipped = tensor_unet.loss_terms(output[:, :6], inputs, flipped, mask, b, design)
+    _, signed_flipped = tensor_training.loss_terms(output[:, :6], inputs, flipped, mask, b, design)
     assert signed["tensor"] != pytest.approx(signed_flipped["tensor"], rel=1e-3)
 
 
@@ -348,14 +349,14 @@ def test_the_pattern_loss_rewards_the_true_pattern_and_shares_it_among_equivalen
     for name, favoured in (("true", true_index), ("wrong", 3 - true_index)):  # 3 - p: two signs flipped
         out = output.clone()
         out[:, 4:] = torch.nn.functional.one_hot(favoured, 4).permute(0, 3, 1, 2).float() * 0.9 - 0.45
-        losses[name] = tensor_unet.loss_terms(out, inputs, target, mask, b, design, tensor_unet.SPLIT)[1]["sign_ce"]
+        losses[name] = tensor_training.loss_terms(out, inputs, target, mask, b, design, tensor_unet.SPLIT)[1]["sign_ce"]
     assert losses["true"] < losses["wrong"] - 1.0
     # a tensor without off-diagonal terms: every pattern is the same tensor, the soft target is uniform
     flat = target.clone()
     flat[:, 3:] = 0
     uniform = output.clone()
     uniform[:, 4:] = 0
-    ce = tensor_unet.loss_terms(uniform, inputs, flat, mask, b, design, tensor_unet.SPLIT)[1]["sign_ce"]
+    ce = tensor_training.loss_terms(uniform, inputs, flat, mask, b, design, tensor_unet.SPLIT)[1]["sign_ce"]
     assert ce == pytest.approx(np.log(4), rel=1e-5)
 
 
@@ -391,7 +392,7 @@ def test_the_temperature_makes_an_overconfident_network_honest():
     assert (tensor_unet.PATTERNS[3] == [-1, -1, 1]).all()  # x flipped: D_xy and D_xz change sign
     signs = np.where(mirrored[:, None], tensor_unet.PATTERNS[3], tensor_unet.PATTERNS[0])
     target = np.concatenate([0.3 + excess, signs * 0.4], -1)
-    temperature, brier = tensor_unet.calibrate_temperature(excess, logits, target)
+    temperature, brier = tensor_training.calibrate_temperature(excess, logits, target)
     assert temperature > 1.0 and brier[temperature] < brier[1.0]
     confidence = tensor_unet.v1_confidence(excess, tensor_unet.pattern_probabilities(logits, temperature))
     assert abs(confidence.mean() - 0.5) < abs(tensor_unet.v1_confidence(
@@ -407,7 +408,7 @@ def test_batches_are_half_real_and_every_real_subject_is_drawn_alike():
     subjects = [subject(f"sub-{i}", 1.0) for i in range(6)] + [subject("single", 2.0)] + \
         [subject(f"series-{i}", 3.0) for i in range(10)]
     groups = [("phantom", f"phantom/sub-{i}") for i in range(6)] + [("real", "real/a")] + [("real", "real/b")] * 10
-    batches = tensor_unet._Batches(subjects, None, torch.Generator().manual_seed(0), groups=groups)
+    batches = tensor_training._Batches(subjects, None, torch.Generator().manual_seed(0), groups=groups)
     batches.batch = lambda picks, randomise: [p[2] for p in picks]
     drawn = [batches.draw(8) for _ in range(200)]
     assert all(sorted(d).count(1.0) == 4 for d in drawn)

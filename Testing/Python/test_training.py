@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from DTISynthLib.core.errors import InputError
 from DTISynthLib.generators.intensity import Intensity
 from DTISynthLib.generators.package import read_manifest
-from DTISynthLib.generators.pix2pix_trainer import Pix2PixTrainer
+from DTISynthLib.training.pix2pix import Pix2PixTrainer
 from DTISynthLib.generators.runner import load_generators
 from DTISynthLib.io.files import load_dwi
 from DTISynthLib.service.requests import TrainingRequest

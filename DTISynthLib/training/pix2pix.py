@@ -1,4 +1,5 @@
-"""pix2pix training, one model per DTI gradient direction: reproducible, resumable, distributed.
+"""Training of the "pix2pix-per-direction" kind (generators/pix2pix.py): one pix2pix model per DTI
+gradient direction, reproducible, resumable, distributed.
 
 Loss and optimiser (the seed paper's defaults): vanilla GAN (BCE on PatchGAN logits) + lambda_L1 x
 L1 with lambda 100; Adam, lr 2e-4, beta1 0.5; batch 1; `epochs` at constant lr then `decay_epochs`
@@ -26,21 +27,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.errors import InputError
 from ..core.atomic import write_text_atomic
+from ..core.errors import InputError
+from ..core.gradient_schemes import SIEMENS_6_RAS
+from ..core.image_metrics import psnr, ssim
 from ..core.progress import NullReporter
 from ..core.tables import csv_text
-from ..evaluation.image_metrics import psnr, ssim
-from ..training.checkpoints import (
-    checkpoint_folder,
-    load_training_state,
-    save_training_state,
-)
-from ..training.config import AMP_MODES
-from ..training.distributed import distributed_context
-from .networks import PatchDiscriminator, UNetGenerator, init_weights
-from .package import save_generator_weights
-from .runner import pick_device
+from ..generators.manifest import MANIFEST
+from ..generators.networks import PatchDiscriminator, UNetGenerator, init_weights
+from ..generators.package import read_manifest, save_generator_weights, training_fields, write_manifest
+from ..generators.pix2pix import NAME
+from ..generators.runner import pick_device
+from .checkpoints import checkpoint_folder, load_training_state, save_training_state
+from .config import AMP_MODES
+from .data import flip_pair_index, load_training_data
+from .distributed import distributed_context
 
 
 class Pix2PixTrainer:
@@ -271,3 +272,38 @@ class Pix2PixTrainer:
         if which == "best" and path.exists():
             return load_file(str(path))
         return self.g_module.state_dict()
+
+
+def train(request):
+    """Train the generators of request.directions (1-6), one after another, and write (or update) the
+    model package: one Pix2PixTrainer per direction, its best validated weights packaged."""
+    config, out_dir, reporter = request.config, Path(request.out), request.reporter
+    world, rank = distributed_context()
+    train_data, validation, grid, provenance = load_training_data(
+        request.data, request.intensity, config.depth, request.grid, request.validation_fraction, config.seed,
+        request.register, reporter, request.validation_subjects)
+    entries = {}
+    if (out_dir / MANIFEST).exists():
+        entries = {d["index"]: d for d in read_manifest(out_dir).data["directions"]}
+    for index in request.directions:
+        trainer = Pix2PixTrainer(config, index - 1, train_data, validation, out_dir, reporter,
+                                 flip_pair_index(index - 1))
+        trainer.run(request.resume)
+        if rank == 0:
+            name = f"direction_{index}.safetensors"
+            sha = save_generator_weights(out_dir / name, trainer.generator_state("best"), request.weights_dtype)
+            entries[index] = {"index": index, "gradient_ras": SIEMENS_6_RAS[index - 1].round(12).tolist(),
+                              "file": name, "sha256": sha, "dtype": request.weights_dtype,
+                              "validation": trainer.best or (trainer.history[-1] if trainer.history else {}),
+                              "epochs_trained": trainer.epoch}
+    if rank == 0:
+        write_manifest(out_dir, {
+            "architecture": {"kind": NAME,
+                             "generator": {"in_channels": int(train_data[0].shape[1]), "out_channels": 1,
+                                           "ngf": config.ngf, "depth": config.depth, "dropout": config.dropout},
+                             "discriminator": {"ndf": config.ndf, "n_layers": config.n_layers}},
+            "directions": [entries[k] for k in sorted(entries)],
+            **training_fields(request, grid, provenance, world)})
+    if world > 1:
+        torch.distributed.barrier()
+    return out_dir / MANIFEST

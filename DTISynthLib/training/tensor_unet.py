@@ -1,0 +1,489 @@
+"""Training of the "tensor-unet" kind (generators/tensor_unet.py: its network, frames, units, heads).
+
+Training (train): targets are the tensors and b=0 of each subject's 6-direction DTI (exactly
+determined fits; use noise-free phantom subjects and tensor-mode pairs of real scans; target voxels
+outside TARGET_EIGENVALUES are left out); the 3-direction input is simulated from them for every
+batch: random b (B_TRAINING, log-uniform), Rician noise at a random SNR (SNR_TRAINING, the brain's
+median b=0 over sigma), random frame rotation and symmetry. Batches are stratified by data source (the
+top-level folders, e.g. phantom/ and real/: equal shares), then subject, series and slice. Losses
+(SPLIT): L1 of the diagonal and of the magnitudes against |D_ij|, of FA and of the six Siemens
+attenuations with the target's signs (all sign-invariant), plus SIGN_WEIGHT x the cross-entropy of the
+pattern logits against soft targets (loss_terms). The model is chosen by the validation subjects' score
+(_validate: FA error in WM / 0.08 + median V1 angle / 18), and training stopped after PATIENCE epochs of
+the decay without progress; the pattern temperature is then fitted on them (calibrate_temperature).
+
+Augmentation: the 8 in-plane symmetries (transpose, flips; 90-degree rotations are their products)
+with D_W transformed consistently (flip_tensor, transpose_tensor), and random rotations of the measured
+frame up to FRAME_ROTATION_DEGREES about any axis.
+"""
+
+import copy
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..core.errors import InputError
+from ..core.gradient_schemes import AXES_3_RAS, SIEMENS_6_RAS
+from ..core.tensor_layout import matrix_to_tensor6, tensor6_to_matrix
+from ..fit.tensor_fit import design_matrix
+from ..fit.tensor_maps import eigen_decompose, v1_angles
+from ..generators.intensity import Intensity
+from ..generators.networks import UNetGenerator, init_weights
+from ..generators.package import MANIFEST, save_generator_weights, write_manifest
+from ..generators.registry import ATTENUATION_FLOOR
+from ..generators.tensor_unet import (
+    ADC_MAX,
+    ADC_SCALE,
+    B0_MAX,
+    B_TRAINING,
+    CONFIDENCE_DEGREES,
+    DIAGONAL_RANGE,
+    HEADS,
+    INPUT_CHANNELS,
+    MARGIN,
+    NAME,
+    NETWORK,
+    PATTERNS,
+    RHO_RANGE,
+    SIGNED,
+    SPLIT,
+    decode,
+    pattern_probabilities,
+    pattern_vectors,
+    prolate_magnitudes,
+    split_outputs,
+    v1_confidence,
+    working_frame,
+)
+from .checkpoints import checkpoint_folder, load_training_state, save_training_state
+from .data import find_pairs, load_dti_targets, source_and_subject, split_subjects
+
+SNR_TRAINING = (12.0, 60.0)
+FRAME_ROTATION_DEGREES = 15.0
+CROP = 96  # training patch (pixels): divisible by 2**depth for depth <= 5
+SIGN_SCALE = 0.05  # units: soft targets of the pattern loss, q_p ~ exp(-|D_p - D|_F^2 / (2 SIGN_SCALE^2))
+SIGN_WEIGHT = 0.1  # of the pattern cross-entropy in the total loss
+PATIENCE = 8  # epochs of decay without a better validation score before training stops
+
+
+TARGET_EIGENVALUES = (-0.1, ADC_MAX)  # units: target tensors outside are fits of artefacts, not tissue
+
+
+def subject_volume(b0, tensor, mask, affine):
+    """One training subject from training.data.dti_targets: float32 (z, 7, H, W) (b=0, then the tensor
+    in the working frame W in units), the mask (z, H, W) and the brain's median b=0. Voxels whose
+    target eigenvalues leave TARGET_EIGENVALUES (real scans' fits at the brain's edge reach -50e-3
+    mm^2/s: their attenuations overflow any loss) are left out of the mask, their tensor 0."""
+    eigenvalues = np.linalg.eigvalsh(tensor6_to_matrix(np.asarray(tensor, np.float64)[mask])) / ADC_SCALE
+    mask = mask.copy()
+    mask[mask] = (eigenvalues[:, 0] >= TARGET_EIGENVALUES[0]) & (eigenvalues[:, -1] <= TARGET_EIGENVALUES[1])
+    working, _ = working_frame(AXES_3_RAS, affine)
+    tensor_w = matrix_to_tensor6(working @ tensor6_to_matrix(np.asarray(tensor, np.float64)) @ working.T) / ADC_SCALE
+    volume = np.concatenate([np.asarray(b0, np.float64)[..., None], np.where(mask[..., None], tensor_w, 0.0)], -1)
+    median = float(np.median(b0[mask])) if mask.any() else 1.0
+    return (np.ascontiguousarray(np.transpose(volume, (2, 3, 1, 0)), dtype=np.float32),
+            np.ascontiguousarray(np.transpose(mask, (2, 1, 0))), median)
+
+
+def training_subjects(targets):
+    """[(name, volume, mask, median, brain slice indices, b-value)] of training.data.load_dti_targets."""
+    subjects = []
+    for name, b_value, b0, tensor, mask, affine in targets:
+        volume, slice_mask, median = subject_volume(b0, tensor, mask, affine)
+        subjects.append((name, volume, slice_mask, median, np.flatnonzero(slice_mask.any(axis=(1, 2))), b_value))
+    return subjects
+
+
+# ---------------------------------------------------------------- training (torch)
+
+def transpose_tensor(tensor6):
+    """Tensor (B, 6, ...) in W after the image's two in-plane axes are swapped."""
+    return tensor6[:, [1, 0, 2, 3, 5, 4]]
+
+
+def flip_tensor(tensor6, axis):
+    """Tensor (B, 6, ...) in W after the image is mirrored along W's axis `axis` (0 or 1): the
+    off-diagonal terms involving that axis change sign."""
+    sign = [1.0, 1.0, 1.0, -1.0, -1.0, 1.0] if axis == 0 else [1.0, 1.0, 1.0, -1.0, 1.0, -1.0]
+    return tensor6 * tensor6.new_tensor(sign).view(1, 6, *([1] * (tensor6.dim() - 2)))
+
+
+def rotate_tensor(tensor6, rotation):
+    """Tensor (B, 6, ...) expressed in a frame rotated by `rotation` (B, 3, 3), rows: R D R^T."""
+    d = tensor6.movedim(1, -1)
+    matrix = torch.stack([torch.stack([d[..., 0], d[..., 3], d[..., 4]], -1),
+                          torch.stack([d[..., 3], d[..., 1], d[..., 5]], -1),
+                          torch.stack([d[..., 4], d[..., 5], d[..., 2]], -1)], -2)
+    r = rotation.view(rotation.shape[0], *([1] * (d.dim() - 2)), 3, 3)
+    rotated = r @ matrix @ r.transpose(-1, -2)
+    out = torch.stack([rotated[..., 0, 0], rotated[..., 1, 1], rotated[..., 2, 2],
+                       rotated[..., 0, 1], rotated[..., 0, 2], rotated[..., 1, 2]], -1)
+    return out.movedim(-1, 1)
+
+
+def random_rotations(n, max_degrees, generator):
+    """n rotation matrices (torch, float32) about uniformly random axes by angles uniform in [0, max]."""
+    axis = torch.randn(n, 3, generator=generator)
+    axis = axis / axis.norm(dim=1, keepdim=True)
+    angle = torch.rand(n, generator=generator) * np.radians(max_degrees)
+    k = torch.zeros(n, 3, 3)
+    k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
+    k = k - k.transpose(1, 2)
+    eye = torch.eye(3).expand(n, 3, 3)
+    return eye + torch.sin(angle).view(n, 1, 1) * k + (1 - torch.cos(angle)).view(n, 1, 1) * (k @ k)
+
+
+def simulated_inputs(b0, tensor, median, b, snr, generator):
+    """Noisy network inputs (B, 12, H, W) of slabs: b0 (B, 3, H, W) and tensors (B, 3, 6, H, W) in units,
+    at b-values b (B,) and SNRs snr (B,) (median b=0 / sigma, median (B,)). Rician noise on the b=0
+    and on each of the three diffusion-weighted images."""
+    sigma = (median / snr).view(-1, 1, 1, 1)
+    scale = (b * ADC_SCALE).view(-1, 1, 1, 1, 1)
+    clean = b0.unsqueeze(2) * torch.exp(-scale * tensor[:, :, :3])  # (B, 3 slices, 3 axes, H, W)
+
+    def rician(signal):
+        real = signal + sigma.view(-1, *([1] * (signal.dim() - 1))) * torch.randn(signal.shape, generator=generator)
+        imaginary = sigma.view(-1, *([1] * (signal.dim() - 1))) * torch.randn(signal.shape, generator=generator)
+        return torch.sqrt(real * real + imaginary * imaginary)
+
+    noisy_b0, noisy = rician(b0), rician(clean)
+    attenuation = torch.where(noisy_b0.unsqueeze(2) > 0, noisy / noisy_b0.unsqueeze(2).clamp(min=1e-12),
+                              torch.ones_like(noisy))
+    adc = (-torch.log(attenuation.clamp(min=ATTENUATION_FLOOR)) / scale).clamp(0.0, ADC_MAX)
+    b0_channel = (noisy_b0 / median.view(-1, 1, 1, 1)).clamp(0.0, B0_MAX)
+    n, _, _, height, width = adc.shape
+    return torch.cat([adc.reshape(n, 9, height, width), b0_channel], 1)
+
+
+def design_matrix_per_unit_b():
+    """Rows -g g^T (6, 6) of Siemens' six directions (RAS) per unit b: the loss's attenuations."""
+    return design_matrix(np.ones(6), SIEMENS_6_RAS)[:, :6]
+
+
+def fractional_anisotropy6(tensor6):
+    """FA (B, ...) of tensors (B, 6, ...) without eigenvalues: sqrt(3/2) |D - MD I| / |D| (Frobenius)."""
+    diagonal, off = tensor6[:, :3], tensor6[:, 3:]
+    md = diagonal.mean(1, keepdim=True)
+    deviation = ((diagonal - md) ** 2).sum(1) + 2 * (off ** 2).sum(1)
+    norm = (diagonal ** 2).sum(1) + 2 * (off ** 2).sum(1)
+    return (1.5 * deviation / norm.clamp(min=1e-8)).clamp(min=1e-12).sqrt()
+
+
+def loss_terms(output, inputs, target, mask, b, design, heads=SIGNED):
+    """(total, {name: value}) of a batch over mask voxels: L1 of the tensor elements (units), of FA and of
+    the attenuations along `design`'s directions (rows of design_matrix per unit b).
+
+    SPLIT heads: every regression term is sign-invariant (magnitudes against |D_ij|, FA from the
+    magnitudes, attenuations with the target's signs), so an uncertain sign no longer pulls the
+    magnitudes to zero; the signs are a cross-entropy over the 4 patterns against soft targets
+    q_p ~ exp(-|D_p - D|^2 / (2 SIGN_SCALE^2)) (D_p: the target's magnitudes with pattern p), so that
+    patterns that give nearly the same tensor share the probability."""
+    weight = mask.float().unsqueeze(1)
+    count = weight.sum().clamp(min=1)
+    if heads == SPLIT:
+        diagonal, excess, logits = split_outputs(output, inputs[:, 3:6])
+        magnitude = prolate_magnitudes(excess)
+        target_magnitude = target[:, 3:].abs()
+        elements = torch.cat([diagonal - target[:, :3], magnitude - target_magnitude], 1)
+        unsigned = torch.cat([diagonal, magnitude], 1)
+        predicted = torch.cat([diagonal, torch.sign(target[:, 3:]) * magnitude], 1)
+        patterns = torch.from_numpy(PATTERNS.astype(np.float32)).view(1, len(PATTERNS), 3, 1, 1)
+        distance = 2 * ((patterns * target_magnitude.unsqueeze(1) - target[:, 3:].unsqueeze(1)) ** 2).sum(2)
+        soft = torch.softmax(-distance / (2 * SIGN_SCALE ** 2), 1)
+        sign_ce = (-(soft * torch.log_softmax(logits, 1)).sum(1) * weight[:, 0]).sum() / count
+    else:
+        predicted = decode(output, inputs[:, 3:6])
+        elements, unsigned = predicted - target, predicted
+        sign_ce = None
+    tensor_l1 = (elements.abs() * weight).sum() / (6 * count)
+    fa_l1 = ((fractional_anisotropy6(unsigned) - fractional_anisotropy6(target)).abs() * weight[:, 0]).sum() / count
+    scale = (b * ADC_SCALE).view(-1, 1, 1, 1)
+    attenuation = [torch.exp(torch.einsum("kp,bphw->bkhw", design, t) * scale) for t in (predicted, target)]
+    attenuation_l1 = ((attenuation[0] - attenuation[1]).abs() * weight).sum() / (design.shape[0] * count)
+    terms = {"tensor": tensor_l1.item(), "fa": fa_l1.item(), "attenuation": attenuation_l1.item()}
+    total = tensor_l1 + fa_l1 + attenuation_l1
+    if sign_ce is not None:
+        terms["sign_ce"] = sign_ce.item()
+        total = total + SIGN_WEIGHT * sign_ce
+    return total, terms
+
+
+def torch_randint(n, generator):
+    """A random integer in [0, n) from a torch.Generator."""
+    return torch.randint(n, (1,), generator=generator)
+
+
+class _Batches:
+    """Random training batches of slabs, one random crop per batch, augmented (module docstring).
+
+    Sampling is stratified by data source: the i-th slab of a batch comes from source (offset + i) mod
+    the number of sources (so with phantom and real sources, half of every batch is real); within a
+    source each subject is equally likely, within a subject each of its series, then a brain slice.
+    groups: (source, subject) per entry of `subjects` (default: one source, every entry its own
+    subject). generator: torch.Generator."""
+
+    def __init__(self, subjects, crop, generator, augment=True, groups=None):
+        self.subjects, self.crop, self.generator, self.augment = subjects, crop, generator, augment
+        groups = groups or [("", s[0]) for s in subjects]
+        tree = {}
+        for index, (source, subject) in enumerate(groups):
+            tree.setdefault(source, {}).setdefault(subject, []).append(index)
+        # per source (sorted), its subjects (sorted), each the indices of its series
+        self.sources = [[tree[source][subject] for subject in sorted(tree[source])] for source in sorted(tree)]
+
+    def _slab(self, subject, z):
+        _, volume, mask, median, _, _ = subject
+        index = np.clip([z - 1, z, z + 1], 0, len(volume) - 1)
+        return volume[index], mask[z], median
+
+    def _pick(self, choices):
+        return choices[int(torch_randint(len(choices), self.generator))]
+
+    def draw(self, size):
+        offset = int(torch_randint(len(self.sources), self.generator))
+        picks = []
+        for i in range(size):
+            subject = self.subjects[self._pick(self._pick(self.sources[(offset + i) % len(self.sources)]))]
+            picks.append(self._slab(subject, int(self._pick(subject[4]))))
+        return self.batch(picks, randomise=True)
+
+    def batch(self, picks, randomise, b=None, snr=None):
+        g = self.generator
+        volume = torch.from_numpy(np.stack([p[0] for p in picks]))  # (B, 3, 7, H, W)
+        mask = torch.from_numpy(np.stack([p[1] for p in picks]))
+        median = torch.tensor([p[2] for p in picks], dtype=torch.float32)
+        height, width = volume.shape[-2:]
+        if self.crop and (height > self.crop or width > self.crop):
+            top = int(torch.randint(height - self.crop + 1, (1,), generator=g)) if randomise else (height - self.crop) // 2
+            left = int(torch.randint(width - self.crop + 1, (1,), generator=g)) if randomise else (width - self.crop) // 2
+            volume = volume[..., top:top + self.crop, left:left + self.crop]
+            mask = mask[..., top:top + self.crop, left:left + self.crop]
+        n = volume.shape[0]
+        b0, tensor = volume[:, :, 0], volume[:, :, 1:].movedim(2, 1)  # tensor (B, 6, 3 slices, H, W)
+        if randomise and self.augment:
+            flips = torch.rand(3, generator=g)
+            if flips[0] < 0.5:
+                b0, tensor, mask = b0.transpose(-1, -2), transpose_tensor(tensor).transpose(-1, -2), mask.transpose(-1, -2)
+            if flips[1] < 0.5:  # W's axis 0 is the image's column axis (last dimension)
+                b0, tensor, mask = b0.flip(-1), flip_tensor(tensor, 0).flip(-1), mask.flip(-1)
+            if flips[2] < 0.5:
+                b0, tensor, mask = b0.flip(-2), flip_tensor(tensor, 1).flip(-2), mask.flip(-2)
+            tensor = rotate_tensor(tensor, random_rotations(n, FRAME_ROTATION_DEGREES, g))
+        if b is None:
+            low, high = np.log(B_TRAINING)
+            b = torch.exp(low + (high - low) * torch.rand(n, generator=g))
+            low, high = np.log(SNR_TRAINING)
+            snr = torch.exp(low + (high - low) * torch.rand(n, generator=g))
+        else:
+            b, snr = torch.full((n,), float(b)), torch.full((n,), float(snr))
+        inputs = simulated_inputs(b0.contiguous(), tensor.movedim(1, 2).contiguous(), median, b, snr, g)
+        return inputs, tensor[:, :, 1].contiguous(), mask, b
+
+
+def _save_checkpoint(out, network, best, optimiser, generator, state):
+    save_training_state(checkpoint_folder(out, NETWORK), {"G": network, "best": best}, {"opt": optimiser},
+                        {"batches": generator.get_state(), "torch": torch.get_rng_state()}, state)
+
+
+def _load_checkpoint(out, network, best, optimiser, generator):
+    """The saved training state (dict) after restoring network, optimiser and RNGs; None without one."""
+    loaded = load_training_state(checkpoint_folder(out, NETWORK), {"G": network, "best": best}, {"opt": optimiser})
+    if loaded is None:
+        return None
+    state, rng = loaded
+    generator.set_state(rng["batches"])
+    torch.set_rng_state(rng["torch"])
+    return state
+
+
+VALIDATION_SNR = 30.0
+VALIDATION_TARGETS = {"fa": 0.08, "v1_degrees": 18.0}  # real brains (issue targets): the score's units
+
+
+def _validate(network, batches, subjects, design, heads, collect=False):
+    """On every brain slice of the validation subjects at their own b, SNR VALIDATION_SNR, centre crop and
+    fixed noise: the mean loss terms, the FA mean abs error where the target's FA > 0.3 and the median V1
+    angle (degrees) where it is > 0.4, and score = FA error / 0.08 + V1 angle / 18 (lower is better; the
+    real-brain targets as units). collect: also return (excess, logits, target tensor) (N, ...) numpy
+    arrays of the voxels with target FA > 0.3, to calibrate the pattern temperature."""
+    network.eval()
+    totals, count, fa_errors, angles, voxels = {}, 0, [], [], []
+    state = batches.generator.get_state()
+    batches.generator.manual_seed(12345)
+    with torch.no_grad():
+        for subject in subjects:
+            for start in range(0, len(subject[4]), 8):
+                picks = [batches._slab(subject, int(z)) for z in subject[4][start:start + 8]]
+                inputs, target, mask, b = batches.batch(picks, randomise=False, b=subject[5], snr=VALIDATION_SNR)
+                output = network(inputs)
+                _, terms = loss_terms(output, inputs, target, mask, b, design, heads)
+                for key, value in terms.items():
+                    totals[key] = totals.get(key, 0.0) + value * len(picks)
+                count += len(picks)
+                predicted = decode(output, inputs[:, 3:6], heads)
+                target_fa = fractional_anisotropy6(target)
+                wm = mask & (target_fa > 0.3)
+                fa_errors.append((fractional_anisotropy6(predicted) - target_fa)[wm].abs().numpy())
+                strong = (mask & (target_fa > 0.4)).numpy()
+                as_voxels = lambda t: t.movedim(1, -1).numpy()  # noqa: E731
+                v1 = [eigen_decompose(as_voxels(t)[strong])[1] for t in (predicted, target)]
+                angles.append(v1_angles(*v1))
+                if collect and heads == SPLIT:
+                    parts = split_outputs(output, inputs[:, 3:6])[1:] + (target,)
+                    voxels.append([as_voxels(t)[wm.numpy()].astype(np.float64) for t in parts])
+    batches.generator.set_state(state)
+    network.train()
+    metrics = {f"val_{k}": v / max(count, 1) for k, v in totals.items()}
+    fa_error, angle = np.concatenate(fa_errors), np.concatenate(angles)
+    metrics["val_fa_abs_wm"] = float(fa_error.mean()) if fa_error.size else float("nan")
+    metrics["val_v1_degrees"] = float(np.median(angle)) if angle.size else float("nan")
+    metrics["val_score"] = metrics["val_fa_abs_wm"] / VALIDATION_TARGETS["fa"] + \
+        metrics["val_v1_degrees"] / VALIDATION_TARGETS["v1_degrees"]
+    if collect:
+        return metrics, [np.concatenate(column) for column in zip(*voxels)] if voxels else None
+    return metrics
+
+
+TEMPERATURES = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0)
+
+
+def calibrate_temperature(excess, logits, target):
+    """(temperature, {temperature: Brier score}): the pattern temperature whose v1_confidence best predicts
+    (least squares) whether the synthetic V1 lies within CONFIDENCE_DEGREES of the target's, over
+    validation voxels (numpy excess (N, 3), logits (N, 4), target tensors (N, 6); units)."""
+    predicted = pattern_vectors(excess)[np.arange(len(logits)), logits.argmax(1)]
+    predicted = predicted / np.maximum(np.linalg.norm(predicted, axis=1, keepdims=True), 1e-12)
+    within = v1_angles(predicted, eigen_decompose(target)[1]) <= CONFIDENCE_DEGREES
+    scores = {t: float(np.mean((v1_confidence(excess, pattern_probabilities(logits, t)) - within) ** 2))
+              for t in TEMPERATURES}
+    return min(scores, key=scores.get), scores
+
+
+def describe(parameters, train_subjects, groups):
+    """The package's one-line description (dtisynth models, the Slicer panel)."""
+    sources = {}
+    for s in train_subjects:
+        sources.setdefault(groups[s[0]][0] or "data", set()).add(groups[s[0]][1])
+    trained = ", ".join(f"{len(subjects)} {source} subject{'s' if len(subjects) > 1 else ''}"
+                        for source, subjects in sorted(sources.items()))
+    return (f"One tensor U-Net (2.5D, {parameters / 1e6:.1f} M parameters) for all six directions: off-diagonal "
+            "magnitudes (so FA) learned without their signs, the sign pattern classified with a calibrated "
+            "probability (maps/v1_confidence), the measured diagonal (MD) kept; any b from "
+            f"{B_TRAINING[0]:g} to {B_TRAINING[1]:g} s/mm^2, any three well-conditioned directions; trained on {trained}.")
+
+
+def train(request):
+    """Train the one network (Adam; learning rate constant, then linear decay) and write the package.
+    Checkpoints every epoch under out/checkpoints/tensor; request.resume continues from the last."""
+    config, reporter = request.config, request.reporter
+    if sorted(request.directions) != list(range(1, 7)):
+        raise InputError("--direction", f"all ({NAME} trains the six directions at once)",
+                         repr(request.directions))
+    torch.manual_seed(config.seed)
+    pairs = find_pairs(request.data)
+    names = [p.subject for p in pairs]
+    training, validation = split_subjects(names, request.validation_fraction, config.seed,
+                                          request.validation_subjects)
+    targets, grid, voxel = load_dti_targets(pairs, config.depth, request.grid, reporter)
+    crop = CROP if CROP % 2**config.depth == 0 and CROP <= min(grid) else None
+    subjects = training_subjects(targets)
+    train_subjects = [s for s in subjects if s[0] in training]
+    validation_subjects = [s for s in subjects if s[0] in validation]
+    groups = {p.subject: source_and_subject(p, request.data) for p in pairs}
+    heads = SPLIT
+    network = init_weights(UNetGenerator(INPUT_CHANNELS, HEADS[heads], config.ngf, config.depth, dropout=False))
+    best = copy.deepcopy(network)  # the weights of the best validation score so far
+    optimiser = torch.optim.Adam(network.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+    design = torch.from_numpy(design_matrix_per_unit_b().astype(np.float32))
+    generator = torch.Generator().manual_seed(config.seed)
+    batches = _Batches(train_subjects, crop, generator, groups=[groups[s[0]] for s in train_subjects])
+    state = (_load_checkpoint(request.out, network, best, optimiser, generator) if request.resume else None) \
+        or {"epoch": 0, "history": [], "seconds": 0.0, "best_epoch": 0, "best_score": None}
+    samples = sum(len(s[4]) for s in train_subjects)
+    steps = max(1, samples // config.batch_size)
+    network.train()
+    while state["epoch"] < config.total_epochs and not state.get("stopped_early"):
+        epoch, started = state["epoch"], time.perf_counter()
+        for group in optimiser.param_groups:
+            group["lr"] = config.learning_rate(epoch)
+        sums = {}
+        for _ in range(steps):
+            inputs, target, mask, b = batches.draw(config.batch_size)
+            loss, terms = loss_terms(network(inputs), inputs, target, mask, b, design, heads)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + value / steps
+        row = {"epoch": epoch + 1, **sums}
+        if validation_subjects:
+            row.update(_validate(network, batches, validation_subjects, design, heads))
+        # model selection and stopping on the validation subjects' score; without them, the last epoch
+        score = row.get("val_score", -float(epoch))
+        if state["best_score"] is None or score < state["best_score"]:
+            state["best_score"], state["best_epoch"] = score, epoch + 1
+            best.load_state_dict(network.state_dict())
+        elif validation_subjects and epoch + 1 > config.epochs and epoch + 1 - max(state["best_epoch"], config.epochs) \
+                >= PATIENCE:  # only once the rate decays: the noisy score (0.1-0.2) must not stop the constant phase
+            state["stopped_early"] = epoch + 1
+        state["seconds"] += time.perf_counter() - started
+        state["history"].append(row)
+        state["epoch"] = epoch + 1
+        _save_checkpoint(request.out, network, best, optimiser, generator, state)
+        reporter.progress(f"train {NAME}", state["epoch"] / config.total_epochs,
+                          f"epoch {state['epoch']}/{config.total_epochs} "
+                          + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
+    out = Path(request.out)
+    network = best.eval()
+    temperature, brier = 1.0, {}
+    if validation_subjects:
+        _, voxels = _validate(network, batches, validation_subjects, design, heads, collect=True)
+        if voxels is not None and len(voxels[0]):
+            temperature, brier = calibrate_temperature(*voxels)
+    sha = save_generator_weights(out / "tensor.safetensors", network.state_dict(), request.weights_dtype)
+    final = state["history"][state["best_epoch"] - 1] if state["history"] else {}
+    parameters = int(sum(p.numel() for p in network.parameters()))
+    write_manifest(out, {
+        "architecture": {"kind": NAME, "generator": {"in_channels": INPUT_CHANNELS, "out_channels": HEADS[heads],
+                                                     "ngf": config.ngf, "depth": config.depth},
+                         "parameters": parameters, "heads": heads,
+                         "margin": MARGIN, "adc_scale_mm2_s": ADC_SCALE, "diagonal_range_units": DIAGONAL_RANGE,
+                         "rho_range": RHO_RANGE, "sign_patterns": PATTERNS.tolist(),
+                         # softmax temperature of the sign-pattern logits, fitted on the validation subjects
+                         # so that v1_confidence is calibrated (least Brier score over TEMPERATURES)
+                         "sign_temperature": temperature,
+                         "v1_confidence": {"angle_degrees": CONFIDENCE_DEGREES,
+                                           "brier_by_temperature": {str(k): round(v, 5) for k, v in brier.items()}}},
+        # the denoised diagonal (--assembly network) helps on the phantom but biases real scans' MD and
+        # AD (README, Quality): by default the measured diagonal, so MD, is kept
+        "assembly": "physics",
+        "description": describe(parameters, train_subjects, groups),
+        "networks": [{"name": NETWORK, "file": "tensor.safetensors", "sha256": sha, "dtype": request.weights_dtype,
+                      "history": state["history"],
+                      "validation": {"val_L1": final.get("val_tensor", float("nan")),
+                                     **{k: v for k, v in final.items() if k.startswith("val_")}}}],
+        "directions": [{"index": i + 1, "gradient_ras": g.round(12).tolist()} for i, g in enumerate(SIEMENS_6_RAS)],
+        "gradient_frame": "RAS world (scanner) unit vectors; inputs: ADCs of the measured directions",
+        "input_directions": AXES_3_RAS.tolist(), "intensity": asdict(Intensity("relative")),
+        "created_by": f"DTISynth {__version__}",
+        "grid": list(grid), "voxel_size_mm": voxel, "b_value": 1000.0, "b_range": list(B_TRAINING),
+        "training": {"data": str(request.data), "config": asdict(config),
+                     "subjects": [{"subject": s[0], "slices": int(len(s[4])), "b_value": s[5],
+                                   "source": groups[s[0]][0], "group": groups[s[0]][1],
+                                   "part": "validation" if s[0] in validation else "train"} for s in subjects],
+                     "sampling": "stratified by source (top-level data folder), then subject, series, slice",
+                     "selection": {"score": "val_fa_abs_wm / 0.08 + val_v1_degrees / 18 on the validation subjects "
+                                            f"(own b, SNR {VALIDATION_SNR:g})",
+                                   "best_epoch": state["best_epoch"], "stopped_early_at": state.get("stopped_early"),
+                                   "patience": PATIENCE, "patience_from_epoch": config.epochs + 1},
+                     "samples_per_epoch": int(steps * config.batch_size), "crop": crop,
+                     "augmentation": {"b_s_mm2": list(B_TRAINING), "snr": list(SNR_TRAINING),
+                                      "frame_rotation_degrees": FRAME_ROTATION_DEGREES,
+                                      "in_plane": "transpose and flips (the 8 symmetries of the square)",
+                                      "noise": "Rician on the b=0 and each diffusion-weighted image"},
+                     "seconds": round(state["seconds"], 1)}})
+    return out / MANIFEST
