@@ -72,7 +72,9 @@ class EvaluationOutput:
         self.folder = Path(folder)
 
     @property
-    def table2(self):
+    def roi_comparison(self):
+        """Per ROI and map, original and synthetic across subjects with the paired t-test (the seed
+        paper's Table 2 layout, hence the file's name)."""
         return self.folder / "table2.csv"
 
     @property

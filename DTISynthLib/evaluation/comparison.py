@@ -407,7 +407,7 @@ def run_evaluation(original, synthetic, out_dir, atlas_dirs=(), rois=None, jobs=
         roi_rows = [r for result in results for r in result.roi_rows]
         similarity = [r for result in results for r in result.similarity_rows]
         write_text_atomic(layout.roi_statistics, csv_text(roi_rows, list(roi_rows[0]), float_format=CSV_FLOATS))
-        write_text_atomic(layout.table2, csv_text(table, list(table[0]), float_format=CSV_FLOATS))
+        write_text_atomic(layout.roi_comparison, csv_text(table, list(table[0]), float_format=CSV_FLOATS))
         ba_columns = ["map", "roi", "unit", "n", "bias", "sd", "lower", "upper"]
         write_text_atomic(layout.bland_altman, csv_text(agreement, ba_columns, float_format=CSV_FLOATS))
         write_text_atomic(layout.similarity, csv_text(similarity, list(similarity[0]), float_format=CSV_FLOATS))

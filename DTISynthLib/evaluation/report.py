@@ -85,7 +85,7 @@ def _image(path, alt):
 
 def write_html_report(path, summary, bland_altman_png, montage_pngs, calibration_png=None):
     """report.html from run_evaluation's summary; every PNG embedded (montages that exist)."""
-    table2 = _table(
+    roi_comparison = _table(
         ["ROI", "map", "unit", "n", "original mean ± SD", "synthetic mean ± SD", "p (paired t)", "original SNR ± SD",
          "synthetic SNR ± SD", "p (paired t)", "flag"],
         [[r["roi"].replace("_", " "), r["map"].upper(), r["unit"], r["subjects"],
@@ -130,7 +130,7 @@ img{{max-width:100%}}figure{{margin:1em 0}}</style></head><body>
 ROIs: {html.escape(', '.join(r.replace('_', ' ') for r in summary['rois']))}. {html.escape(summary['roi_definition'])}.
 SNR: {html.escape(summary['snr_definition'])}. MD, AD and RD in 10<sup>-3</sup> mm<sup>2</sup>/s.
 {f'<strong>{len(flagged)} flagged row(s): see the flag column.</strong>' if flagged else ''}</p>
-<h2>ROI values (the seed paper's Table 2 layout)</h2>{table2}
+<h2>ROI values (the seed paper's Table 2 layout)</h2>{roi_comparison}
 <h2>Bland-Altman agreement of ROI means</h2>{agreement}{_image(bland_altman_png, 'Bland-Altman grid')}
 <h2>Similarity of synthetic and original diffusion-weighted volumes (brain mask)</h2>{similarity}
 <h2>Orientation confidence: is it honest?</h2><p>{html.escape(calibration.get('definition', ''))}.</p>{calibration_table}

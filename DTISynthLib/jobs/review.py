@@ -4,14 +4,13 @@ studies of original and synthetic maps (the seed paper's reader study)."""
 import sys
 
 from ..core.tables import csv_text
-from ..review.study import INTERPOLATIONS, ORIENTATIONS
-from ..service.requests import port
+from ..service.requests import REVIEW_HOST, REVIEW_PORT, ReviewStudyRequest, from_arguments, port
+from ..service.requests import add_arguments as add_request_arguments
 from .options import add_jsonl_option
 
 NAME = "review"
 HELP = ("blinded noise-review studies: create, serve (browser review), add-reader, reissue (a lost link), analyze, "
         "export (unblinded), lock")
-DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
 EXPORT_COLUMNS = ("reader", "subject", "map", "position", "training", "choice", "synthetic_side", "synthetic_chosen",
                   "confidence", "comment", "shown_at", "answered_at", "paused_seconds", "seconds")
 
@@ -19,26 +18,7 @@ EXPORT_COLUMNS = ("reader", "subject", "map", "position", "training", "choice", 
 def add_arguments(parser):
     what = parser.add_subparsers(dest="what", required=True)
     create = what.add_parser("create", help="a study from original and synthetic DTIs; prints each reader's link")
-    create.add_argument("--original", required=True,
-                        help="the acquired DTI, or a cohort folder of <subject>_acq-dti6_dwi files (as evaluate)")
-    create.add_argument("--synthetic", required=True,
-                        help="a `dtisynth synthesize` output folder, or a folder of one per subject (as evaluate)")
-    create.add_argument("--out", required=True, help="the study folder (new)")
-    create.add_argument("--maps", default="color,fa,md,ad,rd", help="maps to review (default color,fa,md,ad,rd)")
-    create.add_argument("--readers", default="2", help="number of readers, or a comma list of their names (default 2)")
-    create.add_argument("--seed", type=int, default=0, help="seed of every reader's case order and sides")
-    create.add_argument("--name", help="study name (default: the folder's name)")
-    create.add_argument("--training", type=int, default=0,
-                        help="training cases each reader answers first, drawn from the study's cases and never "
-                        "analysed (default 0)")
-    create.add_argument("--orientation", choices=ORIENTATIONS, default="radiological",
-                        help="radiological (default: the patient's left on the right) or neurological")
-    create.add_argument("--interpolation", choices=INTERPOLATIONS, default="nearest",
-                        help="nearest (default: linear smooths the noise being judged) or linear")
-    create.add_argument("--host", default=DEFAULT_HOST, help="host of the printed links, where `serve` will listen "
-                        f"(default {DEFAULT_HOST}; recorded: serve defaults to it)")
-    create.add_argument("--port", type=port, default=DEFAULT_PORT,
-                        help=f"port of the printed links (default {DEFAULT_PORT}; recorded: serve defaults to it)")
+    add_request_arguments(create, ReviewStudyRequest)
     add_jsonl_option(create)
     serve = what.add_parser("serve", help="serve the study's review page to its readers (until Ctrl-C)")
     serve.add_argument("study", help="the study folder")
@@ -68,27 +48,20 @@ def add_arguments(parser):
     add_jsonl_option(lock)
 
 
-def reader_link(host, port, token):
-    return f"http://{host}:{port}/r/{token}"
-
-
 def study_address(store):
     """(host, port) the study's links were printed for (create's --host / --port)."""
     info = store.info()
-    return info.get("host", DEFAULT_HOST), int(info.get("port", DEFAULT_PORT))
+    return info.get("host", REVIEW_HOST), int(info.get("port", REVIEW_PORT))
 
 
 def run(args, reporter):
     from ..review.store import StudyStore
 
     if args.what == "create":
-        from ..review.study import create_study
+        from ..service.review import create_review_study
 
-        tokens = create_study(args.original, args.synthetic, args.out, [m.strip() for m in args.maps.split(",")],
-                              args.readers, args.seed, args.name, reporter, training=args.training,
-                              orientation=args.orientation, interpolation=args.interpolation,
-                              address=(args.host, args.port))
-        lines = [f"{name}: {reader_link(args.host, args.port, token)}" for name, token in tokens.items()]
+        links = create_review_study(from_arguments(ReviewStudyRequest, args), reporter)
+        lines = [f"{name}: {link}" for name, link in links.items()]
         reporter.result([args.out], "study written to {}; each reader's link (shown once, keep it):\n{}".format(
             args.out, "\n".join(lines)))
         return
@@ -106,6 +79,8 @@ def run(args, reporter):
                         f"(Ctrl-C stops){warning}")
         serve(args.study, sock=sock)
     elif args.what in ("add-reader", "reissue"):
+        from ..service.review import reader_link
+
         if args.what == "add-reader":
             name, token = args.name, store.add_reader(args.name)
         else:

@@ -6,5 +6,5 @@ names and their checks, written once) and one function per job taking it. The co
     from DTISynthLib.service.synthesize import synthesize
     outputs, report = synthesize(SynthesisRequest(dwi="dwi.nii.gz", out="synthetic"))
 
-May import: core, io, fit, registration, simulation, evaluation, realism, generators, synthesis, training.
+May import: core, io, fit, registration, simulation, evaluation, realism, generators, synthesis, training, review.
 """

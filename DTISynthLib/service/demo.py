@@ -28,7 +28,7 @@ from .fit import fit
 from .requests import FitRequest, SynthesisRequest
 from .synthesize import synthesize
 
-TABLE_2_ORIGINALS = {  # the seed paper's Table 2, original DTI: FA, MD (mm^2/s)
+PAPER_ORIGINAL_ROI_MEANS = {  # the seed paper's Table 2, original DTI: FA, MD (mm^2/s)
     "lentiform_nucleus": (0.28, 7.08e-4), "thalamus": (0.28, 8.79e-4),
     "posterior_limb_internal_capsule": (0.59, 7.08e-4), "posterior_thalamic_radiation": (0.52, 7.94e-4),
     "splenium_corpus_callosum": (0.58, 8.03e-4)}
@@ -83,7 +83,7 @@ def run_demo(request, reporter=NullReporter(), snr=SNR, seed=0):
     for roi, labels in ROI_GROUPS.items():
         inside = np.isin(first.labels, labels)
         row = [roi, str(int(inside.sum()))]
-        for quantity, paper in (("fa", TABLE_2_ORIGINALS[roi][0]), ("md", TABLE_2_ORIGINALS[roi][1])):
+        for quantity, paper in (("fa", PAPER_ORIGINAL_ROI_MEANS[roi][0]), ("md", PAPER_ORIGINAL_ROI_MEANS[roi][1])):
             fmt = "{:.3f}" if quantity == "fa" else "{:.3e}"
             row += [fmt.format(maps[k][quantity][inside].mean()) for k in ("acquired", "synthetic", "ground truth")]
             row.append(fmt.format(paper))

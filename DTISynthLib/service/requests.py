@@ -23,6 +23,7 @@ from ..generators.intensity import INTENSITY_MODES
 from ..generators.registry import DEFAULT_KIND, KINDS
 from ..generators.runner import DEVICES, PRECISIONS
 from ..io.files import FORMATS
+from ..review.study import INTERPOLATIONS, ORIENTATIONS
 from ..simulation.cohort import PAPER_GRID
 from ..simulation.pairs import MODES
 from ..simulation.signals import SCHEMES
@@ -160,7 +161,7 @@ def _text(f, value):
 def command_line(request):
     """The `dtisynth` arguments that make this request: [job, positional..., --option value, ...];
     options left at their default are not written."""
-    arguments = [request.JOB]
+    arguments = [request.JOB, *request.SUBCOMMAND]
     for f in _options(type(request)):
         value = getattr(request, f.name)
         action = f.metadata["argparse"].get("action")
@@ -197,9 +198,11 @@ def check_values(request):
 
 
 class Request:
-    """What every request has: its checks on construction, and its command line."""
+    """What every request has: its checks on construction, and its command line. JOB: the `dtisynth`
+    command; SUBCOMMAND: its sub-command, if any (review create)."""
 
     JOB = None
+    SUBCOMMAND = ()
 
     def __post_init__(self):
         check_values(self)
@@ -376,3 +379,33 @@ class DemoRequest(Request):
                                  help="training voxels of each realism-index autoencoder (paper 2: 250000)")
     realism_epochs: int = option("--realism-epochs", 50, type=non_negative_int,
                                  help="epochs of each realism-index autoencoder (paper 2: 50; 0: no realism index)")
+
+
+REVIEW_HOST, REVIEW_PORT = "127.0.0.1", 8765
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewStudyRequest(Request):
+    """`dtisynth review create`: a blinded noise-review study of original and synthetic maps."""
+
+    JOB, SUBCOMMAND = "review", ("create",)
+    original: Path = option("--original", help="the acquired DTI, or a cohort folder of <subject>_acq-dti6_dwi files "
+                                               "(as evaluate)")
+    synthetic: Path = option("--synthetic", help="a `dtisynth synthesize` output folder, or a folder of one per "
+                                                 "subject (as evaluate)")
+    out: Path = option("--out", help="the study folder (new)")
+    maps: str = option("--maps", "color,fa,md,ad,rd", help="maps to review (default color,fa,md,ad,rd)")
+    readers: str = option("--readers", "2", help="number of readers, or a comma list of their names (default 2)")
+    seed: int = option("--seed", 0, type=int, help="seed of every reader's case order and sides")
+    name: str = option("--name", None, help="study name (default: the folder's name)")
+    training: int = option("--training", 0, type=int,
+                           help="training cases each reader answers first, drawn from the study's cases and never "
+                                "analysed (default 0)")
+    orientation: str = option("--orientation", "radiological", choices=ORIENTATIONS,
+                              help="radiological (default: the patient's left on the right) or neurological")
+    interpolation: str = option("--interpolation", "nearest", choices=INTERPOLATIONS,
+                                help="nearest (default: linear smooths the noise being judged) or linear")
+    host: str = option("--host", REVIEW_HOST, help="host of the printed links, where `serve` will listen (default "
+                                                   f"{REVIEW_HOST}; recorded: serve defaults to it)")
+    port: int = option("--port", REVIEW_PORT, type=port,
+                       help=f"port of the printed links (default {REVIEW_PORT}; recorded: serve defaults to it)")

@@ -319,7 +319,7 @@ def load_results(scene, synthesis_dir, evaluation_dir=None, name="DTISynth", sub
         subject = subject or summary["subjects"][0]
         labels, label_affine = read_nifti(evaluation.folder / summary["subject_reports"][subject]["rois"])
         nodes["rois"] = add_segmentation(scene, f"{name} ROIs", labels.astype(np.uint8), label_affine, summary["rois"])
-        with open(evaluation.table2, newline="") as f:
+        with open(evaluation.roi_comparison, newline="") as f:
             rows = list(csv.DictReader(f))
         nodes["table"] = add_table(scene, f"{name} ROI statistics", rows, list(rows[0]))
         for key, path, title in (("realism_index", evaluation.realism_index, "realism index"),

@@ -12,10 +12,12 @@ from DTISynthLib import cli
 from DTISynthLib.core.errors import InputError
 from DTISynthLib.service import requests
 from DTISynthLib.service.requests import (
+    DemoRequest,
     EvaluationRequest,
     FitRequest,
     PairsRequest,
     RealismRequest,
+    ReviewStudyRequest,
     SynthesisRequest,
     TrainingRequest,
     from_arguments,
@@ -39,6 +41,11 @@ EXAMPLES = [
                     quantise_8bit=True, validation_fraction=0.2, validation_subjects=["s1", "s2"], no_register=True,
                     flip_augment=True, no_dropout=True, seed=7, nondeterministic=True, amp="bf16", channels_last=True,
                     device="cpu", weights_dtype="float16", resume=True),
+    DemoRequest(out="demo out", models="m", subjects=2, grid=(64, 64, 24), jobs=1, realism_voxels=100,
+                realism_epochs=0),
+    ReviewStudyRequest(original="dti.nii.gz", synthetic="syn", out="study", maps="fa,md", readers="ann,bob", seed=3,
+                       name="pilot", training=2, orientation="neurological", interpolation="linear",
+                       host="0.0.0.0", port=9001),
 ]
 
 
@@ -55,7 +62,7 @@ def _as_text(request):
 def test_a_request_and_its_command_line_parse_back_to_the_same_request(request_):
     parser = cli.build_parser([request_.JOB])
     argv = request_.command_line()
-    assert argv[0] == request_.JOB
+    assert argv[:1 + len(request_.SUBCOMMAND)] == [request_.JOB, *request_.SUBCOMMAND]
     back = from_arguments(type(request_), parser.parse_args(argv))
     normalise = {k: list(v) if isinstance(v, tuple) else v for k, v in _as_text(back).items()}
     expected = {k: list(v) if isinstance(v, tuple) else v for k, v in _as_text(request_).items()}
@@ -68,10 +75,10 @@ def test_defaults_are_not_written_and_the_parser_gives_the_same_defaults():
     request = SynthesisRequest(dwi="dwi.nii.gz", out="o")
     assert request.command_line() == ["synthesize", "--dwi", "dwi.nii.gz", "--out", "o"]
     for request_class in (FitRequest, SynthesisRequest, EvaluationRequest, PairsRequest, RealismRequest,
-                          TrainingRequest):
+                          TrainingRequest, DemoRequest, ReviewStudyRequest):
         parser = cli.build_parser([request_class.JOB])
         required = [f for f in fields(request_class) if f.default is MISSING]
-        argv = [request_class.JOB]
+        argv = [request_class.JOB, *request_class.SUBCOMMAND]
         for f in required:
             argv += [f.metadata["flag"], "x"] if f.metadata["flag"] else ["x"]
         parsed = from_arguments(request_class, parser.parse_args(argv))
@@ -115,7 +122,7 @@ def test_no_option_name_is_written_outside_the_requests():
     options = [n.value for n in ast.walk(runner) if isinstance(n, ast.Constant) and isinstance(n.value, str)
                and n.value.startswith("--")]
     assert options == ["--jsonl"], options
-    for job in ("fit", "synthesize", "evaluate", "pairs", "realism", "train"):
+    for job in ("fit", "synthesize", "evaluate", "pairs", "realism", "train", "demo"):
         tree = ast.parse((LIB / "jobs" / f"{job}.py").read_text())
         assert not [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "add_argument"], job
     assert requests.SynthesisRequest.JOB in cli.JOBS
