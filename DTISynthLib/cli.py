@@ -18,7 +18,7 @@ from .core.progress import ProgressReporter
 # imported: start-up is part of every command's time (numpy, nibabel and our modules for `fit`, not
 # scipy, torch or FastAPI).
 JOBS = ("fit", "simulate", "pairs", "train", "synthesize", "evaluate", "scene", "demo", "models", "review",
-        "realism")
+        "realism", "bids")
 
 
 class UsageError(Exception):

@@ -174,6 +174,8 @@ def command_line(request):
         elif action == "append":
             for item in value:
                 arguments += [f.metadata["flag"], _text(f, item)]
+        elif f.metadata["argparse"].get("nargs") in ("+", "*"):
+            arguments += [f.metadata["flag"], *(str(item) for item in value)]
         else:
             arguments += [f.metadata["flag"], _text(f, value)]
     return arguments
@@ -409,3 +411,26 @@ class ReviewStudyRequest(Request):
                                                    f"{REVIEW_HOST}; recorded: serve defaults to it)")
     port: int = option("--port", REVIEW_PORT, type=port,
                        help=f"port of the printed links (default {REVIEW_PORT}; recorded: serve defaults to it)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BidsRequest(Request):
+    """`dtisynth bids BIDS_DIR OUT_DIR participant|group`: a BIDS dataset's sessions synthesized into BIDS
+    derivatives (a BIDS App), on Dask."""
+
+    JOB = "bids"
+    bids_dir: Path = option(None, help="the BIDS dataset (sub-*/[ses-*/]dwi/*_dwi.nii.gz with .bval / .bvec)")
+    out_dir: Path = option(None, help="the derivatives folder")
+    level: str = option(None, choices=("participant",), help="participant: synthesize each session's 3-direction DWIs")
+    participant_label: list = option("--participant-label", None, nargs="+",
+                                     help="participants to process (labels, with or without sub-; default all)")
+    session_label: list = option("--session-label", None, nargs="+",
+                                 help="sessions to process (labels, with or without ses-; default all)")
+    workers: int = option("--workers", None, type=non_negative_int,
+                          help="worker processes of the local Dask cluster, one thread each (default: the number of "
+                               "cores; 0: no Dask, one session after another)")
+    scheduler: str = option("--scheduler", None,
+                            help="address of an existing Dask scheduler (e.g. a dask-jobqueue SLURM cluster's) to "
+                                 "run on instead of a local cluster")
+    models: Path = option("--models", None, help="model folder (default: the shipped tensor-unet set)")
+    device: str = option("--device", "auto", choices=DEVICES, help="auto (default: a CUDA GPU if any), cpu or cuda")

@@ -12,6 +12,7 @@ from DTISynthLib import cli
 from DTISynthLib.core.errors import InputError
 from DTISynthLib.service import requests
 from DTISynthLib.service.requests import (
+    BidsRequest,
     DemoRequest,
     EvaluationRequest,
     FitRequest,
@@ -46,6 +47,8 @@ EXAMPLES = [
     ReviewStudyRequest(original="dti.nii.gz", synthetic="syn", out="study", maps="fa,md", readers="ann,bob", seed=3,
                        name="pilot", training=2, orientation="neurological", interpolation="linear",
                        host="0.0.0.0", port=9001),
+    BidsRequest(bids_dir="ds 1", out_dir="derivatives/dtisynth", level="participant", participant_label=["01", "02"],
+                session_label=["1"], workers=2, scheduler="tcp://10.0.0.1:8786", models="m", device="cpu"),
 ]
 
 
@@ -75,14 +78,15 @@ def test_defaults_are_not_written_and_the_parser_gives_the_same_defaults():
     request = SynthesisRequest(dwi="dwi.nii.gz", out="o")
     assert request.command_line() == ["synthesize", "--dwi", "dwi.nii.gz", "--out", "o"]
     for request_class in (FitRequest, SynthesisRequest, EvaluationRequest, PairsRequest, RealismRequest,
-                          TrainingRequest, DemoRequest, ReviewStudyRequest):
+                          TrainingRequest, DemoRequest, ReviewStudyRequest, BidsRequest):
         parser = cli.build_parser([request_class.JOB])
         required = [f for f in fields(request_class) if f.default is MISSING]
         argv = [request_class.JOB, *request_class.SUBCOMMAND]
+        given = {f.name: f.metadata["argparse"].get("choices", ["x"])[0] for f in required}
         for f in required:
-            argv += [f.metadata["flag"], "x"] if f.metadata["flag"] else ["x"]
+            argv += [f.metadata["flag"], given[f.name]] if f.metadata["flag"] else [given[f.name]]
         parsed = from_arguments(request_class, parser.parse_args(argv))
-        made = request_class(**{f.name: "x" for f in required})
+        made = request_class(**given)
         for f in fields(request_class):
             if f.default is not MISSING:
                 # argparse applies an option's type to a default given as text; ours are values already
@@ -122,7 +126,7 @@ def test_no_option_name_is_written_outside_the_requests():
     options = [n.value for n in ast.walk(runner) if isinstance(n, ast.Constant) and isinstance(n.value, str)
                and n.value.startswith("--")]
     assert options == ["--jsonl"], options
-    for job in ("fit", "synthesize", "evaluate", "pairs", "realism", "train", "demo"):
+    for job in ("fit", "synthesize", "evaluate", "pairs", "realism", "train", "demo", "bids"):
         tree = ast.parse((LIB / "jobs" / f"{job}.py").read_text())
         assert not [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "add_argument"], job
     assert requests.SynthesisRequest.JOB in cli.JOBS

@@ -1,0 +1,28 @@
+"""`dtisynth bids BIDS_DIR OUT_DIR participant`: a BIDS App: every session's 3-direction DWIs of a BIDS
+dataset synthesized into BIDS derivatives, on Dask (service.cohort)."""
+
+from ..service.requests import BidsRequest, add_arguments as add_request_arguments, from_arguments
+from .options import add_jsonl_option
+
+NAME = "bids"
+HELP = "a BIDS dataset's sessions synthesized into BIDS derivatives, on a local or existing Dask cluster"
+
+
+def add_arguments(parser):
+    add_request_arguments(parser, BidsRequest)
+    add_jsonl_option(parser)
+
+
+def run(args, reporter):
+    from ..core.errors import InputError
+    from ..service.cohort import run_participants
+
+    rows = run_participants(from_arguments(BidsRequest, args), reporter)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed")}
+    failed = [r for r in rows if r["status"] == "failed"]
+    summary = (f"{counts['done']} session(s) synthesized, {counts['skipped']} done before, {counts['failed']} failed; "
+               f"derivatives in {args.out_dir} (dtisynth_sessions.tsv lists them)")
+    if failed:  # the others are written: the exit code still says something failed
+        raise InputError(args.bids_dir, "sessions DTISynth can synthesize",
+                         summary + "".join(f"\n{r['key']}: {r['message']}" for r in failed))
+    reporter.result([str(args.out_dir)], summary)
