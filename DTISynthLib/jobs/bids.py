@@ -1,5 +1,5 @@
-"""`dtisynth bids BIDS_DIR OUT_DIR participant`: a BIDS App: every session's 3-direction DWIs of a BIDS
-dataset synthesized into BIDS derivatives, on Dask (service.cohort)."""
+"""`dtisynth bids BIDS_DIR OUT_DIR participant | group`: a BIDS App: every session's 3-direction DWIs of a
+BIDS dataset synthesized into BIDS derivatives, on Dask; the group level evaluates them (service.cohort)."""
 
 from ..service.requests import BidsRequest, add_arguments as add_request_arguments, from_arguments
 from .options import add_jsonl_option
@@ -15,8 +15,13 @@ def add_arguments(parser):
 
 def run(args, reporter):
     from ..core.errors import InputError
-    from ..service.cohort import run_participants
+    from ..service.cohort import run_group, run_participants
 
+    if args.level == "group":
+        outputs, summary = run_group(from_arguments(BidsRequest, args), reporter)
+        reporter.result(outputs, f"evaluation of {len(summary['subjects'])} session(s) in {args.out_dir}/group "
+                        "(sessions.tsv: which, and why not the others)")
+        return
     rows = run_participants(from_arguments(BidsRequest, args), reporter)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed")}
     failed = [r for r in rows if r["status"] == "failed"]

@@ -24,7 +24,7 @@ from ..core.atomic import atomic_output_dir, make_output_dir, write_text_atomic
 from ..core.checksums import sha256_file
 from ..core.errors import InputError
 from ..core.progress import NullReporter
-from ..core.output_layout import SynthesisOutput
+from ..core.output_layout import DTI6, SynthesisOutput
 from ..generators.manifest import MANIFEST
 from ..generators.package import DEFAULT_MODELS
 from ..io import bids
@@ -91,8 +91,6 @@ def _generators(models, device):
 def synthesize_session(session, out_dir, models, device, checksum, content):
     """One session's synthesis into its derivatives folder (the Dask task). Returns its row: {key,
     status: done | failed, message, outputs, seconds}; bad input is a failed row, anything else raises."""
-    from .synthesize import synthesize
-
     import torch
 
     start = time.perf_counter()
@@ -210,3 +208,51 @@ def _on_dask(arguments, request, reporter, client):
             client.close()
             if not request.scheduler:
                 cluster.close()
+
+
+GROUP = "group"  # OUT_DIR/group/: the group level's evaluation (a BIDS App's group outputs)
+
+
+def _link(target, link):
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(Path(target).resolve())
+
+
+def run_group(request, reporter=NullReporter()):
+    """The group level: the evaluation (evaluation.comparison.run_evaluation: the paper's Table 2 layout,
+    Bland-Altman, PSNR / SSIM, the realism index, report.html) of every session that has an acquired DTI
+    and whose participant level is done, written to OUT_DIR/group/, with group/sessions.tsv saying which
+    sessions it holds. Returns (written paths, summary)."""
+    import tempfile
+
+    from ..evaluation.comparison import run_evaluation
+
+    sessions = bids.find_sessions(request.bids_dir, request.participant_label, request.session_label)
+    models = Path(request.models or DEFAULT_MODELS)
+    options = {"device": request.device, "models": models.name}
+    used, left = [], []
+    for session in sessions:
+        done = session.acquired is not None and len(session.inputs) == 1 and \
+            is_done(session, request.out_dir, session_checksum(session, models, options)[0])
+        (used if done else left).append(session)
+    if not used:
+        raise InputError(request.out_dir, "sessions with an acquired DTI whose participant level is done (run "
+                         "`dtisynth bids ... participant` first, with the same --models and --device)", "none")
+    with tempfile.TemporaryDirectory(prefix="dtisynth-group-") as view:
+        # the cohort layout evaluate reads, as links to the dataset and the derivatives
+        view = Path(view)
+        for session in used:
+            for source, suffix in zip(_sidecars(session.acquired), (".nii.gz", ".bval", ".bvec"), strict=True):
+                _link(source, view / "original" / f"{session.key}_acq-{DTI6}_dwi{suffix}")
+            folder, series = Path(request.out_dir) / session.folder, session.inputs[0]
+            synthesized = SynthesisOutput(view / "synthetic" / session.key)
+            for written_file, name in _derivatives(synthesized.folder, series):
+                if (folder / name).exists():
+                    _link(folder / name, written_file)
+        outputs, summary = run_evaluation(view / "original", view / "synthetic", Path(request.out_dir) / GROUP,
+                                          reporter=reporter)
+    table = "session\tevaluated\treason\n" + "".join(f"{s.key}\tyes\t\n" for s in used) + "".join(
+        f"{s.key}\tno\t{'no acquired DTI' if s.acquired is None else 'participant level not done'}\n"
+        for s in left)
+    write_text_atomic(Path(request.out_dir) / GROUP / "sessions.tsv", table)
+    return outputs, summary

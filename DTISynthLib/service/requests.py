@@ -421,7 +421,9 @@ class BidsRequest(Request):
     JOB = "bids"
     bids_dir: Path = option(None, help="the BIDS dataset (sub-*/[ses-*/]dwi/*_dwi.nii.gz with .bval / .bvec)")
     out_dir: Path = option(None, help="the derivatives folder")
-    level: str = option(None, choices=("participant",), help="participant: synthesize each session's 3-direction DWIs")
+    level: str = option(None, choices=("participant", "group"),
+                        help="participant: synthesize each session's 3-direction DWIs; group: evaluate them against "
+                             "the sessions' acquired DTIs (OUT_DIR/group/)")
     participant_label: list = option("--participant-label", None, nargs="+",
                                      help="participants to process (labels, with or without sub-; default all)")
     session_label: list = option("--session-label", None, nargs="+",

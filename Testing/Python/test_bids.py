@@ -157,3 +157,23 @@ def test_a_worker_killed_mid_session_loses_nothing(dataset, tiny_models, tmp_pat
     for name in files:
         assert _content(tmp_path / "reference" / name) == _content(tmp_path / "killed" / name), name
     assert not list((tmp_path / "killed").rglob(".dtisynth-staging-*"))
+
+
+def test_the_group_level_evaluates_the_sessions_that_are_done_against_their_acquired_dtis(dataset, tiny_models,
+                                                                                        tmp_path):
+    import csv
+
+    out = tmp_path / "out"
+    run_participants(_request(dataset, out, tiny_models, workers=0, participant_label=["001", "003"]))
+    code = cli.main(["bids", str(dataset), str(out), "group", "--models", str(tiny_models), "--device", "cpu"])
+    assert code == 0
+    with open(out / "group" / "table2.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 20 and {r["subjects"] for r in table} <= {"1", "2"}
+    assert sum(r["subjects"] == "2" for r in table) >= 12, [(r["roi"], r["map"], r["subjects"]) for r in table]
+    summary = json.loads((out / "group" / "evaluation.json").read_text())
+    assert summary["subjects"] == ["sub-001", "sub-003"]
+    sessions = dict(line.split("\t")[:2] for line in (out / "group" / "sessions.tsv").read_text().splitlines()[1:])
+    assert sessions == {"sub-001": "yes", "sub-003": "yes", "sub-002_ses-1": "no", "sub-002_ses-2": "no",
+                        "sub-004": "no"}
+    assert (out / "group" / "report.html").stat().st_size > 10_000

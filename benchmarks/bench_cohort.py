@@ -1,0 +1,53 @@
+"""`dtisynth bids` on a BIDS dataset of full-size phantom subjects (128 x 128 x 76, default model set), in
+one run: one session after another without Dask (`--workers 0`), a local Dask cluster of 1 worker,
+and of 2 workers. Each in a fresh process: wall time, sessions per minute, the peak RSS of its largest
+process (a worker's, for the clusters), and the ratios: the scheduler's cost (1 worker against none)
+and the speed-up of 2 workers.
+
+    .venv/bin/python benchmarks/bench_cohort.py [--subjects 6] [--keep DIR]
+"""
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_tensor_fit import run_measured  # noqa: E402  (one way to time a process and its peak RSS)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from DTISynthLib.generators.runner import cpu_model  # noqa: E402
+from DTISynthLib.simulation.cohort import write_cohort  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", type=int, default=6)
+    parser.add_argument("--keep", help="keep the dataset and the derivatives in this folder")
+    args = parser.parse_args()
+    work = Path(args.keep or tempfile.mkdtemp(prefix="bench-cohort-"))
+    dataset = work / "bids"
+    if not (dataset / "dataset_description.json").exists():
+        write_cohort(dataset, args.subjects, "sampled", seed=11)
+        shutil.rmtree(dataset / "derivatives")
+    runs = {}
+    for label, workers in (("one after another (no Dask)", "0"), ("Dask, 1 worker", "1"), ("Dask, 2 workers", "2")):
+        out = work / f"out-{workers}"
+        shutil.rmtree(out, ignore_errors=True)
+        wall, rss, _ = run_measured([sys.executable, "-m", "DTISynthLib", "bids", dataset, out, "participant",
+                                     "--workers", workers])
+        runs[label] = (wall, rss)
+    print(f"# dtisynth bids, {args.subjects} phantom subjects 128 x 128 x 76, default models; {cpu_model()}")
+    print("| run | wall s | sessions / min | peak RSS MiB (largest process) |")
+    print("|---|---|---|---|")
+    for label, (wall, rss) in runs.items():
+        print(f"| {label} | {wall:.1f} | {60 * args.subjects / wall:.2f} | {rss:.0f} |")
+    none, one, two = (runs[label][0] for label in runs)
+    print(f"\nscheduler's cost (1 worker / none): {one / none:.2f}x wall time; 2 workers against 1: {one / two:.2f}x faster")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
