@@ -24,7 +24,7 @@ from ..core.atomic import atomic_output_dir, make_output_dir, write_text_atomic
 from ..core.checksums import sha256_file
 from ..core.errors import InputError
 from ..core.progress import NullReporter
-from ..core.output_layout import DTI6, SynthesisOutput
+from ..core.output_layout import DTI6, SynthesisOutput, acquisition_name
 from ..generators.manifest import MANIFEST
 from ..generators.package import DEFAULT_MODELS
 from ..io import bids
@@ -243,7 +243,7 @@ def run_group(request, reporter=NullReporter()):
         view = Path(view)
         for session in used:
             for source, suffix in zip(_sidecars(session.acquired), (".nii.gz", ".bval", ".bvec"), strict=True):
-                _link(source, view / "original" / f"{session.key}_acq-{DTI6}_dwi{suffix}")
+                _link(source, view / "original" / acquisition_name(session.key, DTI6, suffix))
             folder, series = Path(request.out_dir) / session.folder, session.inputs[0]
             synthesized = SynthesisOutput(view / "synthetic" / session.key)
             for written_file, name in _derivatives(synthesized.folder, series):
