@@ -44,7 +44,8 @@ def main():
     for label, (wall, rss) in runs.items():
         print(f"| {label} | {wall:.1f} | {60 * args.subjects / wall:.2f} | {rss:.0f} |")
     none, one, two = (runs[label][0] for label in runs)
-    print(f"\nscheduler's cost (1 worker / none): {one / none:.2f}x wall time; 2 workers against 1: {one / two:.2f}x faster")
+    print(f"\nscheduler's cost (1 worker / none): {one / none:.2f}x wall time; "
+          f"2 workers against 1: {one / two:.2f}x faster")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
