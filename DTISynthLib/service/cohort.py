@@ -232,9 +232,14 @@ def run_group(request, reporter=NullReporter()):
     options = {"device": request.device, "models": models.name}
     used, left = [], []
     for session in sessions:
-        done = session.acquired is not None and len(session.inputs) == 1 and \
-            is_done(session, request.out_dir, session_checksum(session, models, options)[0])
-        (used if done else left).append(session)
+        if session.acquired is None:
+            left.append((session, "no acquired DTI"))
+        elif len(session.inputs) != 1:
+            left.append((session, f"{len(session.inputs)} 3-direction series (the evaluation takes one a session)"))
+        elif not is_done(session, request.out_dir, session_checksum(session, models, options)[0]):
+            left.append((session, "participant level not done (with these models and options)"))
+        else:
+            used.append(session)
     if not used:
         raise InputError(request.out_dir, "sessions with an acquired DTI whose participant level is done (run "
                          "`dtisynth bids ... participant` first, with the same --models and --device)", "none")
@@ -252,7 +257,6 @@ def run_group(request, reporter=NullReporter()):
         outputs, summary = run_evaluation(view / "original", view / "synthetic", Path(request.out_dir) / GROUP,
                                           reporter=reporter)
     table = "session\tevaluated\treason\n" + "".join(f"{s.key}\tyes\t\n" for s in used) + "".join(
-        f"{s.key}\tno\t{'no acquired DTI' if s.acquired is None else 'participant level not done'}\n"
-        for s in left)
+        f"{s.key}\tno\t{reason}\n" for s, reason in left)
     write_text_atomic(Path(request.out_dir) / GROUP / "sessions.tsv", table)
     return outputs, summary

@@ -71,6 +71,23 @@ def test_sessions_and_their_series_are_found_by_the_bids_layout(dataset):
         bids.find_sessions(dataset, ["009"])
 
 
+def test_runs_are_series_of_their_session_and_a_misnamed_file_is_refused(dataset, tmp_path):
+    copy = tmp_path / "ds"
+    shutil.copytree(dataset / "sub-001", copy / "sub-001")
+    shutil.copy(dataset / "dataset_description.json", copy)
+    folder = copy / "sub-001" / "dwi"
+    for suffix in (".nii.gz", ".bval", ".bvec"):
+        (folder / f"sub-001_acq-dwi3_dwi{suffix}").rename(folder / f"sub-001_acq-dwi3_run-1_dwi{suffix}")
+        shutil.copy(folder / f"sub-001_acq-dwi3_run-1_dwi{suffix}", folder / f"sub-001_acq-dwi3_run-2_dwi{suffix}")
+    (session,) = bids.find_sessions(copy)
+    assert [p.name for p in session.inputs] == [f"sub-001_acq-dwi3_run-{k}_dwi.nii.gz" for k in (1, 2)]
+    assert bids.entities(session.inputs[1]) == {"sub": "001", "acq": "dwi3", "run": "2"}
+    for suffix in (".nii.gz", ".bval", ".bvec"):
+        shutil.copy(folder / f"sub-001_acq-dwi3_run-1_dwi{suffix}", folder / f"sub-002_acq-dwi3_dwi{suffix}")
+    with pytest.raises(Exception, match="a name starting sub-001"):
+        bids.find_sessions(copy)
+
+
 def test_two_dask_workers_write_what_one_session_after_another_writes_and_report_the_bad_one(dataset, tiny_models,
                                                                                           tmp_path):
     serial = run_participants(_request(dataset, tmp_path / "serial", tiny_models, workers=0))
