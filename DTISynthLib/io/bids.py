@@ -3,7 +3,8 @@
 Raw data: `sub-<label>/[ses-<label>/]dwi/sub-<label>[_ses-<label>][_<key>-<value>...]_dwi.nii[.gz]`
 with its `.bval` / `.bvec` beside it (same stem). A series with exactly three diffusion-weighted
 volumes (and a b=0) is an input to synthesize; one with six or more is the session's acquired DTI
-(the b=0 to register to, and the DTI to evaluate against). FSL bvecs: image frame, x flipped for a
+(the b=0 to register to, and the DTI to evaluate against); one of b=0 volumes only is the b=0 to
+register to when the session has no acquired DTI. FSL bvecs: image frame, x flipped for a
 positive-determinant affine (io.nifti reads them).
 
 Derivatives (names after the diffusion-derivatives proposal, BEP016), per input series with entities
@@ -40,7 +41,13 @@ class Session:
     session: str
     inputs: tuple = ()  # of Path
     acquired: Path = None
-    others: tuple = field(default=())  # series neither (e.g. 1 or 2 directions): reported, not used
+    others: tuple = field(default=())  # series of 1, 2 or 4-5 directions: reported, not used
+    b0: Path = None  # a series of b=0 volumes only
+
+    @property
+    def reference(self):
+        """The b=0 the inputs register to: the acquired DTI's, else a b=0 series', else None (their own)."""
+        return self.acquired or self.b0
 
     @property
     def key(self):
@@ -105,17 +112,17 @@ def find_sessions(bids_dir, participants=None, sessions=None):
             session = folder.name.removeprefix("ses-") if folder.name.startswith("ses-") else ""
             if wanted_sessions and session not in wanted_sessions:
                 continue
-            inputs, acquired, others = [], [], []
+            inputs, acquired, others, b0 = [], [], [], []
             for path in sorted((folder / "dwi").glob("*_dwi.nii*")):
                 labels = entities(path)
                 if labels.get("sub") != subject or labels.get("ses", "") != session:
                     raise InputError(path, f"a name starting sub-{subject}" + (f"_ses-{session}" if session else ""),
                                      path.name)
                 count = weighted_volumes(path.parent / f"{series_stem(path)}_dwi.bval")
-                (inputs if count == 3 else acquired if count >= 6 else others).append(path)
-            if inputs or acquired or others:
+                (inputs if count == 3 else acquired if count >= 6 else b0 if count == 0 else others).append(path)
+            if inputs or acquired or others or b0:
                 found.append(Session(subject, session, tuple(inputs), acquired[0] if acquired else None,
-                                     tuple(others)))
+                                     tuple(others), b0[0] if b0 else None))
     return found
 
 

@@ -57,7 +57,7 @@ def session_checksum(session, models, options):
     SHA-256), the model package (its manifest, which holds its weights' SHA-256), the options and the
     DTISynth version."""
     files = [f for series in session.inputs for f in _sidecars(series)]
-    files += _sidecars(session.acquired) if session.acquired else []
+    files += _sidecars(session.reference) if session.reference else []
     content = {"inputs": {Path(f).name: sha256_file(f) for f in files},
                "models": sha256_file(Path(models) / MANIFEST), "options": options, "dtisynth": __version__}
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest(), content
@@ -116,7 +116,7 @@ def _synthesize_session(session, out_dir, models, device, checksum, content, sta
         with atomic_output_dir(folder) as staging:
             for series in session.inputs:
                 work = staging / f".{bids.series_stem(series)}"
-                request = SynthesisRequest(dwi=series, b0=session.acquired, models=models, device=device, out=work)
+                request = SynthesisRequest(dwi=series, b0=session.reference, models=models, device=device, out=work)
                 synthesize(request, generators=_generators(str(models), device))
                 for written_file, name in _derivatives(work, series):
                     written_file.rename(staging / name)

@@ -82,6 +82,15 @@ def test_runs_are_series_of_their_session_and_a_misnamed_file_is_refused(dataset
     (session,) = bids.find_sessions(copy)
     assert [p.name for p in session.inputs] == [f"sub-001_acq-dwi3_run-{k}_dwi.nii.gz" for k in (1, 2)]
     assert bids.entities(session.inputs[1]) == {"sub": "001", "acq": "dwi3", "run": "2"}
+    assert session.reference == session.acquired  # the acquired DTI's b=0 is the one to register to
+    dti = load_dwi(folder / "sub-001_acq-dti6_dwi.nii.gz")  # without it, a series of b=0 volumes only
+    keep = dti.bvals < 50
+    save_dwi(folder / "sub-001_acq-b0_dwi.nii.gz", DWI(dti.data[..., keep], dti.affine, dti.bvals[keep],
+                                                       dti.gradients[keep]))
+    for suffix in (".nii.gz", ".bval", ".bvec", ".json"):
+        (folder / f"sub-001_acq-dti6_dwi{suffix}").unlink(missing_ok=True)
+    (session,) = bids.find_sessions(copy)
+    assert session.acquired is None and session.reference.name == "sub-001_acq-b0_dwi.nii.gz"
     for suffix in (".nii.gz", ".bval", ".bvec"):
         shutil.copy(folder / f"sub-001_acq-dwi3_run-1_dwi{suffix}", folder / f"sub-002_acq-dwi3_dwi{suffix}")
     with pytest.raises(Exception, match="a name starting sub-001"):
