@@ -255,7 +255,8 @@ def run_group(request, reporter=NullReporter()):
                 if (folder / name).exists():
                     _link(folder / name, written_file)
         outputs, summary = run_evaluation(view / "original", view / "synthetic", Path(request.out_dir) / GROUP,
-                                          reporter=reporter)
+                                          reporter=reporter, realism_voxels=request.realism_voxels,
+                                          realism_epochs=request.realism_epochs)
     table = "session\tevaluated\treason\n" + "".join(f"{s.key}\tyes\t\n" for s in used) + "".join(
         f"{s.key}\tno\t{reason}\n" for s, reason in left)
     write_text_atomic(Path(request.out_dir) / GROUP / "sessions.tsv", table)

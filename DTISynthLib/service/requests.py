@@ -436,3 +436,8 @@ class BidsRequest(Request):
                                  "run on instead of a local cluster")
     models: Path = option("--models", None, help="model folder (default: the shipped tensor-unet set)")
     device: str = option("--device", "auto", choices=DEVICES, help="auto (default: a CUDA GPU if any), cpu or cuda")
+    realism_voxels: int = option("--realism-voxels", 250_000, type=positive_int,
+                                 help="group level: training voxels of each realism-index autoencoder "
+                                      "(paper 2: 250000)")
+    realism_epochs: int = option("--realism-epochs", 50, type=non_negative_int,
+                                 help="group level: epochs of each realism-index autoencoder (paper 2: 50; 0: none)")

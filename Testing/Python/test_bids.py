@@ -191,7 +191,8 @@ def test_the_group_level_evaluates_the_sessions_that_are_done_against_their_acqu
 
     out = tmp_path / "out"
     run_participants(_request(dataset, out, tiny_models, workers=0, participant_label=["001", "003"]))
-    code = cli.main(["bids", str(dataset), str(out), "group", "--models", str(tiny_models), "--device", "cpu"])
+    code = cli.main(["bids", str(dataset), str(out), "group", "--models", str(tiny_models), "--device", "cpu",
+                     "--realism-voxels", "20000", "--realism-epochs", "5"])
     assert code == 0
     with open(out / "group" / "table2.csv") as f:
         table = list(csv.DictReader(f))
@@ -203,3 +204,4 @@ def test_the_group_level_evaluates_the_sessions_that_are_done_against_their_acqu
     assert sessions == {"sub-001": "yes", "sub-003": "yes", "sub-002_ses-1": "no", "sub-002_ses-2": "no",
                         "sub-004": "no"}
     assert (out / "group" / "report.html").stat().st_size > 10_000
+    assert summary["realism_index"]["rows"][-1]["subject"] == "all subjects"

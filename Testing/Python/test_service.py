@@ -48,7 +48,8 @@ EXAMPLES = [
                        name="pilot", training=2, orientation="neurological", interpolation="linear",
                        host="0.0.0.0", port=9001),
     BidsRequest(bids_dir="ds 1", out_dir="derivatives/dtisynth", level="participant", participant_label=["01", "02"],
-                session_label=["1"], workers=2, scheduler="tcp://10.0.0.1:8786", models="m", device="cpu"),
+                session_label=["1"], workers=2, scheduler="tcp://10.0.0.1:8786", models="m", device="cpu",
+                realism_voxels=1000, realism_epochs=0),
 ]
 
 
