@@ -137,8 +137,13 @@ class SynthesisJob:
         self.commands = [request.command_line() + ["--jsonl"] for request in requests]
 
     def start(self):
-        """Export the inputs and start the first command."""
-        self._export()
+        """Export the inputs and start the first command; a refusal on the way (a bad option, a full disk)
+        leaves no temporary folder behind."""
+        try:
+            self._export()
+        except BaseException:
+            self.cleanup()
+            raise
         self._launch(self.commands.pop(0))
 
     def _launch(self, arguments):

@@ -146,3 +146,16 @@ def test_the_default_tensor_set_gives_the_tensor_node_maps_and_evaluation(scene,
     # signal exceed its b=0 at the brain's edge)
     assert fa[white | grey].max() <= 1.0 + 1e-6
     assert np.mean(fa[white]) > np.mean(fa[grey]) + 0.2
+
+
+def test_a_bad_option_is_refused_before_anything_runs_and_leaves_no_temporary_folder(scene, subject, monkeypatch,
+                                                                                     tmp_path):
+    import tempfile
+
+    from DTISynthLib.core.errors import InputError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the job's temporary folder would be
+    job = SynthesisJob(adapter.add_dwi_volume(scene, "input DWI", check_dwi(subject.dwi)), device="tpu")
+    with pytest.raises(InputError, match="--device"):
+        job.start()
+    assert not job.running and job.work is None and not list(tmp_path.iterdir())
