@@ -34,9 +34,10 @@ from slicer.util import VTKObservationMixin
 
 from DTISynthLib.generators.package import DEFAULT_MODELS
 from DTISynthLib.slicer.dependencies import ensure_dependencies
-from DTISynthLib.slicer.model_sets_panel import ModelSetsPanel
-from DTISynthLib.slicer.results_display import MAP_ROLES, ResultsPanel
-from DTISynthLib.slicer.review_panel import ReviewPanel
+from DTISynthLib.slicer.results_display import MAP_ROLES
+from DTISynthWidgets.model_sets_panel import ModelSetsPanel
+from DTISynthWidgets.results_panel import ResultsPanel
+from DTISynthWidgets.review_panel import ReviewPanel
 
 
 class DTISynth(ScriptedLoadableModule):

@@ -218,7 +218,7 @@ def _vtk_overloads(cls, method):
 
 
 def test_the_module_calls_mrml_methods_that_exist_with_arguments_that_fit(results, scene):
-    """The module's calls (DTISynth.py and its panels in DTISynthLib/slicer) into MRML nodes, the scene and Slicer's logic classes, against slicer-core's real
+    """The module's calls (DTISynth.py, its panels in DTISynthWidgets, the results display) into MRML nodes, the scene and Slicer's logic classes, against slicer-core's real
     classes: the receiver's class comes from the node load_results makes (nodes[role]) or from how the module
     reaches it (MODULE_RECEIVERS), chains follow the wrapped methods' return classes, and each method must
     exist and take the number of arguments given; class constants the module reads must exist."""
@@ -227,7 +227,7 @@ def test_the_module_calls_mrml_methods_that_exist_with_arguments_that_fit(result
 
     nodes = adapter.load_results(scene, results / "synthetic", results / "evaluation", name="sub-001")
     repo = Path(__file__).resolve().parents[2]
-    files = [repo / "DTISynth" / "DTISynth.py", *sorted((repo / "DTISynthLib" / "slicer").glob("*_panel.py")),
+    files = [repo / "DTISynth" / "DTISynth.py", *sorted((repo / "DTISynth" / "DTISynthWidgets").glob("*.py")),
              repo / "DTISynthLib" / "slicer" / "results_display.py"]
     module = ast.Module(body=[ast.parse(path.read_text()) for path in files], type_ignores=[])
 

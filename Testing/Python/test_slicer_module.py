@@ -14,8 +14,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "DTISynth" / "DTISynth.py"
 # the module's Qt glue that lives in the library (imported by the module only)
-PANEL = {name: REPO / "DTISynthLib" / "slicer" / f"{name}.py"
-         for name in ("review_panel", "model_sets_panel", "results_display", "dependencies")}
+WIDGETS = REPO / "DTISynth" / "DTISynthWidgets"
+# the module's Qt glue beside it (DTISynthWidgets/) and its Qt-free helpers in the library
+PANEL = {"review_panel": WIDGETS / "review_panel.py", "model_sets_panel": WIDGETS / "model_sets_panel.py",
+         "results_panel": WIDGETS / "results_panel.py",
+         "results_display": REPO / "DTISynthLib" / "slicer" / "results_display.py",
+         "dependencies": REPO / "DTISynthLib" / "slicer" / "dependencies.py"}
 UI = REPO / "DTISynth" / "Resources" / "UI" / "DTISynth.ui"
 INPUT_CLASSES = {"qMRMLNodeComboBox", "QComboBox", "QCheckBox", "ctkPathLineEdit"}
 
@@ -93,6 +97,15 @@ def test_ui_selectors_get_the_scene_and_take_the_right_node_classes():
     assert receivers == selectors
     text = MODULE.read_text()
     assert "inputDWI: vtkMRMLDiffusionWeightedVolumeNode" in text and "referenceB0: vtkMRMLScalarVolumeNode" in text
+
+
+def test_cmake_lists_every_module_script():
+    """DTISynth.py and its Qt glue (DTISynthWidgets/): an unlisted file would be missing from the extension."""
+    cmake = (REPO / "DTISynth" / "CMakeLists.txt").read_text()
+    block = re.search(r"set\(MODULE_PYTHON_SCRIPTS\s+(.*?)\)", cmake, re.S).group(1)
+    listed = {line.strip().replace("${MODULE_NAME}", "DTISynth") for line in block.splitlines() if line.strip()}
+    present = {p.relative_to(REPO / "DTISynth").as_posix() for p in (REPO / "DTISynth").rglob("*.py")}
+    assert listed == present and "DTISynthWidgets/review_panel.py" in listed, (listed ^ present)
 
 
 def test_cmake_lists_every_module_resource():
@@ -222,7 +235,7 @@ def test_closing_the_scene_forgets_its_nodes_and_ends_the_review_display():
     for step in ("self.review.close()", "self.results.set_nodes({})", "self.setParameterNode(None)"):
         assert step in close, step
     assert "self.review.close()" in functions["cleanup"] and "self.job.cancel(wait=True)" in functions["cleanup"]
-    forget = ast.unparse(_functions(PANEL["results_display"])["set_nodes"])
+    forget = ast.unparse(_functions(PANEL["results_panel"])["set_nodes"])
     assert "self.nodes = nodes" in forget and "resultsCollapsibleButton.enabled = bool(nodes)" in forget
     stop = ast.unparse(_functions(MODULE)["_stop"])
     assert "self.job.cleanup()" in stop  # temporary files go whether the job succeeded, failed or failed to load
@@ -258,7 +271,7 @@ def test_the_dwi_selector_has_none_the_map_list_survives_reentry_and_the_categor
     selector = ui.find(".//widget[@name='inputDWISelector']")
     none = selector.find("property[@name='noneEnabled']/bool")
     assert none is not None and none.text == "true"
-    assert "in MAP_ROLES" in ast.unparse(_functions(PANEL["results_display"])["update"])
+    assert "in MAP_ROLES" in ast.unparse(_functions(PANEL["results_panel"])["update"])
     assert "not self._parameterNode.inputSequence" in ast.unparse(_functions(MODULE)["initializeParameterNode"])
     assert 'self.parent.categories = [translate("qSlicerAbstractCoreModule", "Diffusion")]' in MODULE.read_text()
 
@@ -276,7 +289,7 @@ def test_reload_and_test_skips_without_torch_instead_of_failing():
 
 
 def test_the_plot_button_shows_the_map_on_show():
-    text = PANEL["results_display"].read_text()
+    text = PANEL["results_panel"].read_text()
     connect = text[text.index('ui.showPlotButton.connect'):].split("\n")[:2]
     assert "MAP_ROLES.get(ui.mapComboBox.currentText" in " ".join(connect)
 

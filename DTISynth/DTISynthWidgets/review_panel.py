@@ -1,7 +1,11 @@
 """The Review section of the module's panel: its buttons and keys, forwarded to a ReviewSession (the
-widgets are in the module's .ui). Qt and Slicer are imported inside: only the module's panel uses it."""
+widgets are in the module's .ui)."""
 
-from .review_session import ReviewSession
+import qt
+import slicer
+from slicer.i18n import tr as _
+
+from DTISynthLib.slicer.review_session import ReviewSession
 
 
 class ReviewPanel:
@@ -12,8 +16,6 @@ class ReviewPanel:
     the packages the review needs."""
 
     def __init__(self, ui, panel, study_folder, ensure_dependencies):
-        import qt
-
         self.ui, self.panel, self.study_folder, self.ensure_dependencies = ui, panel, study_folder, ensure_dependencies
         self.session = None
         self.shortcuts = []
@@ -27,17 +29,12 @@ class ReviewPanel:
                                lambda value=value: setattr(ui.reviewConfidenceSpinBox, "value", value))
 
     def _add_shortcut(self, keys, action):
-        import qt
-
         shortcut = qt.QShortcut(keys, self.panel)
         shortcut.setContext(qt.Qt.WidgetWithChildrenShortcut)
         shortcut.connect("activated()", action)
         self.shortcuts.append(shortcut)
 
     def start(self):
-        import slicer
-        from slicer.i18n import tr as _
-
         if not self.ensure_dependencies():
             return
         with slicer.util.tryWithErrorDisplay(_("The review could not start."), waitCursor=True):
@@ -47,9 +44,6 @@ class ReviewPanel:
             self._shown()
 
     def answer(self, side):
-        import slicer
-        from slicer.i18n import tr as _
-
         if self.session is None or self.session.shown is None:
             return
         with slicer.util.tryWithErrorDisplay(_("The answer was not saved."), waitCursor=True):

@@ -1,16 +1,18 @@
 """The model sets of the module's panel: the list of shipped and imported model packages, importing
 one (a .zip or a folder, verified and copied into the user's application data folder) and opening
-the chosen one's folder. Qt and Slicer are imported inside: only the module's panel uses it."""
+the chosen one's folder."""
 
 from pathlib import Path
 
-from ..generators.package import SHIPPED_MODELS, import_package, installed_packages
+import qt
+import slicer
+from slicer.i18n import tr as _
+
+from DTISynthLib.generators.package import SHIPPED_MODELS, import_package, installed_packages
 
 
 def imported_models_root():
     """Where imported model packages go: DTISynth/models in the user's application data folder."""
-    import qt
-
     return Path(qt.QStandardPaths.writableLocation(qt.QStandardPaths.AppDataLocation)) / "DTISynth" / "models"
 
 
@@ -25,25 +27,17 @@ class ModelSetsPanel:
         self.list()
 
     def list(self):
-        import qt
-
         self.ui.modelSetsListWidget.clear()
-        for folder, _, description in installed_packages([SHIPPED_MODELS, imported_models_root()]):
+        for folder, _manifest, description in installed_packages([SHIPPED_MODELS, imported_models_root()]):
             item = qt.QListWidgetItem(f"{folder.name}: {description}")
             item.setToolTip(str(folder))
             item.setData(qt.Qt.UserRole, str(folder))
             self.ui.modelSetsListWidget.addItem(item)
 
     def clicked(self, item):
-        import qt
-
         self.choose(Path(item.data(qt.Qt.UserRole)))
 
     def import_package(self):
-        import qt
-        import slicer
-        from slicer.i18n import tr as _
-
         source = qt.QFileDialog.getOpenFileName(None, _("Import a model package"), "", _("Model package (*.zip)"))
         if not source:
             source = qt.QFileDialog.getExistingDirectory(None, _("Import a model package folder"))
@@ -53,6 +47,4 @@ class ModelSetsPanel:
             self.list()
 
     def open_folder(self):
-        import qt
-
         qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(self.models_folder())))
