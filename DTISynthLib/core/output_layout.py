@@ -226,6 +226,35 @@ class ReviewAnalysisOutput:
         return self.folder / "noisier.png"
 
 
+class CohortOutput:
+    """`dtisynth bids BIDS_DIR OUT_DIR`: BIDS derivatives (io.bids names each session's files in its
+    folder), their description, the table of sessions, each session's record (written last: the session
+    is done) and the group level's evaluation with the table of the sessions it holds."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    @property
+    def description(self):
+        return self.folder / "dataset_description.json"
+
+    @property
+    def sessions(self):
+        return self.folder / "dtisynth_sessions.tsv"
+
+    def record(self, session_folder, key):
+        """The record of a session (its dwi folder relative to the dataset, its sub-/ses- key)."""
+        return self.folder / session_folder / f"{key}_dtisynth.json"
+
+    @property
+    def group(self):
+        return EvaluationOutput(self.folder / "group")
+
+    @property
+    def group_sessions(self):
+        return self.folder / "group" / "sessions.tsv"
+
+
 class SlicerJobFolder:
     """The Slicer job runner's temporary folder: the exported input nodes, the child's synthesis and
     evaluation folders and each command's stderr."""

@@ -10,10 +10,10 @@ import io
 import math
 
 
-def csv_text(rows, columns=None, float_format=None):
+def csv_text(rows, columns=None, float_format=None, delimiter=","):
     """CSV text of dict rows in `columns` (default: the first row's keys). float_format (e.g. ".6g"):
     floats written with it, NaN as an empty cell; None: floats as Python writes them. None is an
-    empty cell."""
+    empty cell. delimiter "\t": a TSV table, quoted alike."""
     columns = list(columns or (rows[0] if rows else []))
 
     def cell(value):
@@ -22,7 +22,7 @@ def csv_text(rows, columns=None, float_format=None):
         return value
 
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore", lineterminator="\n", delimiter=delimiter)
     writer.writeheader()
     writer.writerows({c: cell(row.get(c)) for c in columns} for row in rows)
     return text.getvalue()

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.dwi import B0_THRESHOLD
 from ..core.errors import InputError
+from .nifti import fsl_sidecar, nifti_stem
 
 ENTITY = re.compile(r"^([a-zA-Z0-9]+)-([a-zA-Z0-9]+)$")
-B0_THRESHOLD = 50.0  # s/mm^2, as core.dwi
 # synthesis output (SynthesisOutput's maps) -> BEP016 name part
 MAP_NAMES = {"fa": "model-tensor_param-fa_dwimap", "md": "model-tensor_param-md_dwimap",
              "ad": "model-tensor_param-ad_dwimap", "rd": "model-tensor_param-rd_dwimap",
@@ -62,11 +63,12 @@ class Session:
 
 def series_stem(path):
     """'sub-01_ses-2_run-1_dwi.nii.gz' -> 'sub-01_ses-2_run-1' (the entities, without the suffix)."""
-    name = Path(path).name
-    for extension in (".nii.gz", ".nii"):
-        if name.endswith(extension):
-            name = name[: -len(extension)]
-    return name.removesuffix("_dwi")
+    return nifti_stem(path).removesuffix("_dwi")
+
+
+def series_files(path):
+    """A DWI series' NIfTI and its FSL .bval / .bvec (io.nifti reads them from beside it)."""
+    return [Path(path), fsl_sidecar(path, ".bval"), fsl_sidecar(path, ".bvec")]
 
 
 def entities(path):
@@ -82,7 +84,7 @@ def entities(path):
 
 
 def weighted_volumes(bval_path):
-    """Diffusion-weighted volumes in an FSL .bval file (b > 50 s/mm^2)."""
+    """Diffusion-weighted volumes in an FSL .bval file (b above core.dwi.B0_THRESHOLD)."""
     try:
         bvals = np.loadtxt(bval_path, ndmin=1)
     except (OSError, ValueError) as exc:
@@ -118,7 +120,7 @@ def find_sessions(bids_dir, participants=None, sessions=None):
                 if labels.get("sub") != subject or labels.get("ses", "") != session:
                     raise InputError(path, f"a name starting sub-{subject}" + (f"_ses-{session}" if session else ""),
                                      path.name)
-                count = weighted_volumes(path.parent / f"{series_stem(path)}_dwi.bval")
+                count = weighted_volumes(fsl_sidecar(path, ".bval"))
                 (inputs if count == 3 else acquired if count >= 6 else b0 if count == 0 else others).append(path)
             if inputs or acquired or others or b0:
                 found.append(Session(subject, session, tuple(inputs), acquired[0] if acquired else None,

@@ -28,7 +28,8 @@ def nifti_stem(path):
     return Path(path).stem
 
 
-def _sidecar(path, suffix):
+def fsl_sidecar(path, suffix):
+    """The file beside a NIfTI with its stem and `suffix` (".bval", ".bvec", ".json")."""
     return Path(path).with_name(nifti_stem(path) + suffix)
 
 
@@ -122,8 +123,8 @@ def read_fsl_gradients(bval_path, bvec_path, n_volumes, affine):
 def read_nifti_dwi(path, bval=None, bvec=None):
     """Load NIfTI DWI with FSL gradients; bval / bvec default to files beside it with the same stem."""
     path = Path(path)
-    bval = Path(bval) if bval else _sidecar(path, ".bval")
-    bvec = Path(bvec) if bvec else _sidecar(path, ".bvec")
+    bval = Path(bval) if bval else fsl_sidecar(path, ".bval")
+    bvec = Path(bvec) if bvec else fsl_sidecar(path, ".bvec")
     data, affine = read_nifti(path)
     if data.ndim != 4:
         raise InputError(path, "a 4D image (x, y, z, volumes)", f"{data.ndim}D data of shape {data.shape}")
@@ -168,7 +169,7 @@ def write_nifti_dwi(path, dwi):
     """Write DWI as NIfTI + FSL .bval / .bvec beside it (same stem). Returns the three paths."""
     path = Path(path)
     write_nifti(path, dwi.data.astype(np.float32), dwi.affine)
-    bval, bvec = _sidecar(path, ".bval"), _sidecar(path, ".bvec")
+    bval, bvec = fsl_sidecar(path, ".bval"), fsl_sidecar(path, ".bvec")
     bval.write_text(" ".join(exact_text(v) for v in dwi.bvals) + "\n")
     bvec.write_text("".join(" ".join(exact_text(v) for v in row) + "\n"
                             for row in ras_to_fsl_bvecs(dwi.gradients, dwi.affine)))

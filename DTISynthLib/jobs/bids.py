@@ -15,18 +15,20 @@ def add_arguments(parser):
 
 def run(args, reporter):
     from ..core.errors import InputError
+    from ..core.output_layout import CohortOutput
     from ..service.cohort import run_group, run_participants
 
+    layout = CohortOutput(args.out_dir)
     if args.level == "group":
         outputs, summary = run_group(from_arguments(BidsRequest, args), reporter)
-        reporter.result(outputs, f"evaluation of {len(summary['subjects'])} session(s) in {args.out_dir}/group "
-                        "(sessions.tsv: which, and why not the others)")
+        reporter.result(outputs, f"evaluation of {len(summary['subjects'])} session(s) in {layout.group.folder} "
+                        f"({layout.group_sessions.name}: which, and why not the others)")
         return
     rows = run_participants(from_arguments(BidsRequest, args), reporter)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed")}
     failed = [r for r in rows if r["status"] == "failed"]
     summary = (f"{counts['done']} session(s) synthesized, {counts['skipped']} done before, {counts['failed']} failed; "
-               f"derivatives in {args.out_dir} (dtisynth_sessions.tsv lists them)")
+               f"derivatives in {args.out_dir} ({layout.sessions.name} lists them)")
     if failed:  # the others are written: the exit code still says something failed
         raise InputError(args.bids_dir, "sessions DTISynth can synthesize",
                          summary + "".join(f"\n{r['key']}: {r['message']}" for r in failed))

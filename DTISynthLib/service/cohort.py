@@ -24,13 +24,13 @@ from ..core.atomic import atomic_output_dir, make_output_dir, write_text_atomic
 from ..core.checksums import sha256_file
 from ..core.errors import InputError
 from ..core.progress import NullReporter
-from ..core.output_layout import DTI6, SynthesisOutput, acquisition_name
+from ..core.output_layout import DTI6, CohortOutput, SynthesisOutput, acquisition_name
+from ..core.tables import csv_text
 from ..generators.manifest import MANIFEST
 from ..generators.package import DEFAULT_MODELS
 from ..io import bids
 from .requests import SynthesisRequest
 
-RECORD = "{key}_dtisynth.json"
 
 
 def _derivatives(work, series):
@@ -47,24 +47,19 @@ def _derivatives(work, series):
     return pairs
 
 
-def _sidecars(series):
-    stem = series.parent / bids.series_stem(series)
-    return [series, Path(f"{stem}_dwi.bval"), Path(f"{stem}_dwi.bvec")]
-
-
 def session_checksum(session, models, options):
     """SHA-256 over what a session's outputs depend on: its input series and acquired DTI (each file's
     SHA-256), the model package (its manifest, which holds its weights' SHA-256), the options and the
     DTISynth version."""
-    files = [f for series in session.inputs for f in _sidecars(series)]
-    files += _sidecars(session.reference) if session.reference else []
+    files = [f for series in session.inputs for f in bids.series_files(series)]
+    files += bids.series_files(session.reference) if session.reference else []
     content = {"inputs": {Path(f).name: sha256_file(f) for f in files},
                "models": sha256_file(Path(models) / MANIFEST), "options": options, "dtisynth": __version__}
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest(), content
 
 
 def is_done(session, out_dir, checksum):
-    record = Path(out_dir) / session.folder / RECORD.format(key=session.key)
+    record = CohortOutput(out_dir).record(session.folder, session.key)
     try:
         return json.loads(record.read_text()).get("checksum") == checksum
     except (OSError, ValueError):
@@ -126,7 +121,8 @@ def _synthesize_session(session, out_dir, models, device, checksum, content, sta
         return {"key": session.key, "status": "failed", "message": str(exc), "outputs": [],
                 "seconds": round(time.perf_counter() - start, 1)}
     record = dict(content, checksum=checksum, outputs=written, seconds=round(time.perf_counter() - start, 1))
-    write_text_atomic(folder / RECORD.format(key=session.key), json.dumps(record, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(CohortOutput(out_dir).record(session.folder, session.key),
+                      json.dumps(record, indent=2, sort_keys=True) + "\n")
     return {"key": session.key, "status": "done", "message": "", "outputs": written, "seconds": record["seconds"]}
 
 
@@ -140,7 +136,7 @@ def write_dataset_description(bids_dir, out_dir):
                    "GeneratedBy": [{"Name": "DTISynth", "Version": __version__,
                                     "Description": "synthetic 6-direction DTI from 3-direction DWI"}],
                    "SourceDatasets": [{"URL": Path(bids_dir).resolve().as_uri()}]}
-    write_text_atomic(Path(out_dir) / "dataset_description.json", json.dumps(description, indent=2) + "\n")
+    write_text_atomic(CohortOutput(out_dir).description, json.dumps(description, indent=2) + "\n")
 
 
 def run_participants(request, reporter=NullReporter(), client=None):
@@ -174,9 +170,8 @@ def run_participants(request, reporter=NullReporter(), client=None):
     elif arguments:
         rows += _on_dask(arguments, request, reporter, client)
     rows.sort(key=lambda row: row["key"])
-    table = "key\tstatus\tseconds\tmessage\n" + "".join(
-        f"{r['key']}\t{r['status']}\t{r['seconds']}\t{r['message']}\n" for r in rows)
-    write_text_atomic(Path(request.out_dir) / "dtisynth_sessions.tsv", table)
+    write_text_atomic(CohortOutput(request.out_dir).sessions,
+                      csv_text(rows, ("key", "status", "seconds", "message"), delimiter="\t"))
     return rows
 
 
@@ -210,9 +205,6 @@ def _on_dask(arguments, request, reporter, client):
                 cluster.close()
 
 
-GROUP = "group"  # OUT_DIR/group/: the group level's evaluation (a BIDS App's group outputs)
-
-
 def _link(target, link):
     link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to(Path(target).resolve())
@@ -228,6 +220,7 @@ def run_group(request, reporter=NullReporter()):
     from ..evaluation.comparison import run_evaluation
 
     sessions = bids.find_sessions(request.bids_dir, request.participant_label, request.session_label)
+    layout = CohortOutput(request.out_dir)
     models = Path(request.models or DEFAULT_MODELS)
     options = {"device": request.device, "models": models.name}
     used, left = [], []
@@ -247,17 +240,17 @@ def run_group(request, reporter=NullReporter()):
         # the cohort layout evaluate reads, as links to the dataset and the derivatives
         view = Path(view)
         for session in used:
-            for source, suffix in zip(_sidecars(session.acquired), (".nii.gz", ".bval", ".bvec"), strict=True):
+            for source, suffix in zip(bids.series_files(session.acquired), (".nii.gz", ".bval", ".bvec"), strict=True):
                 _link(source, view / "original" / acquisition_name(session.key, DTI6, suffix))
             folder, series = Path(request.out_dir) / session.folder, session.inputs[0]
             synthesized = SynthesisOutput(view / "synthetic" / session.key)
             for written_file, name in _derivatives(synthesized.folder, series):
                 if (folder / name).exists():
                     _link(folder / name, written_file)
-        outputs, summary = run_evaluation(view / "original", view / "synthetic", Path(request.out_dir) / GROUP,
+        outputs, summary = run_evaluation(view / "original", view / "synthetic", layout.group.folder,
                                           reporter=reporter, realism_voxels=request.realism_voxels,
                                           realism_epochs=request.realism_epochs)
-    table = "session\tevaluated\treason\n" + "".join(f"{s.key}\tyes\t\n" for s in used) + "".join(
-        f"{s.key}\tno\t{reason}\n" for s, reason in left)
-    write_text_atomic(Path(request.out_dir) / GROUP / "sessions.tsv", table)
+    rows = [{"session": s.key, "evaluated": "yes", "reason": ""} for s in used]
+    rows += [{"session": s.key, "evaluated": "no", "reason": reason} for s, reason in left]
+    write_text_atomic(layout.group_sessions, csv_text(rows, delimiter="\t"))
     return outputs, summary

@@ -22,6 +22,10 @@ def test_csv_cells_with_commas_and_quotes_round_trip_unaltered():
                     "p": "0.0123457", "missing": "", "none": ""}  # the evaluation once wrote "['sub-001'; 'sub-002']"
     assert csv_text(rows, ["p", "roi"]).splitlines()[1] == "0.012345678,thalamus"  # as Python writes floats
     assert csv_text([], ["a", "b"]) == "a,b\n"
+    tsv = csv_text([{"key": "sub-04", "message": 'expected "x"\tgot y'}], delimiter="\t")
+    assert tsv.splitlines()[0] == "key\tmessage"
+    back = list(csv.DictReader(io.StringIO(tsv), delimiter="\t"))
+    assert back == [{"key": "sub-04", "message": 'expected "x"\tgot y'}]
 
 
 def test_writing_figures_changes_no_matplotlib_state(tmp_path):
