@@ -15,7 +15,9 @@ Models load once per worker process (cached), not once per session.
 import functools
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -181,8 +183,6 @@ def _on_dask(arguments, request, reporter, client):
     except ImportError:
         raise InputError("dtisynth bids", "Dask: pip install 'dtisynth[cohort]'", "no dask.distributed in this "
                          "Python") from None
-    import os
-
     own = client is None
     if own:
         cluster = None if request.scheduler else LocalCluster(
@@ -215,8 +215,6 @@ def run_group(request, reporter=NullReporter()):
     Bland-Altman, PSNR / SSIM, the realism index, report.html) of every session that has an acquired DTI
     and whose participant level is done, written to OUT_DIR/group/, with group/sessions.tsv saying which
     sessions it holds. Returns (written paths, summary)."""
-    import tempfile
-
     from ..evaluation.comparison import run_evaluation
 
     sessions = bids.find_sessions(request.bids_dir, request.participant_label, request.session_label)
