@@ -2,6 +2,7 @@
 torchrun too). The kind's own training step does the work (generators.registry); the package then
 gains the out-of-distribution check of its training inputs (service.input_check)."""
 
+import os
 from pathlib import Path
 
 from ..core.atomic import make_output_dir, remove_empty_folders
@@ -36,7 +37,8 @@ def train(request, reporter=NullReporter()):
     except BaseException:
         remove_empty_folders(created)  # checkpoints written before the failure stay for --resume
         raise
-    add_input_check(request.out, request.data, reporter=reporter)  # the out-of-distribution check of its inputs
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the package is rank 0's to write
+        add_input_check(request.out, request.data, reporter=reporter)  # the out-of-distribution check of its inputs
     return manifest
 
 

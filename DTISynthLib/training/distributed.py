@@ -1,11 +1,17 @@
-"""Processes for training: torchrun's world (gloo on CPU, NCCL on GPU).
+"""Processes and devices for training: torchrun's world (gloo on CPU, NCCL on GPU), mixed precision and
+determinism, shared by every kind's training step.
 """
 
 import atexit
 import gc
+import json
 import os
+from contextlib import nullcontext
 
 import torch
+
+from ..core.errors import InputError
+from .config import AMP_MODES
 
 
 def distributed_context():
@@ -27,3 +33,64 @@ def _destroy_process_group():
         gc.collect()
         torch.distributed.destroy_process_group()
 
+
+def use_deterministic_algorithms(deterministic):
+    """Deterministic kernels (the same data and seed give the same weights), or cuDNN's fastest."""
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def check_amp(amp, device):
+    """Refuse an --amp mode the device cannot run: fp16 autocast (with its gradient scaler) is for CUDA."""
+    if amp not in AMP_MODES:
+        raise InputError("--amp", f"one of {AMP_MODES}", repr(amp))
+    if amp == "fp16" and device.type != "cuda":
+        raise InputError("--amp", "none or bf16 on the CPU (fp16 needs a CUDA GPU)", f"fp16 on {device.type}")
+
+
+def autocast(device, amp):
+    """The forward pass's autocast context for --amp none, bf16 or fp16 (check_amp first)."""
+    if amp == "none":
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def grad_scaler(amp):
+    """A gradient scaler for fp16 (whose small gradients underflow), else None."""
+    return torch.amp.GradScaler("cuda") if amp == "fp16" else None
+
+
+def no_sync_unless(last, model):
+    """DDP's no_sync for a micro-batch that is not the step's last (gradients reduced once per step)."""
+    return model.no_sync() if not last and isinstance(model, torch.nn.parallel.DistributedDataParallel) \
+        else nullcontext()
+
+
+def sum_over_processes(values, world):
+    """{name: float} summed over the world's processes (each holds its share of a global mean)."""
+    if world == 1:
+        return values
+    names = sorted(values)
+    total = torch.tensor([values[n] for n in names], dtype=torch.float64)
+    if torch.distributed.get_backend() == "nccl":
+        total = total.cuda()
+    torch.distributed.all_reduce(total)
+    return dict(zip(names, total.cpu().tolist()))
+
+
+def from_rank_zero(value, world, rank):
+    """Rank 0's JSON-serialisable `value` on every process (decisions taken once, e.g. model selection).
+    Sent as JSON bytes, never pickled."""
+    if world == 1:
+        return value
+    on_gpu = torch.distributed.get_backend() == "nccl"
+    data = json.dumps(value).encode() if rank == 0 else b""
+    size = torch.tensor([len(data)], dtype=torch.int64, device="cuda" if on_gpu else "cpu")
+    torch.distributed.broadcast(size, 0)
+    buffer = torch.zeros(int(size), dtype=torch.uint8, device=size.device)
+    if rank == 0:
+        buffer.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    torch.distributed.broadcast(buffer, 0)
+    return json.loads(bytes(buffer.cpu().tolist()).decode())

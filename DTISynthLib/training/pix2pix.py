@@ -18,7 +18,6 @@ buffers, follow rank 0 under DDP).
 """
 
 import csv
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -39,9 +38,14 @@ from ..generators.package import read_manifest, save_generator_weights, training
 from ..generators.pix2pix import NAME
 from ..generators.runner import pick_device
 from .checkpoints import checkpoint_folder, load_training_state, save_training_state
-from .config import AMP_MODES
 from .data import flip_pair_index, load_training_data
-from .distributed import distributed_context
+from .distributed import (
+    autocast,
+    check_amp,
+    distributed_context,
+    grad_scaler,
+    use_deterministic_algorithms,
+)
 
 
 class Pix2PixTrainer:
@@ -58,13 +62,9 @@ class Pix2PixTrainer:
         self.world, self.rank = distributed_context()
         if self.world > 1 and config.accumulate != 1:
             raise InputError("--accumulate", "1 under torchrun (each process is one micro-batch)", repr(config.accumulate))
-        if config.amp not in AMP_MODES:
-            raise InputError("--amp", f"one of {AMP_MODES}", repr(config.amp))
         self.device = pick_device(config.device)
-        if config.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=False)
-            torch.backends.cudnn.benchmark = False
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        check_amp(config.amp, self.device)
+        use_deterministic_algorithms(config.deterministic)
         torch.manual_seed(config.seed * 7919 + direction)
         self.inputs = torch.from_numpy(train[0])
         self.targets = torch.from_numpy(np.ascontiguousarray(train[1][:, direction:direction + 1]))
@@ -90,7 +90,7 @@ class Pix2PixTrainer:
         self.opt_g = torch.optim.Adam(self.g_module.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
         self.opt_d = torch.optim.Adam(self.d_module.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
         self.bce = nn.BCEWithLogitsLoss()
-        self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+        self.scaler = grad_scaler(config.amp)
         self.epoch = 0
         self.history = []
         self.best = None
@@ -126,10 +126,7 @@ class Pix2PixTrainer:
 
     # ------------------------------------------------------------------ training
     def _autocast(self):
-        if self.config.amp == "none":
-            return torch.autocast(self.device.type, enabled=False)
-        dtype = torch.bfloat16 if self.config.amp == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.device, self.config.amp)
 
     def _batch(self, indices):
         n = self.inputs.shape[0]

@@ -12,6 +12,9 @@ pattern logits against soft targets (loss_terms). The model is chosen by the val
 (_validate: FA error in WM / 0.08 + median V1 angle / 18), and training stopped after PATIENCE epochs of
 the decay without progress; the pattern temperature is then fitted on them (calibrate_temperature).
 
+Devices and processes: --device, --amp (autocast of the forward pass; the losses in float32),
+--channels-last, --accumulate and torchrun's processes (train's docstring: how a step is split).
+
 Augmentation: the 8 in-plane symmetries (transpose, flips; 90-degree rotations are their products)
 with D_W transformed consistently (flip_tensor, transpose_tensor), and random rotations of the measured
 frame up to FRAME_ROTATION_DEGREES about any axis.
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from .. import __version__
 from ..core.errors import InputError
@@ -59,8 +63,19 @@ from ..generators.tensor_unet import (
     v1_confidence,
     working_frame,
 )
+from ..generators.runner import pick_device
 from .checkpoints import checkpoint_folder, load_training_state, save_training_state
 from .data import find_pairs, load_dti_targets, source_and_subject, split_subjects
+from .distributed import (
+    autocast,
+    check_amp,
+    distributed_context,
+    from_rank_zero,
+    grad_scaler,
+    no_sync_unless,
+    sum_over_processes,
+    use_deterministic_algorithms,
+)
 
 SNR_TRAINING = (12.0, 60.0)
 FRAME_ROTATION_DEGREES = 15.0
@@ -173,9 +188,11 @@ def fractional_anisotropy6(tensor6):
     return (1.5 * deviation / norm.clamp(min=1e-8)).clamp(min=1e-12).sqrt()
 
 
-def loss_terms(output, inputs, target, mask, b, design, heads=SIGNED):
+def loss_terms(output, inputs, target, mask, b, design, heads=SIGNED, count=None):
     """(total, {name: value}) of a batch over mask voxels: L1 of the tensor elements (units), of FA and of
-    the attenuations along `design`'s directions (rows of design_matrix per unit b).
+    the attenuations along `design`'s directions (rows of design_matrix per unit b). Each term is a sum over
+    the voxels divided by `count` (default: this batch's mask voxels; a step of several micro-batches or
+    processes passes the whole step's, so that their terms add up to the step's means).
 
     SPLIT heads: every regression term is sign-invariant (magnitudes against |D_ij|, FA from the
     magnitudes, attenuations with the target's signs), so an uncertain sign no longer pulls the
@@ -183,7 +200,7 @@ def loss_terms(output, inputs, target, mask, b, design, heads=SIGNED):
     q_p ~ exp(-|D_p - D|^2 / (2 SIGN_SCALE^2)) (D_p: the target's magnitudes with pattern p), so that
     patterns that give nearly the same tensor share the probability."""
     weight = mask.float().unsqueeze(1)
-    count = weight.sum().clamp(min=1)
+    count = weight.sum().clamp(min=1) if count is None else count
     if heads == SPLIT:
         diagonal, excess, logits = split_outputs(output, inputs[:, 3:6])
         magnitude = prolate_magnitudes(excess)
@@ -191,7 +208,7 @@ def loss_terms(output, inputs, target, mask, b, design, heads=SIGNED):
         elements = torch.cat([diagonal - target[:, :3], magnitude - target_magnitude], 1)
         unsigned = torch.cat([diagonal, magnitude], 1)
         predicted = torch.cat([diagonal, torch.sign(target[:, 3:]) * magnitude], 1)
-        patterns = torch.from_numpy(PATTERNS.astype(np.float32)).view(1, len(PATTERNS), 3, 1, 1)
+        patterns = torch.from_numpy(PATTERNS.astype(np.float32)).to(output.device).view(1, len(PATTERNS), 3, 1, 1)
         distance = 2 * ((patterns * target_magnitude.unsqueeze(1) - target[:, 3:].unsqueeze(1)) ** 2).sum(2)
         soft = torch.softmax(-distance / (2 * SIGN_SCALE ** 2), 1)
         sign_ce = (-(soft * torch.log_softmax(logits, 1)).sum(1) * weight[:, 0]).sum() / count
@@ -311,6 +328,8 @@ def _validate(network, batches, subjects, design, heads, collect=False):
     real-brain targets as units). collect: also return (excess, logits, target tensor) (N, ...) numpy
     arrays of the voxels with target FA > 0.3, to calibrate the pattern temperature."""
     network.eval()
+    device = next(network.parameters()).device
+    design = design.cpu()
     totals, count, fa_errors, angles, voxels = {}, 0, [], [], []
     state = batches.generator.get_state()
     batches.generator.manual_seed(12345)
@@ -319,7 +338,7 @@ def _validate(network, batches, subjects, design, heads, collect=False):
             for start in range(0, len(subject[4]), 8):
                 picks = [batches._slab(subject, int(z)) for z in subject[4][start:start + 8]]
                 inputs, target, mask, b = batches.batch(picks, randomise=False, b=subject[5], snr=VALIDATION_SNR)
-                output = network(inputs)
+                output = network(inputs.to(device)).float().cpu()
                 _, terms = loss_terms(output, inputs, target, mask, b, design, heads)
                 for key, value in terms.items():
                     totals[key] = totals.get(key, 0.0) + value * len(picks)
@@ -378,11 +397,23 @@ def describe(parameters, train_subjects, groups):
 
 def train(request):
     """Train the one network (Adam; learning rate constant, then linear decay) and write the package.
-    Checkpoints every epoch under out/checkpoints/tensor; request.resume continues from the last."""
+    Checkpoints every epoch under out/checkpoints/tensor; request.resume continues from the last.
+
+    A step is config.accumulate x world micro-batches of config.batch_size slabs, drawn in order from one
+    random stream that every process draws whole (so any split of a step gives one process's data);
+    under torchrun process r trains on micro-batches r, r + world, ... and DDP averages the gradients.
+    Each term is normalised by the mask voxels of the whole step, so the update does not depend on how
+    the step is split (parameters; batch-norm statistics are each micro-batch's). Rank 0 validates,
+    decides (best epoch, stopping) for all and writes every file."""
     config, reporter = request.config, request.reporter
     if sorted(request.directions) != list(range(1, 7)):
         raise InputError("--direction", f"all ({NAME} trains the six directions at once)",
                          repr(request.directions))
+    world, rank = distributed_context()
+    device = pick_device(config.device)
+    check_amp(config.amp, device)
+    use_deterministic_algorithms(config.deterministic)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     torch.manual_seed(config.seed)
     pairs = find_pairs(request.data)
     names = [p.subject for p in pairs]
@@ -395,10 +426,13 @@ def train(request):
     validation_subjects = [s for s in subjects if s[0] in validation]
     groups = {p.subject: source_and_subject(p, request.data) for p in pairs}
     heads = SPLIT
-    network = init_weights(UNetGenerator(INPUT_CHANNELS, HEADS[heads], config.ngf, config.depth, dropout=False))
+    network = init_weights(UNetGenerator(INPUT_CHANNELS, HEADS[heads], config.ngf, config.depth, dropout=False)).to(
+        device, memory_format=memory_format)
     best = copy.deepcopy(network)  # the weights of the best validation score so far
+    model = nn.parallel.DistributedDataParallel(network) if world > 1 else network
     optimiser = torch.optim.Adam(network.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
-    design = torch.from_numpy(design_matrix_per_unit_b().astype(np.float32))
+    scaler = grad_scaler(config.amp)
+    design = torch.from_numpy(design_matrix_per_unit_b().astype(np.float32)).to(device)
     generator = torch.Generator().manual_seed(config.seed)
     batches = _Batches(train_subjects, crop, generator, groups=[groups[s[0]] for s in train_subjects])
     state = (_load_checkpoint(request.out, network, best, optimiser, generator) if request.resume else None) \
@@ -412,16 +446,32 @@ def train(request):
             group["lr"] = config.learning_rate(epoch)
         sums = {}
         for _ in range(steps):
-            inputs, target, mask, b = batches.draw(config.batch_size)
-            loss, terms = loss_terms(network(inputs), inputs, target, mask, b, design, heads)
+            micro = [batches.draw(config.batch_size) for _ in range(config.accumulate * world)]
+            count = max(sum(int(m[2].sum()) for m in micro), 1)  # mask voxels of the whole step
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            for key, value in terms.items():
+            step_terms = {}
+            mine = micro[rank::world]
+            for i, batch in enumerate(mine):
+                inputs, target, mask, b = (t.to(device) for t in batch)
+                with no_sync_unless(i == len(mine) - 1, model):
+                    with autocast(device, config.amp):
+                        output = model(inputs.contiguous(memory_format=memory_format))
+                    loss, terms = loss_terms(output.float(), inputs, target, mask, b, design, heads, count)
+                    loss = loss * world  # DDP averages over the processes: their sum is the step's loss
+                    (scaler.scale(loss) if scaler else loss).backward()
+                for key, value in terms.items():
+                    step_terms[key] = step_terms.get(key, 0.0) + value
+            if scaler:
+                scaler.step(optimiser)
+                scaler.update()
+            else:
+                optimiser.step()
+            for key, value in sum_over_processes(step_terms, world).items():
                 sums[key] = sums.get(key, 0.0) + value / steps
         row = {"epoch": epoch + 1, **sums}
         if validation_subjects:
-            row.update(_validate(network, batches, validation_subjects, design, heads))
+            row.update(from_rank_zero(_validate(network, batches, validation_subjects, design, heads)
+                                      if rank == 0 else None, world, rank))
         # model selection and stopping on the validation subjects' score; without them, the last epoch
         score = row.get("val_score", -float(epoch))
         if state["best_score"] is None or score < state["best_score"]:
@@ -433,11 +483,15 @@ def train(request):
         state["seconds"] += time.perf_counter() - started
         state["history"].append(row)
         state["epoch"] = epoch + 1
-        _save_checkpoint(request.out, network, best, optimiser, generator, state)
+        if rank == 0:
+            _save_checkpoint(request.out, network, best, optimiser, generator, state)
         reporter.progress(f"train {NAME}", state["epoch"] / config.total_epochs,
                           f"epoch {state['epoch']}/{config.total_epochs} "
                           + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
     out = Path(request.out)
+    if rank != 0:
+        torch.distributed.barrier()  # until rank 0 has written the package
+        return out / MANIFEST
     network = best.eval()
     temperature, brier = 1.0, {}
     if validation_subjects:
@@ -480,10 +534,13 @@ def train(request):
                                             f"(own b, SNR {VALIDATION_SNR:g})",
                                    "best_epoch": state["best_epoch"], "stopped_early_at": state.get("stopped_early"),
                                    "patience": PATIENCE, "patience_from_epoch": config.epochs + 1},
-                     "samples_per_epoch": int(steps * config.batch_size), "crop": crop,
+                     "samples_per_epoch": int(steps * config.batch_size * config.accumulate * world),
+                     "processes": world, "device": device.type, "crop": crop,
                      "augmentation": {"b_s_mm2": list(B_TRAINING), "snr": list(SNR_TRAINING),
                                       "frame_rotation_degrees": FRAME_ROTATION_DEGREES,
                                       "in_plane": "transpose and flips (the 8 symmetries of the square)",
                                       "noise": "Rician on the b=0 and each diffusion-weighted image"},
                      "seconds": round(state["seconds"], 1)}})
+    if world > 1:
+        torch.distributed.barrier()
     return out / MANIFEST

@@ -637,6 +637,20 @@ def case_train_device(i, f):
     return ["train", "--data", str(i.cohort), "--out", str(f / "out"), "--device", "tpu"], ["--device", "choose from", "'tpu'"]
 
 
+def case_train_fp16_on_the_cpu(i, f):
+    return ["train", "--kind", "tensor-unet", "--data", str(i.cohort), "--out", str(f / "out"), "--amp", "fp16",
+            "--device", "cpu"], ["--amp", "fp16 needs a CUDA GPU", "fp16 on cpu"]
+
+
+def case_train_cuda_without_gpu(i, f):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: --device cuda is valid here")
+    return ["train", "--kind", "tensor-unet", "--data", str(i.cohort), "--out", str(f / "out"), "--device", "cuda"], \
+        ["--device", "cuda needs a CUDA GPU", "sees no CUDA GPU"]
+
+
 def case_train_out_is_a_file(i, f):
     (f / "out").write_text("keep me")
     return ["train", "--data", str(i.cohort), "--out", str(f / "out"), "--epochs", "1"], \
@@ -834,6 +848,8 @@ CASES = [  # (id, class, build)
     ("train-lr-negative", "usage", case_train_lr_negative),
     ("train-kind", "usage", case_train_kind),
     ("train-device", "usage", case_train_device),
+    ("train-fp16-on-the-cpu", "usage", case_train_fp16_on_the_cpu),
+    ("train-cuda-without-gpu", "usage", case_train_cuda_without_gpu),
     ("train-out-is-a-file", "output", case_train_out_is_a_file),
     ("fit-unconvertible-dicom", "file", case_fit_unconvertible_dicom),
     ("synthesize-fifo", "file", case_synthesize_fifo),
