@@ -11,6 +11,7 @@ from contextlib import nullcontext
 import torch
 
 from ..core.errors import InputError
+from ..generators.runner import pick_device
 from .config import AMP_MODES
 
 
@@ -32,6 +33,16 @@ def _destroy_process_group():
         # teardown, gloo would destroy it there and abort (about 1 torchrun in 17 before this collect, 0 in 200)
         gc.collect()
         torch.distributed.destroy_process_group()
+
+
+def training_device(name):
+    """The torch.device this process trains on for --device `name` (generators.runner.pick_device): under
+    torchrun with CUDA, the GPU of its LOCAL_RANK, made current (NCCL refuses two ranks on one GPU)."""
+    device = pick_device(name)
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
 
 
 def use_deterministic_algorithms(deterministic):

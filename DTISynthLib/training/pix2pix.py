@@ -36,7 +36,6 @@ from ..generators.manifest import MANIFEST
 from ..generators.networks import PatchDiscriminator, UNetGenerator, init_weights
 from ..generators.package import read_manifest, save_generator_weights, training_fields, write_manifest
 from ..generators.pix2pix import NAME
-from ..generators.runner import pick_device
 from .checkpoints import checkpoint_folder, load_training_state, save_training_state
 from .data import flip_pair_index, load_training_data
 from .distributed import (
@@ -44,6 +43,7 @@ from .distributed import (
     check_amp,
     distributed_context,
     grad_scaler,
+    training_device,
     use_deterministic_algorithms,
 )
 
@@ -62,7 +62,7 @@ class Pix2PixTrainer:
         self.world, self.rank = distributed_context()
         if self.world > 1 and config.accumulate != 1:
             raise InputError("--accumulate", "1 under torchrun (each process is one micro-batch)", repr(config.accumulate))
-        self.device = pick_device(config.device)
+        self.device = training_device(config.device)
         check_amp(config.amp, self.device)
         use_deterministic_algorithms(config.deterministic)
         torch.manual_seed(config.seed * 7919 + direction)

@@ -63,7 +63,6 @@ from ..generators.tensor_unet import (
     v1_confidence,
     working_frame,
 )
-from ..generators.runner import pick_device
 from .checkpoints import checkpoint_folder, load_training_state, save_training_state
 from .data import find_pairs, load_dti_targets, source_and_subject, split_subjects
 from .distributed import (
@@ -74,6 +73,7 @@ from .distributed import (
     grad_scaler,
     no_sync_unless,
     sum_over_processes,
+    training_device,
     use_deterministic_algorithms,
 )
 
@@ -410,7 +410,7 @@ def train(request):
         raise InputError("--direction", f"all ({NAME} trains the six directions at once)",
                          repr(request.directions))
     world, rank = distributed_context()
-    device = pick_device(config.device)
+    device = training_device(config.device)
     check_amp(config.amp, device)
     use_deterministic_algorithms(config.deterministic)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format

@@ -307,3 +307,18 @@ def test_manifests_are_untrusted_and_checked_before_any_file_is_opened(tmp_path,
     with pytest.raises(InputError, match=pattern) as refused:
         verify_package(folder)
     assert str(folder / "manifest.json") in str(refused.value) and not opened
+
+
+def test_each_torchrun_process_trains_on_the_gpu_of_its_local_rank(monkeypatch):
+    """No GPU here: CUDA's presence is faked (torch.cuda.is_available, set_device) to check the choice."""
+    from DTISynthLib.training import distributed
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert distributed.training_device("auto") == torch.device("cuda", 3) and chosen == [torch.device("cuda", 3)]
+    assert distributed.training_device("cpu") == torch.device("cpu") and len(chosen) == 1
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.training_device("cuda") == torch.device("cuda") and len(chosen) == 1
