@@ -438,7 +438,7 @@ def train(request):
     state = (_load_checkpoint(request.out, network, best, optimiser, generator) if request.resume else None) \
         or {"epoch": 0, "history": [], "seconds": 0.0, "best_epoch": 0, "best_score": None}
     samples = sum(len(s[4]) for s in train_subjects)
-    steps = max(1, samples // config.batch_size)
+    steps = max(1, samples // (config.batch_size * config.accumulate * world))  # an epoch: about every slab once
     network.train()
     while state["epoch"] < config.total_epochs and not state.get("stopped_early"):
         epoch, started = state["epoch"], time.perf_counter()
