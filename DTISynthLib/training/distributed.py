@@ -91,6 +91,24 @@ def sum_over_processes(values, world):
     return dict(zip(names, total.cpu().tolist()))
 
 
+def gather_to_rank_zero(states, world, rank):
+    """{slot: uint8 tensor} of every process, merged on rank 0 ({} elsewhere). Every process must hold the
+    same number of states, each of the same size (e.g. torch.Generator states)."""
+    if world == 1:
+        return states
+    slots = sorted(states)
+    on_gpu = torch.distributed.get_backend() == "nccl"
+    local = torch.stack([states[k] for k in slots]).to("cuda" if on_gpu else "cpu")
+    everyone = [torch.empty_like(local) for _ in range(world)]
+    torch.distributed.all_gather(everyone, local)
+    all_slots = torch.tensor(slots, device=local.device)
+    slot_lists = [torch.empty_like(all_slots) for _ in range(world)]
+    torch.distributed.all_gather(slot_lists, all_slots)
+    if rank != 0:
+        return {}
+    return {int(k): state.cpu() for ks, block in zip(slot_lists, everyone) for k, state in zip(ks.tolist(), block)}
+
+
 def from_rank_zero(value, world, rank):
     """Rank 0's JSON-serialisable `value` on every process (decisions taken once, e.g. model selection).
     Sent as JSON bytes, never pickled."""

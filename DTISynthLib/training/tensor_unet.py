@@ -70,6 +70,7 @@ from .distributed import (
     check_amp,
     distributed_context,
     from_rank_zero,
+    gather_to_rank_zero,
     grad_scaler,
     no_sync_unless,
     sum_over_processes,
@@ -301,18 +302,33 @@ class _Batches:
         return inputs, tensor[:, :, 1].contiguous(), mask, b
 
 
-def _save_checkpoint(out, network, best, optimiser, generator, state):
+SLOT_SEED_STEP = 7919  # slot k's stream is seeded seed + SLOT_SEED_STEP k (train)
+
+
+def _stream_name(slot):
+    return "batches" if slot == 0 else f"batches_{slot}"  # slot 0's name is that of checkpoints before slots
+
+
+def _save_checkpoint(out, network, best, optimiser, stream_states, state):
+    """stream_states: {slot: the state of its torch.Generator} of every slot."""
     save_training_state(checkpoint_folder(out, NETWORK), {"G": network, "best": best}, {"opt": optimiser},
-                        {"batches": generator.get_state(), "torch": torch.get_rng_state()}, state)
+                        {**{_stream_name(k): v for k, v in stream_states.items()}, "torch": torch.get_rng_state()},
+                        state)
 
 
-def _load_checkpoint(out, network, best, optimiser, generator):
-    """The saved training state (dict) after restoring network, optimiser and RNGs; None without one."""
+def _load_checkpoint(out, network, best, optimiser, streams, slots):
+    """The saved training state (dict) after restoring network, optimiser and RNGs (streams: {slot:
+    _Batches} of this process); None without one. A run that split its steps into another number of
+    slots (accumulate x processes) cannot be continued with the same data."""
     loaded = load_training_state(checkpoint_folder(out, NETWORK), {"G": network, "best": best}, {"opt": optimiser})
     if loaded is None:
         return None
     state, rng = loaded
-    generator.set_state(rng["batches"])
+    if state.get("slots", 1) != slots:
+        raise InputError("--resume", f"--accumulate x processes = {state.get('slots', 1)}, as the run it continues",
+                         f"{slots}")
+    for k, batches in streams.items():
+        batches.generator.set_state(rng[_stream_name(k)])
     torch.set_rng_state(rng["torch"])
     return state
 
@@ -399,12 +415,13 @@ def train(request):
     """Train the one network (Adam; learning rate constant, then linear decay) and write the package.
     Checkpoints every epoch under out/checkpoints/tensor; request.resume continues from the last.
 
-    A step is config.accumulate x world micro-batches of config.batch_size slabs, drawn in order from one
-    random stream that every process draws whole (so any split of a step gives one process's data);
-    under torchrun process r trains on micro-batches r, r + world, ... and DDP averages the gradients.
-    Each term is normalised by the mask voxels of the whole step, so the update does not depend on how
-    the step is split (parameters; batch-norm statistics are each micro-batch's). Rank 0 validates,
-    decides (best epoch, stopping) for all and writes every file."""
+    A step is config.accumulate x world micro-batches of config.batch_size slabs. Micro-batch k of every
+    step comes from its own random stream (slot k: seeded config.seed for k = 0, the one stream of a
+    plain run), and process r draws and trains on slots r, r + world, ... only (drawing costs about half a
+    CPU step: no process draws another's); DDP averages the gradients. Each term is normalised by the
+    mask voxels of the whole step, so N processes make the update of one process with accumulate N
+    (parameters; batch-norm statistics are each micro-batch's). Rank 0 validates, decides (best epoch,
+    stopping) for all and writes every file; checkpoints hold every slot's stream."""
     config, reporter = request.config, request.reporter
     if sorted(request.directions) != list(range(1, 7)):
         raise InputError("--direction", f"all ({NAME} trains the six directions at once)",
@@ -433,10 +450,12 @@ def train(request):
     optimiser = torch.optim.Adam(network.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
     scaler = grad_scaler(config.amp)
     design = torch.from_numpy(design_matrix_per_unit_b().astype(np.float32)).to(device)
-    generator = torch.Generator().manual_seed(config.seed)
-    batches = _Batches(train_subjects, crop, generator, groups=[groups[s[0]] for s in train_subjects])
-    state = (_load_checkpoint(request.out, network, best, optimiser, generator) if request.resume else None) \
-        or {"epoch": 0, "history": [], "seconds": 0.0, "best_epoch": 0, "best_score": None}
+    slots = config.accumulate * world
+    streams = {k: _Batches(train_subjects, crop, torch.Generator().manual_seed(config.seed + SLOT_SEED_STEP * k),
+                           groups=[groups[s[0]] for s in train_subjects]) for k in range(rank, slots, world)}
+    batches = streams.get(0)  # rank 0's: validation
+    state = (_load_checkpoint(request.out, network, best, optimiser, streams, slots) if request.resume else None) \
+        or {"epoch": 0, "history": [], "seconds": 0.0, "best_epoch": 0, "best_score": None, "slots": slots}
     samples = sum(len(s[4]) for s in train_subjects)
     steps = max(1, samples // (config.batch_size * config.accumulate * world))  # an epoch: about every slab once
     network.train()
@@ -446,11 +465,11 @@ def train(request):
             group["lr"] = config.learning_rate(epoch)
         sums = {}
         for _ in range(steps):
-            micro = [batches.draw(config.batch_size) for _ in range(config.accumulate * world)]
-            count = max(sum(int(m[2].sum()) for m in micro), 1)  # mask voxels of the whole step
+            mine = [streams[k].draw(config.batch_size) for k in sorted(streams)]
+            voxels = {"count": float(sum(int(m[2].sum()) for m in mine))}
+            count = max(sum_over_processes(voxels, world)["count"], 1)  # mask voxels of the whole step
             optimiser.zero_grad(set_to_none=True)
             step_terms = {}
-            mine = micro[rank::world]
             for i, batch in enumerate(mine):
                 inputs, target, mask, b = (t.to(device) for t in batch)
                 with no_sync_unless(i == len(mine) - 1, model):
@@ -483,8 +502,9 @@ def train(request):
         state["seconds"] += time.perf_counter() - started
         state["history"].append(row)
         state["epoch"] = epoch + 1
+        stream_states = gather_to_rank_zero({k: b.generator.get_state() for k, b in streams.items()}, world, rank)
         if rank == 0:
-            _save_checkpoint(request.out, network, best, optimiser, generator, state)
+            _save_checkpoint(request.out, network, best, optimiser, stream_states, state)
         reporter.progress(f"train {NAME}", state["epoch"] / config.total_epochs,
                           f"epoch {state['epoch']}/{config.total_epochs} "
                           + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))

@@ -330,6 +330,19 @@ def test_two_processes_under_torchrun_make_the_update_of_one_process_with_the_sa
         assert np.isfinite(row_two["val_score"])
     files = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())  # noqa: E731
     assert files(tmp_path / "ddp") == files(tmp_path / "single")
+    # stopped after epoch 1 and resumed under torchrun: every slot's stream came back through rank 0's checkpoint
+    first = [*train[:train.index("--epochs") + 1], "1", *train[train.index("--epochs") + 2:]]
+    for argv in (first, [*train, "--resume"]):
+        run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                              *argv, "--out", str(tmp_path / "resumed")], env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+    resumed = _last_parameters(tmp_path / "resumed")
+    assert max(float(np.abs(resumed[n] - b[n]).max()) for n in b) == 0.0
+    # a step split into another number of streams cannot continue that run
+    refused = subprocess.run([sys.executable, *train, "--epochs", "3", "--resume", "--out", str(tmp_path / "resumed")],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "--accumulate x processes = 2" in refused.stderr + refused.stdout
 
 
 def tensor_unet_network(ngf=4, depth=5):
