@@ -64,6 +64,7 @@ from ..generators.tensor_unet import (
     working_frame,
 )
 from .checkpoints import checkpoint_folder, load_training_state, save_training_state
+from .config import TrainConfig
 from .data import find_pairs, load_dti_targets, source_and_subject, split_subjects
 from .distributed import (
     autocast,
@@ -411,6 +412,23 @@ def describe(parameters, train_subjects, groups):
             f"{B_TRAINING[0]:g} to {B_TRAINING[1]:g} s/mm^2, any three well-conditioned directions; trained on {trained}.")
 
 
+# options of the pix2pix kind that this kind has nothing to apply to: (option, TrainConfig field, why)
+OTHER_KINDS_OPTIONS = (("--lambda-l1", "lambda_l1", "the GAN's L1 weight: this kind has no discriminator"),
+                       ("--ndf", "ndf", "the discriminator's width: this kind has no discriminator"),
+                       ("--flip-augment", "flip_augment", "this kind always draws the 8 in-plane symmetries"))
+
+
+def refuse_other_kinds_options(request):
+    """InputError for an option given with a value this kind would silently ignore."""
+    defaults = TrainConfig()
+    for option, name, why in OTHER_KINDS_OPTIONS:
+        value = getattr(request.config, name)
+        if value != getattr(defaults, name):
+            raise InputError(option, f"left out with --kind {NAME} ({why})", repr(value))
+    if request.intensity.quantise_8bit:
+        raise InputError("--quantise-8bit", f"left out with --kind {NAME} (it reads ADCs at full precision)", "given")
+
+
 def train(request):
     """Train the one network (Adam; learning rate constant, then linear decay) and write the package.
     Checkpoints every epoch under out/checkpoints/tensor; request.resume continues from the last.
@@ -426,6 +444,7 @@ def train(request):
     if sorted(request.directions) != list(range(1, 7)):
         raise InputError("--direction", f"all ({NAME} trains the six directions at once)",
                          repr(request.directions))
+    refuse_other_kinds_options(request)
     world, rank = distributed_context()
     device = training_device(config.device)
     check_amp(config.amp, device)

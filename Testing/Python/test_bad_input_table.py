@@ -651,6 +651,16 @@ def case_train_cuda_without_gpu(i, f):
         ["--device", "cuda needs a CUDA GPU", "sees no CUDA GPU"]
 
 
+def case_train_tensor_unet_lambda_l1(i, f):
+    return ["train", "--kind", "tensor-unet", "--data", str(i.cohort), "--out", str(f / "out"), "--lambda-l1", "50"], \
+        ["--lambda-l1", "left out with --kind tensor-unet", "no discriminator", "50.0"]
+
+
+def case_train_tensor_unet_quantise(i, f):
+    return ["train", "--kind", "tensor-unet", "--data", str(i.cohort), "--out", str(f / "out"), "--quantise-8bit"], \
+        ["--quantise-8bit", "left out with --kind tensor-unet", "full precision", "given"]
+
+
 def case_train_out_is_a_file(i, f):
     (f / "out").write_text("keep me")
     return ["train", "--data", str(i.cohort), "--out", str(f / "out"), "--epochs", "1"], \
@@ -850,6 +860,8 @@ CASES = [  # (id, class, build)
     ("train-device", "usage", case_train_device),
     ("train-fp16-on-the-cpu", "usage", case_train_fp16_on_the_cpu),
     ("train-cuda-without-gpu", "usage", case_train_cuda_without_gpu),
+    ("train-tensor-unet-lambda-l1", "usage", case_train_tensor_unet_lambda_l1),
+    ("train-tensor-unet-quantise-8bit", "usage", case_train_tensor_unet_quantise),
     ("train-out-is-a-file", "output", case_train_out_is_a_file),
     ("fit-unconvertible-dicom", "file", case_fit_unconvertible_dicom),
     ("synthesize-fifo", "file", case_synthesize_fifo),
