@@ -73,10 +73,29 @@ def grad_scaler(amp):
     return torch.amp.GradScaler("cuda") if amp == "fp16" else None
 
 
+def scaled_backward(loss, scaler):
+    """loss.backward(), through the fp16 gradient scaler when there is one."""
+    (scaler.scale(loss) if scaler else loss).backward()
+
+
+def optimiser_step(optimiser, scaler):
+    """optimiser.step(), through the fp16 gradient scaler (which skips steps with overflowed gradients)."""
+    if scaler:
+        scaler.step(optimiser)
+        scaler.update()
+    else:
+        optimiser.step()
+
+
 def no_sync_unless(last, model):
     """DDP's no_sync for a micro-batch that is not the step's last (gradients reduced once per step)."""
     return model.no_sync() if not last and isinstance(model, torch.nn.parallel.DistributedDataParallel) \
         else nullcontext()
+
+
+def _collective_device():
+    """Where tensors for collectives live: the current GPU under NCCL, the CPU under gloo."""
+    return torch.device("cuda") if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
 
 
 def sum_over_processes(values, world):
@@ -84,29 +103,19 @@ def sum_over_processes(values, world):
     if world == 1:
         return values
     names = sorted(values)
-    total = torch.tensor([values[n] for n in names], dtype=torch.float64)
-    if torch.distributed.get_backend() == "nccl":
-        total = total.cuda()
+    total = torch.tensor([values[n] for n in names], dtype=torch.float64, device=_collective_device())
     torch.distributed.all_reduce(total)
     return dict(zip(names, total.cpu().tolist()))
 
 
-def gather_to_rank_zero(states, world, rank):
-    """{slot: uint8 tensor} of every process, merged on rank 0 ({} elsewhere). Every process must hold the
-    same number of states, each of the same size (e.g. torch.Generator states)."""
+def gather_to_rank_zero(tensor, world, rank):
+    """[each process's `tensor`, by rank] on rank 0 ([] elsewhere); the tensors have one shape and dtype."""
     if world == 1:
-        return states
-    slots = sorted(states)
-    on_gpu = torch.distributed.get_backend() == "nccl"
-    local = torch.stack([states[k] for k in slots]).to("cuda" if on_gpu else "cpu")
+        return [tensor]
+    local = tensor.to(_collective_device())
     everyone = [torch.empty_like(local) for _ in range(world)]
     torch.distributed.all_gather(everyone, local)
-    all_slots = torch.tensor(slots, device=local.device)
-    slot_lists = [torch.empty_like(all_slots) for _ in range(world)]
-    torch.distributed.all_gather(slot_lists, all_slots)
-    if rank != 0:
-        return {}
-    return {int(k): state.cpu() for ks, block in zip(slot_lists, everyone) for k, state in zip(ks.tolist(), block)}
+    return [t.cpu() for t in everyone] if rank == 0 else []
 
 
 def from_rank_zero(value, world, rank):
@@ -114,12 +123,11 @@ def from_rank_zero(value, world, rank):
     Sent as JSON bytes, never pickled."""
     if world == 1:
         return value
-    on_gpu = torch.distributed.get_backend() == "nccl"
     data = json.dumps(value).encode() if rank == 0 else b""
-    size = torch.tensor([len(data)], dtype=torch.int64, device="cuda" if on_gpu else "cpu")
+    size = torch.tensor([len(data)], dtype=torch.int64, device=_collective_device())
     torch.distributed.broadcast(size, 0)
     buffer = torch.zeros(int(size), dtype=torch.uint8, device=size.device)
     if rank == 0:
         buffer.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
     torch.distributed.broadcast(buffer, 0)
-    return json.loads(bytes(buffer.cpu().tolist()).decode())
+    return json.loads(buffer.cpu().numpy().tobytes())

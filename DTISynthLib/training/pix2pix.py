@@ -43,6 +43,8 @@ from .distributed import (
     check_amp,
     distributed_context,
     grad_scaler,
+    optimiser_step,
+    scaled_backward,
     training_device,
     use_deterministic_algorithms,
 )
@@ -141,16 +143,6 @@ class Pix2PixTrainer:
         return (torch.cat(x).to(self.device, memory_format=memory_format),
                 torch.cat(y).to(self.device, memory_format=memory_format))
 
-    def _backward(self, loss):
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
-
-    def _step(self, optimizer):
-        if self.scaler:
-            self.scaler.step(optimizer)
-            self.scaler.update()
-        else:
-            optimizer.step()
-
     def train_step(self, micro_batches):
         """One optimiser step over micro-batches [(x, y)]: returns (loss_D, loss_G_GAN, loss_G_L1)."""
         cfg = self.config
@@ -162,13 +154,13 @@ class Pix2PixTrainer:
             with self._autocast():
                 pred_fake = self.discriminator(x, fake.detach())
                 loss_fake = self.bce(pred_fake.float(), torch.zeros_like(pred_fake, dtype=torch.float32))
-            self._backward(0.5 * loss_fake / cfg.accumulate)
+            scaled_backward(0.5 * loss_fake / cfg.accumulate, self.scaler)
             with self._autocast():
                 pred_real = self.discriminator(x, y)
                 loss_real = self.bce(pred_real.float(), torch.ones_like(pred_real, dtype=torch.float32))
-            self._backward(0.5 * loss_real / cfg.accumulate)
+            scaled_backward(0.5 * loss_real / cfg.accumulate, self.scaler)
             loss_d += 0.5 * (loss_fake.item() + loss_real.item()) / cfg.accumulate
-        self._step(self.opt_d)
+        optimiser_step(self.opt_d, self.scaler)
         self.opt_g.zero_grad(set_to_none=True)
         loss_gan = loss_l1 = 0.0
         for (x, y), fake in zip(micro_batches, fakes):
@@ -176,10 +168,10 @@ class Pix2PixTrainer:
                 pred = self.discriminator(x, fake)
                 gan = self.bce(pred.float(), torch.ones_like(pred, dtype=torch.float32))
             l1 = torch.mean(torch.abs(fake.float() - y.float()))
-            self._backward((gan + cfg.lambda_l1 * l1) / cfg.accumulate)
+            scaled_backward((gan + cfg.lambda_l1 * l1) / cfg.accumulate, self.scaler)
             loss_gan += gan.item() / cfg.accumulate
             loss_l1 += l1.item() / cfg.accumulate
-        self._step(self.opt_g)
+        optimiser_step(self.opt_g, self.scaler)
         return loss_d, loss_gan, loss_l1
 
     def epoch_order(self, epoch):

@@ -74,6 +74,8 @@ from .distributed import (
     gather_to_rank_zero,
     grad_scaler,
     no_sync_unless,
+    optimiser_step,
+    scaled_backward,
     sum_over_processes,
     training_device,
     use_deterministic_algorithms,
@@ -476,7 +478,7 @@ def train(request):
     state = (_load_checkpoint(request.out, network, best, optimiser, streams, slots) if request.resume else None) \
         or {"epoch": 0, "history": [], "seconds": 0.0, "best_epoch": 0, "best_score": None, "slots": slots}
     samples = sum(len(s[4]) for s in train_subjects)
-    steps = max(1, samples // (config.batch_size * config.accumulate * world))  # an epoch: about every slab once
+    steps = max(1, samples // (config.batch_size * slots))  # an epoch: about every slab once
     network.train()
     while state["epoch"] < config.total_epochs and not state.get("stopped_early"):
         epoch, started = state["epoch"], time.perf_counter()
@@ -495,15 +497,11 @@ def train(request):
                     with autocast(device, config.amp):
                         output = model(inputs.contiguous(memory_format=memory_format))
                     loss, terms = loss_terms(output.float(), inputs, target, mask, b, design, heads, count)
-                    loss = loss * world  # DDP averages over the processes: their sum is the step's loss
-                    (scaler.scale(loss) if scaler else loss).backward()
+                    # DDP averages the processes' gradients: x world makes it their sum, the step's loss's
+                    scaled_backward(loss * world, scaler)
                 for key, value in terms.items():
                     step_terms[key] = step_terms.get(key, 0.0) + value
-            if scaler:
-                scaler.step(optimiser)
-                scaler.update()
-            else:
-                optimiser.step()
+            optimiser_step(optimiser, scaler)
             for key, value in sum_over_processes(step_terms, world).items():
                 sums[key] = sums.get(key, 0.0) + value / steps
         row = {"epoch": epoch + 1, **sums}
@@ -521,7 +519,10 @@ def train(request):
         state["seconds"] += time.perf_counter() - started
         state["history"].append(row)
         state["epoch"] = epoch + 1
-        stream_states = gather_to_rank_zero({k: b.generator.get_state() for k, b in streams.items()}, world, rank)
+        # process r holds slots r, r + world, ...: row j of its block is slot r + j world
+        blocks = gather_to_rank_zero(torch.stack([streams[k].generator.get_state() for k in sorted(streams)]),
+                                     world, rank)
+        stream_states = {r + j * world: state for r, block in enumerate(blocks) for j, state in enumerate(block)}
         if rank == 0:
             _save_checkpoint(request.out, network, best, optimiser, stream_states, state)
         reporter.progress(f"train {NAME}", state["epoch"] / config.total_epochs,
@@ -573,7 +574,7 @@ def train(request):
                                             f"(own b, SNR {VALIDATION_SNR:g})",
                                    "best_epoch": state["best_epoch"], "stopped_early_at": state.get("stopped_early"),
                                    "patience": PATIENCE, "patience_from_epoch": config.epochs + 1},
-                     "samples_per_epoch": int(steps * config.batch_size * config.accumulate * world),
+                     "samples_per_epoch": int(steps * config.batch_size * slots),
                      "processes": world, "device": device.type, "crop": crop,
                      "augmentation": {"b_s_mm2": list(B_TRAINING), "snr": list(SNR_TRAINING),
                                       "frame_rotation_degrees": FRAME_ROTATION_DEGREES,
