@@ -231,6 +231,8 @@ class CohortOutput:
     folder), their description, the table of sessions, each session's record (written last: the session
     is done) and the group level's evaluation with the table of the sessions it holds."""
 
+    RECORD_SUFFIX = "_dtisynth.json"
+
     def __init__(self, folder):
         self.folder = Path(folder)
 
@@ -239,12 +241,17 @@ class CohortOutput:
         return self.folder / "dataset_description.json"
 
     @property
+    def lock(self):
+        """Held (flock) by the run writing the folder; names its process."""
+        return self.folder / ".dtisynth.lock"
+
+    @property
     def sessions(self):
         return self.folder / "dtisynth_sessions.tsv"
 
     def record(self, session_folder, key):
         """The record of a session (its dwi folder relative to the dataset, its sub-/ses- key)."""
-        return self.folder / session_folder / f"{key}_dtisynth.json"
+        return self.folder / session_folder / f"{key}{self.RECORD_SUFFIX}"
 
     @property
     def group(self):

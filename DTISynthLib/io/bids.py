@@ -11,11 +11,16 @@ Derivatives (names after the diffusion-derivatives proposal, BEP016), per input 
 E: `E_desc-synthetic_dwi.nii.gz` (+ .bval / .bvec: the synthetic b=0 + 6 directions),
 `E_model-tensor_param-<fa|md|ad|rd|tensor>_dwimap.nii.gz` (tensor: Dxx, Dyy, Dzz, Dxy, Dxz, Dyz in
 mm^2/s, RAS, MRtrix3 order), `E_model-tensor_param-fa_desc-dec_dwimap.nii.gz` (colour FA), optional
-`E_model-tensor_param-v1confidence_dwimap.nii.gz`, and `E_desc-synthesis_dwi.json` (the synthesis
-report), in `sub-<label>/[ses-<label>/]dwi/` of the derivatives folder.
+`E_model-tensor_param-v1confidence_dwimap.nii.gz`, and `E_desc-synthetic_dwi.json` (the synthetic
+series' sidecar: Description, SkullStripped, Sources, then the synthesis report), in `sub-<label>/[ses-<label>/]dwi/` of the derivatives folder.
 """
 
+import importlib.util
+import json
+import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +41,9 @@ MAP_NAMES = {"fa": "model-tensor_param-fa_dwimap", "md": "model-tensor_param-md_
 @dataclass(frozen=True)
 class Session:
     """One subject's session (session "" when the dataset has none): its 3-direction input series and
-    its acquired DTI, if any."""
+    its acquired DTI, if any. `problem`: why the session cannot be synthesized as it is (a misnamed
+    file, an unreadable .bval, files beside session folders), an InputError's message; the cohort lists
+    it as failed and goes on with the others."""
 
     subject: str
     session: str
@@ -44,6 +51,7 @@ class Session:
     acquired: Path = None
     others: tuple = field(default=())  # series of 1, 2 or 4-5 directions: reported, not used
     b0: Path = None  # a series of b=0 volumes only
+    problem: str = ""
 
     @property
     def reference(self):
@@ -89,39 +97,83 @@ def weighted_volumes(bval_path):
         bvals = np.loadtxt(bval_path, ndmin=1)
     except (OSError, ValueError) as exc:
         raise InputError(bval_path, "an FSL .bval file of numbers", f"unreadable ({exc})") from None
+    if bvals.ndim != 1 and 1 not in bvals.shape:
+        raise InputError(bval_path, "an FSL .bval file of one row of numbers", f"{bvals.shape[0]} rows")
     return int((bvals > B0_THRESHOLD).sum())
+
+
+def dataset_description(bids_dir):
+    """The dataset's dataset_description.json as a dict; refuses a folder without one (not a BIDS
+    dataset) and one that is not a JSON object."""
+    path = Path(bids_dir) / "dataset_description.json"
+    if not path.is_file():
+        raise InputError(bids_dir, "a BIDS dataset (a folder with dataset_description.json)", "none there")
+    try:
+        description = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(path, "a JSON object (BIDS dataset_description.json)", f"unreadable content ({exc})") from None
+    if not isinstance(description, dict):
+        raise InputError(path, "a JSON object (BIDS dataset_description.json)", f"a JSON {type(description).__name__}")
+    return description
+
+
+def _labels(option, prefix, wanted, present, root, what):
+    """The wanted labels (without `prefix`; None: all), refused when any is not in the dataset."""
+    if not wanted:
+        return None
+    wanted = {label.removeprefix(prefix) for label in wanted}
+    if wanted - present:
+        listed = ", ".join(sorted(present)) or f"none: {root} has no {prefix}* folders"
+        raise InputError(option, f"{what} of {root} ({listed})", ", ".join(sorted(wanted - present)))
+    return wanted
+
+
+def _series_of(folder, subject, session):
+    """(inputs, acquired, others, b0) of one dwi folder by each series' count of weighted volumes; an
+    InputError for the first misnamed or unreadable series."""
+    inputs, acquired, others, b0 = [], [], [], []
+    for path in sorted(folder.glob("*_dwi.nii*")):
+        labels = entities(path)
+        if labels.get("sub") != subject or labels.get("ses", "") != session:
+            raise InputError(path, f"a name starting sub-{subject}" + (f"_ses-{session}" if session else ""),
+                             path.name)
+        count = weighted_volumes(fsl_sidecar(path, ".bval"))
+        (inputs if count == 3 else acquired if count >= 6 else b0 if count == 0 else others).append(path)
+    return inputs, acquired, others, b0
 
 
 def find_sessions(bids_dir, participants=None, sessions=None):
     """[Session] of a BIDS dataset, by subject then session; `participants` / `sessions`: labels to keep
     (with or without the sub- / ses- prefix; None: all). Refuses a folder that is not a BIDS dataset
-    (no dataset_description.json) and a label that is not there."""
+    (no dataset_description.json, or not a JSON object) and a label that is not there. A session whose
+    files are misnamed or unreadable, or a subject's DWI files beside its ses-* folders, is a Session
+    with a `problem` (reported as failed), not a refusal of the whole dataset. Reads file names and
+    .bval files only."""
     root = Path(bids_dir)
-    if not (root / "dataset_description.json").is_file():
-        raise InputError(root, "a BIDS dataset (a folder with dataset_description.json)", "none there")
-    wanted = {p.removeprefix("sub-") for p in participants} if participants else None
-    wanted_sessions = {s.removeprefix("ses-") for s in sessions} if sessions else None
+    dataset_description(root)
     subjects = sorted(p.name.removeprefix("sub-") for p in root.glob("sub-*") if p.is_dir())
-    if wanted and wanted - set(subjects):
-        raise InputError("--participant-label", f"participants of {root} ({', '.join(subjects)})",
-                         ", ".join(sorted(wanted - set(subjects))))
+    wanted = _labels("--participant-label", "sub-", participants, set(subjects), root, "participants")
+    subjects = [s for s in subjects if not wanted or s in wanted]
+    folders = {s: sorted(p for p in (root / f"sub-{s}").glob("ses-*") if p.is_dir()) for s in subjects}
+    wanted_sessions = _labels("--session-label", "ses-", sessions, {p.name.removeprefix("ses-") for f in folders.values()
+                                                            for p in f}, root, "sessions")
     found = []
     for subject in subjects:
-        if wanted and subject not in wanted:
-            continue
-        folders = sorted(p for p in (root / f"sub-{subject}").glob("ses-*") if p.is_dir()) or [root / f"sub-{subject}"]
-        for folder in folders:
+        loose = root / f"sub-{subject}" / "dwi"
+        if folders[subject] and not wanted_sessions and list(loose.glob("*_dwi.nii*")):
+            found.append(Session(subject, "", problem=str(InputError(
+                loose, "the DWI series of a subject with sessions inside its ses-* folders (as BIDS keeps them)",
+                f"{len(list(loose.glob('*_dwi.nii*')))} series beside "
+                f"{', '.join(p.name for p in folders[subject])}"))))
+        for folder in folders[subject] or [root / f"sub-{subject}"]:
             session = folder.name.removeprefix("ses-") if folder.name.startswith("ses-") else ""
             if wanted_sessions and session not in wanted_sessions:
                 continue
-            inputs, acquired, others, b0 = [], [], [], []
-            for path in sorted((folder / "dwi").glob("*_dwi.nii*")):
-                labels = entities(path)
-                if labels.get("sub") != subject or labels.get("ses", "") != session:
-                    raise InputError(path, f"a name starting sub-{subject}" + (f"_ses-{session}" if session else ""),
-                                     path.name)
-                count = weighted_volumes(fsl_sidecar(path, ".bval"))
-                (inputs if count == 3 else acquired if count >= 6 else b0 if count == 0 else others).append(path)
+            try:
+                inputs, acquired, others, b0 = _series_of(folder / "dwi", subject, session)
+            except InputError as exc:
+                found.append(Session(subject, session, problem=str(exc)))
+                continue
             if inputs or acquired or others or b0:
                 found.append(Session(subject, session, tuple(inputs), acquired[0] if acquired else None,
                                      tuple(others), b0[0] if b0 else None))
@@ -133,6 +185,40 @@ def derivative_name(input_path, part, extension=".nii.gz"):
     stem = series_stem(input_path)
     if part == "synthetic":
         return f"{stem}_desc-synthetic_dwi{extension}"
-    if part == "report":
-        return f"{stem}_desc-synthesis_dwi.json"
+    if part == "report":  # the synthetic series' sidecar: BIDS keys, then the synthesis report
+        return f"{stem}_desc-synthetic_dwi.json"
     return f"{stem}_{MAP_NAMES[part]}{extension}"
+
+
+VALIDATOR_TIMEOUT = 600  # seconds: the validator reads 3,200 files in about 10 s
+
+
+def validator_errors(folder, timeout=VALIDATOR_TIMEOUT):
+    """The official BIDS validator's errors (bids-validator-deno: the schema-based validator, its schema
+    bundled, so offline) on a dataset folder: {code: [locations in the dataset]}, {} when it finds none,
+    None when the validator is not installed (pip install 'dtisynth[cohort]'). Warnings are not
+    returned. A validator that fails or runs past `timeout` is one error, VALIDATOR_FAILED, with its reason."""
+    if importlib.util.find_spec("bids_validator_deno") is None:
+        return None
+    command = [sys.executable, "-c", "import sys; from bids_validator_deno import cli; sys.exit(cli())", str(folder),
+               "--format", "json", "--ignoreWarnings"]
+    try:
+        run = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                             env=dict(os.environ, NO_COLOR="1"))
+        issues = json.loads(run.stdout)["issues"]["issues"]
+    except subprocess.TimeoutExpired:
+        return {"VALIDATOR_FAILED": [f"no answer within {timeout} s"]}
+    except (ValueError, KeyError, TypeError):  # exit 1: a crash, its stack trace on stderr, nothing on stdout
+        return {"VALIDATOR_FAILED": [(run.stderr.strip().splitlines() or [f"exit code {run.returncode}"])[-1]]}
+    errors = {}
+    for issue in issues:
+        if issue.get("severity") == "error":
+            errors.setdefault(issue.get("code", "UNKNOWN"), []).append(
+                issue.get("location") or ", ".join(issue.get("affects", [])) or "the dataset")
+    return errors
+
+
+def describe_validator_errors(errors, shown=2):
+    """One line per code: 'CODE (n): location, location, ...'."""
+    return [f"{code} ({len(where)}): {', '.join(sorted(where)[:shown])}" + (", ..." if len(where) > shown else "")
+            for code, where in sorted(errors.items())]

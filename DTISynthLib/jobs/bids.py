@@ -16,6 +16,7 @@ def add_arguments(parser):
 def run(args, reporter):
     from ..core.errors import InputError
     from ..core.output_layout import CohortOutput
+    from ..io import bids
     from ..service.cohort import run_group, run_participants
 
     layout = CohortOutput(args.out_dir)
@@ -24,11 +25,16 @@ def run(args, reporter):
         reporter.result(outputs, f"evaluation of {len(summary['subjects'])} session(s) in {layout.group.folder} "
                         f"({layout.group_sessions.name}: which, and why not the others)")
         return
-    rows = run_participants(from_arguments(BidsRequest, args), reporter)
+    rows, validator_errors = run_participants(from_arguments(BidsRequest, args), reporter)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed")}
     failed = [r for r in rows if r["status"] == "failed"]
     summary = (f"{counts['done']} session(s) synthesized, {counts['skipped']} done before, {counts['failed']} failed; "
                f"derivatives in {args.out_dir} ({layout.sessions.name} lists them)")
+    if validator_errors:
+        summary += (f"\nwarning: the BIDS validator found errors in {args.bids_dir} (DTISynth ran every session it "
+                    "could read):" + "".join(f"\n  {line}" for line in bids.describe_validator_errors(validator_errors)))
+    elif validator_errors is None and not args.skip_bids_validation:
+        summary += "\nnote: BIDS_DIR not validated (the BIDS validator is not installed: pip install 'dtisynth[cohort]')"
     if failed:  # the others are written: the exit code still says something failed
         raise InputError(args.bids_dir, "sessions DTISynth can synthesize",
                          summary + "".join(f"\n{r['key']}: {r['message']}" for r in failed))

@@ -77,12 +77,20 @@ def run(args, reporter):
         sock = bind(host, listen)  # a port in use is an error event and exit 2, before anything is announced
         reporter.result([args.study], f"serving {args.study} on http://{host}:{listen}/r/<reader token> "
                         f"(Ctrl-C stops){warning}")
-        serve(args.study, sock=sock)
+        try:
+            serve(args.study, sock=sock)
+        except KeyboardInterrupt:
+            # Ctrl-C is how serve is meant to stop, so a success (exit 0), not a traceback. uvicorn re-raises
+            # the SIGINT it caught only after its graceful shutdown (requests in flight finished); and each
+            # answer is one transaction, so even a forced stop (a second Ctrl-C) leaves the store whole.
+            reporter.result([args.study], "review server stopped")
     elif args.what in ("add-reader", "reissue"):
+        from ..review.store import reader_name
         from ..service.review import reader_link
 
         if args.what == "add-reader":
-            name, token = args.name, store.add_reader(args.name)
+            name = reader_name(args.name)  # the name as stored (add_reader takes it the same way)
+            token = store.add_reader(name)
         else:
             name, token = args.reader, store.reissue_token(args.reader)
         host, listen = study_address(store)

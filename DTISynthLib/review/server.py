@@ -99,9 +99,8 @@ def create_app(study_folder):
 
     from fastapi import FastAPI, HTTPException
     from fastapi.exceptions import RequestValidationError
-    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-    from pydantic import BaseModel, Field
+    from pydantic import BaseModel, ConfigDict, Field
 
     store = StudyStore(study_folder)
     images = StudyFolder(study_folder).images.resolve()
@@ -124,8 +123,12 @@ def create_app(study_folder):
                             headers=NO_STORE)
 
     Position = Field(ge=1, le=MAX_POSITION)
+    # Strict: pydantic's lax mode would take true as 1 (case 1, confidence "guess"), 1.0 and "1" too; a
+    # body of the wrong JSON type is a 422 naming the field instead (an int is still a float).
+    Strict = ConfigDict(strict=True)
 
     class Answer(BaseModel):
+        model_config = Strict
         position: int = Position
         choice: Literal["left", "right"]
         confidence: int = Field(ge=1, le=5)
@@ -133,6 +136,7 @@ def create_app(study_folder):
         paused_seconds: float = Field(default=0.0, ge=0.0, lt=86400.0, allow_inf_nan=False)
 
     class Shown(BaseModel):
+        model_config = Strict
         position: int = Position
 
     def reader_of(token):

@@ -85,6 +85,15 @@ def token_hash(token):
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def reader_name(name):
+    """`name` without leading and trailing white space (as `review create --readers a, b` takes names, so
+    that " ann" cannot become a second "ann"); a blank name is refused: it would add a nameless reader
+    whom the analysis and `reissue --reader` cannot tell apart."""
+    if not isinstance(name, str) or not name.strip():
+        raise InputError("reader name", "a name with at least one visible character", repr(name))
+    return name.strip()
+
+
 @dataclass(frozen=True)
 class Reader:
     id: int
@@ -180,7 +189,8 @@ class StudyStore:
     def add_reader(self, name):
         """Add a reader and draw their presentation: the study's `training` cases (drawn among all),
         then every case once, in an order and with sides drawn from a seed recorded with them. Returns
-        their secret token: shown once, stored only as a hash."""
+        their secret token: shown once, stored only as a hash. The name is taken as reader_name gives it."""
+        name = reader_name(name)
         token = secrets.token_urlsafe(18)
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")

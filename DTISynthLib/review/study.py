@@ -59,8 +59,11 @@ def reader_names(readers):
         if int(text) < 1:
             raise InputError("--readers", "at least one reader", text)
         return [f"reader-{k}" for k in range(1, int(text) + 1)]
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names or len(set(names)) != len(names):
+    names = [n.strip() for n in text.split(",")]
+    if "" in names:  # "ann,,bob" or "ann, ": a slip to point out, not a reader to drop (or to add nameless)
+        raise InputError("--readers", "a number or a comma list of names, each with at least one visible character",
+                         repr(text))
+    if len(set(names)) != len(names):
         raise InputError("--readers", "a number or a comma list of distinct names", repr(text))
     return names
 

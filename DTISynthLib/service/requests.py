@@ -60,6 +60,35 @@ def non_negative_int(text):
     return _number(text, int, "an integer >= 0", lambda v: v >= 0)
 
 
+def available_cores():
+    """The CPU cores this process may run on (its affinity, which a batch system may restrict)."""
+    import os
+
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+
+
+def worker_count(text):
+    """A number of local worker processes: 0 up to this machine's cores (each worker holds the models:
+    more processes than cores only share the same cores and multiply the memory)."""
+    cores = len(available_cores())
+    return _number(text, int, f"an integer from 0 to {cores} (this machine's cores)", lambda v: 0 <= v <= cores)
+
+
+# Dask's communication schemes (distributed.comm); an address without one is tcp
+SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+
+
+def scheduler_address(text):
+    """A Dask scheduler address: [scheme://]host:port with one of Dask's schemes."""
+    scheme, _, rest = text.rpartition("://")
+    host, _, port_text = rest.rpartition(":")
+    if (scheme or "tcp") not in SCHEDULER_SCHEMES or not host or not port_text.isdigit() \
+            or not 1 <= int(port_text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a Dask scheduler address like tcp://host:8786 (schemes: "
+                                         f"{', '.join(SCHEDULER_SCHEMES)}), not {text!r}")
+    return text
+
+
 def fraction(text):
     """A share in [0, 1): 0 means none."""
     return _number(text, float, "a fraction from 0 up to (not including) 1", lambda v: 0 <= v < 1)
@@ -428,16 +457,27 @@ class BidsRequest(Request):
                                      help="participants to process (labels, with or without sub-; default all)")
     session_label: list = option("--session-label", None, nargs="+",
                                  help="sessions to process (labels, with or without ses-; default all)")
-    workers: int = option("--workers", None, type=non_negative_int,
-                          help="worker processes of the local Dask cluster, one thread each (default: the number of "
-                               "cores; 0: no Dask, one session after another)")
-    scheduler: str = option("--scheduler", None,
-                            help="address of an existing Dask scheduler (e.g. a dask-jobqueue SLURM cluster's) to "
-                                 "run on instead of a local cluster")
+    workers: int = option("--workers", None, type=worker_count,
+                          help="worker processes of the local Dask cluster, one thread each, at most this machine's "
+                               "cores (default: the number of cores; 0: no Dask, one session after another)")
+    scheduler: str = option("--scheduler", None, type=scheduler_address,
+                            help="address of an existing Dask scheduler (tcp://host:port, e.g. a dask-jobqueue SLURM "
+                                 "cluster's), reachable within 10 s, to run on instead of a local cluster (not with "
+                                 "--workers: the scheduler's workers run the sessions)")
     models: Path = option("--models", None, help="model folder (default: the shipped tensor-unet set)")
     device: str = option("--device", "auto", choices=DEVICES, help="auto (default: a CUDA GPU if any), cpu or cuda")
+    skip_bids_validation: bool = option("--skip-bids-validation", False, action="store_true",
+                                        help="participant level: do not run the official BIDS validator on BIDS_DIR "
+                                             "(by default its errors are reported; sessions DTISynth can read run "
+                                             "anyway)")
     realism_voxels: int = option("--realism-voxels", 250_000, type=positive_int,
                                  help="group level: training voxels of each realism-index autoencoder "
                                       "(paper 2: 250000)")
     realism_epochs: int = option("--realism-epochs", 50, type=non_negative_int,
                                  help="group level: epochs of each realism-index autoencoder (paper 2: 50; 0: none)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.scheduler and self.workers is not None:
+            raise InputError("--workers", "no --workers with --scheduler (the scheduler's own workers run the "
+                             "sessions)", f"--workers {self.workers} with --scheduler {self.scheduler}")

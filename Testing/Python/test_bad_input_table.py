@@ -8,6 +8,7 @@ input files), science (inputs that would give wrong results without a word), man
 are untrusted input), output (faults of the place written to).
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -697,6 +698,22 @@ def case_review_add_reader_taken(i, f):
                                                                            "'reader-1'"]
 
 
+def case_review_add_reader_blank(i, f):
+    return ["review", "add-reader", str(i.study), "--name", ""], [
+        "reader name", "expected a name with at least one visible character", "found ''"]
+
+
+def case_review_add_reader_spaces(i, f):
+    return ["review", "add-reader", str(i.study), "--name", "   "], [
+        "reader name", "expected a name with at least one visible character", "found '   '"]
+
+
+def case_review_create_readers_blank(i, f):
+    return ["review", "create", "--original", str(i.cohort), "--synthetic", str(i.synthetic), "--out", str(f / "out"),
+            "--readers", "ann,,bob"], ["--readers", "a comma list of names, each with at least one visible character",
+                                       "'ann,,bob'"]
+
+
 def case_review_reissue_unknown(i, f):
     return ["review", "reissue", str(i.study), "--reader", "nobody"], ["--reader", "one of the study's readers",
                                                                         "'nobody'"]
@@ -771,6 +788,149 @@ def case_realism_schemes(i, f):
 def case_realism_three_directions(i, f):
     return ["realism", "--real", str(phantom_dwi(f, np.eye(3))), "--out", str(f / "out")], \
         ["dwi.nii.gz", "at least 6 diffusion directions", "3 diffusion-weighted volumes"]
+
+
+# --- bids: a cohort run never touches the raw dataset; one bad session fails alone -----------------------
+
+def _bids(dataset, out, models, *extra):
+    return ["bids", str(dataset), str(out), "participant", "--workers", "0", "--device", "cpu", "--models", str(models),
+            *map(str, extra)]
+
+
+def _one_subject_dataset(i, f, subject="sub-001"):
+    """f/ds: the cohort's dataset_description.json and one subject's dwi folder."""
+    shutil.copytree(i.cohort / subject / "dwi", f / "ds" / subject / "dwi")
+    shutil.copy(i.cohort / "dataset_description.json", f / "ds")
+    return f / "ds"
+
+
+def case_bids_out_is_the_dataset(i, f):
+    return _bids(i.cohort, i.cohort, i.models), [str(i.cohort), "expected a folder outside the BIDS dataset or inside "
+                                                 "its derivatives/", "found the BIDS dataset itself"]
+
+
+def case_bids_folders_swapped(i, f):
+    derivatives = f / "derivatives"  # DTISynth's derivatives of the cohort, given as the input
+    derivatives.mkdir()
+    from DTISynthLib.service.cohort import PIPELINE_DESCRIPTION
+    (derivatives / "dataset_description.json").write_text(json.dumps({
+        "Name": "d", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "DTISynth", "Description": PIPELINE_DESCRIPTION}]}))
+    return _bids(derivatives, i.cohort, i.models), [str(derivatives), "expected a BIDS dataset of acquired DWIs",
+                                                     "DTISynth's own derivatives (BIDS_DIR and OUT_DIR swapped?)"]
+
+
+def case_bids_out_inside_a_subject(i, f):
+    out = i.cohort / "sub-001" / "dtisynth"
+    return _bids(i.cohort, out, i.models), [str(out), "inside its derivatives/",
+                                            f"found a folder inside the BIDS dataset {i.cohort}"]
+
+
+def case_bids_out_holds_raw_data(i, f):
+    other = _one_subject_dataset(i, f)  # another raw dataset as the output
+    return _bids(i.cohort, other, i.models), [str(other), "a new folder or one holding DTISynth's own derivatives",
+                                              "a dataset_description.json DTISynth did not write"]
+
+
+def case_bids_out_holds_subject_files(i, f):
+    out = f / "out"
+    shutil.copytree(i.cohort / "sub-002" / "dwi", out / "sub-002" / "dwi")
+    return _bids(i.cohort, out, i.models), [str(out), "a new folder or one holding DTISynth's own derivatives",
+                                            "8 file(s) under sub-*/ that DTISynth did not write (sub-002/dwi/sub-002_acq-dti6_dwi.bval"]
+
+
+def case_bids_not_a_dataset(i, f):
+    (f / "ds").mkdir()
+    return _bids(f / "ds", f / "out", i.models), [str(f / "ds"), "a BIDS dataset (a folder with dataset_description.json)",
+                                                  "none there"]
+
+
+def case_bids_description_list(i, f):
+    dataset = _one_subject_dataset(i, f)
+    (dataset / "dataset_description.json").write_text("[1, 2]")
+    return _bids(dataset, f / "out", i.models), ["dataset_description.json", "expected a JSON object", "a JSON list"]
+
+
+def case_bids_participant_label(i, f):
+    return _bids(i.cohort, f / "out", i.models, "--participant-label", "009"), \
+        ["--participant-label", "participants of", "001, 002", "found 009"]
+
+
+def case_bids_session_label_without_sessions(i, f):
+    return _bids(i.cohort, f / "out", i.models, "--session-label", "9"), \
+        ["--session-label", "expected sessions of", "none: ", "has no ses-* folders", "found 9"]
+
+
+def case_bids_workers_beyond_the_cores(i, f):
+    return _bids(i.cohort, f / "out", i.models)[:4] + ["--workers", "100000"], \
+        ["--workers", "an integer from 0 to", "(this machine's cores)", "'100000'"]
+
+
+def case_bids_scheduler_scheme(i, f):
+    return _bids(i.cohort, f / "out", i.models)[:4] + ["--scheduler", "ftp://127.0.0.1:8786"], \
+        ["--scheduler", "a Dask scheduler address like tcp://host:8786", "'ftp://127.0.0.1:8786'"]
+
+
+def case_bids_scheduler_unreachable(i, f):
+    return _bids(i.cohort, f / "out", i.models)[:4] + ["--scheduler", "tcp://127.0.0.1:9"], \
+        ["--scheduler", "the address of a Dask scheduler reachable within 10 s", "tcp://127.0.0.1:9: "]
+
+
+def case_bids_workers_with_scheduler(i, f):
+    return _bids(i.cohort, f / "out", i.models)[:4] + ["--workers", "1", "--scheduler", "tcp://127.0.0.1:9"], \
+        ["--workers", "no --workers with --scheduler", "--workers 1 with --scheduler tcp://127.0.0.1:9"]
+
+
+_HELD_LOCKS = contextlib.ExitStack()  # the locks case_bids_output_locked holds, until the tests end
+
+
+def case_bids_output_locked(i, f):
+    from DTISynthLib.service.cohort import output_lock
+
+    (f / "out").mkdir()
+    _HELD_LOCKS.enter_context(output_lock(f / "out"))  # as another run writing there (a flock of this process's)
+    return _bids(i.cohort, f / "out", i.models), [str(f / "out"), "an output folder no other run is writing to",
+                                                  f"a run of process {os.getpid()} holding .dtisynth.lock"]
+
+
+def case_bids_garbled_bval(i, f):
+    dataset = _one_subject_dataset(i, f)
+    bval = dataset / "sub-001" / "dwi" / "sub-001_acq-dwi3_dwi.bval"
+    bval.write_text("zero thousand\n")
+    return _bids(dataset, f / "out", i.models), ["0 session(s) synthesized, 0 done before, 1 failed",
+                                                 f"sub-001: {bval}: expected an FSL .bval file of numbers", "unreadable"]
+
+
+def case_bids_misnamed_file(i, f):
+    dataset = _one_subject_dataset(i, f)
+    folder = dataset / "sub-001" / "dwi"
+    for suffix in (".nii.gz", ".bval", ".bvec"):
+        (folder / f"sub-001_acq-dwi3_dwi{suffix}").rename(folder / f"sub-002_acq-dwi3_dwi{suffix}")
+    return _bids(dataset, f / "out", i.models), ["1 failed", f"sub-001: {folder / 'sub-002_acq-dwi3_dwi.nii.gz'}: "
+                                                 "expected a name starting sub-001; found sub-002_acq-dwi3_dwi.nii.gz"]
+
+
+def case_bids_symlink_loop(i, f):
+    dataset = _one_subject_dataset(i, f)
+    dwi = dataset / "sub-001" / "dwi" / "sub-001_acq-dwi3_dwi.nii.gz"
+    dwi.unlink()
+    dwi.symlink_to(dataset / "loop.nii.gz")
+    (dataset / "loop.nii.gz").symlink_to(dwi)
+    return _bids(dataset, f / "out", i.models), ["1 failed", f"sub-001: {dwi}: expected a readable file",
+                                                 "Too many levels of symbolic links"]
+
+
+def case_bids_files_beside_sessions(i, f):
+    dataset = _one_subject_dataset(i, f)
+    session = dataset / "sub-001" / "ses-1" / "dwi"
+    session.mkdir(parents=True)
+    for suffix in (".nii.gz", ".bval", ".bvec"):  # ses-1 holds the DTI only; the 3-direction DWI lies beside it
+        shutil.copy(dataset / "sub-001" / "dwi" / f"sub-001_acq-dti6_dwi{suffix}",
+                    session / f"sub-001_ses-1_acq-dti6_dwi{suffix}")
+    return _bids(dataset, f / "out", i.models), [
+        "2 failed", f"sub-001: {dataset / 'sub-001' / 'dwi'}: expected the DWI series of a subject with sessions inside "
+        "its ses-* folders (as BIDS keeps them); found 2 series beside ses-1",
+        "sub-001_ses-1: ", "expected a 3-direction DWI series"]
 
 
 CASES = [  # (id, class, build)
@@ -872,6 +1032,9 @@ CASES = [  # (id, class, build)
     ("review-create-port", "usage", case_review_create_port),
     ("review-create-training-negative", "usage", case_review_create_training_negative),
     ("review-add-reader-taken", "usage", case_review_add_reader_taken),
+    ("review-add-reader-blank", "usage", case_review_add_reader_blank),
+    ("review-add-reader-spaces", "usage", case_review_add_reader_spaces),
+    ("review-create-readers-blank", "usage", case_review_create_readers_blank),
     ("review-reissue-unknown", "usage", case_review_reissue_unknown),
     ("review-serve-not-a-study", "file", case_review_serve_not_a_study),
     ("review-analyze-not-sqlite", "file", case_review_analyze_not_sqlite),
@@ -885,6 +1048,24 @@ CASES = [  # (id, class, build)
     ("realism-missing-scan", "file", case_realism_missing_scan),
     ("realism-schemes", "usage", case_realism_schemes),
     ("realism-three-directions", "science", case_realism_three_directions),
+    ("bids-out-is-the-dataset", "output", case_bids_out_is_the_dataset),
+    ("bids-folders-swapped", "output", case_bids_folders_swapped),
+    ("bids-out-inside-a-subject", "output", case_bids_out_inside_a_subject),
+    ("bids-out-holds-raw-data", "output", case_bids_out_holds_raw_data),
+    ("bids-out-holds-subject-files", "output", case_bids_out_holds_subject_files),
+    ("bids-output-locked", "output", case_bids_output_locked),
+    ("bids-not-a-dataset", "file", case_bids_not_a_dataset),
+    ("bids-description-list", "file", case_bids_description_list),
+    ("bids-participant-label", "usage", case_bids_participant_label),
+    ("bids-session-label-without-sessions", "usage", case_bids_session_label_without_sessions),
+    ("bids-workers-beyond-the-cores", "usage", case_bids_workers_beyond_the_cores),
+    ("bids-scheduler-scheme", "usage", case_bids_scheduler_scheme),
+    ("bids-scheduler-unreachable", "usage", case_bids_scheduler_unreachable),
+    ("bids-workers-with-scheduler", "usage", case_bids_workers_with_scheduler),
+    ("bids-garbled-bval", "file", case_bids_garbled_bval),
+    ("bids-misnamed-file", "file", case_bids_misnamed_file),
+    ("bids-symlink-loop", "file", case_bids_symlink_loop),
+    ("bids-files-beside-sessions", "file", case_bids_files_beside_sessions),
 ]
 
 
@@ -892,12 +1073,14 @@ def test_the_table_covers_every_command_and_class():
     assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
     commands = {c[0].split("-")[0] for c in CASES}
     assert commands >= {"fit", "simulate", "pairs", "synthesize", "evaluate", "scene", "train", "review", "models",
-                        "realism"}
+                        "realism", "bids"}
     assert {c[1] for c in CASES} == set(CLASSES)
 
 
 def _out_paths(argv):
-    return [Path(argv[k + 1]) for k, a in enumerate(argv[:-1]) if a in ("--out", "--into")]
+    """The output paths a command line names (bids: its OUT_DIR, the second positional argument)."""
+    paths = [Path(argv[k + 1]) for k, a in enumerate(argv[:-1]) if a in ("--out", "--into")]
+    return paths + ([Path(argv[2])] if argv[0] == "bids" else [])
 
 
 @pytest.mark.parametrize("name, kind, build", CASES, ids=[c[0] for c in CASES])

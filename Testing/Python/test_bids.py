@@ -71,7 +71,7 @@ def test_sessions_and_their_series_are_found_by_the_bids_layout(dataset):
         bids.find_sessions(dataset, ["009"])
 
 
-def test_runs_are_series_of_their_session_and_a_misnamed_file_is_refused(dataset, tmp_path):
+def test_runs_are_series_of_their_session_and_a_misnamed_file_fails_its_session_only(dataset, tmp_path):
     copy = tmp_path / "ds"
     shutil.copytree(dataset / "sub-001", copy / "sub-001")
     shutil.copy(dataset / "dataset_description.json", copy)
@@ -93,14 +93,16 @@ def test_runs_are_series_of_their_session_and_a_misnamed_file_is_refused(dataset
     assert session.acquired is None and session.reference.name == "sub-001_acq-b0_dwi.nii.gz"
     for suffix in (".nii.gz", ".bval", ".bvec"):
         shutil.copy(folder / f"sub-001_acq-dwi3_run-1_dwi{suffix}", folder / f"sub-002_acq-dwi3_dwi{suffix}")
-    with pytest.raises(Exception, match="a name starting sub-001"):
-        bids.find_sessions(copy)
+    (session,) = bids.find_sessions(copy)
+    assert session.key == "sub-001" and not session.inputs
+    assert session.problem == (f"{folder / 'sub-002_acq-dwi3_dwi.nii.gz'}: expected a name starting sub-001; "
+                               "found sub-002_acq-dwi3_dwi.nii.gz")
 
 
 def test_two_dask_workers_write_what_one_session_after_another_writes_and_report_the_bad_one(dataset, tiny_models,
                                                                                           tmp_path):
-    serial = run_participants(_request(dataset, tmp_path / "serial", tiny_models, workers=0))
-    parallel = run_participants(_request(dataset, tmp_path / "dask", tiny_models, workers=2))
+    serial = run_participants(_request(dataset, tmp_path / "serial", tiny_models, workers=0)).rows
+    parallel = run_participants(_request(dataset, tmp_path / "dask", tiny_models, workers=2)).rows
     for rows in (serial, parallel):
         assert {r["key"]: r["status"] for r in rows} == {"sub-001": "done", "sub-002_ses-1": "done",
                                                         "sub-002_ses-2": "done", "sub-003": "done", "sub-004": "failed"}
@@ -113,24 +115,31 @@ def test_two_dask_workers_write_what_one_session_after_another_writes_and_report
     session = tmp_path / "dask" / "sub-002" / "ses-1" / "dwi"
     stem = "sub-002_ses-1_acq-dwi3"
     for part in ("desc-synthetic_dwi.nii.gz", "desc-synthetic_dwi.bval", "desc-synthetic_dwi.bvec",
-                 "desc-synthesis_dwi.json", "model-tensor_param-fa_dwimap.nii.gz",
+                 "desc-synthetic_dwi.json", "model-tensor_param-fa_dwimap.nii.gz",
                  "model-tensor_param-tensor_dwimap.nii.gz", "model-tensor_param-fa_desc-dec_dwimap.nii.gz"):
         assert (session / f"{stem}_{part}").is_file(), part
     assert load_dwi(session / f"{stem}_desc-synthetic_dwi.nii.gz").data.shape[3] == 7
     assert not list((tmp_path / "dask").glob("sub-004/dwi/*"))  # nothing partial of the refused session
     description = json.loads((tmp_path / "dask" / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "DTISynth"
+    sidecar = json.loads((session / f"{stem}_desc-synthetic_dwi.json").read_text())
+    assert sidecar["Sources"][0] == f"bids:raw:sub-002/ses-1/dwi/{stem}_dwi.nii.gz" and "registration" in sidecar
+    # the official BIDS validator (schema-based) passes the derivatives, sessions and a failed session included
+    assert bids.validator_errors(tmp_path / "dask") == {}
 
 
 def test_a_rerun_skips_what_is_done_and_redoes_the_rest_and_the_command_says_what_failed(dataset, tiny_models,
                                                                                       tmp_path):
     out = tmp_path / "out"
-    first = run_participants(_request(dataset, out, tiny_models, workers=0, participant_label=["001", "003"]))
+    first = run_participants(_request(dataset, out, tiny_models, workers=0, participant_label=["001", "003"])).rows
     assert [r["status"] for r in first] == ["done", "done"]
     kept = (out / "sub-001" / "dwi" / "sub-001_acq-dwi3_model-tensor_param-fa_dwimap.nii.gz").stat().st_mtime_ns
-    (out / "sub-003" / "dwi" / "sub-003_dtisynth.json").unlink()  # as a run stopped before the record
+    # as a run killed while moving sub-003's outputs in: its record lists them, not yet complete
+    record_path = out / "sub-003" / "dwi" / "sub-003_dtisynth.json"
+    record_path.write_text(json.dumps(dict(json.loads(record_path.read_text()), complete=False)))
+    (out / "sub-003" / "dwi" / "sub-003_acq-dwi3_model-tensor_param-fa_dwimap.nii.gz").unlink()
     (out / "sub-003" / "dwi" / ".dtisynth-staging-left").mkdir()
-    again = run_participants(_request(dataset, out, tiny_models, workers=0, participant_label=["001", "003"]))
+    again = run_participants(_request(dataset, out, tiny_models, workers=0, participant_label=["001", "003"])).rows
     assert {r["key"]: r["status"] for r in again} == {"sub-001": "skipped", "sub-003": "done"}
     assert (out / "sub-001" / "dwi" / "sub-001_acq-dwi3_model-tensor_param-fa_dwimap.nii.gz").stat().st_mtime_ns == kept
     assert not (out / "sub-003" / "dwi" / ".dtisynth-staging-left").exists()
@@ -157,13 +166,13 @@ def test_a_worker_killed_mid_session_loses_nothing(dataset, tiny_models, tmp_pat
 
     labels = ["001", "003"]
     reference = run_participants(_request(dataset, tmp_path / "reference", tiny_models, workers=0,
-                                          participant_label=labels))
+                                          participant_label=labels)).rows
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         rows, killed = [], []
         run = threading.Thread(target=lambda: rows.extend(run_participants(
             _request(dataset, tmp_path / "killed", tiny_models, workers=2, participant_label=labels),
-            client=client)))
+            client=client).rows))
         run.start()
         deadline = time.monotonic() + 60
         while not killed and time.monotonic() < deadline:
@@ -204,4 +213,135 @@ def test_the_group_level_evaluates_the_sessions_that_are_done_against_their_acqu
     assert sessions == {"sub-001": "yes", "sub-003": "yes", "sub-002_ses-1": "no", "sub-002_ses-2": "no",
                         "sub-004": "no"}
     assert (out / "group" / "report.html").stat().st_size > 10_000
+    assert bids.validator_errors(out) == {}  # the group level's folder too
     assert summary["realism_index"]["rows"][-1]["subject"] == "all subjects"
+
+
+def _small_dataset(dataset, folder, subjects=("sub-001", "sub-003")):
+    """A copy of the module's dataset with only `subjects`."""
+    for subject in subjects:
+        shutil.copytree(dataset / subject, folder / subject)
+    shutil.copy(dataset / "dataset_description.json", folder)
+    return folder
+
+
+def _raw_files(root):
+    """{path: SHA-256} of every file of a raw dataset, its derivatives/ left out."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file() and "derivatives" not in p.relative_to(root).parts}
+
+
+def test_a_run_never_writes_into_or_deletes_from_the_raw_dataset(dataset, tiny_models, tmp_path, capsys):
+    """The output as the dataset itself, the two folders swapped, an output inside a subject, another raw
+    dataset as the output: each refused (exit 2) before anything is written; the raw dataset's files
+    and their hashes are unchanged. Under its derivatives/ the run writes (and only there)."""
+    raw = _small_dataset(dataset, tmp_path / "raw")
+    derivatives = raw / "derivatives" / "dtisynth"
+    options = ["participant", "--workers", "0", "--models", str(tiny_models), "--device", "cpu", "--jsonl"]
+    before = _raw_files(raw)
+    assert cli.main(["bids", str(raw), str(derivatives), *options]) == 0
+    assert _raw_files(raw) == before and (derivatives / "sub-001" / "dwi" / "sub-001_dtisynth.json").is_file()
+    other = _small_dataset(dataset, tmp_path / "other", ("sub-002",))
+    other_before = _raw_files(other)
+    capsys.readouterr()
+    for bids_dir, out, found in ((raw, raw, "found the BIDS dataset itself"),
+                                 (derivatives, raw, "found DTISynth's own derivatives (BIDS_DIR and OUT_DIR swapped?)"),
+                                 (raw, raw / "sub-001" / "derivatives", f"found a folder inside the BIDS dataset {raw}"),
+                                 (raw, raw / "derivatives", f"found a folder inside the BIDS dataset {raw}"),
+                                 (raw, other, "found a dataset_description.json DTISynth did not write"),
+                                 (derivatives, other, "DTISynth's own derivatives")):
+        assert cli.main(["bids", str(bids_dir), str(out), *options]) == 2, (bids_dir, out)
+        message = json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
+        assert found in message, message
+        assert _raw_files(raw) == before and _raw_files(other) == other_before, (bids_dir, out)
+    assert not (raw / "sub-001" / "derivatives").exists()
+    assert sorted(p.name for p in raw.iterdir()) == ["dataset_description.json", "derivatives", "sub-001", "sub-003"]
+
+
+def test_a_second_run_on_one_output_folder_is_refused_naming_the_first_and_a_killed_run_frees_it(dataset, tiny_models,
+                                                                                               tmp_path, capsys):
+    import subprocess
+    import sys
+
+    raw = _small_dataset(dataset, tmp_path / "raw", ("sub-001",))
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from DTISynthLib.service.cohort import "
+                               "output_lock\nwith output_lock(sys.argv[1]):\n    print('held', flush=True)\n"
+                               "    time.sleep(600)", str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        options = ["participant", "--workers", "0", "--models", str(tiny_models), "--device", "cpu", "--jsonl"]
+        capsys.readouterr()
+        assert cli.main(["bids", str(raw), str(out), *options]) == 2
+        message = json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
+        assert message == (f"{out}: expected an output folder no other run is writing to; found a run of process "
+                           f"{holder.pid} holding .dtisynth.lock (wait for it, or choose another folder)")
+        assert sorted(p.name for p in out.iterdir()) == [".dtisynth.lock"]
+    finally:
+        holder.kill()  # as kill -9: the system releases its lock, its lock file stays
+        holder.wait()
+    assert cli.main(["bids", str(raw), str(out), *options]) == 0
+    assert (out / "sub-001" / "dwi" / "sub-001_dtisynth.json").is_file() and not (out / ".dtisynth.lock").exists()
+
+
+def test_a_bad_file_fails_its_own_session_and_the_others_finish(dataset, tiny_models, tmp_path, capsys):
+    """A garbled .bval, a symlink loop as a DWI, DWI files beside a subject's ses-* folders: each fails its
+    session with its message (listed in the sessions table and the exit message); the good session is
+    synthesized; a failed session leaves no folder."""
+    raw = _small_dataset(dataset, tmp_path / "raw", ("sub-001", "sub-003", "sub-004"))
+    (raw / "sub-003" / "dwi" / "sub-003_acq-dti6_dwi.bval").write_text("0 1000 x\n")
+    dwi = raw / "sub-004" / "dwi" / "sub-004_acq-dwi3_dwi.nii.gz"
+    dwi.unlink()
+    dwi.symlink_to(dwi.with_name("loop.nii.gz"))
+    dwi.with_name("loop.nii.gz").symlink_to(dwi)
+    shutil.copytree(raw / "sub-001" / "dwi", raw / "sub-005" / "ses-1" / "dwi")  # named sub-001: refused too
+    shutil.copytree(raw / "sub-001" / "dwi", raw / "sub-005" / "dwi")
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert cli.main(["bids", str(raw), str(out), "participant", "--workers", "0", "--models", str(tiny_models),
+                     "--device", "cpu", "--jsonl"]) == 2
+    message = json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
+    rows = {line.split("\t")[0]: line.split("\t") for line in (out / "dtisynth_sessions.tsv").read_text().splitlines()}
+    assert {key: row[1] for key, row in rows.items() if key != "key"} == {
+        "sub-001": "done", "sub-003": "failed", "sub-004": "failed", "sub-005": "failed", "sub-005_ses-1": "failed"}
+    assert "1 session(s) synthesized, 0 done before, 4 failed" in message
+    assert f"sub-003: {raw / 'sub-003/dwi/sub-003_acq-dti6_dwi.bval'}: expected an FSL .bval file of numbers" in message
+    assert f"sub-004: {dwi}: expected a readable file; found Too many levels of symbolic links" in message
+    assert (f"sub-005: {raw / 'sub-005/dwi'}: expected the DWI series of a subject with sessions inside its ses-* "
+            "folders (as BIDS keeps them); found 2 series beside ses-1") in message
+    assert "sub-005_ses-1: " in message and "expected a name starting sub-005_ses-1" in message
+    # the official validator's errors in the input are reported too; the sessions it could read ran
+    assert f"warning: the BIDS validator found errors in {raw} (DTISynth ran every session it could read)" in message
+    for line in ("INVALID_LOCATION (24): /sub-005/dwi/sub-001_acq-dti6_dwi.bval, /sub-005/dwi/sub-001_acq-dti6_dwi.bvec",
+                 "SYMLINK_CYCLE (2): /sub-004/dwi/loop.nii.gz, /sub-004/dwi/sub-004_acq-dwi3_dwi.nii.gz",
+                 "VOLUME_COUNT_MISMATCH (1): /sub-003/dwi/sub-003_acq-dti6_dwi.nii.gz"):
+        assert f"\n  {line}" in message, (line, message)
+    assert sorted(p.name for p in out.iterdir()) == [".bidsignore", "README.md", "dataset_description.json",
+                                                    "dtisynth_sessions.tsv", "sub-001"]
+
+
+def test_only_files_a_record_names_are_ever_removed_and_a_folder_holding_others_is_refused(dataset, tiny_models,
+                                                                                         tmp_path, capsys):
+    raw = _small_dataset(dataset, tmp_path / "raw", ("sub-001",))
+    out = tmp_path / "out"
+    options = ["participant", "--workers", "0", "--models", str(tiny_models), "--device", "cpu", "--jsonl"]
+    assert cli.main(["bids", str(raw), str(out), *options]) == 0
+    folder = out / "sub-001" / "dwi"
+    record_path = folder / "sub-001_dtisynth.json"
+    record = json.loads(record_path.read_text())
+    # a record edited to name files elsewhere, or the folder itself: none of them is removed by a redo
+    (tmp_path / "precious.txt").write_text("keep")
+    record_path.write_text(json.dumps(dict(record, checksum="stale", outputs=record["outputs"] + [
+        "../../../precious.txt", "..", ""])))
+    assert cli.main(["bids", str(raw), str(out), *options]) == 0
+    assert (tmp_path / "precious.txt").read_text() == "keep"
+    assert json.loads(record_path.read_text())["outputs"] == record["outputs"]
+    (folder / "sub-001_notes.txt").write_text("mine")  # the user's own file among the derivatives
+    capsys.readouterr()
+    assert cli.main(["bids", str(raw), str(out), *options]) == 2
+    message = json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
+    assert "found 1 file(s) under sub-*/ that DTISynth did not write (sub-001/dwi/sub-001_notes.txt)" in message
+    assert (folder / "sub-001_notes.txt").read_text() == "mine"

@@ -5,6 +5,7 @@ import csv
 import json
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -33,7 +34,7 @@ from DTISynthLib.review.analysis import (
     write_analysis,
 )
 from DTISynthLib.review.store import APPLICATION_ID, SCHEMA_VERSION, StudyStore
-from DTISynthLib.review.study import create_study
+from DTISynthLib.review.study import create_study, reader_names
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -127,6 +128,29 @@ def test_tokens_presentations_sides_and_resume(tmp_path):
     answers = store.unblinded_answers()
     assert [(a["reader"], a["position"], a["choice"]) for a in answers] == [("ann", 1, "left"), ("ann", 3, "right")]
     assert answers[0]["confidence"] == 4 and answers[0]["comment"] == "grainy" and answers[0]["seconds"] >= 0
+
+
+def test_a_blank_reader_name_is_refused_and_names_are_taken_stripped(tmp_path, capsys):
+    store, _ = _store_with_cases(tmp_path, cases=2, readers=("ann",))
+    for blank in ("", "   ", "\t\n", None):
+        with pytest.raises(InputError, match="^reader name: expected a name with at least one visible character; "
+                           f"found {re.escape(repr(blank))}$"):
+            store.add_reader(blank)
+    assert main(["review", "add-reader", str(tmp_path), "--name", "  "]) == 2
+    assert capsys.readouterr().err == ("error: reader name: expected a name with at least one visible character; "
+                                       "found '  '\n")
+    # Surrounding white space is dropped, as `create --readers "ann, bob"` drops it: " dan" is not a second "dan".
+    assert main(["review", "add-reader", str(tmp_path), "--name", " dan  ", "--jsonl"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["message"].startswith("dan: http://")
+    with pytest.raises(InputError, match="a name no other reader of the study has; found 'dan'"):
+        store.add_reader("dan ")
+    assert [r.name for r in store.readers()] == ["ann", "dan"]
+    # `create --readers`: a blank between commas is pointed out, not dropped.
+    for readers in ("ann,,bob", "ann, ", " , ", ""):
+        with pytest.raises(InputError, match="^--readers: expected a number or a comma list of names, each with at "
+                           "least one visible character"):
+            reader_names(readers)
+    assert reader_names(" ann , bob ") == ["ann", "bob"] and reader_names("2") == ["reader-1", "reader-2"]
 
 
 def test_the_clock_starts_when_shown_pauses_are_left_out_and_training_cases_come_first(tmp_path):

@@ -55,8 +55,11 @@ class Server:
 
     def start(self):
         env = dict(os.environ, PYTHONPATH=str(REPO))
+        # SIGINT as a terminal leaves it (Python's KeyboardInterrupt), even when the tests run with it ignored
+        # (a background job): Ctrl-C is how serve is stopped, and is tested.
         self.process = subprocess.Popen([sys.executable, "-m", "DTISynthLib", "review", "serve", str(self.study)],
-                                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -328,6 +331,42 @@ def test_bad_bodies_are_4xx_and_nothing_is_stored(study):
         assert connection.recv(64).startswith(b"HTTP/1.1 413")
     assert server.get(f"/api/{tokens['ann']}/state")[0] == 200  # the server is still up
     assert StudyStore(folder).unblinded_answers(training=True) == []
+
+
+def test_a_body_of_another_json_type_is_422_naming_the_field_and_nothing_is_stored(study):
+    """pydantic's lax mode would take true as 1 (case 1, confidence "guess"), 3.0 as 3 and "3" as 3."""
+    folder, tokens, server = study
+    good = {"position": 2, "choice": "left", "confidence": 3}
+    for field, value in (("position", True), ("position", 2.0), ("position", "2"), ("confidence", True),
+                         ("confidence", 3.0), ("confidence", "3"), ("comment", 5), ("paused_seconds", True),
+                         ("paused_seconds", "1.5")):
+        status, reply = server.post(f"/api/{tokens['ann']}/answer", dict(good, **{field: value}))
+        assert status == 422 and reply["saved"] is False, (field, value, status, reply)
+        assert reply["error"].startswith(f"malformed request ({field}: "), (field, value, reply)
+    status, reply = server.post(f"/api/{tokens['ann']}/shown", {"position": True})
+    assert status == 422 and reply["error"].startswith("malformed request (position: "), reply
+    assert StudyStore(folder).unblinded_answers(training=True) == []
+    with sqlite3.connect(StudyFolder(folder).database) as db:
+        assert db.execute("SELECT COUNT(*) FROM presentations WHERE shown_at IS NOT NULL").fetchone()[0] == 0
+    # The right types are taken (an integral paused_seconds too: JSON.stringify(0.0) is "0").
+    assert server.post(f"/api/{tokens['ann']}/shown", {"position": 2})[0] == 200
+    assert server.post(f"/api/{tokens['ann']}/answer", dict(good, paused_seconds=0))[0] == 200
+    assert [(a["position"], a["confidence"]) for a in StudyStore(folder).unblinded_answers()] == [(2, 3)]
+
+
+def test_ctrl_c_stops_serve_quietly_and_leaves_the_study_whole(study):
+    folder, tokens, server = study
+    assert server.post(f"/api/{tokens['ann']}/answer", {"position": 1, "choice": "left", "confidence": 4})[0] == 200
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGINT)
+    _, stderr = server.process.communicate(timeout=20)
+    stderr = stderr.decode()
+    assert server.process.returncode == 0 and time.monotonic() - started < 5, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert stderr.splitlines()[-1] == "review server stopped"
+    with sqlite3.connect(StudyFolder(folder).database) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert [(a["position"], a["choice"]) for a in StudyStore(folder).unblinded_answers(training=True)] == [(1, "left")]
 
 
 def test_a_locked_study_shows_readers_a_closed_page_and_no_cases(study):
