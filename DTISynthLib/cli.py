@@ -3,7 +3,7 @@
 Each job is a module of jobs/ with add_arguments(parser) and run(args, reporter); this file only builds
 the parser from them and dispatches. Each job prints a progress bar on stderr, or with --jsonl
 JSON-lines events on stdout (core/progress.py). Exit codes: 0 success, 2 bad input or usage,
-1 unexpected failure.
+1 unexpected failure, 130 interrupted (Ctrl-C).
 """
 
 import argparse
@@ -63,4 +63,7 @@ def main(argv=None):
     except InputError as exc:  # bad input only: any other exception is a bug, with its traceback and exit 1
         reporter.error(str(exc))
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: outputs being written were already undone on the way out
+        reporter.error("interrupted (Ctrl-C)")
+        return 130
     return 0

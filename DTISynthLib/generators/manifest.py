@@ -72,6 +72,13 @@ class Manifest:
             voxel = data.get("voxel_size_mm")
             if not (_finite_numbers(voxel, 3) and all(0 < v <= 50 for v in voxel)):
                 refuse("voxel_size_mm", "three sizes in mm, each > 0 and <= 50", voxel)
+            generator = data["architecture"].get("generator")
+            depth = generator.get("depth") if isinstance(generator, dict) else None
+            if depth is not None and not (isinstance(depth, int) and 1 <= depth <= 10):
+                refuse("architecture.generator.depth", "an integer from 1 to 10", depth)
+            if depth is not None and any(v % 2**depth for v in grid):  # a U-Net halves each side depth times
+                refuse("grid", f"two sizes divisible by 2**depth = {2**depth} (architecture.generator.depth "
+                       f"{depth})", grid)
         b_value = data["b_value"]
         if not (_finite_numbers([b_value], 1) and 0 < b_value <= 10000):
             refuse("b_value", "a b-value in s/mm^2, > 0 and <= 10000", b_value)

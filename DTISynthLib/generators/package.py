@@ -1,12 +1,16 @@
 """Model packages: a folder with manifest.json and safetensors weights files. Model files are untrusted
-input: nothing is unpickled; every weights file is checked against its SHA-256 in the manifest, and
-the format version and the generator kind must be known. Torch-free: reading and verifying a package
-never loads torch.
+input: nothing is unpickled; the manifest and every weights file must be regular files in the package
+folder (never a symbolic link, which could point at /dev/zero, a folder or itself), every weights file
+is checked against its SHA-256 in the manifest, and the format version and the generator kind must be
+known. Torch-free: reading and verifying a package never loads torch.
 
 manifest.json: generators.manifest.Manifest (its entries and checks).
 """
 
+import contextlib
+import functools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +23,7 @@ from ..core.atomic import (
     write_text_atomic,
 )
 from ..core.checksums import sha256_file
-from ..core.errors import InputError, refuse_special_file
+from ..core.errors import InputError, refuse_special_file, refuse_unless_regular_file
 from ..core.gradient_schemes import AXES_3_RAS
 from ..core.resources import RESOURCES
 from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, WEIGHTS_NAME, Manifest
@@ -27,6 +31,8 @@ from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, WEIGHTS_NAME, Manifest
 SHIPPED_MODELS = RESOURCES / "Models"  # one folder per shipped package
 DEFAULT_MODELS = SHIPPED_MODELS / "tensor-unet"  # the default set
 INPUT_CHECK_FILE = "input_check.safetensors"  # the out-of-distribution autoencoder (realism.input_check)
+MAX_MANIFEST_BYTES = 1024**2  # a manifest.json's size, checked before it is read
+MAX_IMPORT_BYTES = 2 * 1024**3  # an imported package's files together, as a zip's directory or a folder declares them
 
 
 def save_generator_weights(path, state_dict, dtype="float32"):
@@ -64,20 +70,33 @@ def training_fields(request, grid, provenance, processes):
 
 
 def read_manifest(folder):
-    """The checked Manifest of a model folder's manifest.json."""
+    """The checked Manifest of a model folder's manifest.json (a regular file in the folder: a link, to
+    /dev/zero say, is refused before it is opened)."""
     path = Path(folder) / MANIFEST
+    refuse_unless_regular_file(path)
     if not path.exists():
         raise InputError(path, "a DTISynth model folder with manifest.json", "no manifest.json")
+    return _parse_manifest(path, path.stat().st_size, path.read_bytes)
+
+
+def _parse_manifest(where, size, read):
+    """The checked Manifest of a manifest.json of `size` bytes whose content read() returns (a folder's
+    file, a zip's member), named `where` in errors: its size is checked before it is read."""
+    if size > MAX_MANIFEST_BYTES:
+        raise InputError(where, f"a manifest.json of at most {MAX_MANIFEST_BYTES} bytes", f"{size} bytes")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read())
     except (OSError, ValueError) as exc:
-        raise InputError(path, "a JSON manifest", f"unreadable content ({exc})") from None
-    return Manifest(data, path)
+        raise InputError(where, "a JSON manifest", f"unreadable content ({exc})") from None
+    return Manifest(data, where)
 
 
 def verified_weights(folder, entry):
-    """The weights file of a manifest entry, refused when missing or when its SHA-256 differs."""
+    """The weights file of a manifest entry, refused when missing, when not a regular file in the folder
+    (a link to /dev/zero would be hashed for ever, one to a folder or in a loop is no weights file), or
+    when its SHA-256 differs."""
     path = Path(folder) / entry["file"]
+    refuse_unless_regular_file(path)
     if not path.exists():
         raise InputError(path, "the weights file named in manifest.json", "no such file")
     actual = sha256_file(path)
@@ -105,19 +124,18 @@ def verify_package(folder):
     return manifest
 
 
-MAX_IMPORT_BYTES = 2 * 1024**3  # a package's files together, as a zip's directory declares them
-MAX_MANIFEST_BYTES = 1024**2
-
-
 def import_package(source, models_root):
-    """Copy a model package (a folder, or a .zip holding one) into models_root/<its name>, verified
-    first (verify_package) and moved into place in one rename. Returns the new folder.
+    """Copy a model package (a folder, or a .zip holding one) into models_root/<its name>: checked before
+    anything is created or any file but its manifest read, verified (verify_package) once copied, and
+    moved into place in one rename. Returns the new folder.
 
-    A .zip is checked from its directory before anything is extracted: one manifest.json, members that
-    stay inside the archive (no absolute or ../ paths), no member the manifest does not list (its
-    weights, its input check, the training log of each of its directions), and at most MAX_IMPORT_BYTES
-    declared in all (zipfile never writes more than a member's declared size). Only the listed members
-    are extracted."""
+    The rules, each written once and applied to a zip and a folder alike: a valid manifest of at most
+    MAX_MANIFEST_BYTES (_parse_manifest), only the files it lists copied (_listed_files: its weights,
+    its input check, the training log of each of its directions), at most MAX_IMPORT_BYTES in all
+    (_check_import_size), then the SHA-256 of every weights file (verify_package). A zip is checked
+    from its directory (_checked_zip) and refused if it holds anything else; a folder from the lstat of
+    its listed files (_checked_folder), each a regular file in the folder itself, its other entries
+    left alone."""
     import shutil
     import tempfile
     import zipfile
@@ -128,35 +146,69 @@ def import_package(source, models_root):
         raise InputError(source, "a model package folder or .zip", "no such file or folder")
     if not source.is_dir() and not zipfile.is_zipfile(source):
         raise InputError(source, "a model folder or a .zip of one", "neither")
-    created = make_output_dir(models_root)
-    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=models_root))
-    try:
+    with contextlib.ExitStack() as open_files:
         if source.is_dir():
-            package = staging / source.name
-            shutil.copytree(source, package)
+            name, files = _checked_folder(source)
         else:
-            with zipfile.ZipFile(source) as archive:
-                members, folder = _checked_members(source, archive)
-                package = staging / (folder or source.stem)  # a zip of the files alone: named after the zip
-                package.mkdir()
-                for member, name in members.items():
-                    with archive.open(member) as read, open(package / name, "wb") as write:
-                        shutil.copyfileobj(read, write, 1 << 20)
-        verify_package(package)
-        target = models_root / package.name
-        if target.exists():
-            raise InputError(target, "a new model name", "a model folder of that name already exists")
-        package.rename(target)
-        created = []
-        return target
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        remove_empty_folders(created)
+            name, files = _checked_zip(source, open_files.enter_context(zipfile.ZipFile(source)))
+        created = make_output_dir(models_root)
+        staging = Path(tempfile.mkdtemp(prefix=".dtisynth-import-", dir=models_root))
+        try:
+            package = staging / name
+            package.mkdir()
+            for file_name, open_file in files.items():
+                with open_file() as read, open(package / file_name, "wb") as write:
+                    shutil.copyfileobj(read, write, 1 << 20)
+            verify_package(package)
+            target = models_root / package.name
+            if target.exists():
+                raise InputError(target, "a new model name", "a model folder of that name already exists")
+            package.rename(target)
+            created = []
+            return target
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            remove_empty_folders(created)
 
 
-def _checked_members(source, archive):
-    """({zip member: file name in the package}, the package folder's name in the zip, "" at its top) of a
-    model zip: the checks of import_package, from the zip's directory and its manifest alone."""
+def _listed_files(manifest):
+    """The file names a package to import may hold: what its manifest lists (package_files), plain names."""
+    return {name for name in manifest.package_files(logs=True) if WEIGHTS_NAME.match(name)}
+
+
+def _check_import_size(source, sizes):
+    """Refuse a package whose files ({name: size}) are over MAX_IMPORT_BYTES together, before any is read."""
+    declared = sum(sizes.values())
+    if declared > MAX_IMPORT_BYTES:
+        raise InputError(source, f"a model package of at most {MAX_IMPORT_BYTES / 1024**2:g} MiB",
+                         f"{declared / 1024**2:.1f} MiB declared by its files")
+
+
+def _checked_folder(source):
+    """(package name, {file name: opener}) of a model folder to import. Only the files its manifest lists
+    are looked at, each of which must be a regular file in the folder itself: a symbolic link (to
+    /dev/zero, to a folder outside, in a loop), a FIFO, device or sub-folder is refused unopened. Other
+    entries are left alone, never opened or copied: a folder is a working place (`train` keeps its
+    checkpoints/ in the package folder), unlike a zip, whose every member is the package's."""
+    manifest = read_manifest(source)
+    names = sorted(name for name in _listed_files(manifest) if os.path.lexists(source / name))
+    for name in names:
+        refuse_unless_regular_file(source / name)
+    _check_import_size(source, {name: os.lstat(source / name).st_size for name in names})
+    files = {name: functools.partial(_open_no_link, source / name) for name in names}
+    return Path(os.path.abspath(source)).name, files  # abspath: "." and "pkg/" are named as the folder is
+
+
+def _open_no_link(path):
+    """A checked file of a folder opened for reading; O_NOFOLLOW: one swapped for a link since its check is
+    refused by open itself, not followed."""
+    return open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+
+
+def _checked_zip(source, archive):
+    """(package name, {file name: opener}) of a model zip: from its directory and its manifest alone, one
+    manifest.json, members that stay inside the archive (no absolute or ../ paths), no member the
+    manifest does not list, and the declared sizes (zipfile never writes more than a member's)."""
     infos = [i for i in archive.infolist() if not i.is_dir()]
     for info in infos:
         if info.filename.startswith("/") or ".." in Path(info.filename).parts:
@@ -164,26 +216,16 @@ def _checked_members(source, archive):
     manifests = [i for i in infos if Path(i.filename).name == MANIFEST]
     if len(manifests) != 1:
         raise InputError(source, "a zip holding one model folder (one manifest.json)", f"{len(manifests)}")
-    declared = sum(i.file_size for i in infos)
-    if declared > MAX_IMPORT_BYTES:
-        raise InputError(source, f"a model package of at most {MAX_IMPORT_BYTES / 1024**2:g} MiB",
-                         f"{declared / 1024**2:.1f} MiB declared by its members")
-    if manifests[0].file_size > MAX_MANIFEST_BYTES:
-        raise InputError(source, f"a manifest.json of at most {MAX_MANIFEST_BYTES} bytes",
-                         f"{manifests[0].file_size} bytes")
-    where = f"{source}:{manifests[0].filename}"
-    try:
-        data = json.loads(archive.read(manifests[0]))
-    except ValueError as exc:
-        raise InputError(where, "a JSON model manifest", f"unreadable content ({exc!r})") from None
-    listed = Manifest(data, where).package_files(logs=True)
+    _check_import_size(source, {i.filename: i.file_size for i in infos})
+    manifest = _parse_manifest(f"{source}:{manifests[0].filename}", manifests[0].file_size,
+                               functools.partial(archive.read, manifests[0]))
     root = Path(manifests[0].filename).parent
-    allowed = {(root / name).as_posix() for name in listed if isinstance(name, str) and WEIGHTS_NAME.match(name)}
+    allowed = {(root / name).as_posix() for name in _listed_files(manifest)}
     extra = [i.filename for i in infos if i.filename not in allowed]
     if extra:
         raise InputError(source, "a zip of one model folder holding only the files its manifest lists",
                          f"unlisted member(s) {', '.join(repr(m) for m in extra[:5])}")
-    return {i.filename: Path(i.filename).name for i in infos}, root.name
+    return root.name or source.stem, {Path(i.filename).name: functools.partial(archive.open, i) for i in infos}
 
 
 def installed_packages(roots):

@@ -1,4 +1,6 @@
-"""BIDS datasets in, BIDS derivatives out: the layout rules DTISynth needs, without a BIDS library.
+"""BIDS datasets in, BIDS derivatives out: the layout rules DTISynth needs, without a BIDS library
+(pybids adds 130 MB and drops misnamed files without a word; bidsschematools matches names only).
+Whether a dataset is valid BIDS is the official validator's call (validator_errors).
 
 Raw data: `sub-<label>/[ses-<label>/]dwi/sub-<label>[_ses-<label>][_<key>-<value>...]_dwi.nii[.gz]`
 with its `.bval` / `.bvec` beside it (same stem). A series with exactly three diffusion-weighted
@@ -12,7 +14,8 @@ E: `E_desc-synthetic_dwi.nii.gz` (+ .bval / .bvec: the synthetic b=0 + 6 directi
 `E_model-tensor_param-<fa|md|ad|rd|tensor>_dwimap.nii.gz` (tensor: Dxx, Dyy, Dzz, Dxy, Dxz, Dyz in
 mm^2/s, RAS, MRtrix3 order), `E_model-tensor_param-fa_desc-dec_dwimap.nii.gz` (colour FA), optional
 `E_model-tensor_param-v1confidence_dwimap.nii.gz`, and `E_desc-synthetic_dwi.json` (the synthetic
-series' sidecar: Description, SkullStripped, Sources, then the synthesis report), in `sub-<label>/[ses-<label>/]dwi/` of the derivatives folder.
+series' sidecar: Description, SkullStripped, Sources, then the synthesis report), in
+`sub-<label>/[ses-<label>/]dwi/` of the derivatives folder.
 """
 
 import importlib.util
@@ -155,8 +158,8 @@ def find_sessions(bids_dir, participants=None, sessions=None):
     wanted = _labels("--participant-label", "sub-", participants, set(subjects), root, "participants")
     subjects = [s for s in subjects if not wanted or s in wanted]
     folders = {s: sorted(p for p in (root / f"sub-{s}").glob("ses-*") if p.is_dir()) for s in subjects}
-    wanted_sessions = _labels("--session-label", "ses-", sessions, {p.name.removeprefix("ses-") for f in folders.values()
-                                                            for p in f}, root, "sessions")
+    present = {p.name.removeprefix("ses-") for subject_folders in folders.values() for p in subject_folders}
+    wanted_sessions = _labels("--session-label", "ses-", sessions, present, root, "sessions")
     found = []
     for subject in subjects:
         loose = root / f"sub-{subject}" / "dwi"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.dwi import check_dwi, check_same_grid
+from ..core.dwi import B0_THRESHOLD, DWI, check_b0_signal, check_dwi, check_same_grid
 from ..core.errors import InputError, refuse_special_file
 from . import nifti, nrrd
 from .dicom import read_dicom_dwi
@@ -107,15 +107,45 @@ def load_tensor(path):
 
 
 def load_reference_b0(path):
-    """A separate b=0 volume (3D, or the first volume of a 4D file) as (volume, affine, source)."""
-    if file_format(path) == "nifti":
+    """The reference b=0 of `synthesize --b0` as (volume (x, y, z) float32 in the file's signal units,
+    voxel -> RAS affine (mm), source). A 3D volume (or a 4D one of one volume) is taken as it is. A 4D
+    image (a DTI, a DWI, a series of b=0 volumes) gives the mean of its b=0 volumes (b <= 50 s/mm^2),
+    as a DWI's own b=0 is taken (DWI.mean_b0), found by its b-values: the FSL .bval beside a NIfTI
+    (no .bvec needed), a NRRD's gradient table. A 4D image without them, or without a b=0 volume, is
+    refused: its first volume may be diffusion-weighted. The b=0 must be finite and mostly positive
+    (check_b0_signal, the DWI's own rule)."""
+    fmt = file_format(path)
+    if fmt == "nifti":
         data, affine = nifti.read_nifti(path)
-        if data.ndim == 4:
-            data = data[..., 0]
+        bval = nifti.fsl_sidecar(path, ".bval")
+        bvals = None
+        if data.ndim == 4 and data.shape[3] > 1:
+            refuse_special_file(bval)
+            if bval.exists():
+                bvals = nifti.read_fsl_bvals(bval, data.shape[3])
+        where = f"no {bval.name} beside it"
+    elif fmt == "nrrd":
+        data, affine, bvals = nrrd.read_nrrd_volume_or_dwi(path)
+        where = "no gradient table (DWMRI_b-value, DWMRI_gradient_NNNN keys)"
     else:
-        data, affine = load_volume(path)
+        raise InputError(path, "a NIfTI or NRRD b=0 volume", "a folder")
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    elif data.ndim == 4:
+        n = data.shape[3]
+        if bvals is None:
+            raise InputError(path, "a 3D b=0 volume, or a 4D image whose b-values mark its b=0 volumes (FSL .bval "
+                             "beside a NIfTI, a NRRD's gradient table)", f"{n} volumes and {where}")
+        if not np.isfinite(bvals).all() or (bvals < 0).any():
+            raise InputError(path, "finite, non-negative b-values", f"{bvals.tolist()}")
+        is_b0 = bvals <= B0_THRESHOLD
+        if not is_b0.any():
+            raise InputError(path, f"a b=0 volume (b <= {B0_THRESHOLD:g} s/mm^2) among its {n} volumes",
+                             f"b-values {sorted(set(np.round(bvals, 1).tolist()))}")
+        data = DWI(data, affine, bvals, np.zeros((n, 3)), str(path)).mean_b0()
     if data.ndim != 3:
         raise InputError(path, "a 3D b=0 volume", f"{data.ndim}D data of shape {data.shape}")
-    if not np.isfinite(data).all() or not np.any(data > 0):
-        raise InputError(path, "a finite b=0 volume with signal", "NaN, inf or no positive voxel")
+    if not np.isfinite(data).all():
+        raise InputError(path, "a finite b=0 volume", f"{int((~np.isfinite(data)).sum())} NaN or inf voxels")
+    check_b0_signal(path, data)
     return data.astype(np.float32), affine, str(path)

@@ -99,12 +99,21 @@ def _read_data(path, img):
     return np.asarray(img.dataobj, dtype=np.float32)
 
 
-def read_fsl_gradients(bval_path, bvec_path, n_volumes, affine):
-    """Read FSL bval / bvec text files -> (bvals (n,), RAS unit gradients (n, 3))."""
+def read_fsl_bvals(bval_path, n_volumes=None):
+    """Read an FSL bval text file -> (n,) float64 b-values (s/mm^2, as written: not yet scaled by
+    |g|^2); with n_volumes, refuse another count."""
     try:
         bvals = np.loadtxt(bval_path, dtype=np.float64, ndmin=1).reshape(-1)
     except (OSError, ValueError) as exc:
         raise InputError(bval_path, "a text file of b-values", f"unreadable content ({exc})") from None
+    if n_volumes is not None and bvals.shape[0] != n_volumes:
+        raise InputError(bval_path, f"{n_volumes} b-values, one per volume of the image", f"{bvals.shape[0]} b-values")
+    return bvals
+
+
+def read_fsl_gradients(bval_path, bvec_path, n_volumes, affine):
+    """Read FSL bval / bvec text files -> (bvals (n,), RAS unit gradients (n, 3))."""
+    bvals = read_fsl_bvals(bval_path)
     try:
         bvecs = np.loadtxt(bvec_path, dtype=np.float64, ndmin=2)
     except (OSError, ValueError) as exc:

@@ -70,7 +70,29 @@ def _split_axes(path, header, data, expect_nonspatial):
 
 def read_nrrd_dwi(path):
     """Load a Slicer DWI NRRD -> DWI with RAS gradients."""
+    return _dwi(path, *_read(path))
+
+
+def read_nrrd_volume_or_dwi(path):
+    """Load a 3D scalar NRRD or a 4D one (x, y, z, volumes; a DWI NRRD by read_nrrd_dwi's rules) ->
+    (float32 data, voxel -> RAS affine (mm), per-volume b-values (s/mm^2) from the gradient table, or
+    None for a 3D volume or a 4D one without DWMRI_b-value): what a reference b=0 may be
+    (files.load_reference_b0)."""
     data, header = _read(path)
+    if data.ndim == 3:
+        affine, _ = _geometry(path, header, [0, 1, 2])
+        return data.astype(np.float32), affine, None
+    if data.ndim == 4 and "DWMRI_b-value" in header:
+        dwi = _dwi(path, data, header)
+        return dwi.data, dwi.affine, dwi.bvals
+    if data.ndim != 4:
+        raise InputError(path, "a 3D or 4D NRRD", f"{data.ndim}D data of shape {data.shape}")
+    spatial, (list_axis,) = _split_axes(path, header, data, 1)
+    affine, _ = _geometry(path, header, spatial)
+    return np.ascontiguousarray(np.moveaxis(data, list_axis, -1).astype(np.float32)), affine, None
+
+
+def _dwi(path, data, header):
     if data.ndim != 4:
         raise InputError(path, "a 4D DWI NRRD (3 spatial axes + a list of volumes)", f"{data.ndim}D data of shape {data.shape}")
     spatial, (list_axis,) = _split_axes(path, header, data, 1)

@@ -2,14 +2,19 @@
 BIDS derivatives (io.bids names), on Dask: a local cluster of worker processes, or an existing
 cluster's scheduler (dask-jobqueue for SLURM / PBS / SGE). Each session is one task.
 
-Faults and resume. A session's files go to its derivatives folder through a staging folder, and its
-record (`<key>_dtisynth.json`: inputs, models and options with their SHA-256, and what was written)
-is written last: a session without a matching record is not done. A session whose input is refused
+The raw dataset is read-only. The output folder must lie outside it or under its derivatives/, and may
+hold nothing under sub-*/ that DTISynth's records do not name; everything that can be checked is
+checked before it is created, and one run at a time holds it (a lock file).
+
+Faults and resume. A session's files are written to a staging folder in its derivatives folder; its
+record (`<key>_dtisynth.json`: inputs, models and options with their SHA-256, and the files it
+writes) is written before they move in and marked complete after, so every file DTISynth leaves is
+named by a record, and only files a record names are ever removed. A session whose input is refused
 (bad input) is reported with its message and the others finish; a worker that dies mid-task has its
-task run again on another worker (Dask's own retry of lost work), and whatever the dead one left of
-the session (its staging folder, files without a record) is removed before the session is redone. A
-re-run skips sessions whose record matches their inputs, models and options now, and redoes the rest.
-Models load once per worker process (cached), not once per session.
+task run again on another worker (Dask's own retry of lost work), which first clears the dead one's
+staging folder and, when it commits, the files the record named. A re-run skips sessions whose
+complete record matches their inputs, models and options now, and redoes the rest. Models load once
+per worker process (cached), not once per session.
 """
 
 import contextlib
@@ -32,11 +37,12 @@ from ..core.progress import NullReporter
 from ..core.output_layout import DTI6, CohortOutput, SynthesisOutput, acquisition_name
 from ..core.tables import csv_text
 from ..generators.manifest import MANIFEST
-from ..generators.package import DEFAULT_MODELS
+from ..generators.package import DEFAULT_MODELS, read_manifest
 from ..io import bids
-from .requests import SynthesisRequest, available_cores
+from .requests import SCHEDULER_TIMEOUT, SynthesisRequest, available_cores
 
 PIPELINE_DESCRIPTION = "synthetic 6-direction DTI from 3-direction DWI"  # marks the derivatives as DTISynth's
+
 
 
 def _derivatives(work, series):
@@ -146,8 +152,8 @@ def output_lock(out_dir):
         except BlockingIOError:
             holder = os.pread(descriptor, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(descriptor)
-            raise InputError(out_dir, "an output folder no other run is writing to",
-                             f"a run of process {holder} holding {path.name} (wait for it, or choose another folder)") from None
+            raise InputError(out_dir, "an output folder no other run is writing to", f"a run of process {holder} "
+                             f"holding {path.name} (wait for it, or choose another folder)") from None
         try:  # the holder before us may have removed the file between our open and our lock: lock the new one
             if os.fstat(descriptor).st_ino == os.stat(path).st_ino:
                 break
@@ -281,8 +287,8 @@ def _top_files(bids_dir, description):
                    "BIDSVersion": "1.10.0", "DatasetType": "derivative",
                    "GeneratedBy": [{"Name": "DTISynth", "Version": __version__, "Description": PIPELINE_DESCRIPTION}],
                    "SourceDatasets": [{"URL": raw_uri}], "DatasetLinks": {"raw": raw_uri}}
-    readme = (f"# DTISynth derivatives\n\nSynthetic diffusion tensor images (b=0 + 6 directions) synthesized by DTISynth "
-              f"{__version__} from the 3-direction DWIs of the BIDS dataset {raw_uri}, with tensor maps named after "
+    readme = ("# DTISynth derivatives\n\nSynthetic diffusion tensor images (b=0 + 6 directions) synthesized by "
+              f"DTISynth {__version__} from the 3-direction DWIs of the BIDS dataset {raw_uri}, with tensor maps named after "
               "the diffusion derivatives proposal (BEP016). Each session's <key>_dtisynth.json records its inputs, "
               "models and options with their SHA-256; dtisynth_sessions.tsv lists every session's outcome.\n")
     bidsignore = "".join(f"{line}\n" for line in (
@@ -296,8 +302,6 @@ def check_request(request):
     """Everything about a cohort run that can be checked before anything is written: the dataset (a BIDS
     dataset, not DTISynth's own derivatives), the labels, the output folder, the model package and the
     device. Returns (sessions, dataset description, models folder)."""
-    from ..generators.package import read_manifest
-
     description = bids.dataset_description(request.bids_dir)
     if _is_own_description(Path(request.bids_dir) / "dataset_description.json"):
         raise InputError(request.bids_dir, "a BIDS dataset of acquired DWIs", "DTISynth's own derivatives "
@@ -383,9 +387,6 @@ def run_participants(request, reporter=NullReporter(), client=None):
             (layout.folder / name).unlink()
         remove_empty_folders(created)
     return ParticipantRun(rows, validator_errors)
-
-
-SCHEDULER_TIMEOUT = 10  # seconds to reach an existing Dask scheduler
 
 
 @contextlib.contextmanager

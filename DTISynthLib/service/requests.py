@@ -76,6 +76,7 @@ def worker_count(text):
 
 # Dask's communication schemes (distributed.comm); an address without one is tcp
 SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+SCHEDULER_TIMEOUT = 10  # seconds for an existing Dask scheduler to answer
 
 
 def scheduler_address(text):
@@ -371,8 +372,10 @@ class TrainingRequest(Request):
     ndf: int = option("--ndf", 64, type=positive_int)
     depth: int = option("--depth", 7, type=positive_int, help="down-samplings: 7 for 128 x 128, 8 for 256 x 256")
     grid: tuple = option("--grid", None, type=parse_slice_grid, help="slice grid H x W (default: from the data)")
-    intensity: str = option("--intensity", "paper", choices=INTENSITY_MODES,
-                            help="paper (raw, clipped at 255) or relative (signal / b=0, full precision)")
+    intensity: str = option("--intensity", None, choices=INTENSITY_MODES,
+                            help="paper (raw, clipped at 255; the default of pix2pix-per-direction) or relative "
+                                 "(signal / b=0, full precision); tensor-unet always works on signal / b=0 and "
+                                 "refuses paper")
     quantise_8bit: bool = option("--quantise-8bit", False, action="store_true",
                                  help="8-bit values, as the paper's PNG files")
     validation_fraction: float = option("--validation-fraction", 0.1, type=fraction)
@@ -462,8 +465,8 @@ class BidsRequest(Request):
                                "cores (default: the number of cores; 0: no Dask, one session after another)")
     scheduler: str = option("--scheduler", None, type=scheduler_address,
                             help="address of an existing Dask scheduler (tcp://host:port, e.g. a dask-jobqueue SLURM "
-                                 "cluster's), reachable within 10 s, to run on instead of a local cluster (not with "
-                                 "--workers: the scheduler's workers run the sessions)")
+                                 f"cluster's), reachable within {SCHEDULER_TIMEOUT} s, to run on instead of a local "
+                                 "cluster (not with --workers: the scheduler's workers run the sessions)")
     models: Path = option("--models", None, help="model folder (default: the shipped tensor-unet set)")
     device: str = option("--device", "auto", choices=DEVICES, help="auto (default: a CUDA GPU if any), cpu or cuda")
     skip_bids_validation: bool = option("--skip-bids-validation", False, action="store_true",

@@ -29,9 +29,9 @@ def train(request, reporter=NullReporter()):
     train_kind = trainer_of(kind_named(request.kind))
     created = make_output_dir(request.out)
     run = TrainingRun(Path(request.data), Path(request.out), train_config(request),
-                      Intensity(request.intensity, request.quantise_8bit), list(request.direction), request.grid,
-                      request.validation_fraction, not request.no_register, request.resume, request.weights_dtype,
-                      reporter, request.validation_subjects)
+                      Intensity(request.intensity or Intensity().mode, request.quantise_8bit), list(request.direction),
+                      request.grid, request.validation_fraction, not request.no_register, request.resume,
+                      request.weights_dtype, reporter, request.validation_subjects, request.intensity is not None)
     try:
         manifest = train_kind(run)
     except BaseException:

@@ -48,7 +48,8 @@ class TrainingRun:
     directions (1-6) to train (a kind that trains all directions at once refuses a subset); grid:
     slice grid (H, W) or None for the data's; register: the DWI is registered to the DTI b=0;
     validation_subjects: subject names held out for validation (instead of a random
-    validation_fraction of them).
+    validation_fraction of them). intensity_chosen: whether the command chose the intensity mode (else
+    `intensity` is the default, paper): a kind that has its own refuses another one chosen.
     """
 
     data: Path
@@ -63,3 +64,4 @@ class TrainingRun:
     weights_dtype: str = "float32"
     reporter: object = field(default_factory=NullReporter)
     validation_subjects: list = None
+    intensity_chosen: bool = False

@@ -171,6 +171,32 @@ def default_grid(shape, depth):
     return (size, size)
 
 
+def max_depth(shape):
+    """The most down-samplings whose default_grid keeps the padded side below twice the larger side S of
+    an (H, W) slice: the padded side is 2**depth rounded up from S, under 2 S exactly while 2**depth < 2 S,
+    so depth <= ceil(log2 S) (48: 6, a 64 grid; 64: 6; 80: 7, a 128 grid). One more would at least double
+    the side: 4 times the pixels (compute and memory) for zeros, and each further one 4 times again."""
+    return (int(max(shape[:2])) - 1).bit_length()
+
+
+def training_grid(shape, depth, grid=None):
+    """The slice grid (H, W) that networks of `depth` down-samplings train on, for axial slices of
+    `shape` (x, y, ...): `grid` as given (--grid; each side a multiple of 2**depth), else default_grid,
+    refusing a depth beyond max_depth (it would pad the slices to twice their side or more)."""
+    if grid:
+        grid = tuple(grid)
+        if grid[0] % 2**depth or grid[1] % 2**depth:
+            raise InputError("--grid", f"a grid divisible by 2**depth = {2**depth}", f"{grid[0]} x {grid[1]}")
+        return grid
+    if depth > max_depth(shape):
+        padded = default_grid(shape, depth)
+        raise InputError("--depth", f"at most {max_depth(shape)} for {shape[0]} x {shape[1]} slices (the slices are "
+                         "padded to a multiple of 2**depth, and 2**depth must stay below twice their larger side; "
+                         "or give --grid)", f"{depth}: {padded[0]} x {padded[1]} slices, "
+                         f"{padded[0] * padded[1] / (shape[0] * shape[1]):.0f} times the pixels")
+    return default_grid(shape, depth)
+
+
 def load_training_data(data_dir, intensity, depth, grid=None, validation_fraction=0.1, seed=0, register=True,
                        reporter=NullReporter(), validation_subjects=None):
     """Slices of every subject, split by subject: ((x, y) train, (x, y) validation or None, provenance).
@@ -179,9 +205,7 @@ def load_training_data(data_dir, intensity, depth, grid=None, validation_fractio
     pairs = find_pairs(data_dir)
     training, validation = split_subjects([p.subject for p in pairs], validation_fraction, seed, validation_subjects)
     reference = axial_slices(load_dwi(pairs[0].dti6))
-    grid = tuple(grid) if grid else default_grid(reference.data.shape, depth)
-    if grid[0] % 2**depth or grid[1] % 2**depth:
-        raise InputError("--grid", f"a grid divisible by 2**depth = {2**depth}", f"{grid[0]} x {grid[1]}")
+    grid = training_grid(reference.data.shape, depth, grid)
     voxel = [float(v) for v in np.linalg.norm(reference.affine[:3, :3], axis=0)]
     slices = {"train": ([], []), "validation": ([], [])}
     registration, subject_slices = {}, {"train": [], "validation": []}
@@ -234,9 +258,10 @@ def dti_targets(dti, grid=None, voxel=None):
 def load_dti_targets(pairs, depth, grid=None, reporter=NullReporter()):
     """dti_targets of each pair's 6-direction DTI on one model grid: ([(subject, b-value, b=0, tensor,
     mask, affine)], grid (H, W), voxel size (mm)). The grid's in-plane voxel size is the first pair's;
-    its matrix `grid`, or default_grid of the first pair's for networks of `depth` down-samplings."""
+    its matrix `grid`, or default_grid of the first pair's for networks of `depth` down-samplings
+    (training_grid)."""
     first = axial_slices(load_dwi(pairs[0].dti6))
-    grid = tuple(grid) if grid else default_grid(first.data.shape, depth)
+    grid = training_grid(first.data.shape, depth, grid)
     voxel = [float(v) for v in np.linalg.norm(first.affine[:3, :3], axis=0)]
     subjects = []
     for i, pair in enumerate(pairs):

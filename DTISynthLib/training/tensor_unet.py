@@ -429,6 +429,9 @@ def refuse_other_kinds_options(request):
             raise InputError(option, f"left out with --kind {NAME} ({why})", repr(value))
     if request.intensity.quantise_8bit:
         raise InputError("--quantise-8bit", f"left out with --kind {NAME} (it reads ADCs at full precision)", "given")
+    if request.intensity_chosen and request.intensity.mode != "relative":
+        raise InputError("--intensity", f"relative or left out with --kind {NAME} (it always works on signal / b=0, "
+                         "the ADCs, whatever --intensity says)", repr(request.intensity.mode))
 
 
 def train(request):

@@ -180,6 +180,13 @@ def case_fit_zero_b0(i, f):
         ["dwi.nii.gz", "expected a b=0 volume with signal", "every b=0 voxel is zero"]
 
 
+def case_fit_negated_dwi(i, f):  # used to write all-zero maps without a word
+    dwi = load_dwi(i.dwi30)
+    return _fit(write_dwi(f, -dwi.data, dwi.bvals, dwi.gradients, dwi.affine), "--out", f / "out"), \
+        ["dwi.nii.gz", "expected a b=0 volume with signal, mostly positive",
+         "b=0 signal mostly negative: 100% of its non-zero voxels below 0 (a negated or signed image?)"]
+
+
 def case_fit_truncated(i, f):
     path = copy_dwi(i.dwi30, f)
     path.write_bytes(path.read_bytes()[:2000])
@@ -453,6 +460,29 @@ def case_synth_noise_b0(i, f):
         ["noise_b0.nii.gz", "a b=0 the DWI registers to (correlation >= 0.6)", "correlation"]
 
 
+def case_synth_negated_dwi(i, f):
+    dwi = load_dwi(i.dwi3)
+    return _synth(write_dwi(f, -dwi.data, dwi.bvals, dwi.gradients, dwi.affine), f / "out", "--models", i.models), \
+        ["dwi.nii.gz", "expected a b=0 volume with signal, mostly positive",
+         "b=0 signal mostly negative: 100% of its non-zero voxels below 0"]
+
+
+def case_synth_b0_4d_without_bval(i, f):  # its first volume (b=1000) used to be the reference
+    dti = load_dwi(i.dti6)
+    order = list(range(1, dti.data.shape[3])) + [0]  # b=1000 first, the b=0 last; no .bval beside it
+    path = raw_nifti(f / "dti_b1000_first.nii.gz", dti.data[..., order], dti.affine)
+    return _synth(i.dwi3, f / "out", "--models", i.models, "--b0", path), \
+        ["dti_b1000_first.nii.gz", "expected a 3D b=0 volume, or a 4D image whose b-values mark its b=0 volumes",
+         "found 7 volumes and no dti_b1000_first.bval beside it"]
+
+
+def case_synth_b0_4d_without_b0_volume(i, f):
+    dti = load_dwi(i.dti6)
+    path = write_dwi(f, dti.data[..., 1:], dti.bvals[1:], dti.gradients[1:], dti.affine, name="weighted_only")
+    return _synth(i.dwi3, f / "out", "--models", i.models, "--b0", path), \
+        ["weighted_only.nii.gz", "expected a b=0 volume (b <= 50 s/mm^2) among its 6 volumes", "found b-values [1000.0]"]
+
+
 def case_synth_missing_models(i, f):
     return _synth(i.dwi3, f / "out", "--models", f / "nomodels"), ["nomodels", "expected", "found"]
 
@@ -472,6 +502,12 @@ def case_synth_manifest_huge_grid(i, f):
     models = corrupt_models(f, lambda m: _set(m, "grid", [100000, 100000]))
     return _synth(i.dwi3, f / "out", "--models", models), ["manifest.json", "grid to be null or two integers from 8 to 1024",
                                                            "100000"]
+
+
+def case_synth_manifest_grid_not_divisible(i, f):  # used to stop with a traceback inside torch
+    models = corrupt_models(f, lambda m: _set(m, "grid", [48, 48]), weights_from=i.models)
+    return _synth(i.dwi3, f / "out", "--models", models), ["manifest.json", "grid to be two sizes divisible by "
+                                                           "2**depth = 32 (architecture.generator.depth 5)", "[48, 48]"]
 
 
 def case_synth_manifest_zero_voxel(i, f):
@@ -662,6 +698,16 @@ def case_train_tensor_unet_quantise(i, f):
         ["--quantise-8bit", "left out with --kind tensor-unet", "full precision", "given"]
 
 
+def case_train_tensor_unet_intensity(i, f):
+    return ["train", "--kind", "tensor-unet", "--data", str(i.cohort), "--out", str(f / "out"), "--depth", "5",
+            "--intensity", "paper"], ["--intensity", "relative or left out with --kind tensor-unet", "found 'paper'"]
+
+
+def case_train_tensor_unet_depth(i, f):  # used to pad 32 x 32 slices to 512 x 512 without a word
+    return ["train", "--kind", "tensor-unet", "--data", str(i.cohort), "--out", str(f / "out"), "--depth", "9"], \
+        ["--depth", "expected at most 5 for 32 x 32 slices", "found 9: 512 x 512 slices, 256 times the pixels"]
+
+
 def case_train_out_is_a_file(i, f):
     (f / "out").write_text("keep me")
     return ["train", "--data", str(i.cohort), "--out", str(f / "out"), "--epochs", "1"], \
@@ -773,6 +819,45 @@ def case_models_import_unlisted_member(i, f):
                 member.write(bytes(1024**2))
     return ["models", "--import", str(f / "pkg.zip"), "--into", str(f / "out")], [
         "pkg.zip", "only the files its manifest lists", "'pkg/filler.bin'"]
+
+
+def _package_with(i, f, name, make):
+    """A copy of the tiny package in f/pkg whose listed file `name` is replaced by make(path)."""
+    package = f / "pkg"
+    shutil.copytree(i.models, package)
+    (package / name).unlink()
+    make(package / name)
+    return package
+
+
+def case_models_import_link_to_dev_zero(i, f):  # the copy used to fill the disk
+    package = _package_with(i, f, "direction_1.safetensors", lambda path: path.symlink_to("/dev/zero"))
+    return ["models", "--import", str(package), "--into", str(f / "out")], [
+        "direction_1.safetensors", "expected a regular file", "found a symbolic link to /dev/zero"]
+
+
+def case_models_import_link_loop(i, f):
+    def loop(path):  # direction_1.safetensors -> f/b -> direction_1.safetensors
+        (f / "b").symlink_to(path)
+        path.symlink_to(f / "b")
+
+    package = _package_with(i, f, "direction_1.safetensors", loop)
+    return ["models", "--import", str(package), "--into", str(f / "out")], [
+        "direction_1.safetensors", "expected a regular file", "found a symbolic link loop"]
+
+
+def case_models_import_link_to_outside_folder(i, f):  # used to copy the outside folder whole
+    (f / "outside").mkdir()
+    (f / "outside" / "private.txt").write_text("not the package's")
+    package = _package_with(i, f, "input_check.safetensors", lambda path: path.symlink_to(f / "outside"))
+    return ["models", "--import", str(package), "--into", str(f / "out")], [
+        "input_check.safetensors", "expected a regular file", f"found a symbolic link to {f / 'outside'}"]
+
+
+def case_synth_models_link_to_dev_zero(i, f):  # hashing it used to hang synthesize
+    package = _package_with(i, f, "direction_4.safetensors", lambda path: path.symlink_to("/dev/zero"))
+    return _synth(i.dwi3, f / "out", "--models", package), [
+        "direction_4.safetensors", "expected a regular file", "found a symbolic link to /dev/zero"]
 
 
 def case_realism_missing_scan(i, f):
@@ -941,6 +1026,7 @@ CASES = [  # (id, class, build)
     ("fit-zero-bvec", "file", case_fit_bvec_zero),
     ("fit-nan-voxels", "file", case_fit_nan_voxels),
     ("fit-zero-b0", "file", case_fit_zero_b0),
+    ("fit-negated-dwi", "science", case_fit_negated_dwi),
     ("fit-truncated", "file", case_fit_truncated),
     ("fit-garbage", "file", case_fit_garbage),
     ("fit-huge-header", "file", case_fit_huge_header),
@@ -984,11 +1070,15 @@ CASES = [  # (id, class, build)
     ("synthesize-missing-b0", "file", case_synth_missing_b0),
     ("synthesize-far-b0", "science", case_synth_far_b0),
     ("synthesize-noise-b0", "science", case_synth_noise_b0),
+    ("synthesize-negated-dwi", "science", case_synth_negated_dwi),
+    ("synthesize-b0-4d-without-bval", "file", case_synth_b0_4d_without_bval),
+    ("synthesize-b0-4d-without-b0-volume", "file", case_synth_b0_4d_without_b0_volume),
     ("synthesize-missing-models", "file", case_synth_missing_models),
     ("synthesize-manifest-not-json", "manifest", case_synth_manifest_not_json),
     ("synthesize-manifest-no-sha256", "manifest", case_synth_manifest_no_sha256),
     ("synthesize-manifest-huge-grid", "manifest", case_synth_manifest_huge_grid),
     ("synthesize-manifest-zero-voxel", "manifest", case_synth_manifest_zero_voxel),
+    ("synthesize-manifest-grid-not-divisible", "manifest", case_synth_manifest_grid_not_divisible),
     ("synthesize-manifest-five-directions", "manifest", case_synth_manifest_five_directions),
     ("synthesize-manifest-escaping-file", "manifest", case_synth_manifest_escaping_file),
     ("synthesize-weights-changed", "manifest", case_synth_weights_changed),
@@ -1022,6 +1112,8 @@ CASES = [  # (id, class, build)
     ("train-cuda-without-gpu", "usage", case_train_cuda_without_gpu),
     ("train-tensor-unet-lambda-l1", "usage", case_train_tensor_unet_lambda_l1),
     ("train-tensor-unet-quantise-8bit", "usage", case_train_tensor_unet_quantise),
+    ("train-tensor-unet-intensity", "usage", case_train_tensor_unet_intensity),
+    ("train-tensor-unet-depth", "usage", case_train_tensor_unet_depth),
     ("train-out-is-a-file", "output", case_train_out_is_a_file),
     ("fit-unconvertible-dicom", "file", case_fit_unconvertible_dicom),
     ("synthesize-fifo", "file", case_synthesize_fifo),
@@ -1045,6 +1137,10 @@ CASES = [  # (id, class, build)
     ("models-import-escaping-zip", "manifest", case_models_import_escaping_zip),
     ("models-import-bad-manifest", "manifest", case_models_import_bad_manifest),
     ("models-import-unlisted-member", "manifest", case_models_import_unlisted_member),
+    ("models-import-link-to-dev-zero", "manifest", case_models_import_link_to_dev_zero),
+    ("models-import-link-loop", "manifest", case_models_import_link_loop),
+    ("models-import-link-to-outside-folder", "manifest", case_models_import_link_to_outside_folder),
+    ("synthesize-models-link-to-dev-zero", "manifest", case_synth_models_link_to_dev_zero),
     ("realism-missing-scan", "file", case_realism_missing_scan),
     ("realism-schemes", "usage", case_realism_schemes),
     ("realism-three-directions", "science", case_realism_three_directions),
@@ -1171,3 +1267,22 @@ def test_an_internal_error_is_a_bug_with_a_traceback_not_bad_input(inputs, tmp_p
     run = subprocess.run([sys.executable, "-c", code, "fit", str(inputs.dwi30), "--out", str(tmp_path / "o")],
                          capture_output=True, text=True, env=env)
     assert run.returncode == 1 and "Traceback" in run.stderr and "IndexError" in run.stderr
+
+
+def test_ctrl_c_stops_a_command_with_one_line_and_leaves_nothing(tmp_path):
+    """SIGINT (Ctrl-C) in the middle of a run: exit code 130, one line, no traceback, no output folder."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "-m", "DTISynthLib", "simulate", "cohort", "--n", "4", "--seed", "1",
+                            "--grid", "96x96x60", "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(out.glob(".dtisynth-staging-*")) and time.monotonic() < deadline:  # staging: it is writing
+        time.sleep(0.05)
+    time.sleep(0.5)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "error: interrupted (Ctrl-C)" and "Traceback" not in stderr, stderr
+    assert not out.exists()

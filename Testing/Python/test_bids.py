@@ -248,7 +248,8 @@ def test_a_run_never_writes_into_or_deletes_from_the_raw_dataset(dataset, tiny_m
     capsys.readouterr()
     for bids_dir, out, found in ((raw, raw, "found the BIDS dataset itself"),
                                  (derivatives, raw, "found DTISynth's own derivatives (BIDS_DIR and OUT_DIR swapped?)"),
-                                 (raw, raw / "sub-001" / "derivatives", f"found a folder inside the BIDS dataset {raw}"),
+                                 (raw, raw / "sub-001" / "derivatives",
+                                  f"found a folder inside the BIDS dataset {raw}"),
                                  (raw, raw / "derivatives", f"found a folder inside the BIDS dataset {raw}"),
                                  (raw, other, "found a dataset_description.json DTISynth did not write"),
                                  (derivatives, other, "DTISynth's own derivatives")):
@@ -315,7 +316,8 @@ def test_a_bad_file_fails_its_own_session_and_the_others_finish(dataset, tiny_mo
     assert "sub-005_ses-1: " in message and "expected a name starting sub-005_ses-1" in message
     # the official validator's errors in the input are reported too; the sessions it could read ran
     assert f"warning: the BIDS validator found errors in {raw} (DTISynth ran every session it could read)" in message
-    for line in ("INVALID_LOCATION (24): /sub-005/dwi/sub-001_acq-dti6_dwi.bval, /sub-005/dwi/sub-001_acq-dti6_dwi.bvec",
+    for line in ("INVALID_LOCATION (24): /sub-005/dwi/sub-001_acq-dti6_dwi.bval, "
+                 "/sub-005/dwi/sub-001_acq-dti6_dwi.bvec",
                  "SYMLINK_CYCLE (2): /sub-004/dwi/loop.nii.gz, /sub-004/dwi/sub-004_acq-dwi3_dwi.nii.gz",
                  "VOLUME_COUNT_MISMATCH (1): /sub-003/dwi/sub-003_acq-dti6_dwi.nii.gz"):
         assert f"\n  {line}" in message, (line, message)

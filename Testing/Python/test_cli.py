@@ -1,6 +1,7 @@
 """The command line as users and programs run it: real subprocesses, real files."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -194,6 +195,99 @@ def test_models_import_verifies_and_copies_a_zipped_package(tmp_path):
     again = _dtisynth("models", "--import", tmp_path / "pix2pix.zip", "--into", tmp_path / "mine")
     assert again.returncode == 2 and "a model folder of that name already exists" in again.stderr
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["pix2pix"]  # no staging left
+
+
+def _entries(root):
+    """{path: what it is} of everything under `root`, nothing followed: a link by its target, a regular
+    file by its SHA-256, anything else by its mode; to show that a command left a folder as it was."""
+    import hashlib
+    import stat
+
+    return {str(p): "-> " + os.readlink(p) if p.is_symlink() else hashlib.sha256(p.read_bytes()).hexdigest()
+            if p.is_file() else stat.filemode(p.lstat().st_mode) for p in sorted(Path(root).rglob("*"))}
+
+
+def _import_folder(package, into):
+    """`dtisynth models --import package --into into` in a child that may write at most 64 MiB to any one
+    file and run at most 2 min: a regression that followed a link to /dev/zero fails (EFBIG, or the
+    timeout) instead of filling the disk or hanging the suite."""
+    import resource
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 2**20, 64 * 2**20))
+
+    command = [sys.executable, "-m", "DTISynthLib", "models", "--import", str(package), "--into", str(into)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120, preexec_fn=limit_file_size)
+
+
+def test_models_import_of_a_folder_copies_only_the_files_its_manifest_lists(tmp_path):
+    """Entries the manifest does not list are left alone, never opened or copied (a folder is a working
+    place: `train` keeps its checkpoints/ in the package folder): an extra file, a sub-folder, a link to a
+    folder outside the package (before, copied whole into it), a link loop (before, a traceback)."""
+    import shutil
+
+    shipped = REPO / "Resources" / "Models" / "tensor-unet"
+    package = tmp_path / "pkg"
+    shutil.copytree(shipped, package)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "private.txt").write_text("not the package's")
+    (package / "outside").symlink_to(tmp_path / "outside")
+    (package / "a").symlink_to("b")
+    (package / "b").symlink_to("a")
+    (package / "notes.txt").write_text("unlisted")
+    (package / "checkpoints").mkdir()
+    (package / "checkpoints" / "last.json").write_text("{}")
+    before = _entries(tmp_path)
+    run = _import_folder(package, tmp_path / "mine")
+    assert run.returncode == 0, run.stderr
+    imported = tmp_path / "mine" / "pkg"
+    listed = ["input_check.safetensors", "manifest.json", "tensor.safetensors"]  # no directions' logs in this set
+    assert sorted(p.name for p in imported.iterdir()) == listed
+    for path in imported.iterdir():
+        assert not path.is_symlink() and path.read_bytes() == (shipped / path.name).read_bytes(), path
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["pkg"]  # no staging left
+    assert {k: v for k, v in _entries(tmp_path).items() if not k.startswith(str(tmp_path / "mine"))} == before
+
+
+def _loop(path, folder):
+    (folder / "b").symlink_to(path)
+    path.symlink_to(folder / "b")
+
+
+def _link_to_a_folder_outside(path, folder):
+    (folder / "outside").mkdir()
+    (folder / "outside" / "private.txt").write_text("not the package's")
+    path.symlink_to(folder / "outside")
+
+
+@pytest.mark.parametrize("name, make, found", [
+    ("tensor.safetensors", lambda path, folder: path.symlink_to("/dev/zero"), "a symbolic link to /dev/zero"),
+    ("tensor.safetensors", _loop, "a symbolic link loop (to {folder}/b)"),
+    ("input_check.safetensors", _link_to_a_folder_outside, "a symbolic link to {folder}/outside"),
+    ("tensor.safetensors", lambda path, folder: path.symlink_to(folder / "missing"),
+     "a symbolic link to {folder}/missing, which does not exist"),
+    ("manifest.json", lambda path, folder: path.symlink_to("/dev/zero"), "a symbolic link to /dev/zero"),
+    ("tensor.safetensors", lambda path, folder: os.mkfifo(path), "a FIFO (named pipe)"),
+    ("tensor.safetensors", lambda path, folder: path.mkdir(), "a folder"),
+], ids=["link-to-dev-zero", "link-loop", "link-to-a-folder-outside", "dangling-link", "manifest-link-to-dev-zero",
+        "fifo", "folder"])
+def test_models_import_of_a_folder_refuses_a_listed_file_that_is_not_a_regular_file(tmp_path, name, make, found):
+    """Each file the manifest lists must be a regular file in the folder itself; anything else is bad input
+    naming the file (exit 2, no traceback), found before it is opened: nothing is created at --into and
+    the folder is left as it was. Before, a link to /dev/zero filled the disk, a loop was a traceback."""
+    import shutil
+
+    package = tmp_path / "pkg"
+    shutil.copytree(REPO / "Resources" / "Models" / "tensor-unet", package)
+    (package / name).unlink()
+    make(package / name, tmp_path)
+    before = _entries(tmp_path)
+    run = _import_folder(package, tmp_path / "mine")
+    assert run.returncode == 2, run.stderr
+    assert f"{package / name}: expected a regular file; found {found.format(folder=tmp_path)}" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "mine").exists()
+    assert _entries(tmp_path) == before
 
 
 @pytest.mark.parametrize("args, option, expected", [

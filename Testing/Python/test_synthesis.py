@@ -107,6 +107,52 @@ def test_a_b0_of_another_subject_is_warned_with_its_correlation():
     assert len(warning) == 1 and "sub-003_b0.nii.gz" in warning[0] and f"{correlation:.3f}" in warning[0]
 
 
+def test_a_4d_b0_reference_is_its_own_b0_volumes_by_its_b_values(tmp_path, still_subject):
+    """`--b0` of a 4D DTI whose first volume is b=1000 used that volume as the reference b=0 (and warned
+    it might be another subject's). Now its b=0 volumes, by the .bval beside a NIfTI or a NRRD's gradient
+    table, averaged as the DWI's own (DWI.mean_b0); a 4D file without b-values or without a b=0 volume
+    is refused naming it; a 3D one is taken as it is."""
+    import nibabel as nib
+
+    from DTISynthLib.io.files import load_reference_b0, save_dwi
+
+    subject = still_subject
+    dti = subject.dti
+    # b=1000 first, two b=0 volumes (one scaled: their mean is the reference)
+    order = [1, 2, 0, 3, 4, 5, 6, 0]
+    data = dti.data[..., order].copy()
+    data[..., 7] *= 1.2
+    shuffled = DWI(data, dti.affine, dti.bvals[order], dti.gradients[order], "shuffled")
+    expected = dti.data[..., 0] * np.float32(1.1)
+    for name in ("shuffled.nii.gz", "shuffled.nrrd"):
+        save_dwi(tmp_path / name, shuffled)
+        volume, affine, source = load_reference_b0(tmp_path / name)
+        np.testing.assert_allclose(volume, expected, rtol=1e-6)
+        np.testing.assert_allclose(affine, dti.affine, atol=1e-6)
+        assert source == str(tmp_path / name)
+    nib.save(nib.Nifti1Image(dti.data[..., 0], dti.affine), str(tmp_path / "b0_3d.nii.gz"))
+    np.testing.assert_array_equal(load_reference_b0(tmp_path / "b0_3d.nii.gz")[0], dti.data[..., 0])
+
+    manifest = manifest_for(dti.affine, GRID)
+    fake = FakeTruthGenerators(dti, Intensity("relative"))
+    b0 = load_reference_b0(tmp_path / "shuffled.nii.gz")
+    result = synthesize_dwi(check_dwi(subject.dwi), fake, manifest, b0=b0)
+    assert result.report["registration"]["correlation"] > 0.99 and not result.report["warnings"], result.report
+    np.testing.assert_allclose(result.dti.data[..., 0], expected, rtol=1e-6)
+
+    (tmp_path / "shuffled.bval").unlink()
+    with pytest.raises(InputError, match=r"shuffled.nii.gz: expected a 3D b=0 volume, or a 4D image whose b-values "
+                       r"mark its b=0 volumes .*; found 8 volumes and no shuffled.bval beside it"):
+        load_reference_b0(tmp_path / "shuffled.nii.gz")
+    (tmp_path / "shuffled.bval").write_text(" ".join(["1000"] * 8) + "\n")
+    with pytest.raises(InputError, match=r"shuffled.nii.gz: expected a b=0 volume \(b <= 50 s/mm\^2\) among its 8 "
+                       r"volumes; found b-values \[1000.0\]"):
+        load_reference_b0(tmp_path / "shuffled.nii.gz")
+    nib.save(nib.Nifti1Image(-dti.data[..., 0], dti.affine), str(tmp_path / "negated.nii.gz"))
+    with pytest.raises(InputError, match=r"negated.nii.gz: expected a b=0 volume with signal, mostly positive"):
+        load_reference_b0(tmp_path / "negated.nii.gz")
+
+
 def test_model_grid_resampling_round_trip(still_subject):
     subject = still_subject
     grid = ModelGrid.for_native(subject.dti.affine, GRID, (128, 128), (1.72, 1.72))
@@ -407,6 +453,56 @@ def test_synthesize_command_with_a_corrupt_models_folder(tmp_path, tiny_models, 
     event = json.loads(run.stdout.splitlines()[-1])
     assert event["event"] == "error" and "direction_4.safetensors: expected SHA-256" in event["message"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_models_folder_whose_listed_files_are_links_is_refused_before_they_are_read(tmp_path, tiny_models,
+                                                                                       still_subject):
+    """synthesize --models DIR reads a package by the rule `models --import` checks: manifest.json and every
+    weights file a regular file in the folder itself. A weights file linked to /dev/zero was hashed for
+    ever; a link loop was "no such file"; a link to the right bytes elsewhere is refused too (one rule:
+    a package's files are its own, and an untrusted package's links are not followed)."""
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    from DTISynthLib.generators.package import read_manifest, verify_package
+    from DTISynthLib.io.files import save_dwi
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models)
+    save_dwi(tmp_path / "dwi.nii.gz", check_dwi(still_subject.dwi))
+    weights = models / "direction_4.safetensors"
+    weights.unlink()
+    weights.symlink_to("/dev/zero")
+    run = subprocess.run([sys.executable, "-m", "DTISynthLib", "synthesize", "--dwi", str(tmp_path / "dwi.nii.gz"),
+                          "--models", str(models), "--out", str(tmp_path / "out"), "--jsonl"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    event = json.loads(run.stdout.splitlines()[-1])
+    assert event["event"] == "error"
+    assert f"{weights}: expected a regular file; found a symbolic link to /dev/zero" in event["message"]
+    assert not (tmp_path / "out").exists()
+    # In-process (torch-free, as every reader verifies): a loop, a link to the right bytes, a linked manifest.
+    weights.unlink()
+    (tmp_path / "b").symlink_to(weights)
+    weights.symlink_to(tmp_path / "b")
+    with pytest.raises(InputError, match=re.escape(f"{weights}: expected a regular file; found a symbolic link loop "
+                                                   f"(to {tmp_path / 'b'})")):
+        verify_package(models)
+    weights.unlink()
+    weights.symlink_to(tiny_models / weights.name)  # the very bytes the manifest's SHA-256 names
+    with pytest.raises(InputError, match=re.escape(f"{weights}: expected a regular file; found a symbolic link to "
+                                                   f"{tiny_models / weights.name}")):
+        verify_package(models)
+    weights.unlink()
+    shutil.copy(tiny_models / weights.name, weights)
+    assert verify_package(models).kind == "pix2pix-per-direction"  # the same folder of regular files is fine
+    os.replace(models / "manifest.json", tmp_path / "manifest.json")
+    (models / "manifest.json").symlink_to(tmp_path / "manifest.json")
+    with pytest.raises(InputError, match="manifest.json: expected a regular file; found a symbolic link to"):
+        read_manifest(models)
 
 
 def test_shipped_pix2pix_models_are_verified_small_and_useful():

@@ -10,6 +10,7 @@ import torch
 
 from DTISynthLib import cli
 from DTISynthLib.core.dwi import DWI
+from DTISynthLib.core.errors import InputError
 from DTISynthLib.core.frames import rotation_matrix
 from DTISynthLib.core.gradient_schemes import SIEMENS_6_RAS, dti_6
 from DTISynthLib.core.progress import NullReporter
@@ -221,6 +222,43 @@ def _train(cohort, out, epochs, resume=False):
     args = ["train", "--kind", "tensor-unet", "--data", str(cohort), "--out", str(out), "--ngf", "4", "--depth", "5",
             "--epochs", str(epochs), "--lr", "1e-3", "--batch-size", "4", "--validation-subjects", "sub-003"]
     return cli.main(args + (["--resume"] if resume else []))
+
+
+def test_tensor_unet_training_refuses_an_intensity_it_ignores_and_a_depth_its_slices_cannot_hold(tmp_path, capsys):
+    """It always works on signal / b=0 (the ADCs): a chosen --intensity paper was ignored without a word.
+    And --depth 9 on 48 x 48 slices padded them to 512 x 512 (114 times the pixels)."""
+    from DTISynthLib.generators.intensity import Intensity
+    from DTISynthLib.service.requests import TrainingRequest
+    from DTISynthLib.training.config import TrainConfig, TrainingRun
+
+    cohort = tmp_path / "cohort"
+    write_cohort(cohort, 2, "sampled", seed=5, grid=(48, 48, 8), noise=False)
+    out = tmp_path / "m"
+    run = TrainingRun(cohort, out, TrainConfig(ngf=4, depth=5), Intensity("paper"), intensity_chosen=True)
+    with pytest.raises(InputError, match=r"--intensity: expected relative or left out with --kind tensor-unet \(it "
+                                         r"always works on signal / b=0.*; found 'paper'"):
+        tensor_training.train(run)
+    tensor_training.refuse_other_kinds_options(TrainingRun(cohort, out, TrainConfig(), Intensity("relative"),
+                                                           intensity_chosen=True))  # what it uses: accepted
+    tensor_training.refuse_other_kinds_options(TrainingRun(cohort, out, TrainConfig(), Intensity()))  # left out
+    capsys.readouterr()
+    assert cli.main(["train", "--kind", "tensor-unet", "--data", str(cohort), "--out", str(out), "--depth", "5",
+                     "--intensity", "paper", "--jsonl"]) == 2  # paper is the option's default for pix2pix: chosen here
+    message = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["message"]
+    assert message.startswith("--intensity: expected relative or left out with --kind tensor-unet"), message
+    assert TrainingRequest(data=cohort, out=out).command_line().count("--intensity") == 0
+    assert cli.main(["train", "--kind", "tensor-unet", "--data", str(cohort), "--out", str(out), "--depth", "9",
+                     "--jsonl"]) == 2
+    message = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["message"]
+    assert message == ("--depth: expected at most 6 for 48 x 48 slices (the slices are padded to a multiple of "
+                       "2**depth, and 2**depth must stay below twice their larger side; or give --grid); found 9: "
+                       "512 x 512 slices, 114 times the pixels"), message
+    # a --grid its down-samplings do not divide stopped with a traceback inside the network (exit 1)
+    assert cli.main(["train", "--kind", "tensor-unet", "--data", str(cohort), "--out", str(out), "--depth", "5",
+                     "--grid", "48x48", "--jsonl"]) == 2
+    message = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["message"]
+    assert message == "--grid: expected a grid divisible by 2**depth = 32; found 48 x 48", message
+    assert not out.exists()
 
 
 def _weights(folder):

@@ -263,6 +263,32 @@ def test_pairs_at_two_b_values_are_refused_for_signal_networks(tiny_cohort, tmp_
         load_training_data(data, Intensity("relative"), 5, (32, 32), validation_fraction=0, register=False)
 
 
+def test_a_depth_the_slices_cannot_hold_is_refused_not_padded(tiny_cohort, tmp_path, capsys):
+    """The slices are padded to a multiple of 2**depth: --depth 9 on 32 x 32 slices trained on 512 x 512
+    (256 times the pixels) without a word. Allowed: 2**depth below twice the slices' larger side, so
+    the padded side stays below twice it; a --grid given is taken as given (divisible by 2**depth)."""
+    from DTISynthLib.cli import main
+    from DTISynthLib.training.data import default_grid, max_depth, training_grid
+
+    assert [max_depth((s, s)) for s in (8, 32, 33, 48, 64, 65, 80, 128, 129)] == [3, 5, 6, 6, 6, 7, 7, 7, 8]
+    for side in (20, 32, 48, 80, 100, 128, 200):
+        assert default_grid((side, side // 2), max_depth((side, side)))[0] < 2 * side  # below twice the side
+        assert default_grid((side, side // 2), max_depth((side, side)) + 1)[0] >= 2 * side  # one more: twice or more
+    assert training_grid((80, 64, 40), 7) == (128, 128) and training_grid((48, 40, 9), 6) == (64, 64)
+    with pytest.raises(InputError, match=r"--depth: expected at most 6 for 48 x 40 slices .*; found 9: 512 x 512 "
+                                         r"slices, 137 times the pixels"):
+        training_grid((48, 40, 9), 9)
+    assert training_grid((48, 40, 9), 9, (512, 512)) == (512, 512)  # chosen with --grid
+    with pytest.raises(InputError, match=r"--grid: expected a grid divisible by 2\*\*depth = 32; found 48 x 48"):
+        training_grid((48, 40, 9), 5, (48, 48))
+    capsys.readouterr()
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(tiny_cohort), "--out", str(out), "--depth", "9", "--jsonl"]) == 2
+    message = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["message"]
+    assert "--depth: expected at most 5 for 32 x 32 slices" in message and "found 9: 512 x 512 slices" in message
+    assert not out.exists()
+
+
 def _corrupt(manifest, change):
     import copy
 
