@@ -328,18 +328,11 @@ def run_participants(request, reporter=NullReporter(), client=None):
     """The participant level (requests.BidsRequest): returns a ParticipantRun: the rows of every session
     (done, skipped, failed), written too as the derivatives' table of sessions (dtisynth_sessions.tsv),
     and the official BIDS validator's errors in the input (reported, not refused: a session DTISynth
-    cannot read fails on its own). client: a
-    dask.distributed Client to use; default one made from the request (--scheduler, else a local
-    cluster of --workers processes, one thread each). workers == 0: no Dask, one session after another
-    in this process (the reference the cluster's results must equal). Everything is checked before the
-    output folder is made; the raw dataset is only read."""
+    cannot read fails on its own). client: a dask.distributed Client to use; default one made from the
+    request (--scheduler, else a local cluster of --workers processes, one thread each). workers == 0:
+    no Dask, one session after another in this process (the reference the cluster's results must
+    equal). Everything is checked before the output folder is made; the raw dataset is only read."""
     sessions, description, models = check_request(request)
-    validator_errors = None
-    if not request.skip_bids_validation:
-        reporter.progress("validate", 0.0, f"BIDS validator on {request.bids_dir}")
-        validator_errors = bids.validator_errors(request.bids_dir)
-        reporter.progress("validate", 1.0, "not installed (pip install 'dtisynth[cohort]')" if validator_errors is None
-                          else f"{sum(map(len, validator_errors.values()))} error(s)")
     options = {"device": request.device, "models": models.name}
     rows, todo = [], []
     for session in sessions:
@@ -356,6 +349,12 @@ def run_participants(request, reporter=NullReporter(), client=None):
     with contextlib.ExitStack() as stack:
         if request.workers != 0 and client is None:
             client = stack.enter_context(_dask_client(request))  # a scheduler refused before anything is written
+        validator_errors = None
+        if not request.skip_bids_validation:
+            reporter.progress("validate", 0.0, f"BIDS validator on {request.bids_dir}")
+            validator_errors = bids.validator_errors(request.bids_dir)
+            reporter.progress("validate", 1.0, "not installed (pip install 'dtisynth[cohort]')"
+                              if validator_errors is None else f"{sum(map(len, validator_errors.values()))} error(s)")
         created = make_output_dir(request.out_dir)
         try:
             stack.enter_context(output_lock(request.out_dir))
