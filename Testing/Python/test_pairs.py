@@ -99,18 +99,22 @@ def test_nearest_is_one_to_one_on_a_rotated_12_direction_scheme(axis):
 
 
 ALL_REAL_SERIES = sorted(p.name for p in (SHARED / "data" / "real").glob("dev_*") if p.is_dir())
-# the count the data's README states ("33 series of eight people"): the folder list must follow it
-STATED_SERIES = int(re.search(r"(\d+) series of \w+ people", (SHARED / "data" / "real" / "README.md").read_text())[1])
+
+
+def stated_series_count():
+    """The count the shared data's README states ("33 series of eight people"): the folders must follow it."""
+    real_dwi_path("dev_philips_achieva_b2000")  # skips (fails under CI) where the shared data is absent
+    return int(re.search(r"(\d+) series of \w+ people", (SHARED / "data" / "real" / "README.md").read_text())[1])
 
 
 def test_every_nearest_pair_is_one_synthesize_accepts_and_every_refusal_is_synthesizes():
-    """On every shared series (33 as of 2026-12): `pairs --mode nearest` writes a 3-direction DWI exactly when synthesize
-    (default kind) accepts those volumes, the same volumes in the same order; both refuse by the
+    """On every shared series (33 as of 2026-12): `pairs --mode nearest` writes a 3-direction DWI exactly
+    when synthesize (default kind) accepts those volumes, the same volumes in the same order; both refuse by the
     directions' conditioning, not their angle to the axes (Canon's 26-degree triples are taken; Philips
     b1000's nearest triple, 45 degrees from every axis, is nearly coplanar)."""
     from DTISynthLib.synthesis.pipeline import assign_axes
 
-    assert len(ALL_REAL_SERIES) == STATED_SERIES, (STATED_SERIES, ALL_REAL_SERIES)
+    assert len(ALL_REAL_SERIES) == stated_series_count(), ALL_REAL_SERIES
     written = set()
     for name in ALL_REAL_SERIES:
         dwi = load_dwi(real_dwi_path(name))
