@@ -357,20 +357,28 @@ class TrainingRequest(Request):
                                        "only the 6-direction DTIs: noise-free phantom subjects, tensor-mode pairs of "
                                        "real scans)")
     out: Path = option("--out", help="model folder (manifest.json + safetensors weights)")
-    kind: str = option("--kind", DEFAULT_KIND, choices=KINDS,  # the registry itself: kinds registered later count
-                       help=f"generator kind (default {DEFAULT_KIND}: the seed paper's six pix2pix models)")
+    kind: str = option("--kind", None, choices=KINDS,  # the registry itself: kinds registered later count
+                       help=f"generator kind (default: the --init-from package's, else {DEFAULT_KIND}: the seed "
+                            "paper's six pix2pix models)")
+    init_from: Path = option("--init-from", None,
+                             help="a model package to fine-tune on DATA (adapt a shipped set to your scanner): its "
+                                  "kind, architecture and weights are the start; epochs and learning rate default to "
+                                  "fine-tuning's (10 epochs, lr 1e-4); the package records it as its parent "
+                                  "(tensor-unet packages)")
     direction: tuple = option("--direction", (1, 2, 3, 4, 5, 6), type=parse_directions,
                               help="all (default) or a comma list of 1-6")
-    epochs: int = option("--epochs", 100, type=positive_int, help="epochs at constant learning rate (default 100)")
+    epochs: int = option("--epochs", None, type=positive_int,
+                         help="epochs at constant learning rate (default 100; 10 with --init-from)")
     decay_epochs: int = option("--decay-epochs", 0, type=non_negative_int,
                                help="further epochs of linear decay (default 0)")
     batch_size: int = option("--batch-size", 1, type=positive_int)
     accumulate: int = option("--accumulate", 1, type=positive_int, help="micro-batches per optimiser step")
-    lr: float = option("--lr", 2e-4, type=positive_float)
+    lr: float = option("--lr", None, type=positive_float, help="learning rate (default 2e-4; 1e-4 with --init-from)")
     lambda_l1: float = option("--lambda-l1", 100.0, type=non_negative_float)
-    ngf: int = option("--ngf", 64, type=positive_int)
+    ngf: int = option("--ngf", None, type=positive_int, help="generator width (default 64; --init-from: its own)")
     ndf: int = option("--ndf", 64, type=positive_int)
-    depth: int = option("--depth", 7, type=positive_int, help="down-samplings: 7 for 128 x 128, 8 for 256 x 256")
+    depth: int = option("--depth", None, type=positive_int,
+                        help="down-samplings: 7 (default) for 128 x 128, 8 for 256 x 256; --init-from: its own")
     grid: tuple = option("--grid", None, type=parse_slice_grid, help="slice grid H x W (default: from the data)")
     intensity: str = option("--intensity", None, choices=INTENSITY_MODES,
                             help="paper (raw, clipped at 255; the default of pix2pix-per-direction) or relative "

@@ -49,7 +49,8 @@ class TrainingRun:
     slice grid (H, W) or None for the data's; register: the DWI is registered to the DTI b=0;
     validation_subjects: subject names held out for validation (instead of a random
     validation_fraction of them). intensity_chosen: whether the command chose the intensity mode (else
-    `intensity` is the default, paper): a kind that has its own refuses another one chosen.
+    `intensity` is the default, paper): a kind that has its own refuses another one chosen. init_from:
+    the parent package fine-tuning starts from (its weights; the kind's training checks it).
     """
 
     data: Path
@@ -65,3 +66,4 @@ class TrainingRun:
     reporter: object = field(default_factory=NullReporter)
     validation_subjects: list = None
     intensity_chosen: bool = False
+    init_from: Path = None  # a package of the kind whose weights start the training (fine-tuning)

@@ -267,6 +267,9 @@ def train(request):
     """Train the generators of request.directions (1-6), one after another, and write (or update) the
     model package: one Pix2PixTrainer per direction, its best validated weights packaged."""
     config, out_dir, reporter = request.config, Path(request.out), request.reporter
+    if request.init_from is not None:
+        raise InputError("--init-from", "a tensor-unet package (fine-tuning is built for the default kind)",
+                         f"a {NAME} package: {request.init_from}")
     world, rank = distributed_context()
     train_data, validation, grid, provenance = load_training_data(
         request.data, request.intensity, config.depth, request.grid, request.validation_fraction, config.seed,

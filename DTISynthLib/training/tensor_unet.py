@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..core.checksums import sha256_file
 from ..core.errors import InputError
 from ..core.gradient_schemes import AXES_3_RAS, SIEMENS_6_RAS
 from ..core.tensor_layout import matrix_to_tensor6, tensor6_to_matrix
@@ -37,7 +38,7 @@ from ..fit.tensor_fit import design_matrix
 from ..fit.tensor_maps import eigen_decompose, v1_angles
 from ..generators.intensity import Intensity
 from ..generators.networks import UNetGenerator, init_weights
-from ..generators.package import MANIFEST, save_generator_weights, write_manifest
+from ..generators.package import MANIFEST, read_manifest, save_generator_weights, write_manifest
 from ..generators.registry import ATTENUATION_FLOOR
 from ..generators.tensor_unet import (
     ADC_MAX,
@@ -56,6 +57,7 @@ from ..generators.tensor_unet import (
     SIGNED,
     SPLIT,
     decode,
+    heads_of,
     pattern_probabilities,
     pattern_vectors,
     prolate_magnitudes,
@@ -434,6 +436,23 @@ def refuse_other_kinds_options(request):
                          "the ADCs, whatever --intensity says)", repr(request.intensity.mode))
 
 
+def load_parent(network, folder):
+    """Start from a package's network (--init-from): its verified weights into `network`, refused
+    unless the package has this kind's inputs and heads (a tensor-unet-signed package has others)."""
+    from ..generators.runner import load_generators
+
+    parent = read_manifest(folder)
+    generator = parent.architecture.get("generator", {})
+    if (parent.kind, heads_of(parent), generator.get("in_channels")) != (NAME, SPLIT, INPUT_CHANNELS):
+        raise InputError(folder, f"a {NAME} package with {SPLIT} heads and {INPUT_CHANNELS} input channels (this "
+                         "DTISynth's)", f"kind {parent.kind}, heads {heads_of(parent)}, "
+                         f"{generator.get('in_channels')} input channels")
+    networks, _ = load_generators(folder)
+    network.load_state_dict(networks[NETWORK].state_dict())
+    return {"package": str(folder), "manifest_sha256": sha256_file(Path(folder) / MANIFEST),
+            "description": parent.data.get("description", ""), "created_by": parent.data.get("created_by", "")}
+
+
 def train(request):
     """Train the one network (Adam; learning rate constant, then linear decay) and write the package.
     Checkpoints every epoch under out/checkpoints/tensor; request.resume continues from the last.
@@ -469,6 +488,7 @@ def train(request):
     heads = SPLIT
     network = init_weights(UNetGenerator(INPUT_CHANNELS, HEADS[heads], config.ngf, config.depth, dropout=False)).to(
         device, memory_format=memory_format)
+    parent = load_parent(network, request.init_from) if request.init_from else None
     best = copy.deepcopy(network)  # the weights of the best validation score so far
     model = nn.parallel.DistributedDataParallel(network) if world > 1 else network
     optimiser = torch.optim.Adam(network.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
@@ -558,7 +578,8 @@ def train(request):
         # the denoised diagonal (--assembly network) helps on the phantom but biases real scans' MD and
         # AD (README, Quality): by default the measured diagonal, so MD, is kept
         "assembly": "physics",
-        "description": describe(parameters, train_subjects, groups),
+        "description": describe(parameters, train_subjects, groups)
+                       + (f" Fine-tuned from {Path(parent['package']).name}." if parent else ""),
         "networks": [{"name": NETWORK, "file": "tensor.safetensors", "sha256": sha, "dtype": request.weights_dtype,
                       "history": state["history"],
                       "validation": {"val_L1": final.get("val_tensor", float("nan")),
@@ -568,7 +589,7 @@ def train(request):
         "input_directions": AXES_3_RAS.tolist(), "intensity": asdict(Intensity("relative")),
         "created_by": f"DTISynth {__version__}",
         "grid": list(grid), "voxel_size_mm": voxel, "b_value": 1000.0, "b_range": list(B_TRAINING),
-        "training": {"data": str(request.data), "config": asdict(config),
+        "training": {"data": str(request.data), "config": asdict(config), "parent": parent,
                      "subjects": [{"subject": s[0], "slices": int(len(s[4])), "b_value": s[5],
                                    "source": groups[s[0]][0], "group": groups[s[0]][1],
                                    "part": "validation" if s[0] in validation else "train"} for s in subjects],

@@ -708,6 +708,16 @@ def case_train_tensor_unet_depth(i, f):  # used to pad 32 x 32 slices to 512 x 5
         ["--depth", "expected at most 5 for 32 x 32 slices", "found 9: 512 x 512 slices, 256 times the pixels"]
 
 
+def case_train_init_from_pix2pix(i, f):
+    return ["train", "--init-from", str(i.models), "--data", str(i.cohort), "--out", str(f / "out")], \
+        ["--init-from", "expected a tensor-unet package", "a pix2pix-per-direction package"]
+
+
+def case_train_init_from_missing(i, f):
+    return ["train", "--init-from", str(f / "nope"), "--data", str(i.cohort), "--out", str(f / "out")], \
+        ["manifest.json", "a DTISynth model folder with manifest.json", "no manifest.json"]
+
+
 def case_train_out_is_a_file(i, f):
     (f / "out").write_text("keep me")
     return ["train", "--data", str(i.cohort), "--out", str(f / "out"), "--epochs", "1"], \
@@ -1114,6 +1124,8 @@ CASES = [  # (id, class, build)
     ("train-tensor-unet-quantise-8bit", "usage", case_train_tensor_unet_quantise),
     ("train-tensor-unet-intensity", "usage", case_train_tensor_unet_intensity),
     ("train-tensor-unet-depth", "usage", case_train_tensor_unet_depth),
+    ("train-init-from-pix2pix", "usage", case_train_init_from_pix2pix),
+    ("train-init-from-missing", "file", case_train_init_from_missing),
     ("train-out-is-a-file", "output", case_train_out_is_a_file),
     ("fit-unconvertible-dicom", "file", case_fit_unconvertible_dicom),
     ("synthesize-fifo", "file", case_synthesize_fifo),

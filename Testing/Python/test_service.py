@@ -41,7 +41,7 @@ EXAMPLES = [
                     accumulate=2, lr=1e-3, lambda_l1=10.0, ngf=8, ndf=8, depth=5, grid=(32, 48), intensity="relative",
                     quantise_8bit=True, validation_fraction=0.2, validation_subjects=["s1", "s2"], no_register=True,
                     flip_augment=True, no_dropout=True, seed=7, nondeterministic=True, amp="bf16", channels_last=True,
-                    device="cpu", weights_dtype="float16", resume=True),
+                    device="cpu", weights_dtype="float16", resume=True, init_from="parent models"),
     DemoRequest(out="demo out", models="m", subjects=2, grid=(64, 64, 24), jobs=1, realism_voxels=100,
                 realism_epochs=0),
     ReviewStudyRequest(original="dti.nii.gz", synthetic="syn", out="study", maps="fa,md", readers="ann,bob", seed=3,

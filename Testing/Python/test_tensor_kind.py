@@ -552,3 +552,41 @@ def test_sources_and_subjects_come_from_the_data_folders(tmp_path):
     assert source_and_subject(pair("real/canon/tilted/scan_acq-dwi3_dwi.nii.gz"), tmp_path) == ("real", "real/canon")
     assert source_and_subject(pair("real/scan_acq-dwi3_dwi.nii.gz"), tmp_path) == ("real", "scan")
     assert source_and_subject(pair("scan_acq-dwi3_dwi.nii.gz"), tmp_path) == ("", "scan")
+
+
+def test_init_from_fine_tunes_a_package_from_its_weights_and_records_its_parent(tmp_path, capsys):
+    """`train --init-from PACKAGE`: the package's kind and architecture (no --kind, --ngf, --depth
+    needed), its weights as the start (a vanishing learning rate keeps them), fine-tuning's epochs and
+    rate by default, the parent recorded and the input check fitted anew on the new data."""
+    from DTISynthLib.core.checksums import sha256_file
+    from DTISynthLib.service.requests import TrainingRequest
+    from DTISynthLib.service.train import FINE_TUNING, parent_package, train_config
+
+    cohort, site = tmp_path / "cohort", tmp_path / "site"
+    write_cohort(cohort, 3, "sampled", seed=5, grid=(32, 32, 19), noise=False)
+    write_cohort(site, 3, "sampled", seed=8, grid=(32, 32, 19), noise=False)
+    parent = tmp_path / "parent"
+    assert _train(cohort, parent, 1) == 0
+    tuned = tmp_path / "tuned"
+    assert cli.main(["train", "--init-from", str(parent), "--data", str(site), "--out", str(tuned), "--epochs", "1",
+                     "--lr", "1e-12", "--batch-size", "4", "--validation-subjects", "sub-003"]) == 0
+    for name, value in _weights(parent).items():
+        if not name.endswith(BUFFERS):  # batch-norm statistics follow the new data in train mode
+            np.testing.assert_allclose(_weights(tuned)[name], value, rtol=1e-3, atol=1e-6, err_msg=name)
+    manifest = read_manifest(tuned)
+    assert manifest.kind == "tensor-unet" and manifest.architecture["generator"]["ngf"] == 4
+    assert manifest.data["training"]["parent"]["manifest_sha256"] == sha256_file(parent / "manifest.json")
+    assert manifest.data["description"].endswith("Fine-tuned from parent.")
+    assert manifest.data["input_check"]["sha256"] != read_manifest(parent).data["input_check"]["sha256"]
+    config = train_config(TrainingRequest(data=site, out=tuned, init_from=parent),
+                          parent_package(TrainingRequest(data=site, out=tuned, init_from=parent)))
+    assert (config.epochs, config.lr, config.ngf, config.depth) == (FINE_TUNING["epochs"], FINE_TUNING["lr"], 4, 5)
+    # the parent's architecture is fixed; another kind's package is not a start
+    capsys.readouterr()
+    for extra, message in ((["--depth", "6"], "--depth: expected the --init-from package's own (5) or left out; found 6"),
+                           (["--kind", "pix2pix-per-direction"], "--kind: expected the --init-from package's own "
+                                                                 "(tensor-unet) or left out")):
+        assert cli.main(["train", "--init-from", str(parent), "--data", str(site), "--out", str(tmp_path / "x"),
+                         *extra, "--jsonl"]) == 2
+        assert message in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["message"]
+    assert not (tmp_path / "x").exists()
