@@ -9,7 +9,7 @@ four head positions), model selection on OpenNeuro ds000114 sub-01, scored on th
 person (AP and PA), the default set's own held-out test person. The pairs are tensor-mode pairs (the
 fit of every direction, predicted at the scan's own b), as the default set's real training data.
 
-    .venv/bin/python benchmarks/bench_fine_tune.py [--epochs N] [--keep DIR]
+    .venv/bin/python benchmarks/bench_fine_tune.py [--epochs N] [--lr R] [--keep DIR]
 """
 
 import argparse
@@ -43,6 +43,7 @@ def run(command, log):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, help="fine-tuning epochs (default: train's --init-from default)")
+    parser.add_argument("--lr", type=float, help="fine-tuning learning rate (default: train's --init-from default)")
     parser.add_argument("--keep", help="keep the pairs, the fine-tuned set and the logs in this folder")
     args = parser.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench-fine-tune-"))
@@ -58,7 +59,7 @@ def main():
                                      "tensor", "--b", b, "--out", out], log)
         tuned = work / "tensor-unet-tuned"
         shutil.rmtree(tuned, ignore_errors=True)
-        epochs = ["--epochs", args.epochs] if args.epochs else []
+        epochs = (["--epochs", args.epochs] if args.epochs else []) + (["--lr", args.lr] if args.lr else [])
         tuning = run([*dtisynth, "train", "--init-from", DEFAULT_MODELS, "--data", work / "data", "--out", tuned,
                       "--batch-size", "8", "--validation-subjects", VALIDATION, "--seed", "0", *epochs], log)
         started = time.perf_counter()
