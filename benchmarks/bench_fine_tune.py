@@ -1,13 +1,15 @@
 """Adapt the default model set to a scanner (`dtisynth train --init-from`), measured: fine-tune the
-shipped tensor-unet set on real people it never saw, then score the default and the fine-tuned set on
-a person neither saw (benchmarks/bench_quality.py's real-scan table: truth is the fit of all the
-scan's directions, input the volumes nearest x, y, z).
+shipped tensor-unet set on a real person it never saw, then score the default and the fine-tuned set on
+people neither saw (benchmarks/bench_quality.py's real-scan table: truth is the fit of all the scan's
+directions, input the volumes nearest x, y, z).
 
 People (../shared/data/real, its README): fine-tuned on the person scanned on three Siemens systems
 over 15 years (11 series: Trio 2007 and 2010, Prisma 2018 in five slab orientations, Prisma 2022 in
-four head positions), model selection on OpenNeuro ds000114 sub-01, scored on the Siemens Prisma XA30
-person (AP and PA), the default set's own held-out test person. The pairs are tensor-mode pairs (the
-fit of every direction, predicted at the scan's own b), as the default set's real training data.
+four head positions); model selection on the Siemens Prisma sagittal person (one series; the default
+set trained on it); scored on OpenNeuro ds000114 sub-01 (a Siemens 3T at b=1000, as most of the
+fine-tuning series) and the Siemens Prisma XA30 person (b=2500), which neither set saw. The pairs are
+tensor-mode pairs (the fit of every direction, predicted at the scan's own b), as the default set's
+real training data.
 
     .venv/bin/python benchmarks/bench_fine_tune.py [--epochs N] [--lr R] [--keep DIR]
 """
@@ -29,9 +31,9 @@ REAL = REPO.parent / "shared" / "data" / "real"
 TUNE = {"siemens3": [("siemens_trio07_b1000", 1000), ("siemens_trio_b1000", 1000),
                      *((f"siemens_prisma18_{k}_b2000", 2000) for k in ("ortho", "roll", "pitch", "yaw", "2axis")),
                      *((f"siemens_prisma_decub_{k}_b1000", 1000) for k in ("HFS", "HFP", "HFDL", "HFDR"))],
-        "ds114": [("ds114_sub01_b1000", 1000)]}
-VALIDATION = "dev_ds114_sub01_b1000"
-TEST_SCANS = "xa30"
+        "siemens_sag": [("siemens_prisma_sag_b2000", 2000)]}
+VALIDATION = "dev_siemens_prisma_sag_b2000"
+TEST_SCANS = ("ds114", "xa30")
 
 
 def run(command, log):
@@ -64,11 +66,11 @@ def main():
                       "--batch-size", "8", "--validation-subjects", VALIDATION, "--seed", "0", *epochs], log)
         started = time.perf_counter()
         table = subprocess.run([sys.executable, REPO / "benchmarks" / "bench_quality.py", "--subjects", "0",
-                                "--no-oblique", "--scans", TEST_SCANS, "--models", DEFAULT_MODELS, tuned,
+                                "--no-oblique", "--scans", *TEST_SCANS, "--models", DEFAULT_MODELS, tuned,
                                 "--out", work / "quality"], check=True, capture_output=True, text=True)
         scoring = time.perf_counter() - started
         log.write(table.stderr)
-    print(f"# fine-tuning the default set on a new person (11 series), scored on the XA30 person; {cpu_model()}")
+    print(f"# the default set fine-tuned on a new person (11 series), scored on two people neither saw; {cpu_model()}")
     print(f"pairs {prepared:.0f} s, fine-tuning {tuning:.0f} s, scoring {scoring:.0f} s; tuned set in {tuned}")
     print(table.stdout)
     if not args.keep:

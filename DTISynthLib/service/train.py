@@ -19,14 +19,16 @@ FINE_TUNING = {"epochs": 10, "lr": 1e-4}  # --init-from's defaults: a tenth of t
 
 
 def parent_package(request):
-    """The checked manifest of --init-from (None without it); refuses a --kind, --ngf or --depth that
-    is not the package's own (fine-tuning keeps its architecture)."""
+    """The checked manifest of --init-from (None without it); refuses a --kind, --ngf, --depth or --grid
+    that is not the package's own (fine-tuning keeps its architecture, and its model grid and voxel size:
+    the spatial scale its network learned; a site's pairs are resampled onto them)."""
     if request.init_from is None:
         return None
     parent = read_manifest(request.init_from)
     generator = parent.architecture.get("generator") or {}
     for option, given, own in (("--kind", request.kind, parent.kind), ("--ngf", request.ngf, generator.get("ngf")),
-                               ("--depth", request.depth, generator.get("depth"))):
+                               ("--depth", request.depth, generator.get("depth")),
+                               ("--grid", request.grid and tuple(request.grid), parent.grid)):
         if given is not None and given != own:
             raise InputError(option, f"the --init-from package's own ({own}) or left out", repr(given))
     return parent

@@ -255,14 +255,14 @@ def dti_targets(dti, grid=None, voxel=None):
             model.affine)
 
 
-def load_dti_targets(pairs, depth, grid=None, reporter=NullReporter()):
+def load_dti_targets(pairs, depth, grid=None, reporter=NullReporter(), voxel=None):
     """dti_targets of each pair's 6-direction DTI on one model grid: ([(subject, b-value, b=0, tensor,
-    mask, affine)], grid (H, W), voxel size (mm)). The grid's in-plane voxel size is the first pair's;
-    its matrix `grid`, or default_grid of the first pair's for networks of `depth` down-samplings
-    (training_grid)."""
+    mask, affine)], grid (H, W), voxel size (mm)). The grid's voxel size is `voxel` (mm; fine-tuning:
+    the parent package's, the scale its network learned) or the first pair's; its matrix `grid`, or
+    default_grid of the first pair's for networks of `depth` down-samplings (training_grid)."""
     first = axial_slices(load_dwi(pairs[0].dti6))
     grid = training_grid(first.data.shape, depth, grid)
-    voxel = [float(v) for v in np.linalg.norm(first.affine[:3, :3], axis=0)]
+    voxel = [float(v) for v in (voxel or np.linalg.norm(first.affine[:3, :3], axis=0))]
     subjects = []
     for i, pair in enumerate(pairs):
         reporter.progress("data", i / len(pairs), f"{pair.subject}: tensors on the model grid")

@@ -493,7 +493,9 @@ def train(request):
     names = [p.subject for p in pairs]
     training, validation = split_subjects(names, request.validation_fraction, config.seed,
                                           request.validation_subjects)
-    targets, grid, voxel = load_dti_targets(pairs, config.depth, request.grid, reporter)
+    tuned = read_manifest(request.init_from) if request.init_from else None  # fine-tuning: its grid and voxel
+    targets, grid, voxel = load_dti_targets(pairs, config.depth, request.grid or (tuned and tuned.grid), reporter,
+                                            tuned and tuned.data["voxel_size_mm"])
     crop = CROP if CROP % 2**config.depth == 0 and CROP <= min(grid) else None
     subjects = training_subjects(targets)
     train_subjects = [s for s in subjects if s[0] in training]

@@ -565,7 +565,7 @@ def test_init_from_fine_tunes_a_package_from_its_weights_and_records_its_parent(
 
     cohort, site = tmp_path / "cohort", tmp_path / "site"
     write_cohort(cohort, 3, "sampled", seed=5, grid=(32, 32, 19), noise=False)
-    write_cohort(site, 3, "sampled", seed=8, grid=(32, 32, 19), noise=False)
+    write_cohort(site, 3, "sampled", seed=8, grid=(40, 40, 16), noise=False)  # another scanner: other voxels
     parent = tmp_path / "parent"
     assert _train(cohort, parent, 1) == 0
     tuned = tmp_path / "tuned"
@@ -576,6 +576,9 @@ def test_init_from_fine_tunes_a_package_from_its_weights_and_records_its_parent(
             np.testing.assert_allclose(_weights(tuned)[name], value, rtol=1e-3, atol=1e-6, err_msg=name)
     manifest = read_manifest(tuned)
     assert manifest.kind == "tensor-unet" and manifest.architecture["generator"]["ngf"] == 4
+    # the parent's model grid and voxel size (its network's spatial scale), not the site data's first scan's
+    assert (manifest.grid, manifest.data["voxel_size_mm"]) == (read_manifest(parent).grid,
+                                                               read_manifest(parent).data["voxel_size_mm"])
     assert manifest.data["training"]["parent"]["manifest_sha256"] == sha256_file(parent / "manifest.json")
     assert manifest.data["description"].endswith("Fine-tuned from parent.")
     assert manifest.data["input_check"]["sha256"] != read_manifest(parent).data["input_check"]["sha256"]
