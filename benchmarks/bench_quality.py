@@ -293,8 +293,12 @@ def run_real(rows, results, refusals, log, only=None):
             dwi3, dti6, pairs = make_pairs(full, mode, b)
         acquired = check_dwi(dti6)
         if mode == "nearest":
-            entry = dict(score(tensor_and_maps(acquired, brain), truth, masks), subject=name)
-            for group in groups:
+            try:  # a 12-direction scheme turned 180 degrees (the Prisma 2022 prone scan) has no 6 to fit
+                entry = dict(score(tensor_and_maps(acquired, brain), truth, masks), subject=name)
+            except InputError as exc:
+                refusals.append({"scan": name, "acquired": "6 nearest volumes", "reason": str(exc)})
+                entry = None
+            for group in groups if entry else []:
                 results.setdefault((group, "acquired 6 nearest volumes"), []).append(entry)
         b0 = (acquired.mean_b0(), acquired.affine, f"{name} 6-direction b=0")
         for label, runner, manifest, assemblies in rows:
