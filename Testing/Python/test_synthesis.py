@@ -647,7 +647,7 @@ def test_physics_consistent_assembly_keeps_the_measured_md_for_any_generator_out
 
 def test_assembly_keeps_each_siemens_pairs_generated_difference_and_the_measured_sum():
     from DTISynthLib.fit.tensor_fit import design_matrix
-    from DTISynthLib.synthesis.assembly import assembled_tensors
+    from DTISynthLib.synthesis.assembly import SIZE_RANGE, assembled_tensors
 
     rng = np.random.default_rng(3)
     generated = rng.uniform(-1.6, -0.4, (50, 6))
@@ -660,10 +660,43 @@ def test_assembly_keeps_each_siemens_pairs_generated_difference_and_the_measured
     assert len(pairs) == 3
     unclipped = np.all(np.abs(tensor[:, 3:]) < np.sqrt(np.abs(tensor[:, [0, 0, 1]] * tensor[:, [1, 2, 2]])) - 1e-12, 1)
     assert unclipped.sum() > 10
+    # the generated attenuations at the measured size: the generators' own tensor's mean ADC along x, y, z
+    own = generated @ np.linalg.pinv(design_matrix(np.full(6, 1000.0), SIEMENS_6_RAS)[:, :6]).T  # their tensor
+    scale = np.clip((-measured / 1000.0).mean(1) / own[:, :3].mean(1), 1 / SIZE_RANGE, SIZE_RANGE)  # x, y, z: its diagonal
     for i, j in pairs:
-        np.testing.assert_allclose((assembled[:, i] - assembled[:, j])[unclipped], (generated[:, i] - generated[:, j])[unclipped])
+        np.testing.assert_allclose((assembled[:, i] - assembled[:, j])[unclipped],
+                                   (scale * (generated[:, i] - generated[:, j]))[unclipped])
         axes = np.flatnonzero(np.abs(SIEMENS_6_RAS[i]) > 0.5)
         np.testing.assert_allclose(assembled[:, i] + assembled[:, j], measured[:, axes].sum(axis=1))
+
+
+def test_generators_of_the_wrong_size_give_their_shape_not_anisotropy_on_an_oblique_triple():
+    """ds000114's case: generators whose tensor is nearly isotropic (FA about 0.05) with twice the measured
+    diagonal, measured directions with z 35 degrees off its axis. The projection alone put the
+    disagreement into off-diagonal terms (FA about 0.6); scaled to the measured size first, the assembled
+    tensor keeps the generators' low anisotropy and reproduces the three measured ADCs exactly."""
+    from DTISynthLib.core.tensor_layout import tensor6_to_matrix
+    from DTISynthLib.fit.tensor_fit import design_matrix
+    from DTISynthLib.synthesis.assembly import assembled_tensors, assembly_matrices
+
+    def fa(tensor):
+        values = np.linalg.eigvalsh(tensor6_to_matrix(tensor))
+        return np.sqrt(1.5 * ((values - values.mean(-1, keepdims=True)) ** 2).sum(-1) / (values**2).sum(-1))
+
+    t = np.radians(35)
+    directions = np.array([[1.0, 0, 0], [0, 1.0, 0], [np.sin(t), 0, np.cos(t)]])
+    rng = np.random.default_rng(4)
+    own = np.c_[rng.uniform(1.7e-3, 1.9e-3, (200, 3)), rng.uniform(-0.05e-3, 0.05e-3, (200, 3))]
+    generated = own @ design_matrix(np.full(6, 1000.0), SIEMENS_6_RAS)[:, :6].T  # its log-attenuations
+    truth = np.c_[rng.uniform(0.85e-3, 0.9e-3, (200, 3)), np.zeros((200, 3))]
+    adc = np.einsum("id,nde,ie->ni", directions, tensor6_to_matrix(truth), directions)
+    args = (generated, -1000.0 * adc, np.full(3, 1000.0), directions, np.full(6, 1000.0), SIEMENS_6_RAS)
+    from_generated, from_measured = assembly_matrices(*args[2:])
+    assert np.median(fa(generated @ from_generated.T - 1000.0 * adc @ from_measured.T)) > 0.5  # unscaled
+    tensor = assembled_tensors(*args)
+    assert np.median(fa(tensor)) < 0.05 and np.median(fa(own)) < 0.05
+    np.testing.assert_allclose(np.einsum("id,nde,ie->ni", directions, tensor6_to_matrix(tensor), directions), adc,
+                               rtol=1e-9)
 
 
 def test_the_diagonal_baseline_kind_gives_the_measured_diagonal_and_no_off_diagonal_terms(tmp_path, still_subject):
