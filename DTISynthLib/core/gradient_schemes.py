@@ -79,3 +79,24 @@ def check_three_directions(source, directions):
                          f"{MAX_DIRECTION_CONDITION:g}; orthogonal: 1)",
                          f"{condition:.3g} for vectors {np.round(directions, 3).tolist()}")
     return condition
+
+
+def triple_angles(directions, affine):
+    """(non-orthogonality, tilt) in degrees of three measured directions (3, 3; rows, RAS unit vectors) on
+    an image grid (`affine`, voxel -> RAS): the largest departure from 90 degrees of the angle between two
+    of the directions' lines, and the largest angle between the orthonormal frame nearest them (the polar
+    factor) and the image axis each is matched to (the assignment with the largest total |cosine|). The
+    straight x, y, z on an axial slab: (0, 0); a slab tilted 20 degrees for AC-PC alignment: (0, 20)."""
+    import itertools
+
+    directions = np.asarray(directions, dtype=np.float64)
+    directions = directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    non_orthogonality = max(np.degrees(np.arcsin(min(abs(float(directions[i] @ directions[j])), 1.0)))
+                            for i, j in ((0, 1), (0, 2), (1, 2)))
+    u, _, vt = np.linalg.svd(directions)
+    frame = u @ vt
+    axes = np.asarray(affine, dtype=np.float64)[:3, :3]
+    cosines = np.abs((axes / np.linalg.norm(axes, axis=0)).T @ frame.T)  # [image axis, frame row]
+    order = max(itertools.permutations(range(3)), key=lambda p: sum(cosines[k, p[k]] for k in range(3)))
+    tilt = max(np.degrees(np.arccos(min(cosines[k, order[k]], 1.0))) for k in range(3))
+    return float(non_orthogonality), float(tilt)

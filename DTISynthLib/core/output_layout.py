@@ -10,7 +10,8 @@ from pathlib import Path
 EXTENSIONS = {"nifti": ".nii.gz", "nrrd": ".nrrd"}
 # map name (tensor_maps.MAP_NAMES, "s0" and the kinds' maps of generators.registry.KIND_MAPS) -> file stem
 MAP_FILE_STEMS = {"fa": "fa", "md": "md", "ad": "ad", "rd": "rd", "color": "color_fa", "v1": "v1",
-                  "evals": "eigenvalues", "s0": "s0", "v1_confidence": "v1_confidence"}
+                  "evals": "eigenvalues", "s0": "s0", "v1_confidence": "v1_confidence",
+                  "md_uncertainty": "md_uncertainty"}
 
 
 class FitOutput:

@@ -223,3 +223,19 @@ def predict_signals(tensor6, s0, bvals, gradients):
     """Signals (..., n) of tensors (..., 6) [mm^2/s, RAS] for b-values (s/mm^2) and RAS unit vectors."""
     design = design_matrix(bvals, gradients)
     return np.asarray(s0)[..., None] * np.exp(np.asarray(tensor6, dtype=np.float64) @ design[:, :6].T)
+
+
+def assembly_matrices(measured_bvals, measured_gradients, bvals, gradients):
+    """(from_generated (6, n), from_measured (6, 3)): D = L @ from_generated.T + a @ from_measured.T, the
+    tensor (Dxx, Dyy, Dzz, Dxy, Dxz, Dyz; mm^2/s, RAS) that reproduces the measured log-attenuations a
+    (N, 3) along `measured_gradients` exactly and fits log-attenuations L (N, n) along `gradients` best
+    (least squares): the physics assembly of synthesis.assembly (its docstring); here so that a
+    generator kind can use it too (generators.tensor_unet.md_uncertainty_map)."""
+    constraint = design_matrix(measured_bvals, measured_gradients)[:, :6]  # (3, 6)
+    design = design_matrix(bvals, gradients)[:, :6]  # (n, 6)
+    _, singular, vt = np.linalg.svd(constraint)
+    rank = int((singular > 1e-12 * singular.max()).sum())
+    null = vt[rank:].T  # (6, 6 - rank)
+    from_generated = null @ np.linalg.pinv(design @ null)
+    from_measured = (np.eye(6) - from_generated @ design) @ np.linalg.pinv(constraint)
+    return from_generated, from_measured

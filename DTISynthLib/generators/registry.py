@@ -71,6 +71,11 @@ KIND_MAPS = {
         "V1 lies within {angle:g} degrees of the pattern shown (a scalar per voxel, so no frame). The x, y, z DWI "
         "measures no off-diagonal sign: where this is low, the colour FA's hue is a guess. Calibrated on the "
         "package's validation subjects (pattern softmax temperature {temperature:g}); 0 outside the brain mask"),
+    "md_uncertainty": (
+        "the standard deviation of the synthetic MD over the off-diagonal sign patterns (weighted by the network's "
+        "probabilities) divided by the MD (unitless; 0.05 = 5 %; a scalar per voxel, so no frame). Measured x, y, z "
+        "directions fix MD whatever the signs (0 everywhere); a skewed triple measures a mix of diagonal and "
+        "off-diagonal terms, so where a sign is a guess MD is too. 0 outside the brain mask"),
 }
 
 

@@ -33,10 +33,15 @@ architecture.heads; all tanh):
 Tensors that are still not positive semi-definite have their off-diagonal terms scaled down together
 (core.tensor_layout.shrink_off_diagonals), the diagonal kept.
 
-Inputs (INPUT_CHANNELS = 12, slice order below, centre, above; edge slices repeat themselves): the
+Inputs (INPUT_CHANNELS = 21, slice order below, centre, above; edge slices repeat themselves): the
 nine ADCs of W's axes (channel 3 s + k: slice s, axis k; units, clipped to [0, ADC_MAX]), then the
-three b=0 images divided by the brain's median b=0 (clipped to [0, B0_MAX]). ADCs do not depend on b
-to first order and both channel groups are free of the scanner's intensity scale.
+three b=0 images divided by the brain's median b=0 (clipped to [0, B0_MAX]), then DIRECTION_CHANNELS
+constant channels: the measured directions in the image's own frame (direction_channels; the identity
+for x, y, z measured on a straight slab). ADCs do not depend on b to first order and the first two
+channel groups are free of the scanner's intensity scale. Why the directions: the signs the network
+guesses come from anatomy, which lies in the image frame, while the tensor it predicts is in W; a slab
+tilted 45 degrees to the gradients, or a skewed nearest triple, is another problem than a straight one,
+and the network is told which (packages before 2026-12-07: 12 channels, no directions; they still run).
 
 Training: training/tensor_unet.py.
 """
@@ -60,7 +65,8 @@ ADC_SCALE = 1e-3  # mm^2/s per network unit
 ADC_MAX = 4.0  # network units: above free water
 B0_MAX = 4.0  # b=0 / brain median
 DIAGONAL_RANGE = 1.0  # network units: the most a measured ADC may be corrected
-INPUT_CHANNELS = 12
+DIRECTION_CHANNELS = 9
+INPUT_CHANNELS = 12 + DIRECTION_CHANNELS
 B_TRAINING = (500.0, 3000.0)  # s/mm^2: the inputs' b range the networks learned
 _PAIRS = ((0, 1), (0, 2), (1, 2))  # r_xy, r_xz, r_yz; tensor6 order Dxx, Dyy, Dzz, Dxy, Dxz, Dyz
 # Output heads (manifest architecture.heads; module docstring). "signed-correlations": packages written
@@ -93,6 +99,24 @@ def working_frame(gradients, affine):
     order = max(itertools.permutations(range(3)), key=lambda p: sum(abs(cosines[k, p[k]]) for k in range(3)))
     signs = np.array([1.0 if cosines[k, order[k]] >= 0 else -1.0 for k in range(3)])
     return frame[list(order)] * signs[:, None], np.array(order)
+
+
+def image_frame(affine):
+    """The orthonormal frame (rows, RAS) nearest the image's voxel axes (column, row, slice) of `affine`."""
+    axes = np.asarray(affine, dtype=np.float64)[:3, :3]
+    return measured_frame((axes / np.linalg.norm(axes, axis=0)).T)
+
+
+def direction_channels(gradients, affine):
+    """(3, 3) the measured directions (rows of `gradients`, RAS unit vectors) in W's order and signs,
+    in the image frame's coordinates (image_frame): row k is the direction whose ADC the network reads
+    as W's axis k, column j its component along image axis j. The identity for the scanner's x, y, z on a
+    straight axial slab; a rotation for a tilted one; not orthogonal for a skewed triple."""
+    gradients = np.asarray(gradients, dtype=np.float64)
+    working, order = working_frame(gradients, affine)
+    ordered = gradients[order]
+    signs = np.where((ordered * working).sum(1) >= 0, 1.0, -1.0)
+    return (ordered * signs[:, None]) @ image_frame(affine).T
 
 
 def frame_adcs(grid_signals):
@@ -208,6 +232,45 @@ def confidence_map(output, units, temperature):
     return np.transpose(confidence.reshape(n, height, width), (2, 1, 0)).astype(np.float32)  # (x, y, n)
 
 
+def md_uncertainty_map(output, units, working, grid_signals, manifest, temperature):
+    """md_uncertainty (x, y, n): the SD of the physics-assembled MD over the sign patterns (weighted by
+    their probabilities at `temperature`) relative to the MD, for a SPLIT network's outputs (n, C, H, W)
+    on slices whose centre ADCs are `units` (n, 3, H, W). The assembly keeps g_i^T D g_i = ADC_i; for the
+    scanner's axes that fixes the diagonal, so MD, whatever the signs (0 here); for a skewed triple an
+    off-diagonal term enters a measured ADC, so each sign pattern gives another diagonal. The assembled
+    MD is linear in the generated tensor (fit.tensor_fit.assembly_matrices): MD_p = w . D_p + const,
+    with D_p the pattern's tensor (RAS). 0 where the diagonal is 0."""
+    import torch
+
+    from ..fit.tensor_fit import assembly_matrices, design_matrix
+
+    _, directions = manifest.direction_vectors()
+    bvals = np.full(len(directions), float(manifest.b_value))  # from_generated @ design does not depend on b
+    from_generated, _ = assembly_matrices(np.full(3, float(grid_signals.b_value)), grid_signals.gradients, bvals, directions)
+    trace_row = np.r_[np.ones(3), np.zeros(3)] / 3.0
+    weights = trace_row @ from_generated @ design_matrix(bvals, directions)[:, :6]  # (6,) per mm^2/s of D_p (RAS)
+    # w . D_RAS = w_matrix : (W^T D_W W) = (W w_matrix W^T) : D_W, the weights in W (off-diagonals counted twice)
+    w_matrix = np.array([[weights[0], weights[3] / 2, weights[4] / 2], [weights[3] / 2, weights[1], weights[5] / 2],
+                         [weights[4] / 2, weights[5] / 2, weights[2]]])
+    in_w = working @ w_matrix @ working.T
+    with torch.no_grad():
+        diagonal, excess, logits = split_outputs(torch.from_numpy(output), torch.from_numpy(units))
+    flat = lambda t: t.numpy().transpose(0, 2, 3, 1).reshape(-1, t.shape[1]).astype(np.float64)  # noqa: E731
+    diagonal, excess, logits = flat(diagonal), flat(excess), flat(logits)
+    magnitudes = np.sqrt(np.maximum(np.stack([excess[:, i] * excess[:, j] for i, j in _PAIRS], 1), 0.0))
+    off_weights = 2 * np.array([in_w[i, j] for i, j in _PAIRS])
+    contribution = (PATTERNS[None] * magnitudes[:, None] * off_weights).sum(-1) * ADC_SCALE  # (N, 4) mm^2/s
+    probabilities = pattern_probabilities(logits, temperature)
+    mean = (probabilities * contribution).sum(1, keepdims=True)
+    spread = np.sqrt((probabilities * (contribution - mean) ** 2).sum(1))
+    md = diagonal.mean(1) * ADC_SCALE
+    relative = np.zeros(len(md))
+    inside = md > 0
+    relative[inside] = spread[inside] / md[inside]
+    n, height, width = output.shape[0], output.shape[2], output.shape[3]
+    return np.transpose(relative.reshape(n, height, width), (2, 1, 0)).astype(np.float32)
+
+
 def prepare_inference(network, precision):
     return network.to_bf16_inference() if precision == "bf16" else network
 
@@ -224,6 +287,10 @@ def synthesize(predict, grid_signals, manifest, reporter):
     adc_slabs, b0_slabs = slabs(units)[slices], slabs(b0)[slices]
     n, _, _, height, width = adc_slabs.shape
     inputs = np.concatenate([adc_slabs.reshape(n, 9, height, width), b0_slabs], axis=1)
+    if manifest.architecture.get("generator", {}).get("in_channels", INPUT_CHANNELS) == INPUT_CHANNELS:
+        directions = direction_channels(grid_signals.gradients, grid_signals.affine).reshape(DIRECTION_CHANNELS)
+        constant = np.broadcast_to(directions.astype(np.float32)[None, :, None, None], (n, DIRECTION_CHANNELS, height, width))
+        inputs = np.concatenate([inputs, constant], axis=1)
     output = np.asarray(predict(NETWORK, inputs, slices), np.float32)
     heads = heads_of(manifest)
     with torch.no_grad():
@@ -238,6 +305,10 @@ def synthesize(predict, grid_signals, manifest, reporter):
         confidence[:, :, slices] = confidence_map(output, units[slices],
                                                   manifest.architecture.get("sign_temperature", 1.0))
         maps["v1_confidence"] = confidence
+        uncertainty = np.zeros(grid_signals.reference.shape, np.float32)
+        uncertainty[:, :, slices] = md_uncertainty_map(output, units[slices], working, grid_signals, manifest,
+                                                       manifest.architecture.get("sign_temperature", 1.0))
+        maps["md_uncertainty"] = uncertainty
     reporter.progress("synthesize", 1.0, f"{len(directions)} directions")
     return synthetic, maps
 

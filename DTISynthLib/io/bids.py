@@ -38,7 +38,8 @@ ENTITY = re.compile(r"^([a-zA-Z0-9]+)-([a-zA-Z0-9]+)$")
 MAP_NAMES = {"fa": "model-tensor_param-fa_dwimap", "md": "model-tensor_param-md_dwimap",
              "ad": "model-tensor_param-ad_dwimap", "rd": "model-tensor_param-rd_dwimap",
              "tensor": "model-tensor_param-tensor_dwimap", "color": "model-tensor_param-fa_desc-dec_dwimap",
-             "v1_confidence": "model-tensor_param-v1confidence_dwimap"}
+             "v1_confidence": "model-tensor_param-v1confidence_dwimap",
+             "md_uncertainty": "model-tensor_param-mduncertainty_dwimap"}
 
 
 @dataclass(frozen=True)

@@ -313,6 +313,10 @@ def load_results(scene, synthesis_dir, evaluation_dir=None, name="DTISynth", sub
         nodes["color_confident"] = add_color_volume(
             scene, f"{name} colour FA, confident orientation only (V1 confidence >= {CONFIDENT:g})",
             confident_color_fa(volumes["color"], volumes["fa"], confidence), map_affine)
+    if synthesis.maps.map("md_uncertainty").exists():  # a skewed triple: MD depends on the guessed signs
+        uncertainty, map_affine = read_nifti(synthesis.maps.map("md_uncertainty"))
+        nodes["md_uncertainty"] = add_scalar_volume(scene, f"{name} MD uncertainty (relative SD)", uncertainty,
+                                                    map_affine, (0.0, 0.1))
     if evaluation_dir is not None:
         evaluation = EvaluationOutput(evaluation_dir)
         summary = json.loads(evaluation.summary.read_text())

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..core.dwi import DWI
 from ..core.errors import InputError
-from ..core.gradient_schemes import AXES_3_RAS, check_three_directions, nearest_volumes
+from ..core.gradient_schemes import AXES_3_RAS, check_three_directions, nearest_volumes, triple_angles
 from ..core.model_grid import (
     ModelGrid,
     axial_axis_order,
@@ -79,6 +79,27 @@ def assign_axes(dwi, any_frame=True):
                          f"{'xyz'[worst]} axis (these models learned x, y, z images)",
                          f"the nearest at {angles[worst]:.1f} degrees ({dwi.gradients[order[worst]].round(3).tolist()})")
     return [int(i) for i in order], [float(a) for a in angles]
+
+
+def check_directions_accepted(source, gradients, affine, manifest):
+    """{"non_orthogonality_degrees", "tilt_degrees"} of the measured triple (core.gradient_schemes.triple_angles:
+    gradients (3, 3) RAS rows as the generators see them, on the reference grid `affine`); an InputError
+    naming the angle and the limit where the package's manifest `accepted_directions` (limits measured with
+    benchmarks/bench_directions.py: beyond them the synthetic maps miss the package's targets) is exceeded.
+    Packages without it take any well-conditioned triple."""
+    non_orthogonality, tilt = triple_angles(gradients, affine)
+    angles = {"non_orthogonality_degrees": round(non_orthogonality, 2), "tilt_degrees": round(tilt, 2)}
+    limits = manifest.data.get("accepted_directions") or {}
+    vectors = np.round(np.asarray(gradients, dtype=float), 3).tolist()
+    for key, value, what in (("max_non_orthogonality_degrees", non_orthogonality,
+                              "measured directions within {limit:g} degrees of orthogonal to each other"),
+                             ("max_tilt_degrees", tilt, "measured directions within {limit:g} degrees of the image axes")):
+        limit = limits.get(key)
+        if limit is not None and round(value, 1) > limit:  # as reported: a triple at the limit is taken
+            raise InputError(source, what.format(limit=limit) + f" (beyond it these models' maps miss their quality "
+                             f"targets: {limits.get('measured', 'benchmarks/bench_directions.py')})",
+                             f"{value:.1f} degrees ({key[4:].replace('_', ' ')}; vectors {vectors})")
+    return angles
 
 
 def signals_at_b(weighted, b0, bvals, b):
@@ -210,6 +231,9 @@ def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly
                 f"{REGISTRATION_SAME_SUBJECT_CORRELATION}: it may be another subject's b=0 (phantom: same subject "
                 "0.99, another 0.86-0.87) or one with other distortions; check it is this subject's")
         progress("register", 1.0, f"correlation {result.correlation:.3f}")
+    # the triple as the generators will see it: turned by the registration, on the reference grid
+    report["directions"] = check_directions_accepted(dwi.source, dwi.gradients[order] @ matrix[:3, :3], ref_affine,
+                                                     manifest)
     grid = ModelGrid.for_native(ref_affine, reference.shape, manifest.grid, manifest.voxel_size_mm)
     reference_is_model_grid = grid.is_native(ref_affine, reference.shape)
     progress("resample", 0.0, "native grid is the model grid" if reference_is_model_grid else "onto the model grid")

@@ -32,7 +32,7 @@ from torch import nn
 from .. import __version__
 from ..core.checksums import sha256_file
 from ..core.errors import InputError
-from ..core.gradient_schemes import AXES_3_RAS, SIEMENS_6_RAS
+from ..core.gradient_schemes import AXES_3_RAS, MAX_DIRECTION_CONDITION, SIEMENS_6_RAS, direction_condition
 from ..core.tensor_layout import matrix_to_tensor6, tensor6_to_matrix
 from ..fit.tensor_fit import design_matrix
 from ..fit.tensor_maps import eigen_decompose, v1_angles
@@ -47,6 +47,7 @@ from ..generators.tensor_unet import (
     B_TRAINING,
     CONFIDENCE_DEGREES,
     DIAGONAL_RANGE,
+    DIRECTION_CHANNELS,
     HEADS,
     INPUT_CHANNELS,
     MARGIN,
@@ -58,6 +59,7 @@ from ..generators.tensor_unet import (
     SPLIT,
     decode,
     heads_of,
+    image_frame,
     pattern_probabilities,
     pattern_vectors,
     prolate_magnitudes,
@@ -84,7 +86,18 @@ from .distributed import (
 )
 
 SNR_TRAINING = (12.0, 60.0)
-FRAME_ROTATION_DEGREES = 15.0
+# The measured triple of a training slab, in the image frame: an orthogonal triple rotated about a
+# random axis by FRAME_ROTATION_DEGREES u^2 (u uniform: straight triples stay common, a median of 11
+# degrees, up to 45 as a tilted slab gives), and for SKEW_SHARE of the slabs each direction moved by up
+# to SKEW_DEGREES off its axis in a random direction (the nearest volumes of a 12-30 direction scheme
+# are 10-35 degrees off), kept to MAX_DIRECTION_CONDITION as synthesize does.
+FRAME_ROTATION_DEGREES = 45.0
+SKEW_DEGREES = 35.0
+SKEW_SHARE = 0.5
+# Networks without direction channels (packages before 2026-12-07, 12 input channels; fine-tuned with
+# --init-from) learned orthogonal triples rotated uniformly up to 15 degrees, no skew: they meet those.
+TRIPLES = {True: (FRAME_ROTATION_DEGREES, 2.0, SKEW_SHARE), False: (15.0, 1.0, 0.0)}  # by direction input
+LEGACY_INPUT_CHANNELS = INPUT_CHANNELS - DIRECTION_CHANNELS
 CROP = 96  # training patch (pixels): divisible by 2**depth for depth <= 5
 SIGN_SCALE = 0.05  # units: soft targets of the pattern loss, q_p ~ exp(-|D_p - D|_F^2 / (2 SIGN_SCALE^2))
 SIGN_WEIGHT = 0.1  # of the pattern cross-entropy in the total loss
@@ -96,14 +109,15 @@ TARGET_EIGENVALUES = (-0.1, ADC_MAX)  # units: target tensors outside are fits o
 
 def subject_volume(b0, tensor, mask, affine):
     """One training subject from training.data.dti_targets: float32 (z, 7, H, W) (b=0, then the tensor
-    in the working frame W in units), the mask (z, H, W) and the brain's median b=0. Voxels whose
+    in the image frame (generators.tensor_unet.image_frame) in units), the mask (z, H, W) and the brain's
+    median b=0; the batches draw the measured triple relative to that frame. Voxels whose
     target eigenvalues leave TARGET_EIGENVALUES (real scans' fits at the brain's edge reach -50e-3
     mm^2/s: their attenuations overflow any loss) are left out of the mask, their tensor 0."""
     eigenvalues = np.linalg.eigvalsh(tensor6_to_matrix(np.asarray(tensor, np.float64)[mask])) / ADC_SCALE
     mask = mask.copy()
     mask[mask] = (eigenvalues[:, 0] >= TARGET_EIGENVALUES[0]) & (eigenvalues[:, -1] <= TARGET_EIGENVALUES[1])
-    working, _ = working_frame(AXES_3_RAS, affine)
-    tensor_w = matrix_to_tensor6(working @ tensor6_to_matrix(np.asarray(tensor, np.float64)) @ working.T) / ADC_SCALE
+    frame = image_frame(affine)
+    tensor_w = matrix_to_tensor6(frame @ tensor6_to_matrix(np.asarray(tensor, np.float64)) @ frame.T) / ADC_SCALE
     volume = np.concatenate([np.asarray(b0, np.float64)[..., None], np.where(mask[..., None], tensor_w, 0.0)], -1)
     median = float(np.median(b0[mask])) if mask.any() else 1.0
     return (np.ascontiguousarray(np.transpose(volume, (2, 3, 1, 0)), dtype=np.float32),
@@ -146,11 +160,12 @@ def rotate_tensor(tensor6, rotation):
     return out.movedim(-1, 1)
 
 
-def random_rotations(n, max_degrees, generator):
-    """n rotation matrices (torch, float32) about uniformly random axes by angles uniform in [0, max]."""
+def random_rotations(n, max_degrees, generator, power=1.0):
+    """n rotation matrices (torch, float32) about uniformly random axes by angles max u^power (u uniform
+    in [0, 1]; power 1: uniform in [0, max])."""
     axis = torch.randn(n, 3, generator=generator)
     axis = axis / axis.norm(dim=1, keepdim=True)
-    angle = torch.rand(n, generator=generator) * np.radians(max_degrees)
+    angle = torch.rand(n, generator=generator) ** power * np.radians(max_degrees)
     k = torch.zeros(n, 3, 3)
     k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
     k = k - k.transpose(1, 2)
@@ -158,13 +173,54 @@ def random_rotations(n, max_degrees, generator):
     return eye + torch.sin(angle).view(n, 1, 1) * k + (1 - torch.cos(angle)).view(n, 1, 1) * (k @ k)
 
 
-def simulated_inputs(b0, tensor, median, b, snr, generator):
-    """Noisy network inputs (B, 12, H, W) of slabs: b0 (B, 3, H, W) and tensors (B, 3, 6, H, W) in units,
-    at b-values b (B,) and SNRs snr (B,) (median b=0 / sigma, median (B,)). Rician noise on the b=0
-    and on each of the three diffusion-weighted images."""
+def triple_frames(triple):
+    """(directions, W, solve) (3, 3) numpy of one measured triple (rows, unit vectors in the image frame):
+    synthesis's direction channels, working frame and frame_adcs solve for it (measured_triples)."""
+    frame, order = working_frame(triple, np.eye(4))
+    ordered = triple[order]
+    ordered = ordered * np.where((ordered * frame).sum(1) >= 0, 1.0, -1.0)[:, None]
+    return ordered, frame, np.linalg.inv(np.square(ordered @ frame.T))
+
+
+def measured_triples(n, generator, randomise=True, direction_input=True):
+    """(directions (n, 3, 3), working (n, 3, 3), solve (n, 3, 3)) float32 torch tensors of n random
+    measured triples (FRAME_ROTATION_DEGREES, SKEW_DEGREES), all in the image frame: the directions in
+    W's order and signs (the network's direction channels, generators.tensor_unet.direction_channels),
+    W (rows) and the matrix that turns their ADCs into W's first-order ones (frame_adcs:
+    ADC_W = solve @ ADC). randomise False: the straight triple (the identity three times).
+    direction_input False: the triples of networks without direction channels (TRIPLES)."""
+    if not randomise:
+        eye = torch.eye(3).expand(n, 3, 3).contiguous()
+        return eye, eye.clone(), eye.clone()
+    degrees, power, share = TRIPLES[direction_input]
+    rotation = random_rotations(n, degrees, generator, power=power).double().numpy()
+    skewed = torch.rand(n, generator=generator).numpy() < share
+    step = torch.randn(n, 3, 3, generator=generator).double().numpy()
+    angle = np.radians(SKEW_DEGREES) * torch.rand(n, 3, generator=generator).double().numpy()
+    directions, working, solve = [], [], []
+    for k in range(n):
+        triple = rotation[k]
+        if skewed[k]:  # each row moved by its angle toward a random perpendicular direction
+            away = step[k] - (step[k] * triple).sum(1, keepdims=True) * triple
+            away /= np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1e-12)
+            moved = triple * np.cos(angle[k])[:, None] + away * np.sin(angle[k])[:, None]
+            if direction_condition(moved) <= MAX_DIRECTION_CONDITION:
+                triple = moved
+        for column, matrix in zip((directions, working, solve), triple_frames(triple)):
+            column.append(matrix)
+    as_torch = lambda m: torch.from_numpy(np.stack(m).astype(np.float32))  # noqa: E731
+    return as_torch(directions), as_torch(working), as_torch(solve)
+
+
+def simulated_inputs(b0, adc, median, b, snr, generator, solve=None):
+    """Noisy network inputs (B, 12, H, W) of slabs, without the direction channels: b0 (B, 3, H, W) and
+    the measured directions' ADCs (B, 3 slices, 3, H, W) in units, at b-values b (B,) and SNRs snr (B,)
+    (median b=0 / sigma, median (B,)). Rician noise on the b=0 and on each of the three
+    diffusion-weighted images; the noisy ADCs are turned into W's by solve (B, 3, 3) (default: they are
+    W's) as synthesis does (generators.tensor_unet.frame_adcs)."""
     sigma = (median / snr).view(-1, 1, 1, 1)
     scale = (b * ADC_SCALE).view(-1, 1, 1, 1, 1)
-    clean = b0.unsqueeze(2) * torch.exp(-scale * tensor[:, :, :3])  # (B, 3 slices, 3 axes, H, W)
+    clean = b0.unsqueeze(2) * torch.exp(-scale * adc)  # (B, 3 slices, 3 directions, H, W)
 
     def rician(signal):
         real = signal + sigma.view(-1, *([1] * (signal.dim() - 1))) * torch.randn(signal.shape, generator=generator)
@@ -174,7 +230,10 @@ def simulated_inputs(b0, tensor, median, b, snr, generator):
     noisy_b0, noisy = rician(b0), rician(clean)
     attenuation = torch.where(noisy_b0.unsqueeze(2) > 0, noisy / noisy_b0.unsqueeze(2).clamp(min=1e-12),
                               torch.ones_like(noisy))
-    adc = (-torch.log(attenuation.clamp(min=ATTENUATION_FLOOR)) / scale).clamp(0.0, ADC_MAX)
+    adc = -torch.log(attenuation.clamp(min=ATTENUATION_FLOOR)) / scale
+    if solve is not None:
+        adc = torch.einsum("bij,bsjhw->bsihw", solve, adc)
+    adc = adc.clamp(0.0, ADC_MAX)
     b0_channel = (noisy_b0 / median.view(-1, 1, 1, 1)).clamp(0.0, B0_MAX)
     n, _, _, height, width = adc.shape
     return torch.cat([adc.reshape(n, 9, height, width), b0_channel], 1)
@@ -249,8 +308,9 @@ class _Batches:
     groups: (source, subject) per entry of `subjects` (default: one source, every entry its own
     subject). generator: torch.Generator."""
 
-    def __init__(self, subjects, crop, generator, augment=True, groups=None):
+    def __init__(self, subjects, crop, generator, augment=True, groups=None, direction_input=True):
         self.subjects, self.crop, self.generator, self.augment = subjects, crop, generator, augment
+        self.direction_input = direction_input  # the network's DIRECTION_CHANNELS (False: a 12-channel parent's)
         groups = groups or [("", s[0]) for s in subjects]
         tree = {}
         for index, (source, subject) in enumerate(groups):
@@ -295,7 +355,9 @@ class _Batches:
                 b0, tensor, mask = b0.flip(-1), flip_tensor(tensor, 0).flip(-1), mask.flip(-1)
             if flips[2] < 0.5:
                 b0, tensor, mask = b0.flip(-2), flip_tensor(tensor, 1).flip(-2), mask.flip(-2)
-            tensor = rotate_tensor(tensor, random_rotations(n, FRAME_ROTATION_DEGREES, g))
+        directions, working, solve = measured_triples(n, g, randomise and self.augment, self.direction_input)
+        measured = rotate_tensor(tensor, directions)[:, :3]  # g_k^T D g_k: the measured ADCs
+        tensor = rotate_tensor(tensor, working)  # the target, in W
         if b is None:
             low, high = np.log(B_TRAINING)
             b = torch.exp(low + (high - low) * torch.rand(n, generator=g))
@@ -303,7 +365,11 @@ class _Batches:
             snr = torch.exp(low + (high - low) * torch.rand(n, generator=g))
         else:
             b, snr = torch.full((n,), float(b)), torch.full((n,), float(snr))
-        inputs = simulated_inputs(b0.contiguous(), tensor.movedim(1, 2).contiguous(), median, b, snr, g)
+        inputs = simulated_inputs(b0.contiguous(), measured.movedim(1, 2).contiguous(), median, b, snr, g, solve)
+        if self.direction_input:
+            height, width = inputs.shape[-2:]
+            constant = directions.reshape(n, DIRECTION_CHANNELS, 1, 1).expand(n, DIRECTION_CHANNELS, height, width)
+            inputs = torch.cat([inputs, constant], 1)
         return inputs, tensor[:, :, 1].contiguous(), mask, b
 
 
@@ -457,10 +523,11 @@ def load_parent(network, folder):
 
     parent = read_manifest(folder)
     generator = parent.architecture.get("generator", {})
-    if (parent.kind, heads_of(parent), generator.get("in_channels")) != (NAME, SPLIT, INPUT_CHANNELS):
-        raise InputError(folder, f"a {NAME} package with {SPLIT} heads and {INPUT_CHANNELS} input channels (this "
-                         "DTISynth's)", f"kind {parent.kind}, heads {heads_of(parent)}, "
-                         f"{generator.get('in_channels')} input channels")
+    if (parent.kind, heads_of(parent)) != (NAME, SPLIT) or \
+            generator.get("in_channels") not in (INPUT_CHANNELS, LEGACY_INPUT_CHANNELS):
+        raise InputError(folder, f"a {NAME} package with {SPLIT} heads and {INPUT_CHANNELS} (or, without the "
+                         f"direction channels, {LEGACY_INPUT_CHANNELS}) input channels", f"kind {parent.kind}, heads "
+                         f"{heads_of(parent)}, {generator.get('in_channels')} input channels")
     networks, _ = load_generators(folder)
     network.load_state_dict(networks[NETWORK].state_dict())
     return {"package": str(folder), "manifest_sha256": sha256_file(Path(folder) / MANIFEST),
@@ -502,7 +569,8 @@ def train(request):
     validation_subjects = [s for s in subjects if s[0] in validation]
     groups = {p.subject: source_and_subject(p, request.data) for p in pairs}
     heads = SPLIT
-    network = init_weights(UNetGenerator(INPUT_CHANNELS, HEADS[heads], config.ngf, config.depth, dropout=False)).to(
+    in_channels = tuned.architecture["generator"]["in_channels"] if tuned else INPUT_CHANNELS
+    network = init_weights(UNetGenerator(in_channels, HEADS[heads], config.ngf, config.depth, dropout=False)).to(
         device, memory_format=memory_format)
     parent = load_parent(network, request.init_from) if request.init_from else None
     best = copy.deepcopy(network)  # the weights of the best validation score so far
@@ -511,8 +579,10 @@ def train(request):
     scaler = grad_scaler(config.amp)
     design = torch.from_numpy(design_matrix_per_unit_b().astype(np.float32)).to(device)
     slots = config.accumulate * world
+    direction_input = in_channels == INPUT_CHANNELS
     streams = {k: _Batches(train_subjects, crop, torch.Generator().manual_seed(config.seed + SLOT_SEED_STEP * k),
-                           groups=[groups[s[0]] for s in train_subjects]) for k in range(rank, slots, world)}
+                           groups=[groups[s[0]] for s in train_subjects], direction_input=direction_input)
+               for k in range(rank, slots, world)}
     batches = streams.get(0)  # rank 0's: validation
     state = (_load_checkpoint(request.out, network, best, optimiser, streams, slots) if request.resume else None) \
         or {"epoch": 0, "history": [], "seconds": 0.0, "best_epoch": 0, "best_score": None, "slots": slots}
@@ -581,7 +651,7 @@ def train(request):
     final = state["history"][state["best_epoch"] - 1] if state["history"] else {}
     parameters = int(sum(p.numel() for p in network.parameters()))
     write_manifest(out, {
-        "architecture": {"kind": NAME, "generator": {"in_channels": INPUT_CHANNELS, "out_channels": HEADS[heads],
+        "architecture": {"kind": NAME, "generator": {"in_channels": in_channels, "out_channels": HEADS[heads],
                                                      "ngf": config.ngf, "depth": config.depth},
                          "parameters": parameters, "heads": heads,
                          "margin": MARGIN, "adc_scale_mm2_s": ADC_SCALE, "diagonal_range_units": DIAGONAL_RANGE,
@@ -617,7 +687,10 @@ def train(request):
                      "samples_per_epoch": int(steps * config.batch_size * slots),
                      "processes": world, "device": device.type, "crop": crop,
                      "augmentation": {"b_s_mm2": list(B_TRAINING), "snr": list(SNR_TRAINING),
-                                      "frame_rotation_degrees": FRAME_ROTATION_DEGREES,
+                                      "frame_rotation_degrees": TRIPLES[direction_input][0],
+                                      "frame_rotation": f"about a random axis by max u^{TRIPLES[direction_input][1]:g}, "
+                                                        "u uniform",
+                                      "skew_degrees": SKEW_DEGREES, "skew_share": TRIPLES[direction_input][2],
                                       "in_plane": "transpose and flips (the 8 symmetries of the square)",
                                       "noise": "Rician on the b=0 and each diffusion-weighted image"},
                      "seconds": round(state["seconds"], 1)}})

@@ -14,6 +14,10 @@
 # FA abs error in WM / 0.08 + median V1 angle / 18, at its own b), and calibrates v1_confidence;
 # the Siemens Prisma XA30 subject (AP and PA) is never seen: the quality benchmark's held-out scans.
 # The training prints its time; `--resume` continues from the last epoch's checkpoint.
+# Since 2026-12-07 DTISynth's tensor-unet training gives the network the measured directions (21 input
+# channels, triples drawn rotated and skewed: make_tensor_directions_models.sh, not shipped yet); the
+# shipped default (12 channels) is rebuilt exactly by this script at commit a769551
+# (`git worktree add /tmp/dtisynth-a769551 a769551`, then run it there).
 # Measured 2026-12-05: 3295 s of training (60 epochs, best 58; other work shared the machine: about 30-40 s
 # per epoch alone) plus about 5 min of data preparation and 1 min for the input check, on a 2-core Intel
 # Xeon with AVX512-BF16: `bash Resources/Models/make_tensor_models.sh /tmp/train`. (That run had stopped at

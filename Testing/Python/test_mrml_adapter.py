@@ -185,7 +185,15 @@ def test_a_v1_confidence_map_loads_with_a_colour_fa_that_greys_the_guessed_orien
     np.testing.assert_allclose(grey[:, 0], np.clip(fa[~confident & brain], 0, 1) / np.sqrt(3), atol=1 / 255)
     assert not np.allclose(color[~confident & brain], confident_color_fa(color, fa, confidence)[~confident & brain])
     without = adapter.load_results(scene, results / "synthetic", name="plain")  # a kind without a confidence
-    assert "v1_confidence" not in without and "color_confident" not in without
+    assert "v1_confidence" not in without and "color_confident" not in without and "md_uncertainty" not in without
+    # a skewed triple's MD uncertainty: a scalar node, windowed 0-10 %
+    uncertainty = (confidence * 0.08).astype(np.float32)
+    save_volume(synthetic / "maps" / "md_uncertainty.nii.gz", uncertainty, affine)
+    with_md = adapter.load_results(scene, synthetic, name="skewed")
+    assert with_md["md_uncertainty"].GetName() == "skewed MD uncertainty (relative SD)"
+    assert with_md["md_uncertainty"].GetDisplayNode().GetWindowLevelMax() == pytest.approx(0.1)
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(with_md["md_uncertainty"]), np.transpose(uncertainty, (2, 1, 0)))
+    (synthetic / "maps" / "md_uncertainty.nii.gz").unlink()
     # evaluated against the acquired DTI: the calibration table becomes a table node
     import json
 

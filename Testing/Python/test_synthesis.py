@@ -553,6 +553,9 @@ def test_the_shipped_default_set_is_verified_small_and_beats_the_baseline_on_an_
     assert not any("xa30" in name for name in subjects)  # the benchmark's held-out real subject was never seen
     # the model chosen, and its orientation confidence calibrated, on a held-out real subject
     assert [name for name, s in subjects.items() if s["part"] == "validation"] == ["dev_philips_achieva_b2000"]
+    # it refuses the triples it was measured to miss its targets on (benchmarks/bench_directions.py)
+    assert manifest.data["accepted_directions"]["max_non_orthogonality_degrees"] == 30.0
+    assert manifest.data["accepted_directions"]["max_tilt_degrees"] == 25.0
     assert {s["source"] for s in subjects.values()} == {"phantom", "real"}
     assert manifest.data["architecture"]["heads"] == "prolate-and-sign-patterns"
     assert manifest.data["architecture"]["sign_temperature"] > 0
@@ -676,8 +679,8 @@ def test_generators_of_the_wrong_size_give_their_shape_not_anisotropy_on_an_obli
     disagreement into off-diagonal terms (FA about 0.6); scaled to the measured size first, the assembled
     tensor keeps the generators' low anisotropy and reproduces the three measured ADCs exactly."""
     from DTISynthLib.core.tensor_layout import tensor6_to_matrix
-    from DTISynthLib.fit.tensor_fit import design_matrix
-    from DTISynthLib.synthesis.assembly import assembled_tensors, assembly_matrices
+    from DTISynthLib.fit.tensor_fit import assembly_matrices, design_matrix
+    from DTISynthLib.synthesis.assembly import assembled_tensors
 
     def fa(tensor):
         values = np.linalg.eigvalsh(tensor6_to_matrix(tensor))
@@ -699,6 +702,42 @@ def test_generators_of_the_wrong_size_give_their_shape_not_anisotropy_on_an_obli
                                rtol=1e-9)
 
 
+@pytest.mark.parametrize("degrees", [0.0, 25.0, 45.0])
+def test_the_safeguards_anchor_is_the_least_anisotropic_tensor_the_measurements_allow(degrees):
+    """Equal ADCs along a skewed triple: the anchor is isotropic (the old C diag(ADC) C^T had FA 0.43 at 25
+    degrees and 0.73 at 45), and for any positive ADCs it reproduces them exactly, is positive definite and
+    no farther from isotropic (deviatoric norm) than C diag(ADC) C^T; on the scanner's axes diag(ADC)."""
+    from DTISynthLib.core.tensor_layout import tensor6_to_matrix
+    from DTISynthLib.synthesis.assembly import measured_anchor
+
+    def fa(tensor):
+        values = np.linalg.eigvalsh(tensor6_to_matrix(tensor))
+        return np.sqrt(1.5 * ((values - values.mean(-1, keepdims=True)) ** 2).sum(-1) / (values**2).sum(-1))
+
+    t = np.radians(degrees)
+    directions = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, np.sin(t), np.cos(t)]])
+    adc = np.r_[[[0.8e-3] * 3], np.random.default_rng(2).uniform(0.3e-3, 2.0e-3, (300, 3))]
+    anchor = measured_anchor(adc, directions)
+    np.testing.assert_allclose(np.einsum("id,nde,ie->ni", directions, tensor6_to_matrix(anchor), directions), adc,
+                               rtol=1e-9)
+    assert np.linalg.eigvalsh(tensor6_to_matrix(anchor))[:, 0].min() > 0
+    assert fa(anchor[:1])[0] < 1e-6
+    inverse = np.linalg.inv(directions)
+    old = np.einsum("ik,nk,jk->nij", inverse, adc, inverse)
+    old_fa = fa(np.c_[old[:, 0, 0], old[:, 1, 1], old[:, 2, 2], old[:, 0, 1], old[:, 0, 2], old[:, 1, 2]])
+    def deviatoric(tensor):  # |D - MD I|_F, what the anchor minimises
+        values = np.linalg.eigvalsh(tensor6_to_matrix(tensor))
+        return np.sqrt(((values - values.mean(-1, keepdims=True)) ** 2).sum(-1))
+
+    old6 = np.c_[old[:, 0, 0], old[:, 1, 1], old[:, 2, 2], old[:, 0, 1], old[:, 0, 2], old[:, 1, 2]]
+    assert (deviatoric(anchor) <= deviatoric(old6) * (1 + 1e-9) + 1e-15).all()
+    if degrees == 0.0:
+        np.testing.assert_allclose(anchor[:, :3], adc, rtol=1e-12)
+        np.testing.assert_allclose(anchor[:, 3:], 0.0, atol=1e-15)
+    else:
+        assert old_fa[0] > 0.4 and np.median(old_fa - fa(anchor)) > 0.05
+
+
 def test_the_diagonal_baseline_kind_gives_the_measured_diagonal_and_no_off_diagonal_terms(tmp_path, still_subject):
     from DTISynthLib.core.resources import RESOURCES
     from DTISynthLib.generators.package import verify_package
@@ -718,6 +757,36 @@ def test_the_diagonal_baseline_kind_gives_the_measured_diagonal_and_no_off_diago
         assert np.abs(tensor[brain][:, 3:]).max() < 1e-8
     written = write_synthesis(tmp_path / "diagonal", result)
     assert (tmp_path / "diagonal" / "maps" / "fa.nii.gz") in written
+
+
+def test_a_triple_beyond_the_packages_measured_limits_is_refused_naming_the_angle_and_the_limit(still_subject):
+    """A package whose manifest states the triples it synthesizes within its targets refuses others (exit 2
+    through the CLI, as every InputError) with the angle and the limit; within them it synthesizes and
+    reports both angles; a package without limits takes any well-conditioned triple."""
+    from DTISynthLib.core.resources import RESOURCES
+
+    generators = TorchGenerators(RESOURCES / "Models" / "diagonal", "cpu")
+    limits = {"max_non_orthogonality_degrees": 20.0, "max_tilt_degrees": 25.0, "measured": "test"}
+    limited = Manifest(dict(generators.manifest.data, accepted_directions=limits))
+    dwi = check_dwi(still_subject.dwi)
+
+    def with_triple(triple):
+        return check_dwi(DWI(dwi.data, dwi.affine, dwi.bvals, np.r_[[np.zeros(3)], triple], "dwi.nii.gz"))
+
+    t = np.radians(30)
+    skewed = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, np.sin(t), np.cos(t)]])
+    tilted = np.array([[1.0, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
+    with pytest.raises(InputError, match=r"dwi.nii.gz: expected measured directions within 20 degrees of orthogonal.*"
+                                         r"found 30.0 degrees \(non orthogonality"):
+        synthesize_dwi(with_triple(skewed), generators, limited)
+    with pytest.raises(InputError, match=r"within 25 degrees of the image axes.*found 30.0 degrees \(tilt"):
+        synthesize_dwi(with_triple(tilted), generators, limited)
+    small = np.radians(10)
+    within = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, np.sin(small), np.cos(small)]])
+    report = synthesize_dwi(with_triple(within), generators, limited).report
+    assert report["directions"] == {"non_orthogonality_degrees": 10.0, "tilt_degrees": 5.0}
+    assert synthesize_dwi(with_triple(skewed), generators, generators.manifest).report["directions"] == \
+        {"non_orthogonality_degrees": 30.0, "tilt_degrees": 15.0}
 
 
 def test_packages_with_a_b_range_take_any_b_in_it_and_write_the_dti_at_the_chosen_b(still_subject):

@@ -89,7 +89,9 @@ def test_the_true_off_diagonals_in_the_working_frame_give_the_true_signals_of_an
     slices = np.arange(shape[2])
     grid_signals = GridSignals(signals, np.full(shape, s0), slices, b, measured, affine)
     synthetic, maps = tensor_unet.synthesize(predict, grid_signals, manifest, NullReporter())
-    assert set(maps) == ({"v1_confidence"} if heads == tensor_unet.SPLIT else set())
+    assert set(maps) == ({"v1_confidence", "md_uncertainty"} if heads == tensor_unet.SPLIT else set())
+    if heads == tensor_unet.SPLIT:  # orthogonal measured directions fix MD whatever the signs
+        np.testing.assert_allclose(maps["md_uncertainty"], 0.0, atol=1e-6)
     expected = s0 * np.exp(-1000.0 * np.einsum("kd,...de,ke->...k", table, tensor, table))
     np.testing.assert_allclose(synthetic, expected, rtol=1e-4)
     # the centre ADC channels are the working frame's diagonal (units), the b=0 channels the b=0 / median
@@ -152,9 +154,9 @@ def test_frame_rotations_are_rotations_and_rotate_tensors():
     np.testing.assert_allclose(tensor6_to_matrix(rotated.numpy()), expected, atol=1e-6)
 
 
-def test_simulated_inputs_measure_the_diagonal_and_carry_the_asked_noise():
+def test_simulated_inputs_measure_the_adcs_and_carry_the_asked_noise():
     generator = torch.Generator().manual_seed(0)
-    tensor = torch.zeros(2, 3, 6, 16, 16)
+    tensor = torch.zeros(2, 3, 3, 16, 16)  # the measured ADCs of 3 slices
     tensor[:, :, 0], tensor[:, :, 1], tensor[:, :, 2] = 1.7, 0.4, 0.9  # units (1e-3 mm^2/s)
     b0 = torch.full((2, 3, 16, 16), 250.0)
     median = torch.tensor([250.0, 250.0])
@@ -167,6 +169,116 @@ def test_simulated_inputs_measure_the_diagonal_and_carry_the_asked_noise():
     noisy = tensor_training.simulated_inputs(b0, tensor, median, torch.tensor([1000.0, 1000.0]), torch.full((2,), 25.0),
                                          generator)
     assert float(noisy[:, 9:].std()) == pytest.approx(1 / 25, rel=0.15)  # sigma = median b=0 / SNR
+
+
+def test_training_draws_a_triple_as_synthesis_reads_it_on_a_tilted_slab():
+    """A skewed triple near the scanner's axes measured on a slab tilted 20 degrees: the ADC and direction
+    channels synthesis gives the network, and its working frame, are what training computes for the same
+    triple from the tensor in the image frame (subject_volume's), so the network meets what it learned."""
+    tilt = rotation_matrix((20, 0, 0))
+    affine = np.eye(4)
+    affine[:3, :3] = tilt.T @ np.diag([1.7, 1.7, 2.0])  # image axes: the columns of tilt.T, 20 degrees off
+    measured = rotation_matrix((3, -4, 2))
+    measured[2] = np.cos(np.radians(25)) * measured[2] + np.sin(np.radians(25)) * measured[0]  # z skewed 25 deg
+    measured[2] /= np.linalg.norm(measured[2])
+    shape = (5, 4, 3)
+    tensor = _random_tensors(shape, prolate=True)  # RAS, mm^2/s
+    b, s0 = 1000.0, 300.0
+    weighted = s0 * np.exp(-b * np.einsum("id,...de,ie->...i", measured, tensor, measured))
+    signals = np.concatenate([np.full(shape + (1,), s0), weighted], axis=-1)
+    seen = {}
+
+    def predict(key, inputs, slice_indices):
+        seen["inputs"] = inputs
+        return np.zeros((len(slice_indices), 8) + inputs.shape[2:], np.float32)
+
+    manifest = Manifest({"format": FORMAT, "format_version": FORMAT_VERSION, "b_value": 1000.0, "grid": None,
+                         "intensity": {}, "architecture": {"kind": "tensor-unet", "heads": tensor_unet.SPLIT},
+                         "networks": [{"name": tensor_unet.NETWORK, "file": "t.safetensors", "sha256": "0" * 64}],
+                         "directions": [{"index": 1, "gradient_ras": [1.0, 0.0, 0.0]}]})
+    grid_signals = GridSignals(signals, np.full(shape, s0), np.arange(shape[2]), b, measured, affine)
+    tensor_unet.synthesize(predict, grid_signals, manifest, NullReporter())
+    frame = tensor_unet.image_frame(affine)
+    np.testing.assert_allclose(frame, tilt, atol=1e-12)
+    directions, working, solve = tensor_training.triple_frames(measured @ frame.T)
+    assert not np.allclose(directions, np.eye(3), atol=0.1)  # the tilt and the skew: not the straight triple
+    in_image = frame @ tensor @ frame.T  # subject_volume's tensor
+    adc = solve @ np.einsum("id,...de,ie->...i", directions, in_image, directions)[..., None]
+    np.testing.assert_allclose(seen["inputs"][:, 3:6], np.transpose(adc[..., 0], (2, 3, 1, 0)) / 1e-3, rtol=1e-4)
+    np.testing.assert_allclose(seen["inputs"][:, 12:], np.broadcast_to(
+        directions.reshape(9, 1, 1).astype(np.float32), seen["inputs"][:, 12:].shape), atol=1e-6)
+    np.testing.assert_allclose(tensor_unet.working_frame(measured, affine)[0] @ frame.T, working, atol=1e-12)
+
+
+def test_md_uncertainty_is_the_spread_of_the_assembled_md_over_the_sign_patterns():
+    """A skewed triple (z 30 degrees toward y): each sign pattern's tensor, assembled as synthesis does
+    (generated log-attenuations projected onto the measured ADCs), has its own MD; the map is their
+    probability-weighted SD over the network's MD."""
+    from DTISynthLib.fit.tensor_fit import design_matrix
+    from DTISynthLib.fit.tensor_fit import assembly_matrices
+
+    t = np.radians(30)
+    measured = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, np.sin(t), np.cos(t)]])
+    shape, b, s0 = (4, 4, 3), 1000.0, 300.0
+    adc = np.array([1.4e-3, 0.6e-3, 0.8e-3])
+    signals = np.concatenate([np.full(shape + (1,), s0), np.broadcast_to(s0 * np.exp(-b * adc), shape + (3,))], -1)
+    logits = np.array([0.3, -0.2, 0.1, -0.25])  # tanh outputs: probabilities spread over the patterns
+    output_value = np.r_[0.2, 0.0, 0.0, 0.0, logits].astype(np.float32)
+
+    def predict(key, inputs, slice_indices):
+        return np.broadcast_to(output_value[None, :, None, None],
+                               (len(slice_indices), 8) + inputs.shape[2:]).copy()
+
+    table = SIEMENS_6_RAS
+    manifest = Manifest({"format": FORMAT, "format_version": FORMAT_VERSION, "b_value": 1000.0, "grid": None,
+                         "intensity": {}, "architecture": {"kind": "tensor-unet", "heads": tensor_unet.SPLIT,
+                                                           "sign_temperature": 1.3},
+                         "networks": [{"name": tensor_unet.NETWORK, "file": "t.safetensors", "sha256": "0" * 64}],
+                         "directions": [{"index": k + 1, "gradient_ras": g.tolist()} for k, g in enumerate(table)]})
+    affine = np.diag([1.7, 1.7, 2.0, 1.0])
+    grid_signals = GridSignals(signals, np.full(shape, s0), np.arange(shape[2]), b, measured, affine)
+    _, maps = tensor_unet.synthesize(predict, grid_signals, manifest, NullReporter())
+    # brute force: the four patterns' tensors (W -> RAS), each assembled, their MDs
+    working, order = tensor_unet.working_frame(measured, affine)
+    units = torch.from_numpy((grid_signals.adcs()[0, 0, 0] @ np.linalg.inv(np.square(measured @ working.T)).T)
+                             [order].astype(np.float32) / 1e-3).view(1, 3, 1, 1)
+    units = units.clamp(0, tensor_unet.ADC_MAX)
+    diagonal, excess, raw = tensor_unet.split_outputs(torch.from_numpy(output_value).view(1, 8, 1, 1), units)
+    diagonal, excess = diagonal.view(3).double().numpy(), excess.view(3).double().numpy()
+    probabilities = tensor_unet.pattern_probabilities(raw.view(1, 4).double().numpy(), 1.3)[0]
+    magnitudes = np.sqrt([excess[i] * excess[j] for i, j in tensor_unet._PAIRS])
+    from_generated, from_measured = assembly_matrices(np.full(3, b), measured, np.full(6, 1000.0), table)
+    design = design_matrix(np.full(6, 1000.0), table)[:, :6]
+    md = []
+    for signs in tensor_unet.PATTERNS:
+        in_w = tensor6_to_matrix(np.r_[diagonal, signs * magnitudes]) * 1e-3
+        ras = matrix_to_tensor6(working.T @ in_w @ working)
+        assembled = design @ ras @ from_generated.T + (-b * adc) @ from_measured.T
+        md.append(assembled[:3].mean())
+    md = np.array(md)
+    assert np.ptp(md) > 0.01 * md.mean()  # the signs move MD on this triple
+    mean = (probabilities * md).sum()
+    expected = np.sqrt((probabilities * (md - mean) ** 2).sum()) / (diagonal.mean() * 1e-3)
+    np.testing.assert_allclose(maps["md_uncertainty"], expected, rtol=1e-4)
+
+
+def test_random_triples_are_rotated_up_to_the_limit_and_skewed_within_the_conditioning_limit():
+    directions, working, solve = tensor_training.measured_triples(400, torch.Generator().manual_seed(1))
+    d = directions.double().numpy()
+    norms = np.linalg.norm(d, axis=2)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-6)
+    from DTISynthLib.core.gradient_schemes import direction_condition
+    conditions = np.array([direction_condition(m) for m in d])
+    assert conditions.max() <= 3.0 and (conditions > 1.2).mean() > 0.2  # a share skewed
+    orthogonal = conditions < 1 + 1e-5
+    assert 0.3 < orthogonal.mean() < 0.7
+    angles = np.degrees(np.arccos(np.clip(np.abs(np.einsum("nkk->nk", d)), 0, 1)))
+    assert angles[orthogonal].max() <= 45.0 + 1e-3 and np.median(angles[orthogonal]) < 12
+    w = working.double().numpy()
+    np.testing.assert_allclose(w @ np.swapaxes(w, 1, 2), np.broadcast_to(np.eye(3), w.shape), atol=1e-5)
+    straight = tensor_training.measured_triples(3, torch.Generator(), randomise=False)
+    for m in straight:
+        np.testing.assert_array_equal(m.numpy(), np.broadcast_to(np.eye(3), (3, 3, 3)))
 
 
 def test_outputs_at_their_bounds_still_give_positive_semidefinite_tensors():
@@ -552,6 +664,24 @@ def test_sources_and_subjects_come_from_the_data_folders(tmp_path):
     assert source_and_subject(pair("real/canon/tilted/scan_acq-dwi3_dwi.nii.gz"), tmp_path) == ("real", "real/canon")
     assert source_and_subject(pair("real/scan_acq-dwi3_dwi.nii.gz"), tmp_path) == ("real", "scan")
     assert source_and_subject(pair("scan_acq-dwi3_dwi.nii.gz"), tmp_path) == ("", "scan")
+
+
+def test_batches_for_a_network_without_direction_channels_keep_its_inputs_and_its_triples():
+    """Fine-tuning a 12-channel package (before direction channels): 12 input channels, and the orthogonal
+    triples within 15 degrees it learned; a network with direction channels gets 21 and skewed triples."""
+    volume = np.zeros((4, 7, 32, 32), np.float32)
+    volume[:, 0], volume[:, 1:4] = 200.0, 0.8
+    subject = ("s", volume, np.ones((4, 32, 32), bool), 200.0, np.arange(4), 1000.0)
+    for direction_input, channels in ((False, 12), (True, 21)):
+        batches = tensor_training._Batches([subject], None, torch.Generator().manual_seed(0),
+                                           direction_input=direction_input)
+        inputs, target, mask, b = batches.draw(4)
+        assert inputs.shape[1] == channels
+    directions, _, _ = tensor_training.measured_triples(300, torch.Generator().manual_seed(2), direction_input=False)
+    d = directions.double().numpy()
+    np.testing.assert_allclose(d @ np.swapaxes(d, 1, 2), np.broadcast_to(np.eye(3), d.shape), atol=1e-5)  # orthogonal
+    angles = np.degrees(np.arccos(np.clip(np.einsum("nkk->nk", d), -1, 1)))
+    assert angles.max() <= 15.0 + 1e-3 and angles.max() > 10.0
 
 
 def test_init_from_fine_tunes_a_package_from_its_weights_and_records_its_parent(tmp_path, capsys):
