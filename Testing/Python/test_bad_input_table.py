@@ -432,6 +432,13 @@ def case_synth_far_axes(i, f):
     return _synth(phantom_dwi(f, g), f / "out", "--models", i.models), ["dwi.nii.gz", "expected", "40.0 degrees"]
 
 
+def case_synth_beyond_measured_directions(i, f):  # the default's z 35 degrees skewed: accepted, FA 0.67 before
+    t = np.radians(35)
+    g = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, np.sin(t), np.cos(t)]])
+    return _synth(phantom_dwi(f, g), f / "out"), \
+        ["dwi.nii.gz", "within 30 degrees of orthogonal to each other", "found 35.0 degrees (non orthogonality"]
+
+
 def case_synth_wrong_b(i, f):
     dwi = load_dwi(i.dwi3)
     bvals = np.where(dwi.is_b0, 0, 2000.0)
