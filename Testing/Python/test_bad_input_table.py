@@ -1294,8 +1294,11 @@ def test_ctrl_c_stops_a_command_with_one_line_and_leaves_nothing(tmp_path):
     import time
 
     out = tmp_path / "out"
+    # SIGINT as a terminal leaves it, even when the tests run with it ignored (a background job's children
+    # inherit SIG_IGN, and Python then installs no KeyboardInterrupt handler)
     run = subprocess.Popen([sys.executable, "-m", "DTISynthLib", "simulate", "cohort", "--n", "4", "--seed", "1",
-                            "--grid", "96x96x60", "--out", str(out)], stderr=subprocess.PIPE, text=True)
+                            "--grid", "96x96x60", "--out", str(out)], stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not list(out.glob(".dtisynth-staging-*")) and time.monotonic() < deadline:  # staging: it is writing
         time.sleep(0.05)
