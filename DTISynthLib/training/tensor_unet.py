@@ -58,6 +58,7 @@ from ..generators.tensor_unet import (
     SIGNED,
     SPLIT,
     decode,
+    direction_channels,
     heads_of,
     image_frame,
     pattern_probabilities,
@@ -176,10 +177,9 @@ def random_rotations(n, max_degrees, generator, power=1.0):
 def triple_frames(triple):
     """(directions, W, solve) (3, 3) numpy of one measured triple (rows, unit vectors in the image frame):
     synthesis's direction channels, working frame and frame_adcs solve for it (measured_triples)."""
-    frame, order = working_frame(triple, np.eye(4))
-    ordered = triple[order]
-    ordered = ordered * np.where((ordered * frame).sum(1) >= 0, 1.0, -1.0)[:, None]
-    return ordered, frame, np.linalg.inv(np.square(ordered @ frame.T))
+    frame, _ = working_frame(triple, np.eye(4))
+    directions = direction_channels(triple, np.eye(4))  # the image frame is the identity here
+    return directions, frame, np.linalg.inv(np.square(directions @ frame.T))
 
 
 def measured_triples(n, generator, randomise=True, direction_input=True):
