@@ -81,22 +81,35 @@ def check_three_directions(source, directions):
     return condition
 
 
+def nearest_orthonormal(directions):
+    """The orthonormal frame (rows, RAS) nearest three direction rows (3, 3): their polar factor."""
+    u, _, vt = np.linalg.svd(np.asarray(directions, dtype=np.float64))
+    return u @ vt
+
+
+def frame_on_image_axes(directions, affine):
+    """(F, order, cosines): F = nearest_orthonormal(directions) (rows, RAS), order (3,) the row of F
+    matched to image axis k of `affine` (voxel -> RAS; the assignment with the largest total |cosine|),
+    cosines (3, 3) [image axis k, row m of F], signed."""
+    import itertools
+
+    frame = nearest_orthonormal(directions)
+    axes = np.asarray(affine, dtype=np.float64)[:3, :3]
+    cosines = (axes / np.linalg.norm(axes, axis=0)).T @ frame.T
+    order = max(itertools.permutations(range(3)), key=lambda p: sum(abs(cosines[k, p[k]]) for k in range(3)))
+    return frame, np.array(order), cosines
+
+
 def triple_angles(directions, affine):
     """(non-orthogonality, tilt) in degrees of three measured directions (3, 3; rows, RAS unit vectors) on
     an image grid (`affine`, voxel -> RAS): the largest departure from 90 degrees of the angle between two
-    of the directions' lines, and the largest angle between the orthonormal frame nearest them (the polar
-    factor) and the image axis each is matched to (the assignment with the largest total |cosine|). The
-    straight x, y, z on an axial slab: (0, 0); a slab tilted 20 degrees for AC-PC alignment: (0, 20)."""
-    import itertools
-
+    of the directions' lines, and the largest angle between the orthonormal frame nearest them and the
+    image axis each is matched to (frame_on_image_axes). The straight x, y, z on an axial slab: (0, 0); a
+    slab tilted 20 degrees for AC-PC alignment: (0, 20)."""
     directions = np.asarray(directions, dtype=np.float64)
     directions = directions / np.linalg.norm(directions, axis=1, keepdims=True)
     non_orthogonality = max(np.degrees(np.arcsin(min(abs(float(directions[i] @ directions[j])), 1.0)))
                             for i, j in ((0, 1), (0, 2), (1, 2)))
-    u, _, vt = np.linalg.svd(directions)
-    frame = u @ vt
-    axes = np.asarray(affine, dtype=np.float64)[:3, :3]
-    cosines = np.abs((axes / np.linalg.norm(axes, axis=0)).T @ frame.T)  # [image axis, frame row]
-    order = max(itertools.permutations(range(3)), key=lambda p: sum(cosines[k, p[k]] for k in range(3)))
-    tilt = max(np.degrees(np.arccos(min(cosines[k, order[k]], 1.0))) for k in range(3))
+    _, order, cosines = frame_on_image_axes(directions, affine)
+    tilt = max(np.degrees(np.arccos(min(abs(cosines[k, order[k]]), 1.0))) for k in range(3))
     return float(non_orthogonality), float(tilt)

@@ -50,6 +50,7 @@ import itertools
 
 import numpy as np
 
+from ..core.gradient_schemes import frame_on_image_axes, nearest_orthonormal
 from ..core.tensor_layout import (
     matrix_to_tensor6,
     shrink_off_diagonals,
@@ -83,28 +84,19 @@ LOGIT_RANGE = 10.0  # pattern logits are LOGIT_RANGE * tanh(output)
 CONFIDENCE_DEGREES = 20.0  # v1_confidence: probability that V1 lies within this angle of the one shown
 
 
-def measured_frame(gradients):
-    """The orthonormal frame (rows, RAS) nearest the measured directions' rows (polar factor)."""
-    u, _, vt = np.linalg.svd(np.asarray(gradients, dtype=np.float64))
-    return u @ vt
-
-
 def working_frame(gradients, affine):
     """(W (3, 3) rows, order (3,)): the measured frame's rows F[order[k]], signed, along image axis k
-    of `affine` (the assignment of rows to axes with the largest total |cosine|)."""
-    frame = measured_frame(gradients)
-    axes = np.asarray(affine, dtype=np.float64)[:3, :3]
-    axes = (axes / np.linalg.norm(axes, axis=0)).T  # rows: image axis directions (RAS)
-    cosines = axes @ frame.T  # [image axis k, frame row m]
-    order = max(itertools.permutations(range(3)), key=lambda p: sum(abs(cosines[k, p[k]]) for k in range(3)))
+    of `affine` (core.gradient_schemes.frame_on_image_axes: the assignment of rows to axes with the
+    largest total |cosine|)."""
+    frame, order, cosines = frame_on_image_axes(gradients, affine)
     signs = np.array([1.0 if cosines[k, order[k]] >= 0 else -1.0 for k in range(3)])
-    return frame[list(order)] * signs[:, None], np.array(order)
+    return frame[list(order)] * signs[:, None], order
 
 
 def image_frame(affine):
     """The orthonormal frame (rows, RAS) nearest the image's voxel axes (column, row, slice) of `affine`."""
     axes = np.asarray(affine, dtype=np.float64)[:3, :3]
-    return measured_frame((axes / np.linalg.norm(axes, axis=0)).T)
+    return nearest_orthonormal((axes / np.linalg.norm(axes, axis=0)).T)
 
 
 def direction_channels(gradients, affine):
@@ -122,7 +114,7 @@ def direction_channels(gradients, affine):
 def frame_adcs(grid_signals):
     """ADCs (x, y, z, 3) in mm^2/s of the measured frame F's axes (module docstring)."""
     measured = np.asarray(grid_signals.gradients, dtype=np.float64)
-    frame = measured_frame(measured)
+    frame = nearest_orthonormal(measured)
     # ADC_i = sum_j (F m_i)_j^2 D_F,jj for a tensor diagonal in F: solved for the frame's diagonal
     return grid_signals.adcs() @ np.linalg.inv(np.square(measured @ frame.T)).T
 
@@ -250,8 +242,7 @@ def md_uncertainty_map(output, units, working, grid_signals, manifest, temperatu
     trace_row = np.r_[np.ones(3), np.zeros(3)] / 3.0
     weights = trace_row @ from_generated @ design_matrix(bvals, directions)[:, :6]  # (6,) per mm^2/s of D_p (RAS)
     # w . D_RAS = w_matrix : (W^T D_W W) = (W w_matrix W^T) : D_W, the weights in W (off-diagonals counted twice)
-    w_matrix = np.array([[weights[0], weights[3] / 2, weights[4] / 2], [weights[3] / 2, weights[1], weights[5] / 2],
-                         [weights[4] / 2, weights[5] / 2, weights[2]]])
+    w_matrix = tensor6_to_matrix(weights * np.r_[1.0, 1.0, 1.0, 0.5, 0.5, 0.5])
     in_w = working @ w_matrix @ working.T
     with torch.no_grad():
         diagonal, excess, logits = split_outputs(torch.from_numpy(output), torch.from_numpy(units))
