@@ -224,33 +224,68 @@ def confidence_map(output, units, temperature):
     return np.transpose(confidence.reshape(n, height, width), (2, 1, 0)).astype(np.float32)  # (x, y, n)
 
 
-def md_uncertainty_map(output, units, working, grid_signals, manifest, temperature):
-    """md_uncertainty (x, y, n): the SD of the physics-assembled MD over the sign patterns (weighted by
-    their probabilities at `temperature`) relative to the MD, for a SPLIT network's outputs (n, C, H, W)
-    on slices whose centre ADCs are `units` (n, 3, H, W). The assembly keeps g_i^T D g_i = ADC_i; for the
-    scanner's axes that fixes the diagonal, so MD, whatever the signs (0 here); for a skewed triple an
-    off-diagonal term enters a measured ADC, so each sign pattern gives another diagonal. The assembled
-    MD is linear in the generated tensor (fit.tensor_fit.assembly_matrices): MD_p = w . D_p + const,
-    with D_p the pattern's tensor (RAS). 0 where the diagonal is 0."""
-    import torch
-
+def assembled_md_weights(working, grid_signals, manifest):
+    """(3,) u: how the physics-assembled MD (mm^2/s) moves per unit (mm^2/s) of the generated tensor's
+    off-diagonal terms D_xy, D_xz, D_yz in W. The assembly keeps g_i^T D g_i = ADC_i; for the scanner's
+    axes or any orthogonal triple (W is its frame) that fixes the diagonal, so MD, whatever the
+    off-diagonal terms (u = 0); for a skewed triple an off-diagonal term enters a measured ADC, so each
+    sign pattern gives another diagonal. The assembled MD is linear in the generated tensor
+    (fit.tensor_fit.assembly_matrices): MD = w . D + const (D in RAS)."""
     from ..fit.tensor_fit import assembly_matrices, design_matrix
 
     _, directions = manifest.direction_vectors()
     bvals = np.full(len(directions), float(manifest.b_value))  # from_generated @ design does not depend on b
     from_generated, _ = assembly_matrices(np.full(3, float(grid_signals.b_value)), grid_signals.gradients, bvals, directions)
     trace_row = np.r_[np.ones(3), np.zeros(3)] / 3.0
-    weights = trace_row @ from_generated @ design_matrix(bvals, directions)[:, :6]  # (6,) per mm^2/s of D_p (RAS)
+    weights = trace_row @ from_generated @ design_matrix(bvals, directions)[:, :6]  # (6,) per mm^2/s of D (RAS)
     # w . D_RAS = w_matrix : (W^T D_W W) = (W w_matrix W^T) : D_W, the weights in W (off-diagonals counted twice)
-    w_matrix = tensor6_to_matrix(weights * np.r_[1.0, 1.0, 1.0, 0.5, 0.5, 0.5])
-    in_w = working @ w_matrix @ working.T
+    in_w = working @ tensor6_to_matrix(weights * np.r_[1.0, 1.0, 1.0, 0.5, 0.5, 0.5]) @ working.T
+    return 2 * np.array([in_w[i, j] for i, j in _PAIRS])
+
+
+def pattern_off_diagonals(excess):
+    """Off-diagonal terms (N, 4, 3) (units, W) of each sign pattern's prolate tensor (numpy; excess (N, 3))."""
+    magnitudes = np.sqrt(np.maximum(np.stack([excess[:, i] * excess[:, j] for i, j in _PAIRS], 1), 0.0))
+    return PATTERNS[None] * magnitudes[:, None]
+
+
+def expected_md_off_diagonals(off, excess, probabilities, weights):
+    """The chosen pattern's off-diagonal terms off (N, 3) (units, W) turned so that the assembled MD is its
+    expectation over the sign patterns (probabilities (N, 4)) while their energy |off| is kept: where a
+    skewed triple couples the unknown signs into the diagonal (weights u, assembled_md_weights), MD is the
+    probability-weighted mean of the patterns' MDs instead of the most probable one's, the measured ADCs
+    are still reproduced exactly, and FA, which needs only the off-diagonal energy, is not shrunk (moving
+    off along u alone toward the expected terms shrank it: FA abs error +0.008 on a z skewed 30 degrees,
+    benchmarks/bench_directions.py). The component along u becomes the expected one's, the rest is
+    rescaled to keep |off| (the least turn), or left at 0 where the expected component exceeds |off|.
+    Unchanged for orthogonal triples (u = 0)."""
+    norm = float(np.sqrt(weights @ weights))
+    if norm < 1e-6:
+        return off
+    unit = weights / norm
+    expected = ((probabilities[..., None] * pattern_off_diagonals(excess)).sum(1)) @ unit  # (N,)
+    along = off @ unit
+    rest = off - along[:, None] * unit
+    energy = (off * off).sum(1)
+    rest_norm = np.sqrt((rest * rest).sum(1))
+    kept = np.sqrt(np.maximum(energy - expected**2, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(rest_norm > 1e-12, kept / rest_norm, 0.0)
+    return expected[:, None] * unit + scale[:, None] * rest
+
+
+def md_uncertainty_map(output, units, weights, temperature):
+    """md_uncertainty (x, y, n): the SD of the physics-assembled MD over the sign patterns (weighted by
+    their probabilities at `temperature`) relative to the MD, for a SPLIT network's outputs (n, C, H, W)
+    on slices whose centre ADCs are `units` (n, 3, H, W); weights: assembled_md_weights (0 for
+    orthogonal triples: 0 here). 0 where the diagonal is 0."""
+    import torch
+
     with torch.no_grad():
         diagonal, excess, logits = split_outputs(torch.from_numpy(output), torch.from_numpy(units))
     flat = lambda t: t.numpy().transpose(0, 2, 3, 1).reshape(-1, t.shape[1]).astype(np.float64)  # noqa: E731
     diagonal, excess, logits = flat(diagonal), flat(excess), flat(logits)
-    magnitudes = np.sqrt(np.maximum(np.stack([excess[:, i] * excess[:, j] for i, j in _PAIRS], 1), 0.0))
-    off_weights = 2 * np.array([in_w[i, j] for i, j in _PAIRS])
-    contribution = (PATTERNS[None] * magnitudes[:, None] * off_weights).sum(-1) * ADC_SCALE  # (N, 4) mm^2/s
+    contribution = (pattern_off_diagonals(excess) * weights).sum(-1) * ADC_SCALE  # (N, 4) mm^2/s
     probabilities = pattern_probabilities(logits, temperature)
     mean = (probabilities * contribution).sum(1, keepdims=True)
     spread = np.sqrt((probabilities * (contribution - mean) ** 2).sum(1))
@@ -286,6 +321,15 @@ def synthesize(predict, grid_signals, manifest, reporter):
     heads = heads_of(manifest)
     with torch.no_grad():
         tensor_w = decode(torch.from_numpy(output), torch.from_numpy(units[slices]), heads).numpy()
+    temperature = manifest.architecture.get("sign_temperature", 1.0)
+    weights = assembled_md_weights(working, grid_signals, manifest)
+    if heads == SPLIT and float(weights @ weights) >= 1e-12:  # a skewed triple
+        with torch.no_grad():
+            _, excess, logits = split_outputs(torch.from_numpy(output), torch.from_numpy(units[slices]))
+        flat = lambda t: np.moveaxis(np.asarray(t, np.float64), 1, -1).reshape(-1, t.shape[1])  # noqa: E731
+        off = expected_md_off_diagonals(flat(tensor_w[:, 3:]), flat(excess.numpy()),
+                                        pattern_probabilities(flat(logits.numpy()), temperature), weights)
+        tensor_w[:, 3:] = np.moveaxis(off.reshape(tensor_w.shape[0], *tensor_w.shape[2:], 3), -1, 1)
     matrices = tensor6_to_matrix(np.transpose(tensor_w, (3, 2, 0, 1)).astype(np.float64) * ADC_SCALE)  # (x, y, n)
     tensor = shrink_off_diagonals(matrix_to_tensor6(working.T @ matrices @ working))  # RAS
     _, directions = manifest.direction_vectors()
@@ -293,12 +337,10 @@ def synthesize(predict, grid_signals, manifest, reporter):
     maps = {}
     if heads == SPLIT:
         confidence = np.zeros(grid_signals.reference.shape, np.float32)
-        confidence[:, :, slices] = confidence_map(output, units[slices],
-                                                  manifest.architecture.get("sign_temperature", 1.0))
+        confidence[:, :, slices] = confidence_map(output, units[slices], temperature)
         maps["v1_confidence"] = confidence
         uncertainty = np.zeros(grid_signals.reference.shape, np.float32)
-        uncertainty[:, :, slices] = md_uncertainty_map(output, units[slices], working, grid_signals, manifest,
-                                                       manifest.architecture.get("sign_temperature", 1.0))
+        uncertainty[:, :, slices] = md_uncertainty_map(output, units[slices], weights, temperature)
         maps["md_uncertainty"] = uncertainty
     reporter.progress("synthesize", 1.0, f"{len(directions)} directions")
     return synthetic, maps

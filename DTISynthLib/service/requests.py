@@ -365,6 +365,11 @@ class TrainingRequest(Request):
                                   "kind, architecture and weights are the start; epochs and learning rate default to "
                                   "fine-tuning's (10 epochs, lr 1e-4); the package records it as its parent "
                                   "(tensor-unet packages)")
+    add_direction_channels: bool = option("--add-direction-channels", False, action="store_true",
+                                          help="with --init-from a tensor-unet package without direction channels (12 "
+                                               "inputs): the new network also reads the measured directions (their "
+                                               "first-layer weights start at zero: training starts from the parent's "
+                                               "outputs) and learns rotated and skewed triples")
     direction: tuple = option("--direction", (1, 2, 3, 4, 5, 6), type=parse_directions,
                               help="all (default) or a comma list of 1-6")
     epochs: int = option("--epochs", None, type=positive_int,

@@ -23,6 +23,9 @@ def parent_package(request):
     that is not the package's own (fine-tuning keeps its architecture, and its model grid and voxel size:
     the spatial scale its network learned; a site's pairs are resampled onto them)."""
     if request.init_from is None:
+        if request.add_direction_channels:
+            raise InputError("--add-direction-channels", "with --init-from (a tensor-unet package without them)",
+                             "no --init-from")
         return None
     parent = read_manifest(request.init_from)
     generator = parent.architecture.get("generator") or {}
@@ -61,7 +64,7 @@ def train(request, reporter=NullReporter()):
                       Intensity(request.intensity or Intensity().mode, request.quantise_8bit), list(request.direction),
                       request.grid, request.validation_fraction, not request.no_register, request.resume,
                       request.weights_dtype, reporter, request.validation_subjects, request.intensity is not None,
-                      request.init_from)
+                      request.init_from, request.add_direction_channels)
     try:
         manifest = train_kind(run)
     except BaseException:

@@ -50,7 +50,8 @@ class TrainingRun:
     validation_subjects: subject names held out for validation (instead of a random
     validation_fraction of them). intensity_chosen: whether the command chose the intensity mode (else
     `intensity` is the default, paper): a kind that has its own refuses another one chosen. init_from:
-    the parent package fine-tuning starts from (its weights; the kind's training checks it).
+    the parent package fine-tuning starts from (its weights; the kind's training checks it);
+    add_direction_channels: the new network also reads the measured directions (tensor-unet).
     """
 
     data: Path
@@ -67,3 +68,4 @@ class TrainingRun:
     validation_subjects: list = None
     intensity_chosen: bool = False
     init_from: Path = None  # a package of the kind whose weights start the training (fine-tuning)
+    add_direction_channels: bool = False  # with init_from: widen a 12-input tensor-unet parent to 21 inputs

@@ -518,7 +518,10 @@ def training_mode(network, keep_statistics):
 
 def load_parent(network, folder):
     """Start from a package's network (--init-from): its verified weights into `network`, refused
-    unless the package has this kind's inputs and heads (a tensor-unet-signed package has others)."""
+    unless the package has this kind's inputs and heads (a tensor-unet-signed package has others). A
+    12-input parent loaded into a 21-input network (--add-direction-channels) gets zero first-layer
+    weights for the direction channels (appended after its 12): the widened network's outputs are the
+    parent's, whatever the triple, until training moves them."""
     from ..generators.runner import load_generators
 
     parent = read_manifest(folder)
@@ -529,9 +532,16 @@ def load_parent(network, folder):
                          f"direction channels, {LEGACY_INPUT_CHANNELS}) input channels", f"kind {parent.kind}, heads "
                          f"{heads_of(parent)}, {generator.get('in_channels')} input channels")
     networks, _ = load_generators(folder)
-    network.load_state_dict(networks[NETWORK].state_dict())
+    weights = networks[NETWORK].state_dict()
+    first = network.first.weight
+    added = first.shape[1] - weights["first.weight"].shape[1]
+    if added:
+        weights["first.weight"] = torch.cat([weights["first.weight"].to(first.dtype),
+                                             first.new_zeros(first.shape[0], added, *first.shape[2:])], 1)
+    network.load_state_dict(weights)
     return {"package": str(folder), "manifest_sha256": sha256_file(Path(folder) / MANIFEST),
-            "description": parent.data.get("description", ""), "created_by": parent.data.get("created_by", "")}
+            "description": parent.data.get("description", ""), "created_by": parent.data.get("created_by", ""),
+            **({"added_direction_channels": added} if added else {})}
 
 
 def train(request):
@@ -569,7 +579,8 @@ def train(request):
     validation_subjects = [s for s in subjects if s[0] in validation]
     groups = {p.subject: source_and_subject(p, request.data) for p in pairs}
     heads = SPLIT
-    in_channels = tuned.architecture["generator"]["in_channels"] if tuned else INPUT_CHANNELS
+    in_channels = INPUT_CHANNELS if not tuned or request.add_direction_channels \
+        else tuned.architecture["generator"]["in_channels"]
     network = init_weights(UNetGenerator(in_channels, HEADS[heads], config.ngf, config.depth, dropout=False)).to(
         device, memory_format=memory_format)
     parent = load_parent(network, request.init_from) if request.init_from else None
@@ -665,7 +676,9 @@ def train(request):
         # AD (README, Quality): by default the measured diagonal, so MD, is kept
         "assembly": "physics",
         "description": describe(parameters, train_subjects, groups)
-                       + (f" Fine-tuned from {Path(parent['package']).name}." if parent else ""),
+                       + (f" Fine-tuned from {Path(parent['package']).name}"
+                          + (", the measured directions added to its inputs" if "added_direction_channels" in parent
+                             else "") + "." if parent else ""),
         "networks": [{"name": NETWORK, "file": "tensor.safetensors", "sha256": sha, "dtype": request.weights_dtype,
                       "history": state["history"],
                       "validation": {"val_L1": final.get("val_tensor", float("nan")),

@@ -213,7 +213,8 @@ def test_training_draws_a_triple_as_synthesis_reads_it_on_a_tilted_slab():
 def test_md_uncertainty_is_the_spread_of_the_assembled_md_over_the_sign_patterns():
     """A skewed triple (z 30 degrees toward y): each sign pattern's tensor, assembled as synthesis does
     (generated log-attenuations projected onto the measured ADCs), has its own MD; the map is their
-    probability-weighted SD over the network's MD."""
+    probability-weighted SD over the network's MD, and the synthesized tensor, assembled, has their
+    probability-weighted mean MD (the signs are a guess: the expected tensor's MD)."""
     from DTISynthLib.fit.tensor_fit import design_matrix
     from DTISynthLib.fit.tensor_fit import assembly_matrices
 
@@ -237,7 +238,7 @@ def test_md_uncertainty_is_the_spread_of_the_assembled_md_over_the_sign_patterns
                          "directions": [{"index": k + 1, "gradient_ras": g.tolist()} for k, g in enumerate(table)]})
     affine = np.diag([1.7, 1.7, 2.0, 1.0])
     grid_signals = GridSignals(signals, np.full(shape, s0), np.arange(shape[2]), b, measured, affine)
-    _, maps = tensor_unet.synthesize(predict, grid_signals, manifest, NullReporter())
+    synthetic, maps = tensor_unet.synthesize(predict, grid_signals, manifest, NullReporter())
     # brute force: the four patterns' tensors (W -> RAS), each assembled, their MDs
     working, order = tensor_unet.working_frame(measured, affine)
     units = torch.from_numpy((grid_signals.adcs()[0, 0, 0] @ np.linalg.inv(np.square(measured @ working.T)).T)
@@ -260,6 +261,11 @@ def test_md_uncertainty_is_the_spread_of_the_assembled_md_over_the_sign_patterns
     mean = (probabilities * md).sum()
     expected = np.sqrt((probabilities * (md - mean) ** 2).sum()) / (diagonal.mean() * 1e-3)
     np.testing.assert_allclose(maps["md_uncertainty"], expected, rtol=1e-4)
+    # the synthesized tensor, assembled, has the patterns' expected MD, not the most probable one's
+    synthesized = np.linalg.solve(design, np.log(synthetic[0, 0, 0].astype(np.float64) / s0))
+    assembled = design @ synthesized @ from_generated.T + (-b * adc) @ from_measured.T
+    assert abs(md[probabilities.argmax()] - mean) > 0.003 * mean
+    np.testing.assert_allclose(assembled[:3].mean(), mean, rtol=1e-4)
 
 
 def test_random_triples_are_rotated_up_to_the_limit_and_skewed_within_the_conditioning_limit():
@@ -723,4 +729,36 @@ def test_init_from_fine_tunes_a_package_from_its_weights_and_records_its_parent(
         assert cli.main(["train", "--init-from", str(parent), "--data", str(site), "--out", str(tmp_path / "x"),
                          *extra, "--jsonl"]) == 2
         assert message in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["message"]
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_package_without_direction_channels_widens_to_them_with_its_outputs_kept(tmp_path, capsys):
+    """`train --init-from PACKAGE --add-direction-channels`: a shipped 12-input package loaded into a
+    21-input network answers exactly as the parent, whatever the directions say (their first-layer
+    weights start at zero); the option needs --init-from."""
+    from DTISynthLib.generators.networks import UNetGenerator
+    from DTISynthLib.generators.runner import load_generators
+
+    from DTISynthLib.generators.package import SHIPPED_MODELS
+
+    default = next(p for p in sorted(SHIPPED_MODELS.iterdir()) if (p / "manifest.json").exists()
+                   and read_manifest(p).kind == tensor_unet.NAME and tensor_unet.heads_of(read_manifest(p)) ==
+                   tensor_unet.SPLIT and read_manifest(p).architecture["generator"]["in_channels"] == 12)
+    generator = read_manifest(default).architecture["generator"]
+    widened = UNetGenerator(tensor_unet.INPUT_CHANNELS, generator["out_channels"], generator["ngf"],
+                            generator["depth"], dropout=False)
+    parent = tensor_training.load_parent(widened, default)
+    assert parent["added_direction_channels"] == tensor_unet.DIRECTION_CHANNELS
+    original = load_generators(default)[0][tensor_unet.NETWORK].float().eval()
+    inputs = torch.rand(2, tensor_training.LEGACY_INPUT_CHANNELS, 64, 64)
+    directions = torch.randn(2, tensor_unet.DIRECTION_CHANNELS, 1, 1).expand(-1, -1, 64, 64)
+    with torch.no_grad():
+        expected = original(inputs)
+        found = widened.float().eval()(torch.cat([inputs, directions], 1))
+    torch.testing.assert_close(found, expected, rtol=1e-5, atol=1e-5)
+    assert float((widened.first.weight[:, tensor_training.LEGACY_INPUT_CHANNELS:] != 0).sum()) == 0
+    assert cli.main(["train", "--add-direction-channels", "--data", str(tmp_path), "--out", str(tmp_path / "x"),
+                     "--jsonl"]) == 2
+    assert "--add-direction-channels: expected with --init-from" in \
+        json.loads(capsys.readouterr().out.strip().splitlines()[-1])["message"]
     assert not (tmp_path / "x").exists()
