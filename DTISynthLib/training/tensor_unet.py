@@ -661,7 +661,13 @@ def train(request):
     sha = save_generator_weights(out / "tensor.safetensors", network.state_dict(), request.weights_dtype)
     final = state["history"][state["best_epoch"] - 1] if state["history"] else {}
     parameters = int(sum(p.numel() for p in network.parameters()))
+    # a fine-tuned package refuses what its parent was measured to miss (measure it anew with
+    # benchmarks/bench_directions.py to change that): without them it would take any triple
+    limits = tuned.data.get("accepted_directions") if tuned else None
+    inherited = {"accepted_directions": dict(limits, measured=f"inherited from the parent package {request.init_from}: "
+                                                             f"{limits.get('measured', '')}")} if limits else {}
     write_manifest(out, {
+        **inherited,
         "architecture": {"kind": NAME, "generator": {"in_channels": in_channels, "out_channels": HEADS[heads],
                                                      "ngf": config.ngf, "depth": config.depth},
                          "parameters": parameters, "heads": heads,

@@ -694,8 +694,9 @@ def test_init_from_fine_tunes_a_package_from_its_weights_and_records_its_parent(
     """`train --init-from PACKAGE`: the package's kind and architecture (no --kind, --ngf, --depth
     needed), its weights as the start (a vanishing learning rate keeps them, and its batch-norm running
     statistics are kept), fine-tuning's epochs and rate by default, the parent recorded and the input
-    check fitted anew on the new data."""
+    check fitted anew on the new data, the parent's accepted directions inherited."""
     from DTISynthLib.core.checksums import sha256_file
+    from DTISynthLib.generators.package import write_manifest
     from DTISynthLib.service.requests import TrainingRequest
     from DTISynthLib.service.train import FINE_TUNING, parent_package, train_config
 
@@ -704,6 +705,8 @@ def test_init_from_fine_tunes_a_package_from_its_weights_and_records_its_parent(
     write_cohort(site, 3, "sampled", seed=8, grid=(40, 40, 16), noise=False)  # another scanner: other voxels
     parent = tmp_path / "parent"
     assert _train(cohort, parent, 1) == 0
+    limits = {"max_non_orthogonality_degrees": 25.0, "max_tilt_degrees": 20.0, "measured": "by hand"}
+    write_manifest(parent, dict(read_manifest(parent).data, accepted_directions=limits))
     tuned = tmp_path / "tuned"
     assert cli.main(["train", "--init-from", str(parent), "--data", str(site), "--out", str(tuned), "--epochs", "1",
                      "--lr", "1e-12", "--batch-size", "4", "--validation-subjects", "sub-003"]) == 0
@@ -717,6 +720,10 @@ def test_init_from_fine_tunes_a_package_from_its_weights_and_records_its_parent(
                                                                read_manifest(parent).data["voxel_size_mm"])
     assert manifest.data["training"]["parent"]["manifest_sha256"] == sha256_file(parent / "manifest.json")
     assert manifest.data["description"].endswith("Fine-tuned from parent.")
+    # the parent's measured direction limits hold until the tuned package is measured itself
+    assert {k: v for k, v in manifest.data["accepted_directions"].items() if k != "measured"} == \
+        {"max_non_orthogonality_degrees": 25.0, "max_tilt_degrees": 20.0}
+    assert manifest.data["accepted_directions"]["measured"] == f"inherited from the parent package {parent}: by hand"
     assert manifest.data["input_check"]["sha256"] != read_manifest(parent).data["input_check"]["sha256"]
     config = train_config(TrainingRequest(data=site, out=tuned, init_from=parent),
                           parent_package(TrainingRequest(data=site, out=tuned, init_from=parent)))
