@@ -215,6 +215,10 @@ class ReviewAnalysisOutput:
         return self.folder / "comments.csv"
 
     @property
+    def sides(self):
+        return self.folder / "sides.csv"
+
+    @property
     def summary(self):
         return self.folder / "analysis.json"
 

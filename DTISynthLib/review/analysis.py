@@ -13,7 +13,10 @@ Per map and pooled over maps: the proportion of answers choosing the synthetic i
 Per reader the same proportion and the median reading seconds per case (both images on screen to
 answered, pauses left out); per confidence level the answers and their proportion; agreement between
 readers on "synthetic judged noisier" over the cases every reader answered: Cohen's kappa for two
-readers, Fleiss' kappa for three or more; the readers' comments. Answers are the store's unblinded
+readers, Fleiss' kappa for three or more; the readers' comments. Sides (side_balance): per reader and
+pooled, how often the synthetic image was on the left per map (balanced by design) and the side-bias
+term, the share of answers choosing the left image with its exact binomial test against 0.5, beside the
+proportion judging the synthetic image noisier when it was on the left and when on the right. Answers are the store's unblinded
 rows of study cases (store.unblinded_answers: training cases are never analysed).
 """
 
@@ -141,6 +144,30 @@ def agreement(answers):
     return row
 
 
+def side_balance(answers, maps):
+    """Rows per reader (in the order of their first answer), then "pooled": answers; per map "k/n" of
+    the answered cases with the synthetic image on the left; chose_left (answers choosing the left
+    image), its share and p_side_bias (exact binomial test against 0.5: a reader who always picks one
+    side); the proportion judging the synthetic image noisier when it was on the left and on the right
+    (with balanced sides a side habit moves these apart, not their mean)."""
+    def share(rows):
+        return sum(a["synthetic_chosen"] for a in rows) / len(rows) if rows else float("nan")
+
+    table = []
+    for name in [*dict.fromkeys(a["reader"] for a in answers), "pooled"]:
+        own = answers if name == "pooled" else [a for a in answers if a["reader"] == name]
+        chose_left = sum(a["choice"] == "left" for a in own)
+        per_map = {f"synthetic_left_{m}": "{}/{}".format(
+            sum(a["synthetic_side"] == "left" for a in own if a["map"] == m), sum(a["map"] == m for a in own))
+            for m in maps}
+        table.append({"reader": name, "answers": len(own), **per_map, "chose_left": chose_left,
+                      "chose_left_share": chose_left / len(own) if own else float("nan"),
+                      "p_side_bias": binomial_p(chose_left, len(own)),
+                      "synthetic_noisier_when_left": share([a for a in own if a["synthetic_side"] == "left"]),
+                      "synthetic_noisier_when_right": share([a for a in own if a["synthetic_side"] == "right"])})
+    return table
+
+
 def analyze(answers, maps):
     """Tables of the module docstring from unblinded answers: {noisier, readers, agreement}."""
     noisier = [proportion_row(m, [a for a in answers if a["map"] == m]) for m in maps]
@@ -157,7 +184,7 @@ def analyze(answers, maps):
     return {"noisier": noisier, "readers": readers, "reader_by_map": by_reader_map,
             "agreement": [dict(agreement([a for a in answers if a["map"] == m]), map=m) for m in maps]
             + [dict(agreement(answers), map="pooled")],
-            "by_confidence": by_confidence(answers), "comments": comments}
+            "by_confidence": by_confidence(answers), "sides": side_balance(answers, maps), "comments": comments}
 
 
 COMMENT_COLUMNS = ("reader", "subject", "map", "position", "choice", "synthetic_chosen", "confidence", "comment")
@@ -184,6 +211,7 @@ def write_analysis(store, out_dir):
         _write_csv(layout.agreement, tables["agreement"])
         _write_csv(layout.by_confidence, tables["by_confidence"])
         _write_csv(layout.comments, tables["comments"], COMMENT_COLUMNS)
+        _write_csv(layout.sides, tables["sides"])
         summary = {"study": info.get("name"), "cases": len(store.cases()), "answers": len(answers), **tables}
         layout.summary.write_text(json.dumps(without_nan(summary), indent=2, allow_nan=False) + "\n")
         _write_figure(layout.figure, tables["noisier"], MAP_TITLES)
@@ -250,6 +278,12 @@ def _html(summary, figure_name, titles):
                        ("synthetic_chosen", "Chose synthetic"), ("confidence", "Confidence"), ("comment", "Comment")]
     kappa = [("map", "Map"), ("readers", "Readers"), ("cases", "Cases answered by all"), ("method", "Kappa"),
              ("kappa", "Value")]
+    sides = [("reader", "Reader"), ("answers", "Answers")] + \
+        [(k, f"Synthetic left, {titles.get(k[len('synthetic_left_'):], k)}") for k in (summary["sides"] or [{}])[0]
+         if k.startswith("synthetic_left_")] + \
+        [("chose_left", "Chose left"), ("chose_left_share", "Share"), ("p_side_bias", "P (side bias)"),
+         ("synthetic_noisier_when_left", "Synthetic noisier when left"),
+         ("synthetic_noisier_when_right", "Synthetic noisier when right")]
     grid = summary["reader_by_map"]
     by_map = _table(grid, [("reader", "Reader")] + [(m, titles.get(m, m)) for m in list(grid[0])[1:]]) if grid else ""
     study = html.escape(str(summary["study"]))
@@ -258,7 +292,7 @@ def _html(summary, figure_name, titles):
 td,th{{border:1px solid #999;padding:.25em .6em;text-align:right}}</style></head><body>
 <h1>Blinded noise review: {study}</h1>
 <p>{summary['cases']} cases (subject &times; map), {summary['answers']} answers. Each case showed the original and
-the synthetic map side by side (side drawn per reader); readers chose the noisier image.</p>
+the synthetic map side by side (side balanced per reader and map); readers chose the noisier image.</p>
 <h2>Synthetic map judged noisier</h2>
 <p>Intervals that account for answers clustering by reader and by case (readers and cases resampled with
 replacement, {BOOTSTRAP_SAMPLES} times): the study's result.</p>{_table(noisier, clustered)}
@@ -268,6 +302,8 @@ replacement, {BOOTSTRAP_SAMPLES} times): the study's result.</p>{_table(noisier,
 <h2>By confidence</h2>{_table(confidence, levels)}
 <h2>Readers</h2>{_table(summary['readers'], readers)}
 <h2>Synthetic judged noisier, reader &times; map (of the cases answered)</h2>{by_map}
+<h2>Sides</h2><p>Synthetic image on the left (answered cases; balanced per reader and map by design) and the
+side-bias term: answers choosing the left image, tested against 0.5.</p>{_table(summary['sides'], sides)}
 <h2>Agreement between readers</h2>{_table(agreement_rows, kappa)}
 <h2>Comments ({len(comments)})</h2>{_table(comments, comment_columns) if comments else "<p>None.</p>"}
 <p>Wilson score intervals; exact two-sided binomial tests against 0.5; Cohen's kappa for two readers,

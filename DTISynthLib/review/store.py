@@ -7,8 +7,10 @@ its cases, its readers, each reader's presentation and their answers.
 - The database says what it is: PRAGMA application_id APPLICATION_ID and PRAGMA user_version
   SCHEMA_VERSION. Another application's database, or one of another schema version, is refused.
 - Blinding: a case's two images are stored under opaque names (random hex); which one is the
-  synthetic is in `cases` alone, and a reader's side (left / right) of the synthetic image is drawn
-  from the reader's recorded seed. Readers are identified by a secret token of which only the
+  synthetic is in `cases` alone. A reader's case order is a permutation and the side (left / right)
+  of the synthetic image is balanced per map (balanced_sides: blocks of two), both drawn from the
+  reader's recorded seed: a reader's habit of choosing one side cannot become "synthetic judged
+  noisier". Readers are identified by a secret token of which only the
   SHA-256 is stored; a re-issued token replaces it (the old link stops working).
 - A reader's presentation starts with the study's training cases (`training` in the study table:
   that many cases drawn per reader, shown first, answered like any other and never analysed), then
@@ -79,6 +81,22 @@ CREATE TABLE answers (
 
 def now():
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def balanced_sides(maps, rng):
+    """Sides (0: left, 1: right) of the synthetic image for cases shown in this order whose maps are
+    `maps`: per map, blocks of two cases in presentation order, each block a random one of (left, right)
+    and (right, left) (blocked randomisation, block size 2), so for every map and at every point of the
+    presentation the synthetic image has been on each side equally often or one case apart. rng: a
+    numpy Generator (the reader's recorded seed)."""
+    sides = np.zeros(len(maps), dtype=int)
+    positions = {}
+    for k, map_name in enumerate(maps):
+        positions.setdefault(map_name, []).append(k)
+    for index in positions.values():  # maps in order of first appearance: reproducible from the seed
+        first = rng.integers(0, 2, (len(index) + 1) // 2)
+        sides[index] = np.stack([first, 1 - first], 1).reshape(-1)[:len(index)]
+    return sides
 
 
 def token_hash(token):
@@ -188,7 +206,8 @@ class StudyStore:
 
     def add_reader(self, name):
         """Add a reader and draw their presentation: the study's `training` cases (drawn among all),
-        then every case once, in an order and with sides drawn from a seed recorded with them. Returns
+        then every case once, in an order and with sides (balanced per map, balanced_sides) drawn from a
+        seed recorded with them. Returns
         their secret token: shown once, stored only as a hash. The name is taken as reader_name gives it."""
         name = reader_name(name)
         token = secrets.token_urlsafe(18)
@@ -204,13 +223,14 @@ class StudyStore:
             except sqlite3.IntegrityError:
                 db.execute("ROLLBACK")
                 raise InputError("reader name", "a name no other reader of the study has", repr(name))
-            cases = [row[0] for row in db.execute("SELECT id FROM cases ORDER BY id")]
+            listed = db.execute("SELECT id, map FROM cases ORDER BY id").fetchall()
+            cases, maps = [row[0] for row in listed], [row[1] for row in listed]
             rng = np.random.default_rng(seed)
-            order, sides = rng.permutation(len(cases)), rng.integers(0, 2, len(cases))
+            order = rng.permutation(len(cases))
             training = min(int(info.get("training", 0)), len(cases))
             drills = rng.permutation(len(cases))[:training]
-            rows = [(cases[i], SIDES[s], 1) for i, s in zip(drills, rng.integers(0, 2, training))]
-            rows += [(cases[i], SIDES[s], 0) for i, s in zip(order, sides)]
+            rows = [(cases[i], SIDES[s], 1) for i, s in zip(drills, balanced_sides([maps[i] for i in drills], rng))]
+            rows += [(cases[i], SIDES[s], 0) for i, s in zip(order, balanced_sides([maps[i] for i in order], rng))]
             db.executemany("INSERT INTO presentations (reader_id, position, case_id, synthetic_side, training) "
                            "VALUES (?, ?, ?, ?, ?)", [(reader_id, k + 1, *row) for k, row in enumerate(rows)])
             db.execute("COMMIT")

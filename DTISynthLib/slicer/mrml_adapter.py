@@ -351,13 +351,15 @@ def load_results(scene, synthesis_dir, evaluation_dir=None, name="DTISynth", sub
 
 
 def load_review_analysis(scene, analysis_dir, name="Noise review"):
-    """Table nodes of a `dtisynth review analyze` output: {"noisier", "readers", "agreement", "by_confidence":
-    node}."""
+    """Table nodes of a `dtisynth review analyze` output: {"noisier", "readers", "agreement", "by_confidence",
+    "sides": node} ("sides" where the analysis has it: those before 2026-12-07 do not)."""
     layout = ReviewAnalysisOutput(analysis_dir)
     nodes = {}
     for key, path, title in (("noisier", layout.noisier, "synthetic judged noisier"),
                              ("readers", layout.readers, "readers"), ("agreement", layout.agreement, "agreement"),
-                             ("by_confidence", layout.by_confidence, "by confidence")):
+                             ("by_confidence", layout.by_confidence, "by confidence"), ("sides", layout.sides, "sides")):
+        if key == "sides" and not path.exists():
+            continue
         with open(path, newline="") as handle:
             rows = list(csv.DictReader(handle))
         columns = list(rows[0]) if rows else []

@@ -104,6 +104,9 @@ def test_the_analysis_comes_into_slicer_as_tables(study_folder, scene, tmp_path)
     assert pooled["synthetic_noisier"] == tables["noisier"][-1]["synthetic_noisier"]
     assert nodes["readers"].GetTable().GetNumberOfRows() == 1
     assert nodes["by_confidence"].GetTable().GetNumberOfRows() == 5  # confidence 1-5
+    sides = nodes["sides"].GetTable()  # the reader, then pooled; the side-bias columns
+    assert sides.GetNumberOfRows() == 2 and "p_side_bias" in {sides.GetColumn(c).GetName()
+                                                              for c in range(sides.GetNumberOfColumns())}
 
 
 def test_the_review_leaves_the_users_volumes_and_view_links_as_it_found_them(scene, tmp_path):
