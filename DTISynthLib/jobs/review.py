@@ -54,6 +54,16 @@ def study_address(store):
     return info.get("host", REVIEW_HOST), int(info.get("port", REVIEW_PORT))
 
 
+def print_links(reporter, lines):
+    """Reader links on standard output (`review create ... > links.txt` keeps them), one per line, and
+    True; the progress and the message stay on standard error. With --jsonl nothing is printed (False):
+    the result event carries them."""
+    if getattr(reporter, "jsonl", False):
+        return False
+    print("\n".join(lines), flush=True)
+    return True
+
+
 def run(args, reporter):
     from ..review.store import StudyStore
 
@@ -62,8 +72,12 @@ def run(args, reporter):
 
         links = create_review_study(from_arguments(ReviewStudyRequest, args), reporter)
         lines = [f"{name}: {link}" for name, link in links.items()]
-        reporter.result([args.out], "study written to {}; each reader's link (shown once, keep it):\n{}".format(
-            args.out, "\n".join(lines)))
+        if print_links(reporter, lines):
+            reporter.result([args.out], f"study written to {args.out}; each reader's link is on standard output "
+                                        "(shown once, keep it)")
+        else:
+            reporter.result([args.out], "study written to {}; each reader's link (shown once, keep it):\n{}".format(
+                args.out, "\n".join(lines)))
         return
     store = StudyStore(args.study)
     if args.what == "serve":
@@ -94,8 +108,10 @@ def run(args, reporter):
         else:
             name, token = args.reader, store.reissue_token(args.reader)
         host, listen = study_address(store)
-        reporter.result([args.study], f"{name}: {reader_link(host, listen, token)}" + (
-            " (shown once, keep it)" if args.what == "add-reader" else " (the old link no longer works)"))
+        line = f"{name}: {reader_link(host, listen, token)}"
+        note = " (shown once, keep it)" if args.what == "add-reader" else " (the old link no longer works)"
+        reporter.result([args.study], f"{name}: link on standard output{note}" if print_links(reporter, [line])
+                        else line + note)
     elif args.what == "analyze":
         from ..review.analysis import write_analysis
 

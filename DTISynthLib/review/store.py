@@ -237,10 +237,12 @@ class StudyStore:
         return token
 
     def reissue_token(self, name):
-        """A new secret token for reader `name` (a lost link); the old one stops working at once."""
+        """A new secret token for reader `name` (a lost link); the old one stops working at once. Refused
+        on a locked study (its links have nothing left to do)."""
         token = secrets.token_urlsafe(18)
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
+            self._check_unlocked(db)  # the connection closes unused: nothing is written
             changed = db.execute("UPDATE readers SET token_sha256 = ? WHERE name = ?",
                                  (token_hash(token), name)).rowcount
             db.execute("COMMIT")

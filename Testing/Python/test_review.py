@@ -510,6 +510,11 @@ def test_review_commands_create_analyze_export_lock(study_inputs, tmp_path, caps
     assert store.reader_for_token(renewed.rsplit("/", 1)[1]).name == "reader-1"
     assert main(["review", "reissue", str(study), "--reader", "nobody"]) == 2
     assert "one of the study's readers" in capsys.readouterr().err
+    # without --jsonl the link alone is on standard output (`> links.txt` keeps it), the message on stderr
+    assert main(["review", "add-reader", str(study), "--name", "dan"]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.startswith("dan: http://127.0.0.1:9001/r/") and len(printed.out.splitlines()) == 1
+    assert store.reader_for_token(printed.out.strip().rsplit("/", 1)[1]).name == "dan" and "keep it" in printed.err
     # `export | head`: the pipe closes early (the answers are over a pipe buffer), quietly.
     env = dict(os.environ, PYTHONPATH=str(REPO))
     piped = subprocess.run(f"'{sys.executable}' -m DTISynthLib review export '{study}' | head -c 100; "
@@ -528,3 +533,7 @@ def test_review_commands_create_analyze_export_lock(study_inputs, tmp_path, caps
     reader = store.reader_for_token(renewed.rsplit("/", 1)[1])
     with pytest.raises(InputError, match="locked"):
         store.answer(reader, 5, "left", 3)
+    capsys.readouterr()
+    assert main(["review", "reissue", str(study), "--reader", "reader-1"]) == 2  # a locked study's links are done
+    assert "the study is locked" in capsys.readouterr().err
+    assert store.reader_for_token(renewed.rsplit("/", 1)[1]).name == "reader-1"  # the old link still names them
