@@ -32,7 +32,11 @@ from .store import StudyStore
 REVIEW_MAPS = ("color", "fa", "md", "ad", "rd")
 MAP_TITLES = {"color": "Colour FA", "fa": "FA", "md": "MD", "ad": "AD", "rd": "RD"}
 # MD / AD / RD in mm^2/s; colour FA in RGB24 bytes (NiiVue would otherwise scale each image by its own range)
-DISPLAY_WINDOWS = {"color": [0.0, 255.0], "fa": [0.0, 1.0], "md": [0.0, 3e-3], "ad": [0.0, 3e-3], "rd": [0.0, 3e-3]}
+# MD / AD / RD windows put brain tissue's median near mid-grey (the noise readers judge is in tissue; CSF,
+# about 3e-3 mm^2/s, saturates): tissue medians 0.66-0.88e-3 (MD), 0.84-1.21e-3 (AD), 0.59-0.77e-3 mm^2/s
+# (RD) on the phantom and three real scans, so grey levels 94-129 of 255 (0-3e-3 put them at 56-103).
+DISPLAY_WINDOWS = {"color": [0.0, 255.0], "fa": [0.0, 1.0], "md": [0.0, 1.8e-3], "ad": [0.0, 2.4e-3],
+                   "rd": [0.0, 1.5e-3]}
 ORIENTATIONS = ("radiological", "neurological")  # radiological: the patient's left on the screen's right
 INTERPOLATIONS = ("nearest", "linear")
 QUESTION = ("Which image is noisier? Noise is grainy, voxel-to-voxel variation in intensity or colour that does "

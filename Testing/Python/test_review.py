@@ -114,6 +114,22 @@ def test_each_reader_sees_the_synthetic_image_on_each_side_equally_often_per_map
     assert 0.4 < np.mean(first) < 0.6
 
 
+def test_the_diffusivity_windows_show_brain_tissue_near_mid_grey():
+    """MD / AD / RD: the median of the phantom's white and grey matter at grey level 100-150 of 255 in
+    the study's display window (0-3e-3 mm^2/s put it at 62-90: tissue dark, its noise hard to see)."""
+    from DTISynthLib.fit.tensor_maps import compute_maps
+    from DTISynthLib.review.study import DISPLAY_WINDOWS
+    from DTISynthLib.simulation.cohort import draw_subject, simulate_subject
+
+    subject = simulate_subject(draw_subject("sub-001", 4242), "sampled", grid=(48, 48, 28), noise=False)
+    tissue = subject.tissue[..., :2].sum(-1) > 0.5  # white and grey matter fractions
+    maps = compute_maps(subject.truth_tensor, tissue, ("md", "ad", "rd"), policy="clip")
+    for kind in ("md", "ad", "rd"):
+        low, high = DISPLAY_WINDOWS[kind]
+        grey = 255 * (np.median(maps[kind][tissue]) - low) / (high - low)
+        assert 100 <= grey <= 150, (kind, grey)
+
+
 def test_tokens_presentations_sides_and_resume(tmp_path):
     store, tokens = _store_with_cases(tmp_path)
     ann = store.reader_for_token(tokens["ann"])
