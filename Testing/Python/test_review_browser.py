@@ -111,12 +111,16 @@ def _synthetic_side(store, token, position):
 READY = "window.review.shownPosted && !window.review.busy && window.review.loaded === 2"
 
 
-def _begin(page, url, label):
+def _begin(page, url, label, key=None):
+    """Open a reader's link and begin (or resume) with the button or, as a keyboard reader would, `key`."""
     page.goto(url)
     page.wait_for_selector("#begin", state="visible", timeout=60000)
     assert "noisier" in page.inner_text("#question") and "not analysed" in page.inner_text("#training-note")
     assert page.inner_text("#begin") == label
-    page.click("#begin")
+    if key:
+        page.keyboard.press(key)
+    else:
+        page.click("#begin")
     page.wait_for_function(READY, timeout=60000)
 
 
@@ -194,7 +198,7 @@ def test_two_readers_complete_a_study_in_the_browser_and_the_analysis_is_their_a
                         assert page.is_visible("#paused") and not page.is_visible("#views")
                         page.wait_for_timeout(1200)
                         page.keyboard.press("ArrowRight")  # nothing is chosen while paused
-                        page.click("#resume")
+                        page.keyboard.press("Enter")  # resumes, as the Resume button (and P) do
                         assert page.is_visible("#views") and page.evaluate("window.review.choice") is None
                     page.click("#choose-right")
                     page.keyboard.press("Space")
@@ -208,11 +212,11 @@ def test_two_readers_complete_a_study_in_the_browser_and_the_analysis_is_their_a
                                        timeout=60000)
                 if name == "bob" and position == 2:  # reload: the instructions, then case 2 where bob stopped
                     page.reload()
-                    _begin(page, page.url, "Resume")
+                    _begin(page, page.url, "Resume", key="Enter")
                     assert page.inner_text("#progress") == "Case 2 of 3"
                 if name == "ann" and position == 3:  # a second tab of the same link goes on where ann is
                     tab = page.context.new_page()
-                    _begin(tab, page.url, "Resume")
+                    _begin(tab, page.url, "Resume", key="Space")
                     assert tab.inner_text("#progress") == "Case 3 of 3"
                     tab.close()
         for page in pages.values():
