@@ -19,7 +19,8 @@ its cases, its readers, each reader's presentation and their answers.
   when the case was requested; a pause the reader took is recorded with the answer (paused_seconds)
   and left out of `seconds`.
 - An answer is a side and a required confidence (CONFIDENCE_SCALE), with an optional comment of at
-  most COMMENT_MAX characters; answers are final.
+  most COMMENT_MAX characters; answers are final, and only to a case shown to that reader (mark_shown:
+  a script or a second client cannot answer what was never on screen).
 - Times are UTC, ISO 8601 with seconds to 3 decimals.
 """
 
@@ -311,11 +312,17 @@ class StudyStore:
 
     def mark_shown(self, reader, position):
         """Record that the reader's page shows case `position` (both images on screen): the start of its
-        reading time, kept from the first time. False for a position the reader does not have."""
+        reading time, kept from the first time. False for a position the reader does not have or has not
+        reached (past their first unanswered one: the page shows cases in order, so showing a later one
+        would only serve to answer out of turn)."""
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
-            changed = db.execute("UPDATE presentations SET shown_at = COALESCE(shown_at, ?) WHERE reader_id = ? "
-                                 "AND position = ?", (now(), reader.id, position)).rowcount
+            reached = db.execute("SELECT MIN(p.position) FROM presentations p LEFT JOIN answers a "
+                                 "ON a.reader_id = p.reader_id AND a.position = p.position "
+                                 "WHERE p.reader_id = ? AND a.choice IS NULL", (reader.id,)).fetchone()[0]
+            changed = 0 if reached is not None and position > reached else db.execute(
+                "UPDATE presentations SET shown_at = COALESCE(shown_at, ?) WHERE reader_id = ? AND position = ?",
+                (now(), reader.id, position)).rowcount
             db.execute("COMMIT")
         return bool(changed)
 
@@ -366,9 +373,11 @@ class StudyStore:
                                          "already answered {} with confidence {}".format(*previous))
                     db.execute("ROLLBACK")
                     return False
-                answered = now()
+                if row[0] is None:  # its reading time would be 0 s: nothing on screen was judged
+                    raise InputError("answer", f"case {position} shown to this reader before it is answered",
+                                     f"case {position} never shown (mark_shown)")
                 db.execute("INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (reader.id, position, choice, confidence, comment, row[0] or answered, answered, paused))
+                           (reader.id, position, choice, confidence, comment, row[0], now(), paused))
                 db.execute("COMMIT")
                 return True
             except BaseException:

@@ -144,12 +144,20 @@ def test_tokens_presentations_sides_and_resume(tmp_path):
     assert 0 < sides.count("left") < 6  # drawn, not constant (seed 3)
     bob = store.reader_for_token(tokens["bob"])
     assert [store.presentation(bob, k).left_image for k in range(1, 7)] != [p.left_image for p in shown]
-    # Resume: the first unanswered position, whatever order the answers came in.
+    # Only a case shown to the reader can be answered, and cases are shown in order: a script cannot
+    # answer what was never on screen (it was stored with 0 s of reading), nor skip ahead.
     assert store.next_position(ann) == 1
+    with pytest.raises(InputError, match="^answer: expected case 1 shown to this reader before it is answered; "
+                                         r"found case 1 never shown \(mark_shown\)$"):
+        store.answer(ann, 1, "left", 4, "grainy")
+    assert store.mark_shown(ann, 1) and not store.mark_shown(ann, 3)  # 3 is not reached yet
     store.answer(ann, 1, "left", 4, "grainy")
-    store.answer(ann, 3, "right", 2)
-    assert store.next_position(ann) == 2 and store.progress(ann) == (2, 6)
-    assert store.presentation(ann, 1).answer == "left" and store.presentation(ann, 2).answer is None
+    with pytest.raises(InputError, match="case 3 never shown"):
+        store.answer(ann, 3, "right", 2)
+    assert store.mark_shown(ann, 2)
+    store.answer(ann, 2, "right", 2)
+    assert store.next_position(ann) == 3 and store.progress(ann) == (2, 6)
+    assert store.presentation(ann, 1).answer == "left" and store.presentation(ann, 3).answer is None
     # Final answers: a retried identical answer is a no-op; another side, confidence or comment is refused.
     assert store.answer(ann, 1, "left", 4, "grainy") is False
     for changed in (("right", 4, "grainy"), ("left", 5, "grainy"), ("left", 4, None)):
@@ -159,7 +167,7 @@ def test_tokens_presentations_sides_and_resume(tmp_path):
                        (("left", None), "confidence from 1"), (("left", True), "confidence"),
                        (("left", 3, "x" * 2001), "at most 2000 characters"), (("left", 3, None, -1.0), "paused")):
         with pytest.raises(InputError, match=match):
-            store.answer(ann, 2, *bad)
+            store.answer(ann, 3, *bad)
     with pytest.raises(InputError, match="a case position of this reader"):
         store.answer(ann, 99, "left", 3)
     assert store.progress(ann) == (2, 6)
@@ -177,9 +185,9 @@ def test_tokens_presentations_sides_and_resume(tmp_path):
     store.lock()
     assert store.locked()
     with pytest.raises(InputError, match="locked"):
-        store.answer(ann, 2, "left", 3)
+        store.answer(ann, 3, "left", 3)
     answers = store.unblinded_answers()
-    assert [(a["reader"], a["position"], a["choice"]) for a in answers] == [("ann", 1, "left"), ("ann", 3, "right")]
+    assert [(a["reader"], a["position"], a["choice"]) for a in answers] == [("ann", 1, "left"), ("ann", 2, "right")]
     assert answers[0]["confidence"] == 4 and answers[0]["comment"] == "grainy" and answers[0]["seconds"] >= 0
 
 
@@ -218,15 +226,17 @@ def test_the_clock_starts_when_shown_pauses_are_left_out_and_training_cases_come
     # Reading a case records nothing (an organiser looking, a prefetch); mark_shown starts its clock, once.
     with sqlite3.connect(StudyFolder(tmp_path).database) as db:
         assert db.execute("SELECT COUNT(*) FROM presentations WHERE shown_at IS NOT NULL").fetchone()[0] == 0
-    assert store.mark_shown(ann, 3) and not store.mark_shown(ann, 99)
+    assert not store.mark_shown(ann, 3) and not store.mark_shown(ann, 99)  # cases are shown in order
+    for position, choice, confidence in ((1, "left", 1), (2, "right", 2)):
+        assert store.mark_shown(ann, position)
+        store.answer(ann, position, choice, confidence)
+    assert store.mark_shown(ann, 3)
     with sqlite3.connect(StudyFolder(tmp_path).database) as db:
         started = db.execute("SELECT shown_at FROM presentations WHERE position = 3 AND reader_id = ?",
                              (ann.id,)).fetchone()[0]
         db.execute("UPDATE presentations SET shown_at = '2026-01-01T10:00:00.000+00:00' WHERE position = 3")
     assert started is not None
     store.mark_shown(ann, 3)  # shown again (a reload): the first showing counts
-    store.answer(ann, 1, "left", 1)
-    store.answer(ann, 2, "right", 2)
     store.answer(ann, 3, "right", 5, paused_seconds=30.0)
     assert store.progress(ann) == (1, 6) and store.next_position(ann) == 4
     answers = store.unblinded_answers()
@@ -242,6 +252,7 @@ def _answer_all(folder, token, results):
     reader = store.reader_for_token(token)
     done = 0
     for position in range(1, store.progress(reader)[1] + 1):
+        store.mark_shown(reader, position)
         done += store.answer(reader, position, "left" if position % 2 else "right", 3)
     results.put(done)
 
@@ -268,6 +279,7 @@ from DTISynthLib.review.store import StudyStore
 store = StudyStore(sys.argv[1])
 reader = store.reader_for_token(sys.argv[2])
 for position in range(1, 10001):
+    store.mark_shown(reader, position)
     store.answer(reader, position, "left", 3)
     print(position, flush=True)  # printed only after the commit returned: what a page would confirm
 """
@@ -404,6 +416,7 @@ def test_a_map_nobody_judged_synthetic_noisier_is_analysed(tmp_path):
     synthetic = {c["synthetic_image"] for c in store.cases()}
     for position in range(1, 5):  # always the original: 0 "synthetic noisier" for every map
         shown = store.presentation(ann, position)
+        store.mark_shown(ann, position)
         store.answer(ann, position, "right" if shown.left_image in synthetic else "left", 3)
     tables = write_analysis(store, tmp_path / "analysis")
     assert [r["synthetic_noisier"] for r in tables["noisier"]] == [0, 0, 0]
@@ -492,6 +505,7 @@ def test_review_commands_create_analyze_export_lock(study_inputs, tmp_path, caps
             shown = store.presentation(reader, position)
             synthetic_side = "left" if shown.left_image in {c["synthetic_image"] for c in store.cases()} else "right"
             choice = synthetic_side if rule == "synthetic" else "left"
+            store.mark_shown(reader, position)
             store.answer(reader, position, choice, 4, "x" * 1900)
             if not shown.training:
                 truth[(reader.name, position)] = (choice, choice == synthetic_side)

@@ -295,6 +295,12 @@ def test_nothing_served_tells_the_sides_apart_and_strangers_are_refused(study):
         assert server.get(path)[0] in (404, 422), path
     status, body, headers = server.get("/r/forged-token")  # a plain page, not {"detail": "Not Found"}
     assert status == 404 and "link is not valid" in body.decode() and headers["Content-Type"].startswith("text/html")
+    # A case never shown cannot be answered (a script or a second client: 0 s of reading), nor shown out of turn.
+    status, body = server.post(f"/api/{tokens['ann']}/answer", {"position": 1, "choice": "left", "confidence": 3})
+    assert status == 409 and body["error"] == ("answer: expected case 1 shown to this reader before it is answered; "
+                                               "found case 1 never shown (mark_shown)")
+    assert server.post(f"/api/{tokens['ann']}/shown", {"position": 2})[0] == 404  # case 1 comes first
+    assert server.post(f"/api/{tokens['ann']}/shown", {"position": 1})[0] == 200
     # A reader cannot answer for another: answers go to the token's reader only.
     assert server.post(f"/api/{tokens['ann']}/answer", {"position": 1, "choice": "left", "confidence": 3})[0] == 200
     state = json.loads(server.get(f"/api/{tokens['bob']}/state")[1])
@@ -353,6 +359,8 @@ def test_a_body_of_another_json_type_is_422_naming_the_field_and_nothing_is_stor
     with sqlite3.connect(StudyFolder(folder).database) as db:
         assert db.execute("SELECT COUNT(*) FROM presentations WHERE shown_at IS NOT NULL").fetchone()[0] == 0
     # The right types are taken (an integral paused_seconds too: JSON.stringify(0.0) is "0").
+    assert server.post(f"/api/{tokens['ann']}/shown", {"position": 1})[0] == 200  # the training case first
+    assert server.post(f"/api/{tokens['ann']}/answer", dict(good, position=1))[0] == 200
     assert server.post(f"/api/{tokens['ann']}/shown", {"position": 2})[0] == 200
     assert server.post(f"/api/{tokens['ann']}/answer", dict(good, paused_seconds=0))[0] == 200
     assert [(a["position"], a["confidence"]) for a in StudyStore(folder).unblinded_answers()] == [(2, 3)]
@@ -360,6 +368,7 @@ def test_a_body_of_another_json_type_is_422_naming_the_field_and_nothing_is_stor
 
 def test_ctrl_c_stops_serve_quietly_and_leaves_the_study_whole(study):
     folder, tokens, server = study
+    assert server.post(f"/api/{tokens['ann']}/shown", {"position": 1})[0] == 200
     assert server.post(f"/api/{tokens['ann']}/answer", {"position": 1, "choice": "left", "confidence": 4})[0] == 200
     started = time.monotonic()
     server.process.send_signal(signal.SIGINT)
@@ -387,6 +396,7 @@ def test_a_locked_study_shows_readers_a_closed_page_and_no_cases(study):
 def test_a_confirmed_answer_survives_kill_9_of_the_server(study):
     folder, tokens, server = study
     for position in (1, 2):
+        assert server.post(f"/api/{tokens['ann']}/shown", {"position": position})[0] == 200
         status, body = server.post(f"/api/{tokens['ann']}/answer", {"position": position, "choice": "left",
                                                                       "confidence": 5, "comment": "x"})
         assert status == 200 and body["saved"]  # what the page shows as "Saved"
@@ -404,13 +414,53 @@ def test_two_readers_answering_at_the_same_time_lose_nothing(study):
 
     def answer_all(name):
         barrier.wait()
-        results[name] = [server.post(f"/api/{tokens[name]}/answer", {"position": p, "choice": "right",
-                                                                     "confidence": 2})[0] for p in (1, 2, 3, 4)]
+        results[name] = [(server.post(f"/api/{tokens[name]}/shown", {"position": p})[0],
+                          server.post(f"/api/{tokens[name]}/answer", {"position": p, "choice": "right",
+                                                                      "confidence": 2})[0]) for p in (1, 2, 3, 4)]
 
     threads = [threading.Thread(target=answer_all, args=(name,)) for name in tokens]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    assert results == {"ann": [200] * 4, "bob": [200] * 4}
+    assert results == {"ann": [(200, 200)] * 4, "bob": [(200, 200)] * 4}
     assert len(StudyStore(folder).unblinded_answers()) == 6
+
+
+def test_two_tabs_answering_one_case_and_a_replaced_link_are_told_what_happened(study):
+    """A reader's second tab answers the case the first already answered differently: told that the other
+    answer stands, it goes on to the next case (it showed the store's technical refusal). A page whose
+    link was re-issued meanwhile says so instead of "Not saved"."""
+    from playwright.sync_api import sync_playwright
+
+    folder, tokens, server = study
+    store = StudyStore(folder)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
+        context = browser.new_context(viewport={"width": 1100, "height": 650})
+        first, second = context.new_page(), context.new_page()
+        _begin(first, f"{server.base}/r/{tokens['ann']}", "Begin")
+        _begin(second, f"{server.base}/r/{tokens['ann']}", "Begin", key="Enter")
+        first.keyboard.press("ArrowLeft")
+        first.keyboard.press("3")
+        first.wait_for_function("window.review.saved.includes(1) && " + READY, timeout=60000)
+        second.keyboard.press("ArrowRight")
+        second.keyboard.press("5")
+        second.wait_for_function("document.getElementById('status').textContent.includes('another tab')",
+                                 timeout=30000)
+        assert second.inner_text("#status") == ("This case was already answered in another tab or window; that "
+                                                "answer stands.")
+        second.wait_for_function("window.review.position === 2 && " + READY, timeout=60000)
+        assert second.inner_text("#progress") == "Case 1 of 3"
+        assert [(a["position"], a["choice"], a["confidence"]) for a in store.unblinded_answers(training=True)] == \
+            [(1, "left", 3)]
+        # the organiser re-issues ann's link: the old page says why it cannot save
+        store.reissue_token("ann")
+        first.keyboard.press("ArrowLeft")
+        first.keyboard.press("2")
+        first.wait_for_function("document.getElementById('status').textContent.includes('no longer valid')",
+                                timeout=30000)
+        assert "Ask the study's organiser" in first.inner_text("#status")
+        assert store.next_position(store.readers()[0]) == 2  # nothing saved
+        browser.close()

@@ -94,6 +94,7 @@ def test_the_analysis_comes_into_slicer_as_tables(study_folder, scene, tmp_path)
     store = StudyStore(folder)
     reader = store.reader_for_token(token)
     for position in range(store.next_position(reader) or 4, 4):
+        store.mark_shown(reader, position)
         store.answer(reader, position, "left", 3)
     tables = write_analysis(store, tmp_path / "analysis")
     nodes = load_review_analysis(scene, tmp_path / "analysis")
