@@ -117,7 +117,9 @@ def run(args, reporter):
 
         tables = write_analysis(store, args.out)
         pooled = tables["noisier"][-1]
-        reporter.result([args.out], f"{pooled['answers']} answers; synthetic judged noisier in "
+        counted = len(tables["counted"]["readers"])
+        reporter.result([args.out], f"{pooled['answers']} answers of {counted} counted reader(s) of "
+                        f"{len(tables['readers'])}; synthetic judged noisier in "
                         f"{pooled['synthetic_noisier']} ({pooled['proportion']:.1%}; 95 % interval clustered by reader "
                         f"and case {pooled['ci95_low_clustered']:.1%}-{pooled['ci95_high_clustered']:.1%}; "
                         f"P = {pooled['p_binomial']:.3g} if answers were independent); report in {args.out}")

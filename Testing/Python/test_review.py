@@ -389,6 +389,34 @@ def test_the_side_table_separates_a_side_habit_from_judging_the_synthetic_noisie
     assert pooled["answers"] == 40 and pooled["chose_left"] == 30 and pooled["synthetic_left_fa"] == "10/20"
 
 
+def test_an_interim_analysis_counts_readers_past_half_the_cases_and_lists_everyone():
+    """Two readers through 15 cases, a third who has answered 2, a fourth registered without answers: the
+    pooled proportion, its clustered interval and kappa are the first two's (kappa over their 15 cases,
+    not the 2 all three answered); every registered reader is listed with their count."""
+    answers = []
+    for case in range(15):
+        for reader in ("ann", "bob"):
+            chosen = case % 3 != 0 if reader == "ann" else case % 4 != 0
+            answers.append({"reader": reader, "case": case, "map": "fa", "synthetic_chosen": chosen, "seconds": 3.0,
+                            "confidence": 3, "choice": "left", "synthetic_side": "left" if chosen else "right"})
+    two = analyze(answers, ["fa"], 15, ["ann", "bob"])
+    late = [{"reader": "cid", "case": c, "map": "fa", "synthetic_chosen": False, "seconds": 2.0, "confidence": 1,
+             "choice": "right", "synthetic_side": "left"} for c in (0, 1)]
+    interim = analyze(answers + late, ["fa"], 15, ["ann", "bob", "cid", "dan"])
+    assert interim["counted"]["readers"] == ["ann", "bob"]
+    for key in ("answers", "proportion", "ci95_low_clustered", "ci95_high_clustered"):
+        assert interim["noisier"][-1][key] == two["noisier"][-1][key], key
+    assert interim["agreement"][-1]["cases"] == 15 and interim["agreement"][-1]["readers"] == 2
+    assert interim["agreement"][-1]["kappa"] == two["agreement"][-1]["kappa"]
+    rows = {r["reader"]: r for r in interim["readers"]}
+    assert list(rows) == ["ann", "bob", "cid", "dan"]
+    assert (rows["cid"]["answers"], rows["cid"]["counted"], rows["dan"]["answers"], rows["dan"]["counted"]) == \
+        (2, False, 0, False)
+    # every answer counts while nobody has half the cases yet
+    early = analyze(late, ["fa"], 15, ["cid"])
+    assert early["counted"]["readers"] == ["cid"] and early["noisier"][-1]["answers"] == 2
+
+
 def test_the_clustered_interval_widens_when_answers_cluster_by_reader():
     """Two readers, 40 cases: one always picks the synthetic map, the other never. Answers treated as
     independent give a tight interval around 0.5; resampling readers shows the study cannot tell."""
