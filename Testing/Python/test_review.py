@@ -34,7 +34,7 @@ from DTISynthLib.review.analysis import (
     write_analysis,
 )
 from DTISynthLib.review.store import APPLICATION_ID, SCHEMA_VERSION, StudyStore
-from DTISynthLib.review.study import create_study, reader_names
+from DTISynthLib.review.study import DISPLAY_WINDOWS, blinded_pair, blinding_audit, create_study, reader_names
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -500,15 +500,56 @@ def test_a_study_from_dtis_is_blinded_and_complete(study_inputs, tmp_path, monke
         assert headers[0]["descrip"] == headers[1]["descrip"] and headers[0]["datatype"] == headers[1]["datatype"]
         if case["map"] == "color":
             assert int(headers[0]["datatype"]) == 128  # RGB24
-        elif case["subject"] == "sub-001":  # each image is its source's map, as evaluate computes it
-            for source, path in (("synthetic", synthetic_file), ("original", original_file)):
-                np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj), compared.maps[source][case["map"]])
+        else:
+            data = [np.asarray(nib.load(p).dataobj) for p in (synthetic_file, original_file)]
+            # one zero mask; nothing beyond the display window (the screen shows neither)
+            np.testing.assert_array_equal(data[0] == 0, data[1] == 0)
+            low, high = DISPLAY_WINDOWS[case["map"]]
+            assert all(low <= d.min() and d.max() <= high for d in data)
+            if case["subject"] == "sub-001":  # each image is its source's map, as evaluate computes it, blinded
+                expected = blinded_pair(compared.maps["synthetic"][case["map"]], compared.maps["original"][case["map"]],
+                                        case["map"])
+                for found, wanted in zip(data, expected):
+                    np.testing.assert_array_equal(found, wanted.astype(np.float32))
+    audit = json.loads(store.info()["blinding_audit"])  # recorded: nothing the screen hides tells them apart
+    assert {(r["map"], r["statistic"]) for r in audit} >= {("pooled", "zero voxels"), ("md", "maximum")}
+    assert all(r["synthetic_larger"] == r["synthetic_smaller"] == 0 for r in audit if r["statistic"] == "zero voxels")
     assert json.loads(store.info()["display"])["fa"] == [0.0, 1.0]
     assert set(tokens) == {"ann", "bob"} and all(store.reader_for_token(t) for t in tokens.values())
     with pytest.raises(InputError, match="a new or empty folder"):
         create_study(original, synthetic, tmp_path / "study")
     with pytest.raises(InputError, match="--maps"):
         create_study(original, synthetic, tmp_path / "other", maps=["fa", "t1"])
+
+
+def test_the_blinding_audit_refuses_files_that_name_the_synthetic_side(tmp_path):
+    """Ten FA cases whose synthetic file has one zero voxel more each time: the sign test (p = 0.002,
+    below 0.05 over 2 tests) names the statistic; the same files blinded (blinded_pair) pass; a header
+    that differs is refused at once."""
+    from DTISynthLib.io.nifti import write_nifti
+
+    rng = np.random.default_rng(0)
+    raw, blinded = [], []
+    for k in range(10):
+        original = rng.uniform(0.1, 0.9, (6, 6, 4))
+        synthetic = original + rng.normal(0, 0.05, original.shape)
+        synthetic[0, 0, k % 4] = 0.0  # the synthetic's mask lost an edge voxel
+        for folder, pair in (("raw", (synthetic, original)), ("blinded", blinded_pair(synthetic, original, "fa"))):
+            paths = [tmp_path / folder / f"{k}{side}.nii" for side in "so"]
+            paths[0].parent.mkdir(exist_ok=True)
+            for path, volume in zip(paths, pair):
+                write_nifti(path, volume.astype(np.float32), np.eye(4))
+            (raw if folder == "raw" else blinded).append(("fa", *paths))
+    rows, refusal = blinding_audit(raw)
+    assert refusal.startswith("zero voxels of the fa files: synthetic larger in 10, smaller in 0 of 10 cases")
+    assert "p = 0.002 < 0.025, 0.05 Bonferroni-corrected over 2 tests" in refusal
+    rows, refusal = blinding_audit(blinded)
+    assert refusal is None and {r["statistic"] for r in rows} >= {"zero voxels", "maximum", "distinct values", "mean"}
+    # the noisier file's larger maximum is what the screen shows: reported (10 of 10), not refused
+    maximum = next(r for r in rows if (r["map"], r["statistic"]) == ("fa", "maximum"))
+    assert maximum["synthetic_larger"] == 10 and maximum["p_sign_test"] < 0.01
+    write_nifti(blinded[0][1], np.zeros((6, 6, 4), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    assert blinding_audit(blinded)[1] == "header of a fa case differs between the two files"
 
 
 def test_review_commands_create_analyze_export_lock(study_inputs, tmp_path, capsys):
