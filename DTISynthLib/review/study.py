@@ -9,7 +9,9 @@ would be the larger file, and a size is visible to anyone who loads it. Colour F
 AD, RD float32 (MD / AD / RD in mm^2/s) with one fixed display window per map kind (DISPLAY_WINDOWS:
 per-image auto-scaling would tell the images apart). The two files of a case are written in a random
 order and every image is given one shared modification time, so neither the file system nor anything
-derived from it tells which came from where.
+derived from it tells which came from where. The two maps of a case carry only what the screen shows
+(blinded_pair), and a blinding audit of the written files (blinding_audit) refuses a study whose files
+tell the synthetic side apart.
 
 The study records how it is shown (ORIENTATIONS, INTERPOLATIONS: nearest neighbour by default, since
 linear interpolation smooths the very noise readers judge), its training cases per reader, and the
