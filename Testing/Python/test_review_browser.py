@@ -428,9 +428,10 @@ def test_two_readers_answering_at_the_same_time_lose_nothing(study):
 
 
 def test_two_tabs_answering_one_case_and_a_replaced_link_are_told_what_happened(study):
-    """A reader's second tab answers the case the first already answered differently: told that the other
-    answer stands, it goes on to the next case (it showed the store's technical refusal). A page whose
-    link was re-issued meanwhile says so instead of "Not saved"."""
+    """A confidence pressed before a side is not kept (the side key then saved in one keystroke). A reader's
+    second tab answers the case the first already answered differently: told that the other answer
+    stands, it goes on to the next case (it showed the store's technical refusal). A page whose link was
+    re-issued meanwhile says so instead of "Not saved"."""
     from playwright.sync_api import sync_playwright
 
     folder, tokens, server = study
@@ -442,7 +443,13 @@ def test_two_tabs_answering_one_case_and_a_replaced_link_are_told_what_happened(
         first, second = context.new_page(), context.new_page()
         _begin(first, f"{server.base}/r/{tokens['ann']}", "Begin")
         _begin(second, f"{server.base}/r/{tokens['ann']}", "Begin", key="Enter")
+        # a confidence before a side is not kept: the side key then does not save in one keystroke
+        first.keyboard.press("4")
+        assert first.inner_text("#status").startswith("First choose the noisier side")
         first.keyboard.press("ArrowLeft")
+        first.wait_for_timeout(300)
+        assert first.inner_text("#status").startswith("Now your confidence") and store.next_position(
+            store.readers()[0]) == 1 and first.evaluate("window.review.confidence") is None
         first.keyboard.press("3")
         first.wait_for_function("window.review.saved.includes(1) && " + READY, timeout=60000)
         second.keyboard.press("ArrowRight")
