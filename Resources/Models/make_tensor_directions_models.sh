@@ -60,21 +60,22 @@ if [ ! -d "$work/phantom" ]; then
   "$bin" simulate cohort --n 20 --seed 7301 --scheme sampled --noise-free --out "$work/phantom"
 fi
 start=$(date +%s)
+# Chosen and calibrated on the two Philips people, every slab of the training series once an epoch.
+common=(--data "$work" --out "$out" --batch-size 8 --validation-subjects dev_philips_achieva_b2000,dev_philips_achieva_b1000
+        --seed 0 --weights-dtype float16)
 if [ -n "${FROM:-}" ]; then
   # Warm start: FROM=Resources/Models/tensor-unet (the 12-channel default) widened to the direction
   # channels (their first-layer weights start at zero, so epoch 0 is the default), 16 epochs at lr 3e-4
   # then 10 of decay. Measured 2026-12-07 (same CPU, beside benchmarks): 2926 s, stopped after 24
   # epochs, best 8 (validation score 2.04 against 2.32 from scratch); see "Measured" above.
-  "$bin" train --init-from "$FROM" --add-direction-channels --data "$work" --out "$out" --epochs "${EPOCHS:-16}" \
-    --decay-epochs "${DECAY:-10}" --lr 3e-4 --batch-size 8 \
-    --validation-subjects dev_philips_achieva_b2000,dev_philips_achieva_b1000 --seed 0 --weights-dtype float16 $resume
+  "$bin" train --init-from "$FROM" --add-direction-channels "${common[@]}" --epochs "${EPOCHS:-16}" \
+    --decay-epochs "${DECAY:-10}" --lr 3e-4 $resume
 else
-# One 2.5D U-Net (ngf 32, depth 5: 4.2 M parameters, float16 weights), 96 x 96 crops, batch 8, Adam 1e-3
-# for EPOCHS epochs then DECAY of linear decay (stopped after 8 decay epochs without a better validation
-# score); an epoch draws as many slabs as the training series hold.
-"$bin" train --kind tensor-unet --data "$work" --out "$out" --ngf 32 --depth 5 --epochs "${EPOCHS:-30}" \
-  --decay-epochs "${DECAY:-15}" --lr 1e-3 --batch-size 8 \
-  --validation-subjects dev_philips_achieva_b2000,dev_philips_achieva_b1000 --seed 0 --weights-dtype float16 $resume
+  # One 2.5D U-Net (ngf 32, depth 5: 4.2 M parameters, float16 weights), 96 x 96 crops, batch 8, Adam 1e-3
+  # for EPOCHS epochs then DECAY of linear decay (stopped after 8 decay epochs without a better validation
+  # score).
+  "$bin" train --kind tensor-unet --ngf 32 --depth 5 "${common[@]}" --epochs "${EPOCHS:-30}" \
+    --decay-epochs "${DECAY:-15}" --lr 1e-3 $resume
 fi
 echo "training took $(( $(date +%s) - start )) s on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) ($(nproc) cores)"
 rm -rf "$out/checkpoints"
