@@ -100,6 +100,13 @@ def balanced_sides(maps, rng):
     return sides
 
 
+def _first_unanswered(db, reader):
+    """The reader's first position without an answer (None when done), on an open connection."""
+    return db.execute("SELECT MIN(p.position) FROM presentations p LEFT JOIN answers a ON a.reader_id = p.reader_id "
+                      "AND a.position = p.position WHERE p.reader_id = ? AND a.choice IS NULL",
+                      (reader.id,)).fetchone()[0]
+
+
 def token_hash(token):
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -317,9 +324,7 @@ class StudyStore:
         would only serve to answer out of turn)."""
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
-            reached = db.execute("SELECT MIN(p.position) FROM presentations p LEFT JOIN answers a "
-                                 "ON a.reader_id = p.reader_id AND a.position = p.position "
-                                 "WHERE p.reader_id = ? AND a.choice IS NULL", (reader.id,)).fetchone()[0]
+            reached = _first_unanswered(db, reader)
             changed = 0 if reached is not None and position > reached else db.execute(
                 "UPDATE presentations SET shown_at = COALESCE(shown_at, ?) WHERE reader_id = ? AND position = ?",
                 (now(), reader.id, position)).rowcount
@@ -329,10 +334,7 @@ class StudyStore:
     def next_position(self, reader):
         """The first unanswered position of this reader (where they resume), or None when done."""
         with self._connect() as db:
-            row = db.execute("SELECT MIN(p.position) FROM presentations p LEFT JOIN answers a "
-                             "ON a.reader_id = p.reader_id AND a.position = p.position "
-                             "WHERE p.reader_id = ? AND a.choice IS NULL", (reader.id,)).fetchone()
-        return row[0]
+            return _first_unanswered(db, reader)
 
     def reader_images(self, reader):
         """The opaque image names this reader may load (those of their own cases)."""
