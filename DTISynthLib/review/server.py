@@ -18,7 +18,7 @@ import re
 from ..core.errors import InputError
 from ..core.output_layout import StudyFolder
 from ..core.resources import NIIVUE_BUNDLE, RESOURCES
-from .store import COMMENT_MAX, CONFIDENCE_SCALE, StudyStore
+from .store import COMMENT_MAX, CONFIDENCE_SCALE, PAUSE_MAX, StudyStore
 
 OPAQUE_IMAGE = re.compile(r"^[0-9a-f]{16}\.nii$")
 NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
@@ -133,7 +133,7 @@ def create_app(study_folder):
         choice: Literal["left", "right"]
         confidence: int = Field(ge=1, le=5)
         comment: str | None = Field(default=None, max_length=COMMENT_MAX)
-        paused_seconds: float = Field(default=0.0, ge=0.0, lt=86400.0, allow_inf_nan=False)
+        paused_seconds: float = Field(default=0.0, ge=0.0, lt=PAUSE_MAX, allow_inf_nan=False)
 
     class Shown(BaseModel):
         model_config = Strict

@@ -41,6 +41,7 @@ SCHEMA_VERSION = 2  # 2: training cases, required confidence, pauses, shown_at s
 SIDES = ("left", "right")
 CONFIDENCE_SCALE = {1: "guess", 2: "unsure", 3: "fairly sure", 4: "sure", 5: "certain"}
 COMMENT_MAX = 2000  # characters
+PAUSE_MAX = 30 * 86400.0  # seconds away from a case (paused, hidden, the browser closed) an answer may carry
 
 SCHEMA = """
 CREATE TABLE study (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -357,8 +358,8 @@ class StudyStore:
             raise InputError("answer", f"a comment of at most {COMMENT_MAX} characters",
                              f"{len(comment)} characters" if isinstance(comment, str) else repr(comment))
         paused = float(paused_seconds or 0.0)
-        if not 0.0 <= paused < 86400.0:
-            raise InputError("answer", "paused seconds in [0, 86400)", repr(paused_seconds))
+        if not 0.0 <= paused < PAUSE_MAX:  # a study may be left overnight, or for a holiday
+            raise InputError("answer", f"paused seconds in [0, {PAUSE_MAX:g})", repr(paused_seconds))
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:

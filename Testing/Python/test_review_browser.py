@@ -471,3 +471,52 @@ def test_two_tabs_answering_one_case_and_a_replaced_link_are_told_what_happened(
         assert "Ask the study's organiser" in first.inner_text("#status")
         assert store.next_position(store.readers()[0]) == 2  # nothing saved
         browser.close()
+
+
+def test_reading_time_is_the_time_the_case_was_on_screen(study):
+    """Reading time matches the time the case was on screen: the browser closed for 3 s counts
+    as away, not as reading (93.6 s were recorded for about 9 s of reading), and a pause survives a
+    reload (it was lost)."""
+    from playwright.sync_api import sync_playwright
+
+    folder, tokens, server = study
+    store = StudyStore(folder)
+    link = f"{server.base}/r/{tokens['bob']}"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
+        context = browser.new_context(viewport={"width": 1100, "height": 650})
+        page = context.new_page()
+        _begin(page, link, "Begin")
+        shown = time.monotonic()
+        page.wait_for_timeout(1500)
+        visible = time.monotonic() - shown
+        page.close()  # the browser closed mid-case
+        time.sleep(3.0)
+        page = context.new_page()
+        _begin(page, link, "Begin")  # nothing answered yet
+        shown = time.monotonic()
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press("3")
+        page.wait_for_function("window.review.saved.includes(1)", timeout=60000)
+        visible += time.monotonic() - shown
+        page.wait_for_function(READY, timeout=60000)
+        first = store.unblinded_answers(training=True)[0]
+        # within 1.5 s: the test sees a case only after the page's round trips (up to 0.5 s a showing on a
+        # loaded 2-core machine); counting the closed browser, or losing the pause, is 2-3 s off
+        assert first["paused_seconds"] >= 3.0 and abs(first["seconds"] - visible) < 1.5, (first, visible)
+        # a pause, then a reload during it: the pause is kept
+        shown = time.monotonic()
+        page.keyboard.press("p")
+        visible = time.monotonic() - shown
+        page.wait_for_timeout(2000)
+        page.reload()
+        _begin(page, link, "Resume", key="Enter")
+        shown = time.monotonic()
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("2")
+        page.wait_for_function("window.review.saved.includes(2)", timeout=60000)
+        visible += time.monotonic() - shown
+        second = store.unblinded_answers(training=True)[1]
+        assert second["paused_seconds"] >= 2.0 and abs(second["seconds"] - visible) < 1.5, (second, visible)
+        browser.close()
