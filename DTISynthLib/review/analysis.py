@@ -169,6 +169,24 @@ def side_balance(answers, maps):
 
 
 COUNTED_SHARE = 0.5  # a reader's answers count once they have answered this share of the study's cases
+FAST_SECONDS, SLOW_FACTOR = 1.0, 5.0  # reading-time outliers: under 1 s, or over 5 x the reader's median
+
+
+def reading_outliers(answers):
+    """Answers whose reading time is implausible, for the organiser to look at (not removed): under
+    FAST_SECONDS (no time to look at the slices) or over SLOW_FACTOR x their reader's median (a break the
+    page did not see). Rows: reader, subject, map, position, seconds, reason."""
+    medians = {}
+    for a in answers:
+        medians.setdefault(a["reader"], []).append(a["seconds"])
+    medians = {reader: float(np.median(seconds)) for reader, seconds in medians.items()}
+    rows = []
+    for a in answers:
+        reason = "fast" if a["seconds"] < FAST_SECONDS else \
+            "slow" if a["seconds"] > SLOW_FACTOR * medians[a["reader"]] else None
+        if reason:
+            rows.append({**{k: a[k] for k in ("reader", "subject", "map", "position", "seconds")}, "reason": reason})
+    return rows
 
 
 def counted_readers(answers, cases):
@@ -208,6 +226,7 @@ def analyze(answers, maps, cases=None, registered=()):
             "agreement": [dict(agreement([a for a in pooled if a["map"] == m]), map=m) for m in maps]
             + [dict(agreement(pooled), map="pooled")],
             "by_confidence": by_confidence(pooled), "sides": side_balance(answers, maps), "comments": comments,
+            "reading_outliers": reading_outliers(answers),
             "counted": {"readers": sorted(counted), "rule": f"readers who answered at least {COUNTED_SHARE:.0%} of "
                         f"the {cases} cases (every reader with answers while none has)"}}
 
@@ -310,6 +329,8 @@ def _html(summary, figure_name, titles):
         [("chose_left", "Chose left"), ("chose_left_share", "Share"), ("p_side_bias", "P (side bias)"),
          ("synthetic_noisier_when_left", "Synthetic noisier when left"),
          ("synthetic_noisier_when_right", "Synthetic noisier when right")]
+    outliers = [("reader", "Reader"), ("subject", "Subject"), ("map", "Map"), ("position", "Position"),
+                ("seconds", "Seconds"), ("reason", "Why")]
     grid = summary["reader_by_map"]
     by_map = _table(grid, [("reader", "Reader")] + [(m, titles.get(m, m)) for m in list(grid[0])[1:]]) if grid else ""
     study = html.escape(str(summary["study"]))
@@ -331,6 +352,9 @@ replacement, {BOOTSTRAP_SAMPLES} times): the study's result.</p>{_table(noisier,
 <h2>Synthetic judged noisier, reader &times; map (of the cases answered)</h2>{by_map}
 <h2>Sides</h2><p>Synthetic image on the left (answered cases; balanced per reader and map by design) and the
 side-bias term: answers choosing the left image, tested against 0.5.</p>{_table(summary['sides'], sides)}
+<h2>Reading-time outliers ({len(summary['reading_outliers'])})</h2><p>Answers read in under {FAST_SECONDS:g} s
+or over {SLOW_FACTOR:g} &times; their reader's median: to look at, not removed.</p>
+{_table(summary['reading_outliers'], outliers) if summary['reading_outliers'] else "<p>None.</p>"}
 <h2>Agreement between readers</h2>{_table(agreement_rows, kappa)}
 <h2>Comments ({len(comments)})</h2>{_table(comments, comment_columns) if comments else "<p>None.</p>"}
 <p>Wilson score intervals; exact two-sided binomial tests against 0.5; Cohen's kappa for two readers,

@@ -417,6 +417,19 @@ def test_an_interim_analysis_counts_readers_past_half_the_cases_and_lists_everyo
     assert early["counted"]["readers"] == ["cid"] and early["noisier"][-1]["answers"] == 2
 
 
+def test_reading_time_outliers_are_listed_not_removed():
+    """A 0.4 s answer and one of 60 s among a reader's 4-6 s are listed (fast, slow) and still counted."""
+    from DTISynthLib.review.analysis import reading_outliers
+
+    seconds = [4.0, 5.0, 6.0, 0.4, 60.0, 5.5]
+    answers = [{"reader": "ann", "subject": "s", "map": "fa", "position": k + 1, "case": k, "seconds": t,
+                "synthetic_chosen": True, "confidence": 3, "choice": "left", "synthetic_side": "left"}
+               for k, t in enumerate(seconds)]
+    assert [(r["position"], r["reason"]) for r in reading_outliers(answers)] == [(4, "fast"), (5, "slow")]
+    tables = analyze(answers, ["fa"])
+    assert len(tables["reading_outliers"]) == 2 and tables["noisier"][-1]["answers"] == 6
+
+
 def test_the_clustered_interval_widens_when_answers_cluster_by_reader():
     """Two readers, 40 cases: one always picks the synthetic map, the other never. Answers treated as
     independent give a tight interval around 0.5; resampling readers shows the study cannot tell."""
