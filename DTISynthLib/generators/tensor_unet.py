@@ -208,20 +208,24 @@ def build(manifest, key):
     return UNetGenerator(g["in_channels"], g["out_channels"], g["ngf"], g["depth"], dropout=False)
 
 
-def confidence_map(output, units, temperature):
-    """v1_confidence (x, y, n) of a SPLIT network's outputs (n, C, H, W) for slices whose centre ADCs are
-    `units` (n, 3, H, W), at the package's pattern temperature; 0 where the diagonal is 0."""
-    import torch
+def flat_channels(array):
+    """(N, C) float64 of an (n, C, H, W) array, one row per voxel in (n, H, W) order (slice_map's)."""
+    array = np.asarray(array, np.float64)
+    return np.moveaxis(array, 1, -1).reshape(-1, array.shape[1])
 
-    with torch.no_grad():
-        diagonal, excess, logits = split_outputs(torch.from_numpy(output), torch.from_numpy(units))
-    flat = lambda t: t.numpy().transpose(0, 2, 3, 1).reshape(-1, t.shape[1]).astype(np.float64)  # noqa: E731
-    diagonal, excess, logits = flat(diagonal), flat(excess), flat(logits)
+
+def slice_map(values, n, height, width):
+    """(x, y, n) float32 map of per-voxel values (N,) in flat_channels' order."""
+    return np.transpose(values.reshape(n, height, width), (2, 1, 0)).astype(np.float32)
+
+
+def confidence_map(diagonal, excess, probabilities):
+    """v1_confidence (N,) of a SPLIT network's decoded outputs (flat_channels of split_outputs) and its
+    pattern probabilities (N, 4) at the package's temperature; 0 where the diagonal is 0."""
     confidence = np.zeros(len(diagonal))
     inside = diagonal.sum(1) > 0
-    confidence[inside] = v1_confidence(excess[inside], pattern_probabilities(logits[inside], temperature))
-    n, height, width = output.shape[0], output.shape[2], output.shape[3]
-    return np.transpose(confidence.reshape(n, height, width), (2, 1, 0)).astype(np.float32)  # (x, y, n)
+    confidence[inside] = v1_confidence(excess[inside], probabilities[inside])
+    return confidence
 
 
 def assembled_md_weights(working, grid_signals, manifest):
@@ -274,27 +278,19 @@ def expected_md_off_diagonals(off, excess, probabilities, weights):
     return expected[:, None] * unit + scale[:, None] * rest
 
 
-def md_uncertainty_map(output, units, weights, temperature):
-    """md_uncertainty (x, y, n): the SD of the physics-assembled MD over the sign patterns (weighted by
-    their probabilities at `temperature`) relative to the MD, for a SPLIT network's outputs (n, C, H, W)
-    on slices whose centre ADCs are `units` (n, 3, H, W); weights: assembled_md_weights (0 for
-    orthogonal triples: 0 here). 0 where the diagonal is 0."""
-    import torch
-
-    with torch.no_grad():
-        diagonal, excess, logits = split_outputs(torch.from_numpy(output), torch.from_numpy(units))
-    flat = lambda t: t.numpy().transpose(0, 2, 3, 1).reshape(-1, t.shape[1]).astype(np.float64)  # noqa: E731
-    diagonal, excess, logits = flat(diagonal), flat(excess), flat(logits)
+def md_uncertainty_map(diagonal, excess, probabilities, weights):
+    """md_uncertainty (N,): the SD of the physics-assembled MD over the sign patterns (weighted by their
+    probabilities (N, 4)) relative to the MD, from a SPLIT network's decoded outputs (flat_channels of
+    split_outputs); weights: assembled_md_weights (0 for orthogonal triples: 0 here). 0 where the
+    diagonal is 0."""
     contribution = (pattern_off_diagonals(excess) * weights).sum(-1) * ADC_SCALE  # (N, 4) mm^2/s
-    probabilities = pattern_probabilities(logits, temperature)
     mean = (probabilities * contribution).sum(1, keepdims=True)
     spread = np.sqrt((probabilities * (contribution - mean) ** 2).sum(1))
     md = diagonal.mean(1) * ADC_SCALE
     relative = np.zeros(len(md))
     inside = md > 0
     relative[inside] = spread[inside] / md[inside]
-    n, height, width = output.shape[0], output.shape[2], output.shape[3]
-    return np.transpose(relative.reshape(n, height, width), (2, 1, 0)).astype(np.float32)
+    return relative
 
 
 def prepare_inference(network, precision):
@@ -321,27 +317,26 @@ def synthesize(predict, grid_signals, manifest, reporter):
     heads = heads_of(manifest)
     with torch.no_grad():
         tensor_w = decode(torch.from_numpy(output), torch.from_numpy(units[slices]), heads).numpy()
-    temperature = manifest.architecture.get("sign_temperature", 1.0)
     weights = assembled_md_weights(working, grid_signals, manifest)
-    if heads == SPLIT and float(weights @ weights) >= 1e-12:  # a skewed triple
+    if heads == SPLIT:  # the decoded parts and pattern probabilities, once for the MD step and both maps
         with torch.no_grad():
-            _, excess, logits = split_outputs(torch.from_numpy(output), torch.from_numpy(units[slices]))
-        flat = lambda t: np.moveaxis(np.asarray(t, np.float64), 1, -1).reshape(-1, t.shape[1])  # noqa: E731
-        off = expected_md_off_diagonals(flat(tensor_w[:, 3:]), flat(excess.numpy()),
-                                        pattern_probabilities(flat(logits.numpy()), temperature), weights)
-        tensor_w[:, 3:] = np.moveaxis(off.reshape(tensor_w.shape[0], *tensor_w.shape[2:], 3), -1, 1)
+            parts = split_outputs(torch.from_numpy(output), torch.from_numpy(units[slices]))
+        diagonal, excess, logits = (flat_channels(t.numpy()) for t in parts)
+        probabilities = pattern_probabilities(logits, manifest.architecture.get("sign_temperature", 1.0))
+        if float(weights @ weights) >= 1e-12:  # a skewed triple
+            off = expected_md_off_diagonals(flat_channels(tensor_w[:, 3:]), excess, probabilities, weights)
+            tensor_w[:, 3:] = np.moveaxis(off.reshape(tensor_w.shape[0], *tensor_w.shape[2:], 3), -1, 1)
     matrices = tensor6_to_matrix(np.transpose(tensor_w, (3, 2, 0, 1)).astype(np.float64) * ADC_SCALE)  # (x, y, n)
     tensor = shrink_off_diagonals(matrix_to_tensor6(working.T @ matrices @ working))  # RAS
     _, directions = manifest.direction_vectors()
     synthetic = grid_signals.signals_of(tensor, directions, manifest.b_value)
     maps = {}
     if heads == SPLIT:
-        confidence = np.zeros(grid_signals.reference.shape, np.float32)
-        confidence[:, :, slices] = confidence_map(output, units[slices], temperature)
-        maps["v1_confidence"] = confidence
-        uncertainty = np.zeros(grid_signals.reference.shape, np.float32)
-        uncertainty[:, :, slices] = md_uncertainty_map(output, units[slices], weights, temperature)
-        maps["md_uncertainty"] = uncertainty
+        shape = (output.shape[0], output.shape[2], output.shape[3])
+        for name, values in (("v1_confidence", confidence_map(diagonal, excess, probabilities)),
+                             ("md_uncertainty", md_uncertainty_map(diagonal, excess, probabilities, weights))):
+            maps[name] = np.zeros(grid_signals.reference.shape, np.float32)
+            maps[name][:, :, slices] = slice_map(values, *shape)
     reporter.progress("synthesize", 1.0, f"{len(directions)} directions")
     return synthetic, maps
 

@@ -16,8 +16,9 @@ readers on "synthetic judged noisier" over the cases every reader answered: Cohe
 readers, Fleiss' kappa for three or more; the readers' comments. Sides (side_balance): per reader and
 pooled, how often the synthetic image was on the left per map (balanced by design) and the side-bias
 term, the share of answers choosing the left image with its exact binomial test against 0.5, beside the
-proportion judging the synthetic image noisier when it was on the left and when on the right. Answers are the store's unblinded
-rows of study cases (store.unblinded_answers: training cases are never analysed).
+proportion judging the synthetic image noisier when it was on the left and when on the right. Answers
+are the store's unblinded rows of study cases (store.unblinded_answers: training cases are never
+analysed).
 """
 
 import json
