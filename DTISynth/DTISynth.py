@@ -80,8 +80,8 @@ class DTISynthParameterNode:
     bvalFile / bvecFile (paths, "" when not given); referenceB0: the b=0 to register to (default the DWI's
     own); acquiredDTI: an acquired DTI to evaluate against (optional); modelsFolder: a model package; device:
     where the generators run; shownMap / showROIs / hideGuessedOrientation (colour FA grey where the V1
-    confidence is below 0.8): the results display; reviewStudy: a reader's study folder (their token is not
-    kept: a saved scene must not carry it)."""
+    confidence is below 0.8): the results display. A reader's review link is not kept: a saved scene must
+    not carry it."""
 
     inputDWI: vtkMRMLDiffusionWeightedVolumeNode
     inputSequence: vtkMRMLSequenceNode
@@ -96,10 +96,9 @@ class DTISynthParameterNode:
     shownMap: Annotated[str, Choice(list(MAP_ROLES))] = "FA"
     showROIs: bool = True
     hideGuessedOrientation: bool = False
-    reviewStudy: str = ""
 
 
-PATH_FIELDS = {"bvalPathLineEdit": "bvalFile", "bvecPathLineEdit": "bvecFile", "reviewStudyPathLineEdit": "reviewStudy"}
+PATH_FIELDS = {"bvalPathLineEdit": "bvalFile", "bvecPathLineEdit": "bvecFile"}
 
 
 class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -130,8 +129,7 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.modelSets = ModelSetsPanel(self.ui, lambda: self._parameterNode.modelsFolder,
                                         lambda folder: setattr(self._parameterNode, "modelsFolder", folder))
         self.results = ResultsPanel(self.ui)
-        self.review = ReviewPanel(self.ui, self.parent, lambda: self._parameterNode.reviewStudy,
-                                  lambda: self.logic.ensureDependencies(torch=False))
+        self.review = ReviewPanel(self.ui, self.parent, lambda: self.logic.ensureDependencies(torch=False))
         self.initializeParameterNode()
 
     def cleanup(self):

@@ -12,11 +12,11 @@ class ReviewPanel:
     """ui: the panel's widgets (slicer.util.childWidgetVariables of the module's .ui); panel: the module
     panel's widget, which owns the keys: Left / Right arrow answer and 1-5 set the confidence while focus
     is in the panel, not in the whole main window (slice views keep their arrow keys, Segment Editor its
-    1-5); study_folder(): the study folder chosen; ensure_dependencies(): False when the user declines
-    the packages the review needs."""
+    1-5); ensure_dependencies(): False when the user declines the packages the review needs. The reader
+    gives only their link: the review goes through the study's server (ReviewSession), never its folder."""
 
-    def __init__(self, ui, panel, study_folder, ensure_dependencies):
-        self.ui, self.panel, self.study_folder, self.ensure_dependencies = ui, panel, study_folder, ensure_dependencies
+    def __init__(self, ui, panel, ensure_dependencies):
+        self.ui, self.panel, self.ensure_dependencies = ui, panel, ensure_dependencies
         self.session = None
         self.shortcuts = []
         ui.reviewStartButton.connect("clicked(bool)", self.start)
@@ -39,7 +39,7 @@ class ReviewPanel:
             return
         with slicer.util.tryWithErrorDisplay(_("The review could not start."), waitCursor=True):
             self.close()
-            self.session = ReviewSession(slicer.mrmlScene, self.study_folder(), self.ui.reviewTokenLineEdit.text)
+            self.session = ReviewSession(slicer.mrmlScene, self.ui.reviewLinkLineEdit.text)
             self.session.show_next()
             self._shown()
 

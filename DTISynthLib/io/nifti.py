@@ -73,6 +73,20 @@ def read_nifti(path):
     return data, img.affine.astype(np.float64)
 
 
+def read_nifti_bytes(data, name):
+    """read_nifti of an uncompressed single-file NIfTI-1 held in memory (`data`, bytes), such as a review
+    image the study server sent; `name` says where it came from in errors."""
+    try:
+        img = nib.Nifti1Image.from_bytes(bytes(data))
+        values = _voxel_values(name, img)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(name, "an uncompressed NIfTI-1 image", f"unreadable bytes ({exc})") from None
+    check_affine(name, img.affine)
+    return values, img.affine.astype(np.float64)
+
+
 @contextlib.contextmanager
 def _opened_image(path):
     """The nibabel image of `path`, its data readable inside the block (a .gz one streams through ISA-L)."""
@@ -90,6 +104,11 @@ def _opened_image(path):
 
 def _read_data(path, img):
     check_data_size(path, img)
+    return _voxel_values(path, img)
+
+
+def _voxel_values(path, img):
+    """The voxels of `img` as float32 (RGB24 as (..., 3) in [0, 1]); complex data refused."""
     if np.issubdtype(img.get_data_dtype(), np.complexfloating):
         raise InputError(path, "real-valued (magnitude) voxels", f"{img.get_data_dtype()} complex data: "
                          "its imaginary part would be lost (take the magnitude first)")

@@ -204,7 +204,8 @@ def create_app(study_folder):
         try:
             store.answer(reader, body.position, body.choice, body.confidence, body.comment, body.paused_seconds)
         except InputError as error:
-            return JSONResponse({"saved": False, "error": str(error)}, status_code=409, headers=NO_STORE)
+            return JSONResponse({"saved": False, "error": str(error), "refused": {"path": error.path, "expected":
+                                 error.expected, "found": error.found}}, status_code=409, headers=NO_STORE)
         return JSONResponse({"saved": True, **state(reader)}, headers=NO_STORE)
 
     @app.get("/img/{token}/{name}")

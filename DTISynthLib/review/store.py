@@ -11,10 +11,14 @@ its cases, its readers, each reader's presentation and their answers.
   of the synthetic image is balanced per map (balanced_sides: blocks of two), both drawn from the
   reader's recorded seed: a reader's habit of choosing one side cannot become "synthetic judged
   noisier". Readers are identified by a secret token of which only the
-  SHA-256 is stored; a re-issued token replaces it (the old link stops working).
-- A reader's presentation starts with the study's training cases (`training` in the study table:
-  that many cases drawn per reader, shown first, answered like any other and never analysed), then
-  every case once.
+  SHA-256 is stored; a re-issued token replaces it (the old link stops working). The database file is
+  the organiser's alone (STORE_PERMISSIONS): readers, in the browser or in Slicer, reach the study only
+  through its server (review.server, review.client).
+- Practice: cases marked `practice` are not study cases (other images: a generated phantom pair or
+  the organiser's practice subjects, never a study subject's). A reader's presentation starts with the
+  study's `training` practice cases (drawn among the practice cases per reader, sides balanced per map),
+  answered like any other and never analysed, then every study case once. Positions and answers of
+  practice cases carry `training` = 1.
 - Reading time: `shown_at` is when the reader's page had both images on screen (mark_shown), not
   when the case was requested; a pause the reader took is recorded with the answer (paused_seconds)
   and left out of `seconds`.
@@ -25,6 +29,7 @@ its cases, its readers, each reader's presentation and their answers.
 """
 
 import hashlib
+import os
 import secrets
 import sqlite3
 from dataclasses import dataclass
@@ -37,10 +42,11 @@ from ..core.errors import InputError
 from ..core.output_layout import StudyFolder
 
 APPLICATION_ID = 0x44545352  # "DTSR": a DTISynth reader study
-SCHEMA_VERSION = 2  # 2: training cases, required confidence, pauses, shown_at set by the page
+SCHEMA_VERSION = 3  # 2: training cases, required confidence, pauses, shown_at set by the page; 3: practice cases
 SIDES = ("left", "right")
 CONFIDENCE_SCALE = {1: "guess", 2: "unsure", 3: "fairly sure", 4: "sure", 5: "certain"}
 COMMENT_MAX = 2000  # characters
+STORE_PERMISSIONS = 0o600  # read and write by the organiser (the file's owner) alone
 PAUSE_MAX = 30 * 86400.0  # seconds away from a case (paused, hidden, the browser closed) an answer may carry
 
 SCHEMA = """
@@ -53,6 +59,7 @@ CREATE TABLE cases (
     original_image TEXT NOT NULL UNIQUE,
     synthetic_sha256 TEXT NOT NULL,
     original_sha256 TEXT NOT NULL,
+    practice INTEGER NOT NULL DEFAULT 0 CHECK (practice IN (0, 1)),
     UNIQUE (subject, map));
 CREATE TABLE readers (
     id INTEGER PRIMARY KEY,
@@ -171,6 +178,11 @@ class StudyStore:
         if path.exists():
             raise InputError(path, "no study database yet (a study is created once)", "one exists")
         path.parent.mkdir(parents=True, exist_ok=True)
+        # The answer key and every reader's answers: the organiser's alone (readers go through the server).
+        # Made empty with these permissions before SQLite opens it; SQLite gives its -wal and -shm files the
+        # database's permissions.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, STORE_PERMISSIONS))
+        os.chmod(path, STORE_PERMISSIONS)  # whatever the umask
         db = sqlite3.connect(path, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -202,20 +214,23 @@ class StudyStore:
             db.executemany("INSERT OR REPLACE INTO study VALUES (?, ?)", list(entries.items()))
             db.execute("COMMIT")
 
-    def add_case(self, subject, map_name, synthetic_image, original_image, synthetic_sha256, original_sha256):
+    def add_case(self, subject, map_name, synthetic_image, original_image, synthetic_sha256, original_sha256,
+                 practice=False):
+        """A case (its two images' opaque names and checksums); `practice`: a practice case (for practice
+        pairs, "synthetic" is the noisier image), never a study case."""
         with self._connect() as db:
             self._check_unlocked(db)
             if db.execute("SELECT COUNT(*) FROM readers").fetchone()[0]:
                 raise InputError(self.path, "cases added before readers (presentations hold every case)",
                                  "the study has readers")
             return db.execute("INSERT INTO cases (subject, map, synthetic_image, original_image, synthetic_sha256, "
-                              "original_sha256) VALUES (?, ?, ?, ?, ?, ?)",
+                              "original_sha256, practice) VALUES (?, ?, ?, ?, ?, ?, ?)",
                               (subject, map_name, synthetic_image, original_image, synthetic_sha256,
-                               original_sha256)).lastrowid
+                               original_sha256, int(bool(practice)))).lastrowid
 
     def add_reader(self, name):
-        """Add a reader and draw their presentation: the study's `training` cases (drawn among all),
-        then every case once, in an order and with sides (balanced per map, balanced_sides) drawn from a
+        """Add a reader and draw their presentation: the study's `training` practice cases (drawn among
+        the practice cases), then every study case once, in an order and with sides (balanced per map, balanced_sides) drawn from a
         seed recorded with them. Returns
         their secret token: shown once, stored only as a hash. The name is taken as reader_name gives it."""
         name = reader_name(name)
@@ -232,13 +247,13 @@ class StudyStore:
             except sqlite3.IntegrityError:
                 db.execute("ROLLBACK")
                 raise InputError("reader name", "a name no other reader of the study has", repr(name))
-            listed = db.execute("SELECT id, map FROM cases ORDER BY id").fetchall()
-            cases, maps = [row[0] for row in listed], [row[1] for row in listed]
+            listed = db.execute("SELECT id, map, practice FROM cases ORDER BY id").fetchall()
+            cases, maps = [row[0] for row in listed if not row[2]], [row[1] for row in listed if not row[2]]
+            spare, spare_maps = [row[0] for row in listed if row[2]], [row[1] for row in listed if row[2]]
             rng = np.random.default_rng(seed)
             order = rng.permutation(len(cases))
-            training = min(int(info.get("training", 0)), len(cases))
-            drills = rng.permutation(len(cases))[:training]
-            rows = [(cases[i], SIDES[s], 1) for i, s in zip(drills, balanced_sides([maps[i] for i in drills], rng))]
+            drills = rng.permutation(len(spare))[:int(info.get("training", 0))]
+            rows = [(spare[i], SIDES[s], 1) for i, s in zip(drills, balanced_sides([spare_maps[i] for i in drills], rng))]
             rows += [(cases[i], SIDES[s], 0) for i, s in zip(order, balanced_sides([maps[i] for i in order], rng))]
             db.executemany("INSERT INTO presentations (reader_id, position, case_id, synthetic_side, training) "
                            "VALUES (?, ?, ?, ?, ?)", [(reader_id, k + 1, *row) for k, row in enumerate(rows)])
@@ -414,10 +429,14 @@ class StudyStore:
             answers.append(entry)
         return answers
 
-    def cases(self):
+    def cases(self, practice=False):
+        """The study's cases (dicts of the cases table's columns); with `practice`, the practice cases too."""
         with self._connect() as db:
-            keys = ("id", "subject", "map", "synthetic_image", "original_image", "synthetic_sha256", "original_sha256")
-            return [dict(zip(keys, row)) for row in db.execute(f"SELECT {', '.join(keys)} FROM cases ORDER BY id")]
+            keys = ("id", "subject", "map", "synthetic_image", "original_image", "synthetic_sha256", "original_sha256",
+                    "practice")
+            rows = db.execute(f"SELECT {', '.join(keys)} FROM cases WHERE practice = 0 OR ? ORDER BY id",
+                              (int(bool(practice)),))
+            return [{**dict(zip(keys, row)), "practice": bool(row[-1])} for row in rows]
 
 
 class _Closing:

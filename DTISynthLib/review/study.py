@@ -13,12 +13,19 @@ derived from it tells which came from where. The two maps of a case carry only w
 (blinded_pair), and a blinding audit of the written files (blinding_audit) refuses a study whose files
 tell the synthetic side apart.
 
+Practice cases are never study cases: the images of a study subject shown in practice would be
+recognised in the study (its original is the same file). They come from the organiser's practice
+subjects (`--practice-original / --practice-synthetic`, none of them a study subject) or, by default,
+from the shipped brain phantom generated at two noise levels (practice_maps): practice in reading noise,
+with the same viewer, windows and keys. They are written and blinded like study cases and never analysed.
+
 The study records how it is shown (ORIENTATIONS, INTERPOLATIONS: nearest neighbour by default, since
-linear interpolation smooths the very noise readers judge), its training cases per reader, and the
+linear interpolation smooths the very noise readers judge), its practice cases per reader, and the
 address its links were printed for (`review serve` defaults to it).
 """
 
 import json
+import math
 import os
 import secrets
 import time
@@ -43,6 +50,10 @@ DISPLAY_WINDOWS = {"color": [0.0, 255.0], "fa": [0.0, 1.0], "md": [0.0, 1.8e-3],
                    "rd": [0.0, 1.5e-3]}
 ORIENTATIONS = ("radiological", "neurological")  # radiological: the patient's left on the screen's right
 INTERPOLATIONS = ("nearest", "linear")
+# The generated practice pair: the phantom's DTI at a white-matter b=0 SNR of 40 (the calmer image) and 12
+# (the noisier one, in the pair's "synthetic" slot): a difference a reader sees once they look for grain.
+PRACTICE_SNR = (40.0, 12.0)
+PRACTICE_GRID = (128, 128, 76)  # the phantom's full field of view; smaller when the study's images are
 QUESTION = ("Which image is noisier? Noise is grainy, voxel-to-voxel variation in intensity or colour that does "
             "not follow anatomy; judge it over the slices, not on one.")
 
@@ -126,6 +137,72 @@ def blinding_audit(cases, header_bytes=352):
     return rows, None
 
 
+def practice_maps(index, seed, grid):
+    """Maps {"synthetic": {map: array}, "original": {...}} and affine of generated practice subject `index`:
+    the shipped brain phantom (simulation.cohort, a subject of its own drawn from `seed`; `grid` voxels)
+    acquired as a 6-direction DTI at b=0 SNR PRACTICE_SNR[0] ("original") and PRACTICE_SNR[1]
+    ("synthetic": the noisier), both fitted alike (OLS, one brain mask). MD / AD / RD in mm^2/s."""
+    from dataclasses import replace
+
+    from ..evaluation.comparison import MAPS
+    from ..fit.brain_mask import brain_mask
+    from ..fit.tensor_fit import fit_tensors
+    from ..fit.tensor_maps import compute_maps
+    from ..simulation.cohort import S0_WM, draw_subject, simulate_subject
+    from ..simulation.signals import add_rician_noise
+
+    dti = simulate_subject(draw_subject(f"practice-{index}", seed), grid=grid, noise=False).dti
+    rng = np.random.default_rng([seed, index, 7])
+    mask = brain_mask(dti.mean_b0())
+    maps = {}
+    for source, snr in zip(("original", "synthetic"), PRACTICE_SNR):
+        noisy = add_rician_noise(dti.data.astype(np.float64), S0_WM / snr, rng).astype(np.float32)
+        fit = fit_tensors(replace(dti, data=noisy), mask, "ols")
+        maps[source] = compute_maps(fit.tensor, fit.mask, MAPS + ("color",), policy="clip")
+    return maps, dti.affine
+
+
+def check_practice(training, maps, practice_original=None, practice_synthetic=None, study=()):
+    """The organiser's practice subjects [(subject, original, synthetic)] (find_subjects), checked before
+    anything is written: both folders or neither, none of them a study subject (by name or file: its
+    images seen in practice would be recognised in the study), at least `training` cases (subjects x
+    maps). None when the practice cases are to be generated."""
+    from ..evaluation.comparison import find_subjects
+
+    if (practice_original is None) != (practice_synthetic is None):
+        raise InputError("--practice-original / --practice-synthetic", "both practice folders, or neither",
+                         "only one")
+    if not training or practice_original is None:
+        return None
+    subjects = find_subjects(practice_original, practice_synthetic)
+    names = {name for name, _, _ in study}
+    files = {Path(path).resolve() for _, path, _ in study}
+    for name, original_path, _ in subjects:
+        if name in names or Path(original_path).resolve() in files:
+            raise InputError(practice_original, "practice subjects that are not study subjects (a study image "
+                             "seen in practice would be recognised)", f"study subject {name}")
+    if len(subjects) * len(maps) < training:
+        raise InputError("--practice", f"at most the {len(subjects) * len(maps)} practice cases the practice "
+                         "folders give (subjects x maps)", str(training))
+    return subjects
+
+
+def practice_subjects(training, maps, seed, grid, given=None):
+    """(subject name, maps {"synthetic" / "original": {map: array}}, affine) of each practice subject: the
+    organiser's (`given`, check_practice) or ceil(training / maps) generated phantom subjects of `grid`
+    voxels (practice_maps), one at a time."""
+    from ..evaluation.comparison import subject_maps
+
+    if given is not None:
+        for name, original_path, synthetic_path in given:
+            compared = subject_maps(original_path, synthetic_path)
+            yield f"practice-{name}", compared.maps, compared.original.affine
+        return
+    for index in range(1, math.ceil(training / len(maps)) + 1):
+        generated, affine = practice_maps(index, seed, grid)
+        yield f"practice-{index}", generated, affine
+
+
 def check_choice(option, value, choices):
     if value not in choices:
         raise InputError(option, " or ".join(choices), repr(value))
@@ -155,28 +232,48 @@ def reader_names(readers):
     return names
 
 
+def write_case(layout, map_name, synthetic, original, affine, rng):
+    """Write the two images of a case (blinded_pair, each under an opaque name, in a random order: creation
+    order, inode numbers and directory order must not tell the sides); returns (synthetic name, original
+    name, synthetic sha256, original sha256)."""
+    from ..io.nifti import write_nifti, write_nifti_rgb24
+
+    shown = dict(zip(("synthetic", "original"), blinded_pair(synthetic, original, map_name)))
+    files = {}
+    for source in rng.sample(("synthetic", "original"), 2):
+        path = layout.image(f"{secrets.token_hex(8)}.nii")
+        if map_name == "color":
+            write_nifti_rgb24(path, shown[source], affine)
+        else:
+            write_nifti(path, shown[source].astype("float32"), affine)
+        files[source] = path
+    return (files["synthetic"].name, files["original"].name, sha256_file(files["synthetic"]),
+            sha256_file(files["original"]))
+
+
 def create_study(original, synthetic, out_dir, maps=REVIEW_MAPS, readers=2, seed=0, name=None,
                  reporter=NullReporter(), training=0, orientation="radiological", interpolation="nearest",
-                 address=("127.0.0.1", 8765), rng=None):
+                 address=("127.0.0.1", 8765), rng=None, practice_original=None, practice_synthetic=None):
     """Write a study folder (study.sqlite + images/) from `original` and `synthetic` as `dtisynth
     evaluate` takes them (one DTI and one synthesize folder, or a cohort folder and a folder of synthesize
-    folders). `training`: cases each reader answers first, never analysed; `address`: (host, port) the
-    reader links are for; `rng`: a random.Random for the order the two files of a case are written in
-    (default: the operating system's randomness). Returns {reader name: secret token}: the tokens are
-    stored only as hashes."""
+    folders). `training`: practice cases each reader answers first, never analysed, from the practice
+    folders or generated (practice_subjects); `address`: (host, port) the reader links are for; `rng`: a
+    random.Random for the order the two files of a case are written in (default: the operating system's
+    randomness). Returns {reader name: secret token}: the tokens are stored only as hashes."""
     from ..evaluation.comparison import find_subjects, subject_maps
-    from ..io.nifti import write_nifti, write_nifti_rgb24
 
     maps = check_maps(list(maps))
     names = reader_names(readers)
     check_choice("--orientation", orientation, ORIENTATIONS)
     check_choice("--interpolation", interpolation, INTERPOLATIONS)
     if int(training) < 0:
-        raise InputError("--training", "a number of training cases >= 0", repr(training))
+        raise InputError("--practice", "a number of practice cases >= 0", repr(training))
     subjects = find_subjects(original, synthetic)
+    given_practice = check_practice(int(training), maps, practice_original, practice_synthetic, subjects)
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise InputError(out_dir, "a new or empty folder for the study", "a folder with files")
+    order = rng or secrets.SystemRandom()
     tokens = {}
     with atomic_output_dir(out_dir) as staging:
         store = StudyStore.create(staging, name or out_dir.name, seed)
@@ -186,37 +283,37 @@ def create_study(original, synthetic, out_dir, maps=REVIEW_MAPS, readers=2, seed
         for i, (subject, original_path, synthetic_path) in enumerate(subjects):
             reporter.progress("review", i / len(subjects), f"{subject}: fitting both DTIs")
             compared = subject_maps(original_path, synthetic_path)
-            affine = compared.original.affine
+            grid = compared.original.data.shape[:3]
             for map_name in maps:
-                files = {}
-                shown = dict(zip(("synthetic", "original"), blinded_pair(compared.maps["synthetic"][map_name],
-                                                                         compared.maps["original"][map_name], map_name)))
-                # a random order: creation order (inode numbers, directory order) must not tell the sides
-                for source in (rng or secrets.SystemRandom()).sample(("synthetic", "original"), 2):
-                    path = layout.image(f"{secrets.token_hex(8)}.nii")
-                    volume = shown[source]
-                    if map_name == "color":
-                        write_nifti_rgb24(path, volume, affine)
-                    else:
-                        write_nifti(path, volume.astype("float32"), affine)
-                    files[source] = path
-                cases.append((subject, map_name, files["synthetic"].name, files["original"].name,
-                              sha256_file(files["synthetic"]), sha256_file(files["original"])))
+                cases.append((subject, map_name, *write_case(layout, map_name, compared.maps["synthetic"][map_name],
+                                                             compared.maps["original"][map_name],
+                                                             compared.original.affine, order)))
         audit, refusal = blinding_audit([(c[1], layout.image(c[2]), layout.image(c[3])) for c in cases])
         if refusal:
             raise InputError(out_dir, "images whose files do not tell the synthetic one apart (blinding audit)",
                              refusal)
+        practice = []
+        practice_grid = tuple(min(a, b) for a, b in zip(PRACTICE_GRID, grid))
+        for subject, pair, affine in practice_subjects(int(training), maps, seed, practice_grid, given_practice):
+            reporter.progress("review", 1.0, f"{subject}: practice images")
+            practice += [(subject, m, *write_case(layout, m, pair["synthetic"][m], pair["original"][m], affine, order))
+                         for m in maps]
         shared = time.time()
         for image in layout.images.iterdir():
             os.utime(image, (shared, shared))
         for case in cases:
             store.add_case(*case)
+        for case in practice:
+            store.add_case(*case, practice=True)
         store.set_info({"maps": json.dumps(list(maps)), "display": json.dumps(DISPLAY_WINDOWS),
-                        "sources": json.dumps({"original": str(original), "synthetic": str(synthetic)}),
+                        "sources": json.dumps({"original": str(original), "synthetic": str(synthetic),
+                                               "practice": "generated phantom" if practice_original is None else
+                                               {"original": str(practice_original),
+                                                "synthetic": str(practice_synthetic)}}),
                         "training": str(int(training)), "orientation": orientation, "interpolation": interpolation,
                         "question": QUESTION, "host": str(address[0]), "port": str(int(address[1])),
                         "blinding_audit": json.dumps(audit)})
         for reader in names:
             tokens[reader] = store.add_reader(reader)
-    reporter.progress("review", 1.0, f"{len(cases)} cases, {len(names)} readers")
+    reporter.progress("review", 1.0, f"{len(cases)} cases, {len(practice)} practice cases, {len(names)} readers")
     return tokens

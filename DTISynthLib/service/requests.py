@@ -445,9 +445,15 @@ class ReviewStudyRequest(Request):
     readers: str = option("--readers", "2", help="number of readers, or a comma list of their names (default 2)")
     seed: int = option("--seed", 0, type=int, help="seed of every reader's case order and sides")
     name: str = option("--name", None, help="study name (default: the folder's name)")
-    training: int = option("--training", 0, type=int,
-                           help="training cases each reader answers first, drawn from the study's cases and never "
-                                "analysed (default 0)")
+    training: int = option("--practice", 0, type=int,
+                           help="practice cases each reader answers first, never analysed and never study cases: "
+                                "from --practice-original / --practice-synthetic, or the shipped brain phantom at two "
+                                "noise levels (default 0)")
+    practice_original: Path = option("--practice-original", None,
+                                     help="practice subjects' acquired DTI (or cohort folder), none of them a study "
+                                          "subject (default: generated practice pairs)")
+    practice_synthetic: Path = option("--practice-synthetic", None,
+                                      help="their synthesize output folder(s), as --synthetic")
     orientation: str = option("--orientation", "radiological", choices=ORIENTATIONS,
                               help="radiological (default: the patient's left on the right) or neurological")
     interpolation: str = option("--interpolation", "nearest", choices=INTERPOLATIONS,

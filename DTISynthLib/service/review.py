@@ -15,5 +15,6 @@ def create_review_study(request, reporter=NullReporter()):
     tokens = create_study(request.original, request.synthetic, request.out,
                           [m.strip() for m in request.maps.split(",")], request.readers, request.seed, request.name,
                           reporter, training=request.training, orientation=request.orientation,
-                          interpolation=request.interpolation, address=(request.host, request.port))
+                          interpolation=request.interpolation, address=(request.host, request.port),
+                          practice_original=request.practice_original, practice_synthetic=request.practice_synthetic)
     return {name: reader_link(request.host, request.port, token) for name, token in tokens.items()}

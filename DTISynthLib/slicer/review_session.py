@@ -1,69 +1,69 @@
 """A reader's noise review in Slicer, Qt-free: the next case of their study in two linked axial slice
 views (side by side), both images with one colour map and the map kind's fixed window, under neutral
-node names; answers go to the study's store (review.store), as the browser page's do.
+node names. Everything goes through the study's server with the reader's link (review.client), as the
+browser page does: the reader's Slicer never opens the study folder, whose store holds the answer key
+and every reader's answers, and the server refuses what it refuses the page.
 
 The Qt panel only forwards buttons and shortcuts (left / right arrow, 1-5) to this class. As on the
-browser page, a case's reading clock starts once both images are in the views (store.mark_shown),
-training cases come first, and an answer needs a confidence (1-5, store.CONFIDENCE_SCALE).
+browser page, a case's reading clock starts once both images are in the views (the server's "shown"),
+practice cases come first (never analysed; the first study case says that practice is over), and an
+answer needs a confidence (1-5, store.CONFIDENCE_SCALE).
 """
 
-from ..core.output_layout import StudyFolder
-from ..review.store import StudyStore
+from ..review.client import StudyClient
 
 NODE_NAMES = {"left": "Review left", "right": "Review right"}
 VIEWS = {"left": "Red", "right": "Yellow"}
 OWNER = "DTISynth.review"  # node attribute marking the volumes a review session made (only those are removed)
 
 
-def token_from_link(text):
-    """A reader's token from their link (http://host:port/r/TOKEN) or the token itself."""
-    return str(text).strip().rstrip("/").rsplit("/", 1)[-1]
-
-
 class ReviewSession:
-    """One reader's review of the study in `study_folder`, shown in `scene`."""
+    """One reader's review, through the study server of their `link` (http://host:port/r/TOKEN), shown in
+    `scene`. Opening it asks the server for the reader's state: a wrong link or a server not running is an
+    InputError at once."""
 
-    def __init__(self, scene, study_folder, link_or_token):
-        import json
-
-        from ..core.errors import InputError
-
-        self.scene, self.layout = scene, StudyFolder(study_folder)
-        self.store = StudyStore(study_folder)
-        self.reader = self.store.reader_for_token(token_from_link(link_or_token))
-        if self.reader is None:
-            raise InputError(link_or_token, "a reader link or token of this study", "an unknown token")
-        self.windows = json.loads(self.store.info().get("display", "{}"))
-        self.shown, self.nodes = None, {}
+    def __init__(self, scene, link):
+        self.scene = scene
+        self.client = StudyClient(link)
+        self.state = self.client.state()
+        self.shown, self.window, self.nodes = None, None, {}
+        self._practised = False  # a practice case was answered in this session (the next study case says so)
         self._linked = None  # the views' linked-control flags before the review linked them
 
     def progress_text(self):
         if self.shown is None:
-            answered, total = self.store.progress(self.reader)
+            answered, total = self.state["answered"], self.state["total"]
             return f"Done: {answered} of {total}" if answered == total else "Not started"
-        return f"{'Training case' if self.shown.training else 'Case'} {self.shown.number} of {self.shown.total}"
+        if self.shown.training:
+            return f"Practice case {self.shown.number} of {self.shown.total}"
+        over = "Practice is over: the study's cases begin (these are analysed). " \
+            if self._practised and self.shown.number == 1 else ""
+        return f"{over}Case {self.shown.number} of {self.shown.total}"
 
     def show_next(self):
         """Load the reader's first unanswered case (where they resume); None when all are answered."""
-        position = self.store.next_position(self.reader)
+        position = self.state["next"]
         self._clear()
-        self.shown = None if position is None else self.store.presentation(self.reader, position)
-        if self.shown is None:
+        self.shown = None
+        if position is None:
             self.close()
-        else:
-            for side in ("left", "right"):
-                self.nodes[side] = self._load(side, getattr(self.shown, f"{side}_image"))
-            self._show_side_by_side()
-            self.store.mark_shown(self.reader, position)
+            return None
+        shown, window = self.client.case(position)
+        for side in ("left", "right"):
+            self.nodes[side] = self._load(side, getattr(shown, f"{side}_image"), window)
+        self.shown, self.window = shown, window
+        self._show_side_by_side()
+        self.client.shown(position)
         return self.shown
 
     def answer(self, choice, confidence, comment=None):
-        """Store the choice (left / right: the noisier image) for the case shown, then show the next."""
+        """Save the choice (left / right: the noisier image) for the case shown, then show the next."""
         if self.shown is None:
             from ..core.errors import InputError
 
             raise InputError("review", "a case on screen", "none (all answered)")
-        self.store.answer(self.reader, self.shown.position, choice, confidence, comment)
+        self.state = self.client.answer(self.shown.position, choice, confidence, comment)
+        self._practised = self._practised or self.shown.training
         return self.show_next()
 
     def close(self):
@@ -74,12 +74,10 @@ class ReviewSession:
                 self._view_node("vtkMRMLSliceCompositeNode", view).SetLinkedControl(linked)
             self._linked = None
 
-    def _load(self, side, image_name):
-        from ..io.nifti import read_nifti
+    def _load(self, side, image_name, window):
         from .mrml_adapter import add_color_volume, add_scalar_volume
 
-        data, affine = read_nifti(self.layout.image(image_name))
-        window = self.windows.get(self.shown.map)
+        data, affine = self.client.image(image_name)
         if data.ndim == 4:
             node = add_color_volume(self.scene, NODE_NAMES[side], data, affine)
             node.SetAttribute(OWNER, "1")

@@ -1,6 +1,13 @@
+import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +134,56 @@ def write_noisier_synthetic_cohort(root, subjects, noise):
         folder.mkdir(parents=True)
         save_dwi(SynthesisOutput(folder).dti_nifti, DWI(noisy, dti.affine, dti.bvals, dti.gradients, "noisier"))
     return root / "cohort", root / "synthetic"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ReviewServer:
+    """`dtisynth review serve STUDY` in a child process, on the port the study's links were printed for."""
+
+    def __init__(self, study, port):
+        self.study, self.port = study, port
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.start()
+
+    def start(self):
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        # SIGINT as a terminal leaves it (Python's KeyboardInterrupt), even when the tests run with it ignored
+        # (a background job): Ctrl-C is how serve is stopped, and is tested.
+        self.process = subprocess.Popen([sys.executable, "-m", "DTISynthLib", "review", "serve", str(self.study)],
+                                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(self.base + "/favicon.ico", timeout=1)
+                return
+            except (urllib.error.URLError, ConnectionError):
+                assert self.process.poll() is None, self.process.stderr.read().decode()
+                time.sleep(0.2)
+        raise AssertionError("the review server did not start")
+
+    def kill(self, sig=signal.SIGKILL):
+        self.process.send_signal(sig)
+        self.process.wait(10)
+
+    def get(self, path):
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=10) as response:
+                return response.status, response.read(), response.headers
+        except urllib.error.HTTPError as error:
+            return error.code, error.read(), error.headers
+
+    def post(self, path, body, raw=None, headers=None):
+        data = raw if raw is not None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data, method="POST",
+                                         headers=headers or {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")

@@ -33,18 +33,30 @@ from DTISynthLib.review.analysis import (
     wilson_interval,
     write_analysis,
 )
+from DTISynthLib.io.nifti import read_nifti
 from DTISynthLib.review.store import APPLICATION_ID, SCHEMA_VERSION, StudyStore
-from DTISynthLib.review.study import DISPLAY_WINDOWS, blinded_pair, blinding_audit, create_study, reader_names
+from DTISynthLib.review.study import (
+    DISPLAY_WINDOWS,
+    blinded_pair,
+    blinding_audit,
+    check_practice,
+    create_study,
+    reader_names,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
 
 def _store_with_cases(folder, cases=6, readers=("ann", "bob"), training=0):
+    """A store of `cases` study cases (images sNN / oNN) and `training` practice cases (images pNN / qNN)."""
     store = StudyStore.create(folder, "test", seed=3)
     store.set_info({"training": str(training), "maps": json.dumps(["fa", "md"])})
     for k in range(cases):
         store.add_case(f"sub-{k // 2}", ("fa", "md")[k % 2], f"s{k:02d}.nii", f"o{k:02d}.nii", "0" * 64, "1" * 64)
+    for k in range(training):
+        store.add_case(f"practice-{k // 2}", ("fa", "md")[k % 2], f"p{k:02d}.nii", f"q{k:02d}.nii", "0" * 64, "1" * 64,
+                       practice=True)
     tokens = {name: store.add_reader(name) for name in readers}
     return store, tokens
 
@@ -86,10 +98,10 @@ def test_each_reader_sees_the_synthetic_image_on_each_side_equally_often_per_map
 
     store = StudyStore.create(tmp_path / "a", "test", seed=11)
     store.set_info({"training": "5", "maps": json.dumps(["fa", "md", "color"])})
-    for k in range(21):
+    for k in range(27):  # 21 study cases, 6 practice cases
         store.add_case(f"sub-{k // 3}", ("fa", "md", "color")[k % 3], f"s{k:02d}.nii", f"o{k:02d}.nii", "0" * 64,
-                       "1" * 64)
-    maps = {c["synthetic_image"]: c["map"] for c in store.cases()}
+                       "1" * 64, practice=k >= 21)
+    maps = {c["synthetic_image"]: c["map"] for c in store.cases(practice=True)}
     orders = []
     for r in range(20):
         reader = store.reader_for_token(store.add_reader(f"reader {r}"))
@@ -105,8 +117,9 @@ def test_each_reader_sees_the_synthetic_image_on_each_side_equally_often_per_map
     assert len({tuple(o) for o in orders}) == 20
     again = StudyStore.create(tmp_path / "b", "test", seed=11)
     again.set_info({"training": "5"})
-    for c in store.cases():
-        again.add_case(c["subject"], c["map"], c["synthetic_image"], c["original_image"], "0" * 64, "1" * 64)
+    for c in store.cases(practice=True):
+        again.add_case(c["subject"], c["map"], c["synthetic_image"], c["original_image"], "0" * 64, "1" * 64,
+                       practice=c["practice"])
     reader = again.reader_for_token(again.add_reader("reader 0"))
     assert [again.presentation(reader, k).left_image for k in range(6, 27)] == orders[0]
     # the blocks are drawn: over many seeds, each side leads a map's first block about half the time
@@ -214,11 +227,14 @@ def test_a_blank_reader_name_is_refused_and_names_are_taken_stripped(tmp_path, c
     assert reader_names(" ann , bob ") == ["ann", "bob"] and reader_names("2") == ["reader-1", "reader-2"]
 
 
-def test_the_clock_starts_when_shown_pauses_are_left_out_and_training_cases_come_first(tmp_path):
+def test_the_clock_starts_when_shown_pauses_are_left_out_and_practice_cases_come_first(tmp_path):
     store, tokens = _store_with_cases(tmp_path, cases=6, readers=("ann", "bob"), training=2)
     ann = store.reader_for_token(tokens["ann"])
     first, second, third = (store.presentation(ann, k) for k in (1, 2, 3))
     assert (first.training, first.number, first.total) == (True, 1, 2) and second.training
+    # practice cases are not study cases: other images, and the study's cases are only the study's
+    assert {first.left_image[0], second.left_image[0]} <= {"p", "q"} and len(store.cases()) == 6
+    assert [c["practice"] for c in store.cases(practice=True)] == [False] * 6 + [True] * 2
     assert (third.training, third.number, third.total) == (False, 1, 6)
     assert store.presentation(ann, 9) is None and store.progress(ann) == (0, 6) and store.training_cases(ann) == 2
     study = [store.presentation(ann, k) for k in range(3, 9)]
@@ -565,11 +581,49 @@ def test_the_blinding_audit_refuses_files_that_name_the_synthetic_side(tmp_path)
     assert blinding_audit(blinded)[1] == "header of a fa case differs between the two files"
 
 
+def test_the_practice_pair_is_the_phantom_at_two_noise_levels():
+    """Generated practice: both maps of the pair are the phantom's, the noisier one about SNR 40 / 12 times
+    as far from the noise-free fit (FA, MD in white and grey matter)."""
+    from DTISynthLib.fit.brain_mask import brain_mask
+    from DTISynthLib.fit.tensor_fit import fit_tensors
+    from DTISynthLib.fit.tensor_maps import compute_maps
+    from DTISynthLib.review.study import PRACTICE_SNR, practice_maps
+    from DTISynthLib.simulation.cohort import draw_subject, simulate_subject
+
+    grid = (40, 40, 16)
+    pair, affine = practice_maps(1, 5, grid)
+    dti = simulate_subject(draw_subject("practice-1", 5), grid=grid, noise=False).dti
+    mask = brain_mask(dti.mean_b0())
+    truth = compute_maps(fit_tensors(dti, mask, "ols").tensor, mask, ("fa", "md"), policy="clip")
+    assert np.allclose(affine, dti.affine) and set(pair["synthetic"]) >= {"fa", "md", "ad", "rd", "color"}
+    for name in ("fa", "md"):
+        errors = [np.median(np.abs(pair[source][name] - truth[name])[mask]) for source in ("synthetic", "original")]
+        assert 2.0 < errors[0] / errors[1] < 1.5 * PRACTICE_SNR[0] / PRACTICE_SNR[1], (name, errors)
+
+
+def test_practice_subjects_are_never_study_subjects(study_inputs, tmp_path):
+    """The organiser's practice folders: both or neither, no study subject (by name or file), enough cases."""
+    original, synthetic = study_inputs
+    study = [("sub-001", original / "elsewhere.nii.gz", synthetic / "sub-001")]
+    with pytest.raises(InputError, match="both practice folders, or neither"):
+        check_practice(1, ["fa"], practice_original=original)
+    with pytest.raises(InputError, match="not study subjects.*found study subject sub-001"):
+        check_practice(1, ["fa"], original, synthetic, study)
+    other, other_synthetic = write_noisier_synthetic_cohort(tmp_path / "other", 1, noise=0.05)
+    renamed = [("sub-99", path, folder) for _, path, folder in check_practice(1, ["fa"], other, other_synthetic)]
+    with pytest.raises(InputError, match="not study subjects.*found study subject sub-001"):  # the same file
+        check_practice(1, ["fa"], other, other_synthetic, renamed)
+    with pytest.raises(InputError, match="^--practice: expected at most the 2 practice cases"):
+        check_practice(3, ["fa", "md"], other, other_synthetic, study[:0])
+    assert check_practice(0, ["fa"], other, other_synthetic, study) is None  # no practice asked for
+    assert check_practice(2, ["fa"]) is None  # generated
+
+
 def test_review_commands_create_analyze_export_lock(study_inputs, tmp_path, capsys):
     original, synthetic = study_inputs
     study = tmp_path / "study"
     assert main(["review", "create", "--original", str(original), "--synthetic", str(synthetic), "--out", str(study),
-                 "--maps", "fa,md", "--readers", "2", "--seed", "1", "--training", "1", "--port", "9001",
+                 "--maps", "fa,md", "--readers", "2", "--seed", "1", "--practice", "1", "--port", "9001",
                  "--jsonl"]) == 0
     result = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"result"' in line][-1]
     links = [line.split(": ", 1)[1] for line in result["message"].splitlines()[1:]]
@@ -578,6 +632,16 @@ def test_review_commands_create_analyze_export_lock(study_inputs, tmp_path, caps
     info = store.info()
     assert (info["orientation"], info["interpolation"], info["training"], info["port"]) == (
         "radiological", "nearest", "1", "9001")
+    # practice: a generated phantom pair per map, never a study subject's images; its "synthetic" the noisier
+    practice = [c for c in store.cases(practice=True) if c["practice"]]
+    assert [(c["subject"], c["map"]) for c in practice] == [("practice-1", "fa"), ("practice-1", "md")]
+    assert not {c["subject"] for c in practice} & {c["subject"] for c in store.cases()}
+    layout = StudyFolder(study)
+    for case in practice:
+        noisier, calmer = (read_nifti(layout.image(case[k]))[0] for k in ("synthetic_image", "original_image"))
+        inside = (noisier > 0) & (calmer > 0)
+        grain = [np.abs(np.diff(v, axis=0))[inside[1:] & inside[:-1]].mean() for v in (noisier, calmer)]
+        assert grain[0] > grain[1], (case["map"], grain)  # measured against the truth: test_the_practice_pair...
     # Two readers answer every case: ann always picks the synthetic image, bob always the left one.
     truth = {}
     for link, rule in zip(links, ("synthetic", "left")):
@@ -585,7 +649,8 @@ def test_review_commands_create_analyze_export_lock(study_inputs, tmp_path, caps
         assert store.training_cases(reader) == 1
         for position in range(1, store.progress(reader)[1] + 2):
             shown = store.presentation(reader, position)
-            synthetic_side = "left" if shown.left_image in {c["synthetic_image"] for c in store.cases()} else "right"
+            synthetic_side = "left" if shown.left_image in {c["synthetic_image"] for c in store.cases(practice=True)} \
+                else "right"
             choice = synthetic_side if rule == "synthetic" else "left"
             store.mark_shown(reader, position)
             store.answer(reader, position, choice, 4, "x" * 1900)

@@ -252,7 +252,7 @@ def test_dependencies_are_ensured_wherever_the_library_runs_in_slicer_and_torch_
         assert not any(isinstance(n, (ast.Import, ast.ImportFrom)) for node in body[:first] for n in ast.walk(node)
                        if "DTISynthLib" in ast.unparse(n)), name
     (panel,) = _calls("ReviewPanel")
-    assert ast.unparse(panel.args[3]) == "lambda: self.logic.ensureDependencies(torch=False)"
+    assert ast.unparse(panel.args[2]) == "lambda: self.logic.ensureDependencies(torch=False)"
     start = _functions(PANEL["review_panel"])["start"].body
     assert "self.ensure_dependencies()" in ast.unparse(next(n for n in start if isinstance(n, ast.If)))
     assert "torch=False" in ast.unparse(functions["loadPhantomSample"])

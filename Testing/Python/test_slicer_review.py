@@ -1,27 +1,37 @@
 """The Slicer review logic under slicer-core: a reader's cases in two linked slice views with one
-display and neutral names, answers through the study's store, resume, and the analysis as a table."""
+display and neutral names, everything through the study's server with the reader's link (the reader's
+process never opens the store), resume, and the analysis as a table."""
 
+import os
+import signal
 import sqlite3
+import stat
 
 import numpy as np
 import pytest
-from conftest import write_noisier_synthetic_cohort
+from conftest import ReviewServer, free_port, write_noisier_synthetic_cohort
 
 from DTISynthLib.core.errors import InputError
 from DTISynthLib.core.output_layout import StudyFolder
+from DTISynthLib.review.client import parse_reader_link
 from DTISynthLib.review.store import StudyStore
 from DTISynthLib.review.study import DISPLAY_WINDOWS, create_study
-from DTISynthLib.slicer.review_session import NODE_NAMES, ReviewSession, token_from_link
+from DTISynthLib.slicer.review_session import NODE_NAMES, ReviewSession
 
 slicer = pytest.importorskip("slicer")
 
 
 @pytest.fixture(scope="module")
-def study_folder(tmp_path_factory):
+def served_study(tmp_path_factory):
+    """A study of one subject (colour FA, FA, MD; reader ann, one practice case) served by `dtisynth review
+    serve` in a child process: (folder, ann's link, server)."""
     root = tmp_path_factory.mktemp("slicer_review")
+    port = free_port()
     tokens = create_study(*write_noisier_synthetic_cohort(root, 1, noise=0.05), root / "study",
-                          maps=["color", "fa", "md"], readers="ann", seed=2)
-    return root / "study", tokens["ann"]
+                          maps=["color", "fa", "md"], readers="ann", seed=2, training=1, address=("127.0.0.1", port))
+    server = ReviewServer(root / "study", port)
+    yield root / "study", f"{server.base}/r/{tokens['ann']}", server
+    server.kill(signal.SIGTERM)
 
 
 @pytest.fixture
@@ -32,20 +42,28 @@ def scene():
     return scene
 
 
-def test_a_reader_reviews_in_linked_views_with_one_display_and_neutral_names(study_folder, scene):
-    folder, token = study_folder
-    with pytest.raises(InputError, match="unknown token"):
-        ReviewSession(scene, folder, "http://127.0.0.1:8765/r/forged")
-    assert token_from_link(f"http://127.0.0.1:8765/r/{token}/") == token
-    session = ReviewSession(scene, folder, f"http://127.0.0.1:8765/r/{token}")
+def test_a_reader_reviews_through_the_server_in_linked_views_with_one_display_and_neutral_names(
+        served_study, scene, monkeypatch):
+    folder, link, server = served_study
     store = StudyStore(folder)
-    synthetic_images = {c["synthetic_image"] for c in store.cases()}
+    synthetic_images = {c["synthetic_image"] for c in store.cases(practice=True)}
+    reader = store.reader_for_token(parse_reader_link(link)[1])
+    assert stat.S_IMODE(os.stat(StudyFolder(folder).database).st_mode) == 0o600  # the organiser's alone
+    real_connect = sqlite3.connect
+    opened = []
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: opened.append(a) or real_connect(*a, **k))
+    for wrong, said in ((f"{server.base}/r/forged", "not valid"), (parse_reader_link(link)[1], "http://HOST:PORT"),
+                        (f"http://127.0.0.1:{free_port()}/r/x", "server running")):
+        with pytest.raises(InputError, match=said):
+            ReviewSession(scene, wrong)
+    session = ReviewSession(scene, link + "/")
     answered_synthetic = []
     shown = session.show_next()
     while shown is not None:
-        assert session.progress_text() == f"Case {shown.position} of 3"
-        with sqlite3.connect(StudyFolder(folder).database) as db:  # its clock runs from when it is in the views
-            assert db.execute("SELECT shown_at FROM presentations WHERE position = ?", (shown.position,)).fetchone()[0]
+        label = "Practice case 1 of 1" if shown.training else (
+            "Practice is over: the study's cases begin (these are analysed). Case 1 of 3" if shown.number == 1
+            else f"Case {shown.number} of 3")
+        assert session.progress_text() == label
         volumes = [scene.GetNthNodeByClass(k, "vtkMRMLVolumeNode")
                    for k in range(scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode"))]
         assert sorted(v.GetName() for v in volumes) == sorted(NODE_NAMES.values())  # the previous case's are gone
@@ -71,29 +89,35 @@ def test_a_reader_reviews_in_linked_views_with_one_display_and_neutral_names(stu
             assert displays[0].GetWindow() == pytest.approx(high - low) and not displays[0].GetAutoWindowLevel()
         choice = "left" if shown.position % 2 else "right"
         answered_synthetic.append(getattr(shown, f"{choice}_image") in synthetic_images)
-        if shown.position == 2:  # stop and resume in a new session: it goes on at case 2... after answering it
-            session = ReviewSession(scene, folder, token)
-            assert session.show_next().position == 2
+        if shown.position == 3:  # stop and resume in a new session: it goes on at the same case
+            session = ReviewSession(scene, link)
+            assert session.show_next().position == 3
+        if shown.position < 4:  # the server's refusal, as the store words it
+            with pytest.raises(InputError, match=f"^answer: expected case {shown.position + 1} shown .* never shown"):
+                session.client.answer(shown.position + 1, "left", 3)
         shown = session.answer(choice, confidence=shown.position)
+    assert opened == []  # the reader's process never opened the store
     layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
     assert layout.GetViewArrangement() == layout.SlicerLayoutSideBySideView
     assert session.progress_text() == "Done: 3 of 3"
-    answers = store.unblinded_answers()
-    assert [(a["position"], a["choice"], a["confidence"]) for a in answers] == [(1, "left", 1), (2, "right", 2),
-                                                                              (3, "left", 3)]
-    assert [a["synthetic_chosen"] for a in answers] == answered_synthetic
+    answers = store.unblinded_answers(training=True)
+    assert [(a["position"], a["choice"], a["confidence"], a["training"]) for a in answers] == [
+        (1, "left", 1, True), (2, "right", 2, False), (3, "left", 3, False), (4, "right", 4, False)]
+    assert [a["synthetic_chosen"] for a in answers] == answered_synthetic and reader is not None
     with pytest.raises(InputError, match="none"):
         session.answer("left", 3)
 
 
-def test_the_analysis_comes_into_slicer_as_tables(study_folder, scene, tmp_path):
+def test_the_analysis_comes_into_slicer_as_tables(scene, tmp_path):
     from DTISynthLib.review.analysis import write_analysis
     from DTISynthLib.slicer.mrml_adapter import load_review_analysis
 
-    folder, token = study_folder
+    folder = tmp_path / "study"
+    token = create_study(*write_noisier_synthetic_cohort(tmp_path, 1, noise=0.05), folder, maps=["color", "fa", "md"],
+                         readers="ann", seed=2)["ann"]
     store = StudyStore(folder)
     reader = store.reader_for_token(token)
-    for position in range(store.next_position(reader) or 4, 4):
+    for position in range(1, 4):
         store.mark_shown(reader, position)
         store.answer(reader, position, "left", 3)
     tables = write_analysis(store, tmp_path / "analysis")
@@ -114,10 +138,11 @@ def test_the_review_leaves_the_users_volumes_and_view_links_as_it_found_them(sce
     from DTISynthLib.slicer.mrml_adapter import add_scalar_volume
 
     mine = add_scalar_volume(scene, NODE_NAMES["left"], np.zeros((4, 4, 4), np.float32), np.eye(4))  # the user's
-    folder = tmp_path / "study"
+    folder, port = tmp_path / "study", free_port()
     token = create_study(*write_noisier_synthetic_cohort(tmp_path, 1, noise=0.05), folder, maps=["fa", "md"],
-                         readers="ann", seed=2)["ann"]
-    session = ReviewSession(scene, folder, token)
+                         readers="ann", seed=2, address=("127.0.0.1", port))["ann"]
+    server = ReviewServer(folder, port)
+    session = ReviewSession(scene, f"{server.base}/r/{token}")
     composites = {}
     for view in ("Red", "Yellow"):
         composites[view] = session._view_node("vtkMRMLSliceCompositeNode", view)
@@ -130,3 +155,4 @@ def test_the_review_leaves_the_users_volumes_and_view_links_as_it_found_them(sce
              for k in range(scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode"))]
     assert names == [NODE_NAMES["left"]] and scene.GetNodeByID(mine.GetID()) is mine  # only the review's went
     assert [c.GetLinkedControl() for c in composites.values()] == [0, 0]  # the links restored when done
+    server.kill(signal.SIGTERM)
