@@ -102,27 +102,80 @@ def _navigate_and_check_linked(page):
     assert page.evaluate("window.review.displayed()")[0]["pan"] == [0, 0, 0, 1]
 
 
-def test_two_readers_complete_a_study_in_the_browser_and_the_analysis_is_their_answers(study, tmp_path):
+@pytest.fixture
+def full_study(tmp_path_factory, tmp_path):
+    """Two subjects x (colour FA, FA, MD): six study cases, two per map, and one practice case per reader,
+    served as the study fixture is."""
+    port = free_port()
+    inputs = write_noisier_synthetic_cohort(tmp_path_factory.mktemp("browser_full"), 2, noise=0.05)
+    tokens = create_study(*inputs, tmp_path / "study", maps=["color", "fa", "md"], readers="ann,bob", seed=5,
+                          training=1, address=("127.0.0.1", port))
+    server = ReviewServer(tmp_path / "study", port)
+    yield tmp_path / "study", tokens, server
+    server.kill(signal.SIGTERM)
+
+
+def _slicer_reader_answers_everything(link):
+    """A third reader in Slicer (slicer-core), through the server; the number of databases this process
+    opened meanwhile (a spy on sqlite3.connect)."""
+    slicer = pytest.importorskip("slicer")
+    from DTISynthLib.slicer.review_session import ReviewSession
+
+    scene = slicer.vtkMRMLScene()
+    scene.AddNode(slicer.vtkMRMLLayoutNode())
+    opened, real_connect = [], sqlite3.connect
+    sqlite3.connect = lambda *a, **k: opened.append(a) or real_connect(*a, **k)
+    try:
+        session = ReviewSession(scene, link)
+        shown = session.show_next()
+        while shown is not None:
+            shown = session.answer("right", 2)
+    finally:
+        sqlite3.connect = real_connect
+    return len(opened)
+
+
+def test_two_readers_complete_a_study_in_the_browser_and_the_analysis_is_their_answers(full_study, tmp_path):
+    """The issue's target run: two readers (keyboard on one, mouse on the other) through practice, the
+    "practice is over" page and six study cases, with a server kill -9, a reload, a second tab, a pause and
+    a closed browser; a third reader in Slicer. The blinding audit passed, sides are balanced per reader
+    and map, no unshown case can be answered, reading times are the time on screen within 1 s, and the
+    three readers' answers are one table."""
     from playwright.sync_api import sync_playwright
 
-    folder, tokens, server = study
+    folder, tokens, server = full_study
     store = StudyStore(folder)
-    pressed = {}
+    audit = json.loads(store.info()["blinding_audit"])  # create refuses a study that fails it; it was recorded
+    assert {(r["map"], r["statistic"]) for r in audit} >= {("pooled", "zero voxels"), ("fa", "maximum")}
+    for name, token in tokens.items():  # no case can be answered before it is shown, nor shown out of turn
+        assert server.post(f"/api/{token}/answer", {"position": 2, "choice": "left", "confidence": 3})[0] == 409
+        assert server.post(f"/api/{token}/shown", {"position": 3})[0] == 404
+    cases = 1 + 6
+    pressed, visible, on_screen = {}, {}, {}
+
+    def came_on_screen(name, page):
+        on_screen[name] = page.evaluate("window.review.onScreenAt")
+
+    def went_off_screen(name, page, position, at="Date.now()"):
+        visible[(name, position)] = visible.get((name, position), 0) + page.evaluate(at) - on_screen.pop(name)
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
                                              args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
         pages, errors = {}, []
-        for name in ("ann", "bob"):
-            pages[name] = browser.new_context(viewport={"width": 1100, "height": 650}).new_page()
+        for name, size in (("ann", {"width": 1920, "height": 1080}), ("bob", {"width": 1366, "height": 768})):
+            pages[name] = browser.new_context(viewport=size).new_page()
             pages[name].on("pageerror", lambda error: errors.append(str(error)))
             _begin(pages[name], f"{server.base}/r/{tokens[name]}", "Begin")
-        for position in (1, 2, 3, 4):  # the training case, then the study's 3
+        for position in range(1, cases + 1):
             if position == 3:  # kill -9 of the server mid-study: the pages go on once it is back
                 server.kill(signal.SIGKILL)
                 server.start()
-            for name, page in pages.items():
+            for name in pages:
+                page = pages[name]
                 page.wait_for_function(READY, timeout=60000)
-                label = "Practice case 1 of 1" if position == 1 else f"Case {position - 1} of 3"
+                came_on_screen(name, page)
+                label = "Practice case 1 of 1" if position == 1 else f"Case {position - 1} of 6"
                 assert page.inner_text("#progress") == label
                 kind = store.presentation(store.reader_for_token(tokens[name]), position).map
                 shown = page.evaluate("window.review.displayed()")
@@ -131,6 +184,16 @@ def test_two_readers_complete_a_study_in_the_browser_and_the_analysis_is_their_a
                 assert shown[0]["nearest"] and shown[0]["radiological"]  # the study's display
                 if name == "ann" and position == 2:
                     _navigate_and_check_linked(page)
+                if name == "bob" and position == 5:  # the browser closed mid-case, opened again 2 s later
+                    went_off_screen(name, page, position)
+                    context = page.context
+                    page.close()
+                    time.sleep(2.0)
+                    page = pages[name] = context.new_page()
+                    page.on("pageerror", lambda error: errors.append(str(error)))
+                    _begin(page, f"{server.base}/r/{tokens[name]}", "Resume", key="Space")
+                    came_on_screen(name, page)
+                    assert page.inner_text("#progress") == "Case 4 of 6"
                 if name == "ann":  # keyboard: the left image, then confidence 2 (which saves)
                     page.keyboard.press("ArrowLeft")
                     page.keyboard.press("2")
@@ -138,10 +201,12 @@ def test_two_readers_complete_a_study_in_the_browser_and_the_analysis_is_their_a
                 else:  # the button under the right image; Space and Enter after the click answer nothing
                     if position == 3:  # a pause hides the images and stops the clock
                         page.keyboard.press("p")
+                        went_off_screen(name, page, position, "window.review.pauseStarted")
                         assert page.is_visible("#paused") and not page.is_visible("#views")
                         page.wait_for_timeout(1200)
                         page.keyboard.press("ArrowRight")  # nothing is chosen while paused
                         page.keyboard.press("Enter")  # resumes, as the Resume button (and P) do
+                        on_screen[name] = page.evaluate("Date.now()")
                         assert page.is_visible("#views") and page.evaluate("window.review.choice") is None
                     page.click("#choose-right")
                     page.keyboard.press("Space")
@@ -153,29 +218,32 @@ def test_two_readers_complete_a_study_in_the_browser_and_the_analysis_is_their_a
                     pressed[(name, position)] = ("right", 4)
                 page.wait_for_function(f"window.review.saved.includes({position}) && !window.review.busy",
                                        timeout=60000)
+                went_off_screen(name, page, position, "window.review.answeredAt")
                 if position == 1:  # practice is over: a page says so, and the study begins on the reader's word
                     assert page.is_visible("#practice-over") and not page.is_visible("#views")
-                    assert "3 cases begin now" in page.inner_text("#practice-over")
-                    assert store.presentation(store.reader_for_token(tokens[name]), 2).answer is None
+                    assert "6 cases begin now" in page.inner_text("#practice-over")
                     page.keyboard.press("ArrowLeft")  # nothing is answered from this page
                     page.keyboard.press("3")
+                    assert store.next_position(store.reader_for_token(tokens[name])) == 2
                     if name == "ann":
                         page.keyboard.press("Enter")
                     else:
                         page.click("#start-study")
                 if name == "bob" and position == 2:  # reload: the instructions, then case 2 where bob stopped
+                    page.wait_for_function(READY, timeout=60000)
                     page.reload()
                     _begin(page, page.url, "Resume", key="Enter")
-                    assert page.inner_text("#progress") == "Case 2 of 3"
-                if name == "ann" and position == 3:  # a second tab of the same link goes on where ann is
+                    assert page.inner_text("#progress") == "Case 2 of 6"
+                if name == "ann" and position == 4:  # a second tab of the same link goes on where ann is
                     tab = page.context.new_page()
                     _begin(tab, page.url, "Resume", key="Space")
-                    assert tab.inner_text("#progress") == "Case 3 of 3"
+                    assert tab.inner_text("#progress") == "Case 4 of 6"
                     tab.close()
+                    page.bring_to_front()
         for page in pages.values():
             page.wait_for_selector("#done", state="visible", timeout=60000)
             assert page.inner_text("#done") == "All cases are answered. Thank you."
-        assert 2 in pages["ann"].evaluate("window.review.prefetched")  # the next case was loaded while reading
+        assert 3 in pages["ann"].evaluate("window.review.prefetched")  # the next case was loaded while reading
         assert not errors
         screenshot = os.environ.get("DTISYNTH_REVIEW_SCREENSHOT")
         if screenshot:  # the README's picture: a fresh reader's first study case
@@ -183,30 +251,47 @@ def test_two_readers_complete_a_study_in_the_browser_and_the_analysis_is_their_a
             _begin(extra, f"{server.base}/r/{StudyStore(folder).add_reader('screenshot')}", "Begin")
             extra.keyboard.press("ArrowLeft")
             extra.keyboard.press("1")
+            extra.wait_for_selector("#practice-over", state="visible", timeout=60000)
+            extra.keyboard.press("Enter")
             extra.wait_for_function("window.review.saved.length === 1 && " + READY, timeout=60000)
             extra.keyboard.press("ArrowRight")
             extra.screenshot(path=screenshot)
         browser.close()
-    answers = {(a["reader"], a["position"]): a for a in store.unblinded_answers(training=True)
-               if a["reader"] in tokens}
-    assert {k: (a["choice"], a["confidence"]) for k, a in answers.items()} == pressed
-    assert [a["training"] for a in answers.values()].count(True) == 2
-    assert answers[("bob", 3)]["paused_seconds"] >= 1.2 and answers[("ann", 3)]["paused_seconds"] == 0
-    assert all(a["seconds"] >= 0 for a in answers.values())
+    cat = store.add_reader("cat")  # a third reader, in Slicer, through the server alone
+    assert _slicer_reader_answers_everything(f"{server.base}/r/{cat}") == 0
+    answers = {(a["reader"], a["position"]): a for a in store.unblinded_answers(training=True)}
+    assert {k: (a["choice"], a["confidence"]) for k, a in answers.items() if k[0] != "cat"} == pressed
+    assert {k for k in answers if k[0] == "cat"} == {("cat", p) for p in range(1, cases + 1)}
+    assert [a["training"] for a in answers.values()].count(True) == 3
+    assert answers[("bob", 3)]["paused_seconds"] >= 1.2 and answers[("bob", 5)]["paused_seconds"] >= 2.0
+    timing = {k: (round(answers[k]["seconds"], 2), round(ms / 1000, 2)) for k, ms in visible.items()}
+    assert all(abs(recorded - seen) < 1.0 for recorded, seen in timing.values()), timing
     with sqlite3.connect(StudyFolder(folder).database) as db:  # every answered case's clock was started by a page
         assert db.execute("SELECT COUNT(*) FROM answers a JOIN presentations p ON p.reader_id = a.reader_id AND "
                           "p.position = a.position WHERE p.shown_at IS NULL").fetchone()[0] == 0
+    for name in ("ann", "bob", "cat"):  # sides balanced per reader and map: at most one case apart
+        reader = next(r for r in store.readers() if r.name == name)
+        lead = {}
+        for position in range(2, cases + 1):
+            case = store.presentation(reader, position)
+            synthetic_left = _synthetic_side(store, tokens.get(name) or cat, position) == "left"
+            lead[case.map] = lead.get(case.map, 0) + (1 if synthetic_left else -1)
+            assert abs(lead[case.map]) <= 1, (name, lead)
+        assert sorted(lead.values()) == [0, 0, 0]  # two cases per map: one on each side
     study_answers = {k: a for k, a in answers.items() if not a["training"]}
     expected = sum(a["synthetic_chosen"] for a in study_answers.values())
     assert expected == sum(choice == _synthetic_side(store, tokens[name], position)
-                           for (name, position), (choice, _) in pressed.items() if position > 1)
+                           for (name, position), (choice, _) in pressed.items() if position > 1) + sum(
+        _synthetic_side(store, cat, p) == "right" for p in range(2, cases + 1))
     assert main(["review", "analyze", str(folder), "--out", str(tmp_path / "analysis")]) == 0
     rows = {r["map"]: r for r in csv.DictReader(ReviewAnalysisOutput(tmp_path / "analysis").noisier.open())}
-    # the screenshot's reader answered only a training case
-    assert int(rows["pooled"]["answers"]) == 6 and int(rows["pooled"]["synthetic_noisier"]) == expected
+    assert int(rows["pooled"]["answers"]) == 18 and int(rows["pooled"]["synthetic_noisier"]) == expected
     for kind in ("color", "fa", "md"):
         assert int(rows[kind]["synthetic_noisier"]) == sum(
             a["synthetic_chosen"] for a in study_answers.values() if a["map"] == kind)
+    assert main(["review", "export", str(folder), "--out", str(tmp_path / "answers.csv")]) == 0
+    exported = list(csv.DictReader((tmp_path / "answers.csv").open()))
+    assert sorted({r["reader"] for r in exported}) == ["ann", "bob", "cat"] and len(exported) == 3 * cases
 
 
 def test_nothing_served_tells_the_sides_apart_and_strangers_are_refused(study):
@@ -477,3 +562,45 @@ def test_reading_time_is_the_time_the_case_was_on_screen(study):
         second = store.unblinded_answers(training=True)[1]
         assert second["paused_seconds"] >= 2.0 and abs(second["seconds"] - visible / 1000) < 1.0, (second, visible)
         browser.close()
+
+
+def test_a_server_that_is_down_is_waited_for_and_the_case_stays_hidden_until_it_is_shown(study):
+    """After a crash the page said "Not saved" on a case not yet answered, and the case stayed answerable
+    with no "shown" on record. Now: the saved answer stays "Saved"; the next case's images stay hidden and
+    unanswerable while the server does not answer, and come on screen (its clock started) once it does."""
+    from playwright.sync_api import sync_playwright
+
+    folder, tokens, server = study
+    store = StudyStore(folder)
+    reader = store.reader_for_token(tokens["ann"])
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
+        page = browser.new_context(viewport={"width": 1100, "height": 650}).new_page()
+        _begin(page, f"{server.base}/r/{tokens['ann']}", "Begin")
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press("4")
+        page.wait_for_selector("#practice-over", state="visible", timeout=60000)
+        down = "**/api/*/shown"
+        page.route(down, lambda route: route.abort("connectionrefused"))  # the server is gone
+        page.keyboard.press("Enter")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Waiting for the server')",
+                               timeout=30000)
+        assert page.evaluate("document.getElementById('views').style.visibility") == "hidden"
+        page.keyboard.press("ArrowRight")  # nothing can be answered meanwhile
+        page.keyboard.press("5")
+        page.wait_for_timeout(1500)
+        assert "Not saved" not in page.inner_text("#status") and store.next_position(reader) == 2
+        with sqlite3.connect(StudyFolder(folder).database) as db:
+            assert db.execute("SELECT shown_at FROM presentations WHERE reader_id = ? AND position = 2",
+                              (reader.id,)).fetchone()[0] is None
+        page.unroute(down)  # back: the case comes on screen and its clock starts
+        page.wait_for_function(READY, timeout=60000)
+        assert page.evaluate("document.getElementById('views').style.visibility") == "visible"
+        assert page.evaluate("window.review.choice") is None
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("2")
+        page.wait_for_function("window.review.saved.includes(2)", timeout=60000)
+        browser.close()
+    assert [(a["position"], a["choice"], a["confidence"]) for a in store.unblinded_answers(training=True)] == [
+        (1, "left", 4), (2, "right", 2)]
