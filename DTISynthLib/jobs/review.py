@@ -38,7 +38,7 @@ def add_arguments(parser):
     analyze.add_argument("study", help="the study folder")
     analyze.add_argument("--out", required=True, help="output folder")
     add_jsonl_option(analyze)
-    export = what.add_parser("export", help="CSV of every answer (training cases flagged), unblinded (for the "
+    export = what.add_parser("export", help="CSV of every answer (practice cases flagged training), unblinded (for the "
                              "study's organiser only)")
     export.add_argument("study", help="the study folder")
     export.add_argument("--out", help="CSV file (default: standard output)")
