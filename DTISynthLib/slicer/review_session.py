@@ -4,29 +4,39 @@ node names. Everything goes through the study's server with the reader's link (r
 browser page does: the reader's Slicer never opens the study folder, whose store holds the answer key
 and every reader's answers, and the server refuses what it refuses the page.
 
-The Qt panel only forwards buttons and shortcuts (left / right arrow, 1-5) to this class. As on the
-browser page, a case's reading clock starts once both images are in the views (the server's "shown"),
-practice cases come first (never analysed; the first study case says that practice is over), and an
+The Qt panel only forwards buttons and shortcuts (left / right arrow, 1-5, P) to this class. As on
+the browser page: the study's display protocol (nearest-neighbour voxels unless the study says linear:
+Slicer interpolates by default, which smooths the very noise being judged; radiological or neurological
+axial views), each case fitted to the views, a case's reading clock started once both images are in
+the views (the server's "shown"), a Pause that hides both images and keeps its time out of the reading
+time, practice cases first (never analysed; the first study case says that practice is over), and an
 answer needs a confidence (1-5, store.CONFIDENCE_SCALE).
 """
+
+import time
 
 from ..review.client import StudyClient
 
 NODE_NAMES = {"left": "Review left", "right": "Review right"}
 VIEWS = {"left": "Red", "right": "Yellow"}
 OWNER = "DTISynth.review"  # node attribute marking the volumes a review session made (only those are removed)
+# Slicer's "Axial" preset is radiological (XY-to-RAS x column -1: the patient's left on the screen's right);
+# the neurological view is the same with x not mirrored, added to the review's two slice nodes.
+NEUROLOGICAL_AXIAL = "Axial neurological"
 
 
 class ReviewSession:
     """One reader's review, through the study server of their `link` (http://host:port/r/TOKEN), shown in
     `scene`. Opening it asks the server for the reader's state: a wrong link or a server not running is an
-    InputError at once."""
+    InputError at once. fit_views: called with no argument once a case is in the views (the panel passes
+    Slicer's slicer.util.resetSliceViews; the browser page likewise resets zoom and pan per case)."""
 
-    def __init__(self, scene, link):
-        self.scene = scene
+    def __init__(self, scene, link, fit_views=None):
+        self.scene, self.fit_views = scene, fit_views
         self.client = StudyClient(link)
         self.state = self.client.state()
         self.shown, self.window, self.nodes = None, None, {}
+        self.paused_since, self.paused_seconds = None, 0.0  # the case on screen's pauses (monotonic clock)
         self._practised = False  # a practice case was answered in this session (the next study case says so)
         self._linked = None  # the views' linked-control flags before the review linked them
 
@@ -52,9 +62,30 @@ class ReviewSession:
         for side in ("left", "right"):
             self.nodes[side] = self._load(side, getattr(shown, f"{side}_image"), window)
         self.shown, self.window = shown, window
+        self.paused_since, self.paused_seconds = None, 0.0
         self._show_side_by_side()
+        if self.fit_views is not None:
+            self.fit_views()
         self.client.shown(position)
         return self.shown
+
+    @property
+    def paused(self):
+        return self.paused_since is not None
+
+    def pause(self):
+        """Hide both images and stop the case's reading clock (resume() goes on); nothing can be answered."""
+        if self.shown is None or self.paused:
+            return
+        self.paused_since = time.monotonic()
+        self._show_images(False)
+
+    def resume(self):
+        if not self.paused:
+            return
+        self.paused_seconds += time.monotonic() - self.paused_since
+        self.paused_since = None
+        self._show_images(True)
 
     def answer(self, choice, confidence, comment=None):
         """Save the choice (left / right: the noisier image) for the case shown, then show the next."""
@@ -62,7 +93,11 @@ class ReviewSession:
             from ..core.errors import InputError
 
             raise InputError("review", "a case on screen", "none (all answered)")
-        self.state = self.client.answer(self.shown.position, choice, confidence, comment)
+        if self.paused:
+            from ..core.errors import InputError
+
+            raise InputError("review", "the review resumed before answering (the images are hidden)", "a pause")
+        self.state = self.client.answer(self.shown.position, choice, confidence, comment, self.paused_seconds)
         self._practised = self._practised or self.shown.training
         return self.show_next()
 
@@ -80,13 +115,13 @@ class ReviewSession:
         data, affine = self.client.image(image_name)
         if data.ndim == 4:
             node = add_color_volume(self.scene, NODE_NAMES[side], data, affine)
-            node.SetAttribute(OWNER, "1")
-            return node
-        node = add_scalar_volume(self.scene, NODE_NAMES[side], data, affine, window=window)
+        else:
+            node = add_scalar_volume(self.scene, NODE_NAMES[side], data, affine, window=window)
+            grey = self.scene.GetFirstNodeByName("Grey")
+            if grey is not None:
+                node.GetDisplayNode().SetAndObserveColorNodeID(grey.GetID())
         node.SetAttribute(OWNER, "1")
-        grey = self.scene.GetFirstNodeByName("Grey")
-        if grey is not None:
-            node.GetDisplayNode().SetAndObserveColorNodeID(grey.GetID())
+        node.GetDisplayNode().SetInterpolate(int(self.state.get("interpolation") == "linear"))
         return node
 
     def _show_side_by_side(self):
@@ -101,10 +136,26 @@ class ReviewSession:
             composite.SetForegroundVolumeID(None)
             composite.SetLabelVolumeID(None)
             composite.SetLinkedControl(1)
-            self._view_node("vtkMRMLSliceNode", view).SetOrientation("Axial")
+            self._orient(self._view_node("vtkMRMLSliceNode", view))
         layout = self.scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
         if layout is not None:
             layout.SetViewArrangement(layout.SlicerLayoutSideBySideView)
+
+    def _orient(self, slice_node):
+        """Axial, radiological or neurological as the study says."""
+        if self.state.get("orientation") != "neurological":
+            slice_node.SetOrientation("Axial")
+            return
+        if not slice_node.HasSliceOrientationPreset(NEUROLOGICAL_AXIAL):
+            import vtk
+
+            slice_node.AddSliceOrientationPreset(NEUROLOGICAL_AXIAL, vtk.vtkMatrix3x3())  # identity: x not mirrored
+        slice_node.SetOrientation(NEUROLOGICAL_AXIAL)
+
+    def _show_images(self, visible):
+        for side, view in VIEWS.items():
+            composite = self._view_node("vtkMRMLSliceCompositeNode", view)
+            composite.SetBackgroundVolumeID(self.nodes[side].GetID() if visible else None)
 
     def _view_node(self, class_name, view):
         """The scene's node of `class_name` for slice view `view` (Red, Yellow), made if missing."""

@@ -751,9 +751,15 @@ def case_review_create_port(i, f):
             "--port", "70000"], ["--port", "a port number from 1 to 65535", "'70000'"]
 
 
-def case_review_create_training_negative(i, f):
+def case_review_create_practice_negative(i, f):
     return ["review", "create", "--original", str(i.cohort), "--synthetic", str(i.synthetic), "--out", str(f / "out"),
-            "--training", "-1"], ["--training", "a number of training cases >= 0", "-1"]
+            "--practice", "-1"], ["--practice", "a number of practice cases >= 0", "-1"]
+
+
+def case_review_create_practice_of_a_study_subject(i, f):
+    return ["review", "create", "--original", str(i.cohort), "--synthetic", str(i.synthetic), "--out", str(f / "out"),
+            "--practice", "1", "--practice-original", str(i.cohort), "--practice-synthetic", str(i.synthetic)], [
+        str(i.cohort), "practice subjects that are not study subjects", "study subject"]
 
 
 def case_review_add_reader_taken(i, f):
@@ -1141,7 +1147,8 @@ CASES = [  # (id, class, build)
     ("review-create-maps", "usage", case_review_create_maps),
     ("review-create-readers0", "usage", case_review_create_readers0),
     ("review-create-port", "usage", case_review_create_port),
-    ("review-create-training-negative", "usage", case_review_create_training_negative),
+    ("review-create-practice-negative", "usage", case_review_create_practice_negative),
+    ("review-create-practice-of-a-study-subject", "usage", case_review_create_practice_of_a_study_subject),
     ("review-add-reader-taken", "usage", case_review_add_reader_taken),
     ("review-add-reader-blank", "usage", case_review_add_reader_blank),
     ("review-add-reader-spaces", "usage", case_review_add_reader_spaces),

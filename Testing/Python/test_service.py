@@ -47,7 +47,7 @@ EXAMPLES = [
                 realism_epochs=0),
     ReviewStudyRequest(original="dti.nii.gz", synthetic="syn", out="study", maps="fa,md", readers="ann,bob", seed=3,
                        name="pilot", training=2, orientation="neurological", interpolation="linear",
-                       host="0.0.0.0", port=9001),
+                       host="0.0.0.0", port=9001, practice_original="practice", practice_synthetic="practice-syn"),
     BidsRequest(bids_dir="ds 1", out_dir="derivatives/dtisynth", level="participant", participant_label=["01", "02"],
                 session_label=["1"], scheduler="tcp://10.0.0.1:8786", models="m", device="cpu",
                 skip_bids_validation=True, realism_voxels=1000, realism_epochs=0),

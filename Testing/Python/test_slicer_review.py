@@ -156,3 +156,39 @@ def test_the_review_leaves_the_users_volumes_and_view_links_as_it_found_them(sce
     assert names == [NODE_NAMES["left"]] and scene.GetNodeByID(mine.GetID()) is mine  # only the review's went
     assert [c.GetLinkedControl() for c in composites.values()] == [0, 0]  # the links restored when done
     server.kill(signal.SIGTERM)
+
+
+def test_the_slicer_review_shows_the_study_as_the_browser_does_and_pauses_off_the_clock(scene, tmp_path):
+    """The study's display protocol (Slicer interpolates and stays radiological by default: answers from
+    Slicer and the browser were not comparable), each case fitted to the views, and a Pause that hides
+    both images and keeps its time out of the reading time."""
+    import time
+
+    folder, port = tmp_path / "study", free_port()
+    token = create_study(*write_noisier_synthetic_cohort(tmp_path, 1, noise=0.05), folder, maps=["fa", "color"],
+                         readers="ann", seed=2, orientation="neurological", address=("127.0.0.1", port))["ann"]
+    server = ReviewServer(folder, port)
+    fitted = []
+    session = ReviewSession(scene, f"{server.base}/r/{token}", fit_views=lambda: fitted.append(session.shown))
+    shown = session.show_next()
+    assert fitted == [shown]  # fitted once the case is in the views
+    for side in ("left", "right"):
+        assert session.nodes[side].GetDisplayNode().GetInterpolate() == 0  # nearest neighbour, as the study says
+    slices = [scene.GetNthNodeByClass(k, "vtkMRMLSliceNode") for k in range(scene.GetNumberOfNodesByClass(
+        "vtkMRMLSliceNode"))]
+    for node in slices:  # neurological: the patient's left on the screen's left (x not mirrored)
+        assert node.GetOrientationString() == "Axial neurological"
+        assert node.GetXYToRAS().GetElement(0, 0) > 0
+    session.pause()
+    composites = [scene.GetNthNodeByClass(k, "vtkMRMLSliceCompositeNode") for k in range(2)]
+    assert [c.GetBackgroundVolumeID() for c in composites] == [None, None]  # hidden while paused
+    with pytest.raises(InputError, match="resumed before answering"):
+        session.answer("left", 3)
+    time.sleep(1.2)
+    session.resume()
+    assert sorted(c.GetBackgroundVolumeID() for c in composites) == sorted(n.GetID() for n in session.nodes.values())
+    session.answer("left", 3)
+    assert [case.position for case in fitted] == [1, 2]
+    (answer,) = StudyStore(folder).unblinded_answers()
+    assert answer["position"] == shown.position and answer["paused_seconds"] >= 1.2
+    server.kill(signal.SIGTERM)
