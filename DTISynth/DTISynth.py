@@ -35,7 +35,7 @@ from slicer.util import VTKObservationMixin
 from DTISynthLib.generators.package import DEFAULT_MODELS
 from DTISynthLib.slicer.dependencies import ensure_dependencies
 from DTISynthLib.slicer.results_display import MAP_ROLES
-from DTISynthWidgets.model_sets_panel import ModelSetsPanel
+from DTISynthWidgets.model_sets_panel import ModelSetsPanel, model_folder
 from DTISynthWidgets.results_panel import ResultsPanel
 from DTISynthWidgets.review_panel import ReviewPanel
 
@@ -78,7 +78,8 @@ def registerSampleData():
 class DTISynthParameterNode:
     """inputDWI: the 3-direction DWI, or inputSequence (a 4D volume loaded as a sequence) with FSL
     bvalFile / bvecFile (paths, "" when not given); referenceB0: the b=0 to register to (default the DWI's
-    own); acquiredDTI: an acquired DTI to evaluate against (optional); modelsFolder: a model package; device:
+    own); acquiredDTI: an acquired DTI to evaluate against (optional); modelSet: the name of an installed model
+    package (model_sets_panel.model_folder finds it: a saved scene must not pin one install's folder); device:
     where the generators run; shownMap / showROIs / hideGuessedOrientation (colour FA grey where the V1
     confidence is below 0.8): the results display. A reader's review link is not kept: a saved scene must
     not carry it."""
@@ -91,7 +92,7 @@ class DTISynthParameterNode:
     bvecFile: str = ""
     referenceB0: vtkMRMLScalarVolumeNode
     acquiredDTI: vtkMRMLDiffusionWeightedVolumeNode
-    modelsFolder: Path = DEFAULT_MODELS
+    modelSet: str = DEFAULT_MODELS.name
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     shownMap: Annotated[str, Choice(list(MAP_ROLES))] = "FA"
     showROIs: bool = True
@@ -126,14 +127,14 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for widget, name in PATH_FIELDS.items():  # bound by hand (see DTISynthParameterNode)
             getattr(self.ui, widget).connect("currentPathChanged(QString)", lambda path, name=name: (
                 self._parameterNode is not None and setattr(self._parameterNode, name, path)))
-        self.modelSets = ModelSetsPanel(self.ui, lambda: self._parameterNode.modelsFolder,
-                                        lambda folder: setattr(self._parameterNode, "modelsFolder", folder))
-        self.results = ResultsPanel(self.ui)
+        self.modelSets = ModelSetsPanel(self.ui, lambda: self._parameterNode.modelSet,
+                                        lambda name: setattr(self._parameterNode, "modelSet", name))
+        self.results = ResultsPanel(self.ui, views_taken=lambda: self.review.session is not None)
         self.review = ReviewPanel(self.ui, self.parent, lambda: self.logic.ensureDependencies(torch=False))
         self.initializeParameterNode()
 
     def cleanup(self):
-        self.review.close()
+        self.review.cleanup()  # its shortcuts too: a reloaded module's would sit beside them
         if self.job is not None:
             self.job.cancel(wait=True)  # Slicer is closing or reloading the module: reap the child now
         self.timer.stop()
@@ -170,7 +171,8 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
         self._parameterNode = parameterNode
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            with self.results.holding():  # filling the widgets from the node is not the user choosing a map
+                self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self._checkCanApply()
 
@@ -192,14 +194,14 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._log(_("Cancelled: nothing was loaded."))
             self._stop()
             return
-        if not self.logic.ensureDependencies():
-            return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("DTISynth could not start."), waitCursor=True):
+            if not self.logic.ensureDependencies():
+                return
             self.ui.logTextEdit.clear()
             self.ui.progressBar.value = 0
             self.job = self.logic.synthesize(p.inputDWI or p.inputSequence, p.referenceB0, p.acquiredDTI,
-                                             models=p.modelsFolder, device=p.device, wait=False,
+                                             models=model_folder(p.modelSet), device=p.device, wait=False,
                                              bval=None if p.inputDWI else p.bvalFile,
                                              bvec=None if p.inputDWI else p.bvecFile)
             self.timer.start()
@@ -260,18 +262,19 @@ class DTISynthLogic(ScriptedLoadableModuleLogic):
         from DTISynthLib.slicer.job_runner import SynthesisJob
 
         job = SynthesisJob(dwiNode, b0Node, acquiredNode, models=models, device=device, bval=bval, bvec=bvec)
-        if wait:
-            return job.run(slicer.mrmlScene, progress=progress or (lambda e: logging.info(e.get("message", ""))))
+        if wait:  # Slicer keeps processing events meanwhile: it repaints, and the progress shows
+            return job.run(slicer.mrmlScene, progress=progress or (lambda e: logging.info(e.get("message", ""))),
+                           idle=slicer.app.processEvents)
         job.start()
         return job
 
     def loadPhantomSample(self):
         """Simulate a phantom subject here (a few seconds) and add its 3-direction DWI and 6-direction DTI."""
-        if not self.ensureDependencies(torch=False):  # nibabel and the rest, before the library needs them
-            return []
-        from DTISynthLib.slicer.mrml_adapter import add_phantom_subject
+        with slicer.util.tryWithErrorDisplay(_("The DTISynth phantom could not be made."), waitCursor=True):
+            if not self.ensureDependencies(torch=False):  # nibabel and the rest, before the library needs them
+                return []
+            from DTISynthLib.slicer.mrml_adapter import add_phantom_subject
 
-        with slicer.util.WaitCursor():
             return add_phantom_subject(slicer.mrmlScene)
 
 
@@ -279,12 +282,19 @@ class DTISynthTest(ScriptedLoadableModuleTest):
     """Runs in real Slicer: Developer Tools > Reload and Test, or `Slicer --testing --python-code
     "import DTISynth; DTISynth.DTISynthTest().runTest()"`."""
 
-    def runTest(self):
+    def setUp(self):
+        # CTest (slicer.testing.runUnitTest) runs the test_ methods through unittest, never runTest: skip here,
+        # or the test would install PyTorch (confirmation dialogs auto-accept in testing mode)
+        if importlib.util.find_spec("torch") is None:
+            self.skipTest("PyTorch is not installed in this Slicer")
         slicer.mrmlScene.Clear()
+
+    def runTest(self):
         # Reload and Test calls runTest directly, outside unittest's runner, where skipTest would be a failure
         if importlib.util.find_spec("torch") is None:
             self.delayDisplay("DTISynth test skipped: PyTorch is not installed in this Slicer")
             return
+        self.setUp()
         self.test_synthesize_phantom_with_default_models()
 
     def test_synthesize_phantom_with_default_models(self):

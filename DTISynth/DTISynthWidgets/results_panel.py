@@ -1,34 +1,57 @@
 """The Results section of the module's panel (widgets in its .ui), showing results through
 DTISynthLib.slicer.results_display."""
 
+import contextlib
+
 from DTISynthLib.slicer.results_display import MAP_ROLES, show_plot, show_results, show_table
 
 
 class ResultsPanel:
     """The Results section of the module's panel (widgets in its .ui): the map shown, the ROI overlay,
-    greyed guessed orientation, the table and chart buttons. Holds the nodes of the last results."""
+    greyed guessed orientation, the table and chart buttons. Holds the nodes of the last results.
 
-    def __init__(self, ui):
-        self.ui, self.nodes = ui, {}
-        ui.showTableButton.connect("clicked(bool)", lambda: show_table(self.nodes))
-        ui.showPlotButton.connect("clicked(bool)", lambda: show_plot(  # the map on show, not always FA
-            self.nodes, MAP_ROLES.get(ui.mapComboBox.currentText, "fa")))
+    It changes the views only when the user asks (a result loaded, a map or option chosen): not while
+    the parameter node's GUI binding refills its widgets on entering the module (holding()), which
+    repainted every slice view and lost zoom and pan, and not while a review owns the views
+    (views_taken(): the next arrow key would answer a case no longer on screen)."""
+
+    def __init__(self, ui, views_taken=lambda: False):
+        self.ui, self.nodes, self.views_taken, self.held = ui, {}, views_taken, False
+        ui.showTableButton.connect("clicked(bool)", lambda: self._show(show_table, self.nodes))
+        ui.showPlotButton.connect("clicked(bool)", lambda: self._show(  # the map on show, not always FA
+            show_plot, self.nodes, MAP_ROLES.get(ui.mapComboBox.currentText, "fa")))
         ui.mapComboBox.connect("currentIndexChanged(int)", self.update)
         ui.roiOverlayCheckBox.connect("toggled(bool)", self.update)
         ui.hideGuessCheckBox.connect("toggled(bool)", self.update)
         self.set_nodes({})
 
+    @contextlib.contextmanager
+    def holding(self):
+        """Widget changes inside the block are not the user's: they change no view."""
+        self.held = True
+        try:
+            yield
+        finally:
+            self.held = False
+
     def set_nodes(self, nodes):
         """Show new results (map, table, chart), or with {} forget them (the scene is closing)."""
         self.nodes = nodes
         self.ui.resultsCollapsibleButton.enabled = bool(nodes)
+        # the table and chart only for results with an evaluation (an acquired DTI): nothing to show otherwise
+        self.ui.showTableButton.enabled = "table" in nodes
+        self.ui.showPlotButton.enabled = "bland_altman_fa" in nodes
         if nodes:
             self.update()
-            show_table(nodes)
-            show_plot(nodes)
+            self._show(show_table, nodes)
+            self._show(show_plot, nodes)
 
     def update(self, *args):
         # the parameter node's GUI binding refills the map list on entering: "" passes by while it does
         if self.nodes and self.ui.mapComboBox.currentText in MAP_ROLES:
-            show_results(self.nodes, self.ui.mapComboBox.currentText, self.ui.roiOverlayCheckBox.checked,
-                         self.ui.hideGuessCheckBox.checked)
+            self._show(show_results, self.nodes, self.ui.mapComboBox.currentText, self.ui.roiOverlayCheckBox.checked,
+                       self.ui.hideGuessCheckBox.checked)
+
+    def _show(self, show, *args):
+        if not self.held and not self.views_taken():
+            show(*args)

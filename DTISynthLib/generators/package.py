@@ -228,6 +228,19 @@ def _checked_zip(source, archive):
     return root.name or source.stem, {Path(i.filename).name: functools.partial(archive.open, i) for i in infos}
 
 
+def find_package(name, roots):
+    """The folder of the installed model package called `name` (a folder name, as installed_packages lists
+    them): the first root, in order, that holds one. A scene or a script keeps the name, not the folder,
+    so that a newer install of the extension (its own Models folder) serves it. InputError naming the
+    roots when none has it."""
+    for root in roots:
+        folder = Path(root) / str(name)
+        if str(name) and Path(str(name)).name == str(name) and (folder / MANIFEST).is_file():
+            return folder
+    raise InputError(str(name) or "(no name)", "the name of an installed model package (in "
+                     + ", ".join(str(r) for r in roots) + ")", "no package of that name")
+
+
 def installed_packages(roots):
     """[(folder, manifest or None, one-line description)] of every sub-folder of `roots` (folders that
     may not exist) holding a manifest.json, sorted by name within each root; an unreadable package is

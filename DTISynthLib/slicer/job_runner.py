@@ -25,19 +25,11 @@ from pathlib import Path
 
 from ..core.output_layout import SlicerJobFolder
 from ..service.requests import EvaluationRequest, SynthesisRequest
+from .dependencies import python_executable
 
 CREATE_NEW_PROCESS_GROUP = 0x00000200  # Windows' process creation flags (subprocess defines them only there)
 CREATE_NO_WINDOW = 0x08000000  # no console window pops up for the job
 LIBRARY_FOLDER = Path(__file__).resolve().parents[2]  # the folder holding DTISynthLib, wherever Slicer found it
-
-
-def python_executable():
-    """PythonSlicer inside Slicer (beside its executable), else this interpreter."""
-    for name in ("PythonSlicer", "PythonSlicer.exe"):
-        candidate = Path(sys.executable).with_name(name)
-        if candidate.exists():
-            return str(candidate)
-    return sys.executable
 
 
 def process_group_options(platform=sys.platform):
@@ -226,15 +218,19 @@ class SynthesisJob:
         evaluation = files.evaluation.folder if files.evaluation.summary.exists() else None
         return load_results(scene, files.synthesis.folder, evaluation, self.name)
 
-    def run(self, scene, progress=None):
+    def run(self, scene, progress=None, idle=None, interval=0.05):
         """Blocking: start, follow to the end (progress(event) for each event as it comes: scripts in
-        Slicer's console see the progress live), load, clean up."""
+        Slicer's console see the progress live), load, clean up. idle(): called at least every `interval`
+        seconds while the child works (the module passes slicer.app.processEvents: Slicer keeps repainting
+        and the progress can appear; without it the console froze Slicer for the whole run)."""
         self.start()
         try:
             while self.running:
-                for event in self.poll(wait=0.5):
+                for event in self.poll(wait=interval):
                     if progress:
                         progress(event)
+                if idle is not None:
+                    idle()
             return self.load(scene)
         finally:
             self.cleanup()

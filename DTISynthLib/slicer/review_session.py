@@ -87,18 +87,22 @@ class ReviewSession:
         self.paused_since = None
         self._show_images(True)
 
-    def answer(self, choice, confidence, comment=None):
-        """Save the choice (left / right: the noisier image) for the case shown, then show the next."""
-        if self.shown is None:
-            from ..core.errors import InputError
+    def save(self, choice, confidence, comment=None):
+        """Save the choice (left / right: the noisier image) for the case shown; the case stays on screen
+        but can no longer be answered (show_next loads the next)."""
+        from ..core.errors import InputError
 
+        if self.shown is None:
             raise InputError("review", "a case on screen", "none (all answered)")
         if self.paused:
-            from ..core.errors import InputError
-
             raise InputError("review", "the review resumed before answering (the images are hidden)", "a pause")
         self.state = self.client.answer(self.shown.position, choice, confidence, comment, self.paused_seconds)
         self._practised = self._practised or self.shown.training
+        self.shown = None
+
+    def answer(self, choice, confidence, comment=None):
+        """save(), then show the next case (returned; None when all are answered)."""
+        self.save(choice, confidence, comment)
         return self.show_next()
 
     def close(self):

@@ -2,6 +2,7 @@
 progress events, results loaded through the adapter, Cancel, and failures (slicer-core scene)."""
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -36,8 +37,12 @@ def test_job_runs_the_command_line_and_loads_the_results(scene, subject, tiny_mo
         live.append(job.running)  # a script in Slicer's console sees progress while the child works
 
     job = SynthesisJob(dwi_node, acquired_node=acquired_node, models=tiny_models, device="cpu", name="sub-004")
-    nodes = job.run(scene, progress=progress)
+    idle = []  # Slicer's processEvents: called while the child works, however quiet it is
+    started = time.monotonic()
+    nodes = job.run(scene, progress=progress, idle=lambda: idle.append(time.monotonic()))
     assert live[0] and sum(live) > len(live) / 2, live  # once delivered all at the end, after the last command
+    gaps = np.diff([started, *idle])
+    assert len(idle) > 20 and gaps.max() < 1.0, (len(idle), gaps.max())  # the GUI never waits a second
     stages = [e["stage"] for e in events if e["event"] == "progress"]
     assert {"register", "synthesize", "fit", "evaluate", "report"} <= set(stages)
     assert [e["event"] for e in events].count("result") == 2  # synthesize, then evaluate

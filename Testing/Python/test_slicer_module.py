@@ -123,7 +123,9 @@ def test_requirements_cover_the_runtime_dependencies_slicer_lacks():
     listed = {re.split(r"[<>=]", line)[0].strip() for line in
               (REPO / "DTISynth" / "Resources" / "requirements.txt").read_text().splitlines()
               if line.strip() and not line.startswith("#")}
-    assert listed == runtime - {"torch", "numpy", "SimpleITK"}, (listed, runtime)
+    # FastAPI and uvicorn serve the browser review, which the extension cannot (its NiiVue bundle is npm's,
+    # not installed into Slicer): they stayed out of every Slicer that installs DTISynth
+    assert listed == runtime - {"torch", "numpy", "SimpleITK", "fastapi", "uvicorn"}, (listed, runtime)
 
 
 def test_what_the_module_imports_keeps_torch_out_of_slicer():
@@ -234,7 +236,7 @@ def test_closing_the_scene_forgets_its_nodes_and_ends_the_review_display():
     close = functions["onSceneStartClose"]
     for step in ("self.review.close()", "self.results.set_nodes({})", "self.setParameterNode(None)"):
         assert step in close, step
-    assert "self.review.close()" in functions["cleanup"] and "self.job.cancel(wait=True)" in functions["cleanup"]
+    assert "self.review.cleanup()" in functions["cleanup"] and "self.job.cancel(wait=True)" in functions["cleanup"]
     forget = ast.unparse(_functions(PANEL["results_panel"])["set_nodes"])
     assert "self.nodes = nodes" in forget and "resultsCollapsibleButton.enabled = bool(nodes)" in forget
     stop = ast.unparse(_functions(MODULE)["_stop"])
@@ -253,14 +255,16 @@ def test_dependencies_are_ensured_wherever_the_library_runs_in_slicer_and_torch_
                        if "DTISynthLib" in ast.unparse(n)), name
     (panel,) = _calls("ReviewPanel")
     assert ast.unparse(panel.args[2]) == "lambda: self.logic.ensureDependencies(torch=False)"
-    start = _functions(PANEL["review_panel"])["start"].body
-    assert "self.ensure_dependencies()" in ast.unparse(next(n for n in start if isinstance(n, ast.If)))
+    start = _functions(PANEL["review_panel"])["start"]
+    assert "self.ensure_dependencies()" in ast.unparse(next(n for n in ast.walk(start) if isinstance(n, ast.If)))
     assert "torch=False" in ast.unparse(functions["loadPhantomSample"])
     library = PANEL["dependencies"].read_text()
     imported = {a.name for path in [MODULE, *PANEL.values()] for n in ast.walk(ast.parse(path.read_text()))
                 if isinstance(n, ast.Import) for a in n.names}
     assert "PyTorchUtils" not in imported and "except RuntimeError" in library
-    assert {n.module for n in ast.walk(ast.parse(library)) if isinstance(n, ast.ImportFrom)} <= {"slicer.i18n"}
+    # the standard library and Slicer's own (packaging ships with slicer.pydeps, on 5.11+ where it is used)
+    assert {n.module for n in ast.walk(ast.parse(library)) if isinstance(n, ast.ImportFrom)} <= {
+        "slicer.i18n", "pathlib", "importlib", "packaging.requirements"}
 
 
 def test_the_dwi_selector_has_none_the_map_list_survives_reentry_and_the_category_is_translated():
@@ -310,3 +314,135 @@ def test_every_slicer_util_call_binds_to_slicer_util_as_slicer_core_ships_it():
         assert function is not None, f"slicer.util.{name} does not exist"
         keywords = {k.arg: None for k in call.keywords if k.arg}
         inspect.signature(function).bind(*[None] * len(call.args), **keywords)  # TypeError if they do not fit
+
+
+def _inside_error_display(function, name):
+    """Every call of `name` in `function` lies inside a `with slicer.util.tryWithErrorDisplay(...)` block."""
+    covered = set()
+    for node in ast.walk(function):
+        if isinstance(node, ast.With) and any("tryWithErrorDisplay" in ast.unparse(i.context_expr) for i in node.items):
+            covered |= {id(n) for n in ast.walk(node)}
+    calls = [n for n in ast.walk(function) if isinstance(n, ast.Call) and ast.unparse(n.func).endswith(name)]
+    return calls and all(id(c) in covered for c in calls)
+
+
+def test_installing_dependencies_is_in_sight_once_and_its_failure_reaches_the_screen():
+    """On 5.10 the first Apply looked like a hang and could run twice: ensureDependencies ran before and
+    outside the error display (an offline CalledProcessError never reached the screen), slicer.util.pip_install
+    showed nothing for a multi-GB download, and a second click started a second pip install."""
+    module, panel = _functions(MODULE), _functions(PANEL["review_panel"])
+    for function, name in ((module["onApplyButton"], "ensureDependencies"),
+                           (module["loadPhantomSample"], "ensureDependencies"),
+                           (panel["start"], "ensure_dependencies")):
+        assert _inside_error_display(function, name), function.name
+    dependencies = PANEL["dependencies"].read_text()
+    calls = [ast.unparse(n.func) for n in ast.walk(ast.parse(dependencies)) if isinstance(n, ast.Call)]
+    assert "slicer.util.pip_install" not in calls and "pip_install_visibly" in calls
+    ensure = _functions(PANEL["dependencies"])["ensure_dependencies"]
+    assert "if installing:" in ast.unparse(ensure) and "installing = False" in ast.unparse(ensure)
+
+
+def test_the_review_shortcuts_are_deleted_when_the_module_goes():
+    """Reload and Reload and Test left the review's QShortcuts on the panel: the reloaded module added a
+    second set, Qt sent every key as ambiguous, and arrows and 1-5 stopped working until Slicer restarted."""
+    cleanup = ast.unparse(_functions(PANEL["review_panel"])["cleanup"])
+    assert "for shortcut in self.shortcuts" in cleanup and "deleteLater()" in cleanup and "setParent(None)" in cleanup
+    assert "self.review.cleanup()" in ast.unparse(_functions(MODULE)["cleanup"])
+
+
+def test_ctest_skips_without_torch_in_setup_and_never_installs_it():
+    """slicer.testing.runUnitTest runs the test_ methods through unittest (setUp first), never runTest: the
+    skip must be in setUp, or the test installs PyTorch (dialogs auto-accept in testing mode)."""
+    setup = _functions(MODULE)["setUp"]
+    first = ast.unparse(setup.body[0])
+    assert first.startswith("if importlib.util.find_spec('torch') is None") and "self.skipTest(" in first
+    assert "self.setUp()" in ast.unparse(_functions(MODULE)["runTest"])
+
+
+def test_the_parameter_node_keeps_a_model_package_name_not_a_folder():
+    """A saved scene pinned the models folder to the install path of the Slicer that saved it: after an
+    upgrade Apply failed or used the old extension's weights. It keeps the package's name, found at Apply."""
+    tree = ast.parse(MODULE.read_text())
+    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "DTISynthParameterNode")
+    fields = {ast.unparse(s.target): ast.unparse(s.annotation) for s in node.body if isinstance(s, ast.AnnAssign)}
+    assert fields["modelSet"] == "str" and "Path" not in fields.values()
+    assert "models=model_folder(p.modelSet)" in ast.unparse(_functions(MODULE)["onApplyButton"])
+
+
+class FakeWidget:
+    """A fake of the Qt widgets ResultsPanel touches (no Qt here): attributes, and connect() recording the
+    slot so that a test can emit the signal."""
+
+    def __init__(self, **attributes):
+        self.__dict__.update(attributes)
+        self.slots = {}
+
+    def connect(self, signal, slot):
+        self.slots[signal] = slot
+
+
+def test_the_results_leave_the_views_alone_while_a_review_owns_them_or_the_widgets_are_being_filled(monkeypatch):
+    """Re-entering the module repainted every slice view (the parameter node's binding refills the map list,
+    and each change showed a map and fitted): zoom and pan were lost, and during a review the two review
+    images were replaced by a result map, so the next arrow key answered a case no longer on screen."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results_panel", PANEL["results_panel"])
+    results_panel = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results_panel)
+    shown = []
+    for name in ("show_results", "show_table", "show_plot"):
+        monkeypatch.setattr(results_panel, name, lambda *args, name=name: shown.append(name))
+    ui = {name: FakeWidget() for name in ("showTableButton", "showPlotButton", "resultsCollapsibleButton")}
+    ui.update(mapComboBox=FakeWidget(currentText="FA"), roiOverlayCheckBox=FakeWidget(checked=True),
+              hideGuessCheckBox=FakeWidget(checked=False))
+    ui = type("FakeUi", (), ui)
+    review = {"session": None}
+    panel = results_panel.ResultsPanel(ui, views_taken=lambda: review["session"] is not None)
+    panel.set_nodes({"fa": object(), "table": object()})
+    assert shown == ["show_results", "show_table", "show_plot"] and ui.showTableButton.enabled
+    assert not ui.showPlotButton.enabled  # no Bland-Altman chart in these results
+    shown.clear()
+    with panel.holding():  # connectGui filling the widgets on entering the module
+        ui.mapComboBox.slots["currentIndexChanged(int)"](0)
+    review["session"] = "a reader's case"
+    ui.mapComboBox.slots["currentIndexChanged(int)"](1)
+    ui.roiOverlayCheckBox.slots["toggled(bool)"](False)
+    ui.showTableButton.slots["clicked(bool)"]()
+    assert shown == []
+    review["session"] = None
+    ui.mapComboBox.slots["currentIndexChanged(int)"](1)  # the user chose a map
+    assert shown == ["show_results"]
+
+
+def test_pip_is_followed_without_blocking_the_gui_and_stops_on_cancel(tmp_path):
+    """follow_process (what pip_install_visibly runs the dialog with): Slicer's event processing (idle) is
+    called all the while a child is silent, as pip is for minutes downloading PyTorch; each line reaches
+    the dialog as it comes; Cancel (idle returning False) stops the child."""
+    import time
+
+    from DTISynthLib.slicer.dependencies import follow_process
+
+    script = "import time; print('Downloading torch-2.13.0.whl (912.4 MB)', flush=True); time.sleep(1.5); print('done')"
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    lines, idle = [], []
+    code, stopped = follow_process(child, lines.append, lambda: idle.append(time.monotonic()))
+    assert (code, stopped) == (0, False) and lines == ["Downloading torch-2.13.0.whl (912.4 MB)", "done"]
+    assert len(idle) > 15 and max(b - a for a, b in zip(idle, idle[1:])) < 0.5  # the GUI repaints meanwhile
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    started = time.monotonic()
+    code, stopped = follow_process(child, lines.append, lambda: time.monotonic() - started < 0.5)
+    assert stopped and code != 0 and time.monotonic() - started < 5
+
+
+def test_the_510_fallback_checks_versions_not_only_imports(tmp_path):
+    """On Slicer 5.10 (no slicer.pydeps) requirements were checked by import name alone: an old nibabel that
+    imports passed, and the library then failed inside the child."""
+    from importlib import metadata
+
+    from DTISynthLib.slicer.dependencies import missing_requirements
+
+    installed = metadata.version("nibabel")
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"# a comment\nnibabel>={installed}\nnibabel>=999.0\npynrrd\nnot-a-package-at-all>=1\n")
+    assert missing_requirements(requirements) == ["nibabel>=999.0", "not-a-package-at-all>=1"]
