@@ -18,6 +18,12 @@ if sys.version_info < MINIMUM_PYTHON:
     raise ImportError(f"DTISynth needs 3D Slicer 5.10 or later (Python {MINIMUM_PYTHON[0]}.{MINIMUM_PYTHON[1]}+); "
                       f"this Slicer runs Python {sys.version.split()[0]}: install a newer Slicer")
 
+# Installed, DTISynthLib lies beside this file (CMake puts it there); loaded from the source tree (Application
+# Settings > Modules > Additional module paths: .../DTISynth) it is one folder up, where Slicer does not look.
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+if importlib.util.find_spec("DTISynthLib") is None and (SOURCE_ROOT / "DTISynthLib" / "__init__.py").is_file():
+    sys.path.insert(0, str(SOURCE_ROOT))
+
 import qt  # noqa: E402 (after the version check)
 import slicer
 import vtk
@@ -45,7 +51,10 @@ class DTISynth(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("DTISynth")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Diffusion")]
-        self.parent.dependencies = []
+        # the modules whose logic and MRML classes it calls: DWI and scalar volumes, 4D input sequences, ROI
+        # segmentations, the results' subject-hierarchy folder, Bland-Altman charts, tables, the phantom sample
+        self.parent.dependencies = ["Volumes", "Sequences", "Segmentations", "SubjectHierarchy", "Plots", "Tables",
+                                    "SampleData"]
         self.parent.contributors = ["DTISynth developers"]
         self.parent.helpText = _(
             "Synthesize a diffusion tensor image (b=0 + 6 directions) from a conventional 3-direction DWI with "
@@ -130,7 +139,7 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.modelSets = ModelSetsPanel(self.ui, lambda: self._parameterNode.modelSet,
                                         lambda name: setattr(self._parameterNode, "modelSet", name))
         self.results = ResultsPanel(self.ui, views_taken=lambda: self.review.session is not None)
-        self.review = ReviewPanel(self.ui, self.parent, lambda: self.logic.ensureDependencies(torch=False))
+        self.review = ReviewPanel(self.ui, self.parent, lambda: self.ensureDependencies(torch=False))
         self.initializeParameterNode()
 
     def cleanup(self):
@@ -150,6 +159,10 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
 
     def onSceneStartClose(self, caller, event):
+        if self.job is not None:  # its results belong to the scene that is closing, not the next one
+            self.job.cancel()
+            self._log(_("Cancelled: the scene was closed."))
+            self._stop()
         self.setParameterNode(None)
         self.review.close()  # the scene's nodes are going: forget them, as the template does its parameter node
         self.results.set_nodes({})
@@ -196,7 +209,7 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("DTISynth could not start."), waitCursor=True):
-            if not self.logic.ensureDependencies():
+            if not self.ensureDependencies():
                 return
             self.ui.logTextEdit.clear()
             self.ui.progressBar.value = 0
@@ -206,6 +219,17 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                              bvec=None if p.inputDWI else p.bvecFile)
             self.timer.start()
         self._checkCanApply()
+
+    def ensureDependencies(self, torch=True):
+        """The logic's installation, with Apply and the review's Start disabled meanwhile (a second click
+        on 5.10 started a second pip install into the same site-packages)."""
+        for button in (self.ui.applyButton, self.ui.reviewStartButton):
+            button.enabled = False
+        try:
+            return self.logic.ensureDependencies(torch=torch)
+        finally:
+            self.ui.reviewStartButton.enabled = True
+            self._checkCanApply()
 
     def onPoll(self):
         from DTISynthLib.slicer.job_runner import JobFailed
@@ -233,6 +257,8 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _stop(self):
         self.timer.stop()
+        if self.job.running:  # an exception while following it: the child must not run on unobserved
+            self.job.cancel()
         self.job.cleanup()  # its temporary files, whether it succeeded, failed or failed to load
         self.job = None
         self._checkCanApply()

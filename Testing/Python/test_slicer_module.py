@@ -254,7 +254,7 @@ def test_dependencies_are_ensured_wherever_the_library_runs_in_slicer_and_torch_
         assert not any(isinstance(n, (ast.Import, ast.ImportFrom)) for node in body[:first] for n in ast.walk(node)
                        if "DTISynthLib" in ast.unparse(n)), name
     (panel,) = _calls("ReviewPanel")
-    assert ast.unparse(panel.args[2]) == "lambda: self.logic.ensureDependencies(torch=False)"
+    assert ast.unparse(panel.args[2]) == "lambda: self.ensureDependencies(torch=False)"
     start = _functions(PANEL["review_panel"])["start"]
     assert "self.ensure_dependencies()" in ast.unparse(next(n for n in ast.walk(start) if isinstance(n, ast.If)))
     assert "torch=False" in ast.unparse(functions["loadPhantomSample"])
@@ -446,3 +446,34 @@ def test_the_510_fallback_checks_versions_not_only_imports(tmp_path):
     requirements = tmp_path / "requirements.txt"
     requirements.write_text(f"# a comment\nnibabel>={installed}\nnibabel>=999.0\npynrrd\nnot-a-package-at-all>=1\n")
     assert missing_requirements(requirements) == ["nibabel>=999.0", "not-a-package-at-all>=1"]
+
+
+def test_a_running_job_never_outlives_its_scene_or_an_error_while_following_it():
+    """A job running at scene close loaded its results into the next scene; an exception in onPoll stopped
+    the polling and left the child running unobserved. Apply and Start are disabled while installing."""
+    functions = {name: ast.unparse(node) for name, node in _functions(MODULE).items()}
+    close = functions["onSceneStartClose"]
+    assert close.index("self.job.cancel()") < close.index("self.setParameterNode(None)")
+    assert "if self.job.running:\n        self.job.cancel()" in functions["_stop"]
+    (text,) = [ast.unparse(n) for n in ast.walk(ast.parse(MODULE.read_text())) if isinstance(n, ast.FunctionDef)
+               and n.name == "ensureDependencies" and "applyButton" in ast.unparse(n)]  # the widget's
+    assert "self.ui.applyButton, self.ui.reviewStartButton" in text and "button.enabled = False" in text
+    assert text.index("button.enabled = False") < text.index("self.logic.ensureDependencies(") < text.index("finally")
+
+
+def test_the_module_loads_from_its_source_tree_and_names_the_modules_it_calls(tmp_path):
+    """Loaded from the source tree (Additional module paths: .../DTISynth) the module failed: DTISynthLib is
+    one folder up there. Its prelude (what runs before `import qt`) now finds it, run where nothing else would;
+    and `dependencies` names the Slicer modules whose logic or MRML classes it calls."""
+    text = MODULE.read_text()
+    prelude = text[:text.index("import qt")]
+    script = (f"__file__ = {str(MODULE)!r}\n{prelude}\nimport DTISynthLib, pathlib\n"
+              "print(pathlib.Path(DTISynthLib.__file__).resolve().parent.parent)")
+    result = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                            env={"PYTHONPATH": ""})
+    assert result.returncode == 0 and result.stdout.strip() == str(REPO), result.stderr
+    (assign,) = [n for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Assign)
+                 and ast.unparse(n.targets[0]) == "self.parent.dependencies"]
+    named = set(ast.literal_eval(assign.value))
+    assert {"Plots", "Segmentations", "SubjectHierarchy", "Sequences", "SampleData"} <= named
+    assert "slicer.modules.plots" in (REPO / "DTISynthLib" / "slicer" / "results_display.py").read_text()
