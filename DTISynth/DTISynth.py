@@ -40,6 +40,7 @@ from slicer.util import VTKObservationMixin
 
 from DTISynthLib.generators.package import DEFAULT_MODELS
 from DTISynthLib.slicer.dependencies import ensure_dependencies
+from DTISynthLib.slicer.job_folders import remove_stale_job_folders
 from DTISynthLib.slicer.results_display import MAP_ROLES
 from DTISynthWidgets.model_sets_panel import ModelSetsPanel, model_folder
 from DTISynthWidgets.results_panel import ResultsPanel
@@ -130,6 +131,7 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = DTISynthLogic()
+        remove_stale_job_folders(jobs_folder())  # left by a Slicer that crashed: patients' exported DWIs
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
@@ -267,6 +269,12 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.logTextEdit.appendPlainText(text)
 
 
+def jobs_folder():
+    """Where jobs export their inputs: DTISynth in Slicer's temporary folder (the user's, set in Application
+    Settings), not the system's shared one."""
+    return Path(slicer.app.temporaryPath) / "DTISynth"
+
+
 class DTISynthLogic(ScriptedLoadableModuleLogic):
     """The work is DTISynthLib's (slicer.job_runner, slicer.mrml_adapter); dialogs only to install packages."""
 
@@ -287,7 +295,8 @@ class DTISynthLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError("DTISynth's Python packages are not installed (the installation was declined)")
         from DTISynthLib.slicer.job_runner import SynthesisJob
 
-        job = SynthesisJob(dwiNode, b0Node, acquiredNode, models=models, device=device, bval=bval, bvec=bvec)
+        job = SynthesisJob(dwiNode, b0Node, acquiredNode, models=models, device=device, bval=bval, bvec=bvec,
+                           work_root=jobs_folder())
         if wait:  # Slicer keeps processing events meanwhile: it repaints, and the progress shows
             return job.run(slicer.mrmlScene, progress=progress or (lambda e: logging.info(e.get("message", ""))),
                            idle=slicer.app.processEvents)

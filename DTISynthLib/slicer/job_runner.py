@@ -26,6 +26,7 @@ from pathlib import Path
 from ..core.output_layout import SlicerJobFolder
 from ..service.requests import EvaluationRequest, SynthesisRequest
 from .dependencies import python_executable
+from .job_folders import JOB_PREFIX
 
 CREATE_NEW_PROCESS_GROUP = 0x00000200  # Windows' process creation flags (subprocess defines them only there)
 CREATE_NO_WINDOW = 0x08000000  # no console window pops up for the job
@@ -88,13 +89,16 @@ class SynthesisJob:
     """One synthesis (and, with an acquired DTI, evaluation) of Slicer nodes in a child process."""
 
     def __init__(self, dwi_node, b0_node=None, acquired_node=None, models=None, device="auto", name=None,
-                 python=None, bval=None, bvec=None):
-        """dwi_node: a DWI node, or a sequence of scalar volumes with FSL `bval` / `bvec` files."""
+                 python=None, bval=None, bvec=None, work_root=None):
+        """dwi_node: a DWI node, or a sequence of scalar volumes with FSL `bval` / `bvec` files. work_root:
+        where the job's folder goes (the module passes Slicer's temporary folder, slicer.app.temporaryPath:
+        the user's and Slicer's, not the system's shared one; default the system's)."""
         self.dwi_node, self.b0_node, self.acquired_node = dwi_node, b0_node, acquired_node
         self.bval, self.bvec = bval, bvec
         self.models, self.device = models, device
         self.name = name or f"DTISynth {dwi_node.GetName()}"
         self.python = python or python_executable()
+        self.work_root = work_root
         self.work = None
         self.process = None
         self.events = []
@@ -108,7 +112,9 @@ class SynthesisJob:
 
         dwi = dwi_from_sequence(self.dwi_node, self.bval, self.bvec) if self.dwi_node.IsA("vtkMRMLSequenceNode") \
             else dwi_from_node(self.dwi_node)
-        self.work = Path(tempfile.mkdtemp(prefix="dtisynth-slicer-"))
+        if self.work_root is not None:
+            Path(self.work_root).mkdir(parents=True, exist_ok=True)
+        self.work = Path(tempfile.mkdtemp(prefix=JOB_PREFIX, dir=self.work_root))
         files = SlicerJobFolder(self.work)
         save_dwi(files.dwi, dwi, compress_nrrd=False)
         b0 = None

@@ -27,7 +27,7 @@ def subject():
     return simulate_subject(draw_subject("sub-004", 4), "sampled", grid=(64, 64, 38))
 
 
-def test_job_runs_the_command_line_and_loads_the_results(scene, subject, tiny_models):
+def test_job_runs_the_command_line_and_loads_the_results(scene, subject, tiny_models, tmp_path):
     dwi_node = adapter.add_dwi_volume(scene, "input DWI", check_dwi(subject.dwi))
     acquired_node = adapter.add_dwi_volume(scene, "acquired DTI", check_dwi(subject.dti))
     events, live = [], []
@@ -35,8 +35,10 @@ def test_job_runs_the_command_line_and_loads_the_results(scene, subject, tiny_mo
     def progress(event):
         events.append(event)
         live.append(job.running)  # a script in Slicer's console sees progress while the child works
+        assert job.work.parent == tmp_path / "slicer temp"
 
-    job = SynthesisJob(dwi_node, acquired_node=acquired_node, models=tiny_models, device="cpu", name="sub-004")
+    job = SynthesisJob(dwi_node, acquired_node=acquired_node, models=tiny_models, device="cpu", name="sub-004",
+                       work_root=tmp_path / "slicer temp")  # Slicer's temporary folder, not the system's
     idle = []  # Slicer's processEvents: called while the child works, however quiet it is
     started = time.monotonic()
     nodes = job.run(scene, progress=progress, idle=lambda: idle.append(time.monotonic()))
@@ -50,6 +52,22 @@ def test_job_runs_the_command_line_and_loads_the_results(scene, subject, tiny_mo
     assert nodes["tensor"].IsA("vtkMRMLDiffusionTensorVolumeNode") and nodes["table"].GetNumberOfRows() == 20
     np.testing.assert_allclose(adapter.volume_from_node(nodes["fa"])[1], subject.dti.affine, atol=1e-5)
     assert job.work is None and not job.running  # temporary files gone, no child left
+    assert list((tmp_path / "slicer temp").iterdir()) == []
+
+
+def test_job_folders_a_crashed_slicer_left_are_removed_and_others_kept(tmp_path):
+    from DTISynthLib.slicer.job_folders import JOB_PREFIX, STALE_AFTER, remove_stale_job_folders
+
+    old, running, other = tmp_path / f"{JOB_PREFIX}old", tmp_path / f"{JOB_PREFIX}now", tmp_path / "someone-elses"
+    for folder in (old, running, other):
+        (folder / "inputs").mkdir(parents=True)
+        (folder / "inputs" / "dwi.nrrd").write_bytes(b"patient data")
+    past = time.time() - STALE_AFTER - 60
+    for folder in (old, other):
+        os.utime(folder, (past, past))
+    assert remove_stale_job_folders(tmp_path) == [old]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, other.name])
+    assert remove_stale_job_folders(tmp_path / "absent") == []
 
 
 def test_cancel_ends_the_child_and_loads_nothing(scene, subject, tiny_models):
