@@ -87,8 +87,9 @@ def registerSampleData():
 @parameterNodeWrapper
 class DTISynthParameterNode:
     """inputDWI: the 3-direction DWI, or inputSequence (a 4D volume loaded as a sequence) with FSL
-    bvalFile / bvecFile (paths, "" when not given); referenceB0: the b=0 to register to (default the DWI's
-    own); acquiredDTI: an acquired DTI to evaluate against (optional); modelSet: the name of an installed model
+    bvalFile / bvecFile (paths, "" when not given), or inputFile (a DWI file: NIfTI with those FSL files, their
+    default beside it, NRRD or a DICOM folder; used instead of the nodes when given); referenceB0: the b=0 to
+    register to (default the DWI's own), or referenceB0File; acquiredDTI: an acquired DTI to evaluate against (optional); modelSet: the name of an installed model
     package (model_sets_panel.model_folder finds it: a saved scene must not pin one install's folder); device:
     where the generators run; shownMap / showROIs / hideGuessedOrientation (colour FA grey where the V1
     confidence is below 0.8): the results display. A reader's review link is not kept: a saved scene must
@@ -100,7 +101,9 @@ class DTISynthParameterNode:
     # empty Path is Path("."), which the field would show as "."
     bvalFile: str = ""
     bvecFile: str = ""
+    inputFile: str = ""
     referenceB0: vtkMRMLScalarVolumeNode
+    referenceB0File: str = ""
     acquiredDTI: vtkMRMLDiffusionWeightedVolumeNode
     modelSet: str = DEFAULT_MODELS.name
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
@@ -109,7 +112,8 @@ class DTISynthParameterNode:
     hideGuessedOrientation: bool = False
 
 
-PATH_FIELDS = {"bvalPathLineEdit": "bvalFile", "bvecPathLineEdit": "bvecFile"}
+PATH_FIELDS = {"bvalPathLineEdit": "bvalFile", "bvecPathLineEdit": "bvecFile", "inputFilePathLineEdit": "inputFile",
+               "referenceB0FilePathLineEdit": "referenceB0File"}
 
 
 class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -197,11 +201,12 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for widget, name in PATH_FIELDS.items():  # the hand-bound fields follow the node (scene load, scripts)
             if p and getattr(self.ui, widget).currentPath != getattr(p, name):
                 getattr(self.ui, widget).currentPath = getattr(p, name)
-        ready = bool(p and (p.inputDWI or (p.inputSequence and p.bvalFile and p.bvecFile)))
+        ready = bool(p and (p.inputFile or p.inputDWI or (p.inputSequence and p.bvalFile and p.bvecFile)))
         self.ui.applyButton.enabled = running or ready
         self.ui.applyButton.text = _("Cancel") if running else _("Apply")
         self.ui.applyButton.toolTip = _("Stop the running synthesis") if running else (
-            _("Synthesize the DTI") if ready else _("Select a 3-direction DWI (or a 4D sequence with bval / bvec)"))
+            _("Synthesize the DTI") if ready else _("Select a 3-direction DWI, a 4D sequence with bval / bvec, or a "
+                                                   "DWI file"))
 
     def onApplyButton(self):
         if self.job is not None:
@@ -215,10 +220,15 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             self.ui.logTextEdit.clear()
             self.ui.progressBar.value = 0
-            self.job = self.logic.synthesize(p.inputDWI or p.inputSequence, p.referenceB0, p.acquiredDTI,
+            fsl = not p.inputDWI or p.inputFile  # bval / bvec belong to a sequence or a NIfTI file
+            if p.inputFile:  # shown as DTISynth reads it (gradients in RAS): a bad file is refused here, named
+                from DTISynthLib.slicer.mrml_adapter import add_dwi_file
+
+                add_dwi_file(slicer.mrmlScene, p.inputFile, p.bvalFile, p.bvecFile)
+            self.job = self.logic.synthesize(p.inputFile or p.inputDWI or p.inputSequence,
+                                             p.referenceB0File or p.referenceB0, p.acquiredDTI,
                                              models=model_folder(p.modelSet), device=p.device, wait=False,
-                                             bval=None if p.inputDWI else p.bvalFile,
-                                             bvec=None if p.inputDWI else p.bvecFile)
+                                             bval=p.bvalFile if fsl else None, bvec=p.bvecFile if fsl else None)
             self.timer.start()
         self._checkCanApply()
 
@@ -288,8 +298,9 @@ class DTISynthLogic(ScriptedLoadableModuleLogic):
 
     def synthesize(self, dwiNode, b0Node=None, acquiredNode=None, models=None, device="auto", wait=True,
                    progress=None, bval=None, bvec=None):
-        """Synthesize (and, with acquiredNode, evaluate). dwiNode: a DWI node, or a sequence node with FSL
-        bval / bvec files. wait=True blocks and returns {role: node}; wait=False returns the started
+        """Synthesize (and, with acquiredNode, evaluate). dwiNode: a DWI node, a sequence node with FSL
+        bval / bvec files, or a DWI file path (NIfTI with bval / bvec, NRRD, a DICOM folder); b0Node: a
+        scalar volume node or a b=0 file path. wait=True blocks and returns {role: node}; wait=False returns the started
         DTISynthLib.slicer.job_runner.SynthesisJob for the caller to poll."""
         if not self.ensureDependencies():  # scripted use too, not only the Apply button
             raise RuntimeError("DTISynth's Python packages are not installed (the installation was declined)")

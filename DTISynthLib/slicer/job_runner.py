@@ -81,6 +81,10 @@ def _read_lines(stream, lines):
     lines.put(None)
 
 
+def _is_path(value):
+    return isinstance(value, (str, os.PathLike))
+
+
 class JobFailed(RuntimeError):
     """The command line ended with an error; the message is its own."""
 
@@ -90,13 +94,15 @@ class SynthesisJob:
 
     def __init__(self, dwi_node, b0_node=None, acquired_node=None, models=None, device="auto", name=None,
                  python=None, bval=None, bvec=None, work_root=None):
-        """dwi_node: a DWI node, or a sequence of scalar volumes with FSL `bval` / `bvec` files. work_root:
+        """dwi_node: a DWI node, a sequence of scalar volumes with FSL `bval` / `bvec` files, or a DWI file
+        (a path: NIfTI with `bval` / `bvec`, NRRD, a DICOM folder) passed to the child as it is, unexported;
+        b0_node: a scalar volume node or a b=0 file (a path). work_root:
         where the job's folder goes (the module passes Slicer's temporary folder, slicer.app.temporaryPath:
         the user's and Slicer's, not the system's shared one; default the system's)."""
         self.dwi_node, self.b0_node, self.acquired_node = dwi_node, b0_node, acquired_node
         self.bval, self.bvec = bval, bvec
         self.models, self.device = models, device
-        self.name = name or f"DTISynth {dwi_node.GetName()}"
+        self.name = name or f"DTISynth {Path(dwi_node).name.split('.')[0] if _is_path(dwi_node) else dwi_node.GetName()}"
         self.python = python or python_executable()
         self.work_root = work_root
         self.work = None
@@ -110,25 +116,31 @@ class SynthesisJob:
         from ..io.files import save_dwi, save_volume
         from .mrml_adapter import dwi_from_node, dwi_from_sequence, volume_from_node
 
-        dwi = dwi_from_sequence(self.dwi_node, self.bval, self.bvec) if self.dwi_node.IsA("vtkMRMLSequenceNode") \
-            else dwi_from_node(self.dwi_node)
         if self.work_root is not None:
             Path(self.work_root).mkdir(parents=True, exist_ok=True)
         self.work = Path(tempfile.mkdtemp(prefix=JOB_PREFIX, dir=self.work_root))
         files = SlicerJobFolder(self.work)
-        save_dwi(files.dwi, dwi, compress_nrrd=False)
+        dwi_file, bval, bvec = files.dwi, None, None
+        if _is_path(self.dwi_node):  # the user's file, read by the child as the command line reads it
+            dwi_file, bval, bvec = Path(self.dwi_node), self.bval or None, self.bvec or None
+        else:
+            dwi = dwi_from_sequence(self.dwi_node, self.bval, self.bvec) if self.dwi_node.IsA("vtkMRMLSequenceNode") \
+                else dwi_from_node(self.dwi_node)
+            save_dwi(files.dwi, dwi, compress_nrrd=False)
         b0 = None
         if self.acquired_node is not None:
             acquired = dwi_from_node(self.acquired_node)
             save_dwi(files.acquired, acquired, compress_nrrd=False)
             save_volume(files.acquired_b0, acquired.mean_b0(), acquired.affine)
             b0 = files.acquired_b0  # register to the acquired DTI's b=0, as the paper did, unless one is given
-        if self.b0_node is not None:
+        if _is_path(self.b0_node):
+            b0 = Path(self.b0_node)
+        elif self.b0_node is not None:
             volume, affine = volume_from_node(self.b0_node)
             save_volume(files.reference_b0, volume, affine)
             b0 = files.reference_b0
-        requests = [SynthesisRequest(dwi=files.dwi, out=files.synthesis.folder, models=self.models, b0=b0,
-                                     device=self.device)]
+        requests = [SynthesisRequest(dwi=dwi_file, bval=bval, bvec=bvec, out=files.synthesis.folder, models=self.models,
+                                     b0=b0, device=self.device)]
         if self.acquired_node is not None:
             requests.append(EvaluationRequest(original=files.acquired, synthetic=files.synthesis.folder,
                                               out=files.evaluation.folder))

@@ -232,6 +232,16 @@ def _node_affine(node):
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
+def add_dwi_file(scene, path, bval=None, bvec=None, name=None):
+    """A DWI node of a DWI file as DTISynth reads it (io.files.load_dwi: NIfTI with FSL bval / bvec, their
+    default beside it; NRRD; a DICOM folder): what the synthesis of that file sees, gradients in RAS
+    (FSL's voxel-frame bvecs turned by the reader). Bad files raise InputError naming them."""
+    from ..io.files import load_dwi
+
+    path = Path(path)
+    return add_dwi_volume(scene, name or path.name.split(".")[0], load_dwi(path, bval or None, bvec or None))
+
+
 def dwi_from_node(node):
     """A DWI (x, y, z, n) with RAS gradients from a vtkMRMLDiffusionWeightedVolumeNode (its gradients
     are in its measurement frame: turned to RAS here)."""

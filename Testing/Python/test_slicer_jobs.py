@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from DTISynthLib.core.dwi import DWI, check_dwi
+from DTISynthLib.core.output_layout import SlicerJobFolder
 from DTISynthLib.simulation.cohort import draw_subject, simulate_subject
 
 slicer = pytest.importorskip("slicer")
@@ -144,6 +145,50 @@ def test_a_4d_sequence_with_fsl_gradients_is_accepted(scene, subject, tiny_model
     nodes = SynthesisJob(sequence, models=tiny_models, device="cpu", bval=tmp_path / "dwi.bval",
                          bvec=tmp_path / "dwi.bvec").run(scene)
     assert nodes["tensor"].IsA("vtkMRMLDiffusionTensorVolumeNode")
+
+
+def test_a_nifti_dwi_file_goes_straight_to_the_child_and_is_shown_as_dtisynth_reads_it(scene, subject, tiny_models,
+                                                                                        tmp_path):
+    """The most common export of a clinical DWI (dcm2niix's NIfTI + bval / bvec) could not be brought into the
+    panel in core Slicer. A file path is passed to the child as it is (nothing exported, the user's files
+    untouched), and the node shown has the gradients DTISynth reads (FSL's voxel-frame bvecs in RAS), on a
+    NIfTI whose voxel-to-world matrix has a positive determinant (FSL's x flip applies) and is oblique."""
+    from DTISynthLib.core.checksums import sha256_file
+    from DTISynthLib.core.frames import rotation_matrix
+    from DTISynthLib.io.files import load_dwi
+    from DTISynthLib.io.nifti import write_nifti_dwi
+
+    dwi = check_dwi(subject.dwi)
+    tilt = np.eye(4)
+    tilt[:3, :3] = rotation_matrix((12.0, 0.0, 5.0))
+    affine = tilt @ np.diag([1.7, 1.7, 2.0, 1.0])
+    rotated = DWI(dwi.data, affine, dwi.bvals, dwi.gradients, "tilted")  # the same RAS gradients
+    assert np.linalg.det(affine[:3, :3]) > 0
+    folder = tmp_path / "patient data"
+    folder.mkdir()
+    write_nifti_dwi(folder / "dwi.nii.gz", rotated)  # writes dwi.bval / dwi.bvec beside it, as dcm2niix does
+    before = {p.name: sha256_file(p) for p in folder.iterdir()}
+    node = adapter.add_dwi_file(scene, folder / "dwi.nii.gz")
+    shown = adapter.dwi_from_node(node)
+    read = load_dwi(folder / "dwi.nii.gz")
+    np.testing.assert_allclose(shown.gradients, read.gradients, atol=1e-6)
+    np.testing.assert_allclose(shown.gradients, dwi.gradients, atol=1e-5)  # RAS, as simulated
+    np.testing.assert_allclose(shown.affine, affine, atol=1e-5)
+    job = SynthesisJob(str(folder / "dwi.nii.gz"), models=tiny_models, device="cpu", bval=str(folder / "dwi.bval"),
+                       bvec=str(folder / "dwi.bvec"), work_root=tmp_path / "jobs")
+    job.start()
+    arguments = [str(a) for a in job.process.args]
+    try:
+        while job.running:
+            job.poll(wait=0.2)
+        assert not SlicerJobFolder(job.work).dwi.exists()  # nothing exported: the child read the user's file
+        nodes = job.load(scene)
+    finally:
+        job.cleanup()
+    assert nodes["tensor"].IsA("vtkMRMLDiffusionTensorVolumeNode") and job.name == "DTISynth dwi"
+    assert arguments[arguments.index("--dwi") + 1] == str(folder / "dwi.nii.gz")
+    assert arguments[arguments.index("--bvec") + 1] == str(folder / "dwi.bvec")
+    assert {p.name: sha256_file(p) for p in folder.iterdir()} == before  # the user's files as they were
 
 
 def test_the_default_tensor_set_gives_the_tensor_node_maps_and_evaluation(scene, subject):

@@ -477,3 +477,20 @@ def test_the_module_loads_from_its_source_tree_and_names_the_modules_it_calls(tm
     named = set(ast.literal_eval(assign.value))
     assert {"Plots", "Segmentations", "SubjectHierarchy", "Sequences", "SampleData"} <= named
     assert "slicer.modules.plots" in (REPO / "DTISynthLib" / "slicer" / "results_display.py").read_text()
+
+
+def test_the_panel_takes_a_dwi_file_and_says_which_frame_the_bvecs_are_in():
+    """A NIfTI + bval / bvec (dcm2niix's export) or a DICOM folder could not be brought into the panel in core
+    Slicer: a file field, bound to the parameter node, goes straight to the child; a b=0 file likewise."""
+    widgets = _widgets()
+    assert widgets["inputFilePathLineEdit"][0] == widgets["referenceB0FilePathLineEdit"][0] == "ctkPathLineEdit"
+    assert _path_fields()["inputFilePathLineEdit"] == "inputFile"
+    assert _path_fields()["referenceB0FilePathLineEdit"] == "referenceB0File"
+    root = ElementTree.parse(UI).getroot()
+    tips = {w.get("name"): "".join(p.find("string").text for p in w.findall("property") if p.get("name") == "toolTip")
+            for w in root.iter("widget")}
+    assert "NIfTI" in tips["inputFilePathLineEdit"] and "DICOM folder" in tips["inputFilePathLineEdit"]
+    assert "voxel axes" in tips["bvecPathLineEdit"] and "RAS" in tips["bvecPathLineEdit"]
+    apply = ast.unparse(_functions(MODULE)["onApplyButton"])
+    assert "p.inputFile or p.inputDWI or p.inputSequence" in apply and "add_dwi_file(" in apply
+    assert "p.referenceB0File or p.referenceB0" in apply
