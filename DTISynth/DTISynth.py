@@ -138,6 +138,7 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         remove_stale_job_folders(jobs_folder())  # left by a Slicer that crashed: patients' exported DWIs
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         for widget, name in PATH_FIELDS.items():  # bound by hand (see DTISynthParameterNode)
             getattr(self.ui, widget).connect("currentPathChanged(QString)", lambda path, name=name: (
@@ -172,6 +173,15 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(None)
         self.review.close()  # the scene's nodes are going: forget them, as the template does its parameter node
         self.results.set_nodes({})
+
+    def onSceneEndImport(self, caller, event):
+        """A scene opened (or imported): its DTISynth results come back to the Results section, shown as saved."""
+        from DTISynthLib.slicer.mrml_adapter import find_results
+
+        with slicer.util.tryWithErrorDisplay(_("DTISynth could not read the scene's results.")):
+            found = find_results(slicer.mrmlScene)
+            if found:
+                self.results.set_nodes(found, show=False)
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
@@ -257,6 +267,8 @@ class DTISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             nodes = self.job.load(slicer.mrmlScene)
             self._log(_("Done: results are in the subject hierarchy folder {name}.").format(name=self.job.name))
+            if "reliability" in nodes:  # what to know before trusting the maps, in the log too
+                self._log(nodes["reliability"].GetText())
             self.results.set_nodes(nodes)
         except JobFailed as exc:
             slicer.util.errorDisplay(_("DTISynth failed: {message}").format(message=str(exc)))

@@ -34,14 +34,16 @@ class ResultsPanel:
         finally:
             self.held = False
 
-    def set_nodes(self, nodes):
-        """Show new results (map, table, chart), or with {} forget them (the scene is closing)."""
+    def set_nodes(self, nodes, show=True):
+        """New results: their reliability lines, and (with `show`) the map, table and chart; with {} forget
+        them (the scene is closing). show=False for a reopened scene: its views are as it was saved."""
         self.nodes = nodes
         self.ui.resultsCollapsibleButton.enabled = bool(nodes)
         # the table and chart only for results with an evaluation (an acquired DTI): nothing to show otherwise
         self.ui.showTableButton.enabled = "table" in nodes
         self.ui.showPlotButton.enabled = "bland_altman_fa" in nodes
-        if nodes:
+        self.ui.reliabilityTextEdit.plainText = nodes["reliability"].GetText() if "reliability" in nodes else ""
+        if nodes and show:
             self.update()
             self._show(show_table, nodes)
             self._show(show_plot, nodes)

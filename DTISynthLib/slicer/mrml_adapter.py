@@ -187,6 +187,7 @@ def _is_number(text):
         return False
 
 
+RESULT_ROLE, RESULT_NAME = "DTISynth.role", "DTISynth.result"  # node attributes of load_results' nodes
 BLAND_ALTMAN_COLORS = {"ROI means": (0.12, 0.47, 0.71), "bias": (0.84, 0.15, 0.16), "lower limit": (1.0, 0.5, 0.05),
                        "upper limit": (1.0, 0.5, 0.05)}  # RGB 0-1: points blue, bias red, 95 % limits orange
 
@@ -349,6 +350,13 @@ def load_results(scene, synthesis_dir, evaluation_dir=None, name="DTISynth", sub
             nodes[f"bland_altman_{row['map']}"] = chart
             for helper in helpers:
                 nodes[f"bland_altman_{row['map']}_{helper.GetName()}"] = helper
+    reliability = json.loads(synthesis.report.read_text()).get("reliability")  # synthesis.reliability's lines
+    if reliability:
+        nodes["reliability"] = scene.AddNewNodeByClass("vtkMRMLTextNode", f"{name} reliability")
+        nodes["reliability"].SetText("\n".join(reliability))
+    for role, node in nodes.items():  # found again in a reopened scene (find_results)
+        node.SetAttribute(RESULT_ROLE, role)
+        node.SetAttribute(RESULT_NAME, name)
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     folder = hierarchy.CreateFolderItem(hierarchy.GetSceneItemID(), name)
     for node in nodes.values():
@@ -358,6 +366,18 @@ def load_results(scene, synthesis_dir, evaluation_dir=None, name="DTISynth", sub
         else:
             hierarchy.CreateItem(folder, node)
     return nodes
+
+
+def find_results(scene):
+    """{role: node} of the last result load_results put in `scene` (by the node attributes it sets, which
+    a saved scene keeps): the Results section of a reopened scene. {} when there is none."""
+    found = {}
+    for index in range(scene.GetNumberOfNodes()):
+        node = scene.GetNthNode(index)
+        role, name = node.GetAttribute(RESULT_ROLE), node.GetAttribute(RESULT_NAME)
+        if role and name:
+            found.setdefault(name, {})[role] = node
+    return list(found.values())[-1] if found else {}
 
 
 def load_review_analysis(scene, analysis_dir, name="Noise review"):

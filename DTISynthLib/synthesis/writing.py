@@ -15,6 +15,7 @@ from ..fit.brain_mask import brain_mask
 from ..fit.tensor_fit import fit_tensors
 from ..fit.tensor_maps import compute_maps
 from ..io.files import save_dwi, save_tensor, save_volume
+from .reliability import reliability_lines, white_matter_confident_share
 
 
 def write_synthesis(out_dir, result, maps=("fa", "md", "ad", "rd", "color", "v1", "evals", "s0"), reporter=NullReporter()):
@@ -41,7 +42,13 @@ def write_synthesis(out_dir, result, maps=("fa", "md", "ad", "rd", "color", "v1"
         writes.append(pool.submit(save_volume, layout.maps.mask, mask.astype(np.uint8), dti.affine))
         writes += [pool.submit(save_volume, layout.maps.map(name), volume, dti.affine)
                    for name, volume in {**volumes, **result.maps}.items()]
-        write_text_atomic(layout.report, json.dumps(result.report, indent=2, sort_keys=True) + "\n")
+        report = dict(result.report)
+        share = white_matter_confident_share(volumes["fa"], result.maps["v1_confidence"], fit.mask) \
+            if "v1_confidence" in result.maps and "fa" in volumes else None
+        if share is not None:
+            report["white_matter_confident_share"] = round(share, 4)
+        report["reliability"] = reliability_lines(report, share)
+        write_text_atomic(layout.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
         paths = [path for write in writes for path in write.result()] + [layout.report]
         names = [p.relative_to(staging) for p in paths]
     progress("write", 1.0, f"{len(names)} files")

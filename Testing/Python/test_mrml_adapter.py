@@ -2,6 +2,7 @@
 table, plots, segmentation, and the .mrb scene bundle round trip."""
 
 import csv
+import json
 import re
 
 import numpy as np
@@ -33,7 +34,9 @@ def results(tmp_path_factory):
     dti = check_dwi(load_dwi(original))
     data = dti.data.copy()
     data[..., 1:] *= 0.95
-    write_synthesis(root / "synthetic", SynthesisResult(DWI(data, dti.affine, dti.bvals, dti.gradients), {}))
+    report = {"axis_angle_degrees": [0.4, 1.2, 16.9], "registration": {"performed": False},
+              "warnings": ["z direction 16.9 degrees from the scanner axis"]}
+    write_synthesis(root / "synthetic", SynthesisResult(DWI(data, dti.affine, dti.bvals, dti.gradients), report))
     run_evaluation(original, root / "synthetic", root / "evaluation")
     return root
 
@@ -109,6 +112,40 @@ def test_adapter_creates_each_node_with_its_class_frames_and_values(results, sce
     assert len(folders) == 1 and hierarchy.GetItemName(folders.pop()) == "sub-001"
 
 
+def test_the_reliability_lines_say_what_to_know_before_trusting_the_maps(results, tmp_path):
+    """synthesis.json's plain-language lines: directions, registration, the white matter's guessed
+    orientation with the advice when most is guessed, every warning."""
+    from DTISynthLib.io.nifti import read_nifti
+    from DTISynthLib.synthesis.reliability import reliability_lines, white_matter_confident_share
+
+    written = json.loads((results / "synthetic" / "synthesis.json").read_text())
+    assert written["reliability"] == ["Directions used: x 0.4°, y 1.2°, z 16.9° from the scanner's axes",
+                                      "Not registered: the DWI's own b=0 is the reference",
+                                      "Warning: z direction 16.9 degrees from the scanner axis"]
+    assert "white_matter_confident_share" not in written  # a kind without a V1 confidence
+    dti = check_dwi(load_dwi(results / "synthetic" / "synthetic_dti.nii.gz"))
+    confidence = np.where(np.arange(64)[:, None, None] < 16, 0.95, 0.3) * np.ones((64, 64, 38))  # 16 columns known
+    write_synthesis(tmp_path / "with", SynthesisResult(dti, {"warnings": []},
+                                                       maps={"v1_confidence": confidence.astype(np.float32)}))
+    report = json.loads((tmp_path / "with" / "synthesis.json").read_text())
+    share = report["white_matter_confident_share"]
+    maps = tmp_path / "with" / "maps"
+    fa, stored, mask = (read_nifti(maps / f"{name}.nii.gz")[0] for name in ("fa", "v1_confidence", "mask"))
+    assert share == pytest.approx(white_matter_confident_share(fa, stored, mask > 0), abs=1e-4) and 0 < share < 0.5
+    assert report["reliability"] == [f"Orientation is a guess in {1 - share:.0%} of white matter (V1 confidence below "
+                                     "0.8; FA > 0.3): use Hide guessed orientation (colour FA grey where it is a guess)"]
+    check = {"error_ratio": 3.21, "warning_ratio": 2.0, "warning": True}
+    assert reliability_lines({"input_check": check, "registration": {"performed": True, "correlation": 0.9912}},
+                             0.9) == [
+        "Registered to the reference b=0: correlation 0.991 (the same subject gives about 0.99; below 0.95 check it "
+        "is this subject's b=0)",
+        "Input check: 3.21 x the models' validation error, unlike their training inputs (warning above 2)",
+        "Orientation is a guess in 10% of white matter (V1 confidence below 0.8; FA > 0.3)"]
+    fa = np.array([0.5, 0.5, 0.5, 0.1])
+    assert white_matter_confident_share(fa, np.array([0.9, 0.7, 0.85, 0.99]), np.ones(4, bool)) == pytest.approx(2 / 3)
+    assert white_matter_confident_share(fa * 0, fa, np.ones(4, bool)) is None
+
+
 def test_scene_bundle_reloads_with_the_same_nodes(results, tmp_path):
     out, roles = adapter.write_scene_bundle(results / "synthetic", tmp_path / "results.mrb", results / "evaluation")
     assert out.exists() and out.stat().st_size > 10_000
@@ -122,6 +159,10 @@ def test_scene_bundle_reloads_with_the_same_nodes(results, tmp_path):
     scene.SetDataIOManager(io_manager)
     scene.SetCacheManager(cache)
     assert scene.ReadFromMRB(str(out))
+    found = adapter.find_results(scene)  # the Results section of a reopened scene
+    assert set(found) == set(roles) and found["dwi"].IsA("vtkMRMLDiffusionWeightedVolumeNode")
+    written = json.loads((results / "synthetic" / "synthesis.json").read_text())["reliability"]
+    assert found["reliability"].GetText().splitlines() == written
     classes = {}
     for n in range(scene.GetNumberOfNodes()):
         node = scene.GetNthNode(n)

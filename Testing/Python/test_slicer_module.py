@@ -393,7 +393,8 @@ def test_the_results_leave_the_views_alone_while_a_review_owns_them_or_the_widge
     shown = []
     for name in ("show_results", "show_table", "show_plot"):
         monkeypatch.setattr(results_panel, name, lambda *args, name=name: shown.append(name))
-    ui = {name: FakeWidget() for name in ("showTableButton", "showPlotButton", "resultsCollapsibleButton")}
+    ui = {name: FakeWidget() for name in ("showTableButton", "showPlotButton", "resultsCollapsibleButton",
+                                          "reliabilityTextEdit")}
     ui.update(mapComboBox=FakeWidget(currentText="FA"), roiOverlayCheckBox=FakeWidget(checked=True),
               hideGuessCheckBox=FakeWidget(checked=False))
     ui = type("FakeUi", (), ui)
@@ -413,6 +414,12 @@ def test_the_results_leave_the_views_alone_while_a_review_owns_them_or_the_widge
     review["session"] = None
     ui.mapComboBox.slots["currentIndexChanged(int)"](1)  # the user chose a map
     assert shown == ["show_results"]
+    shown.clear()  # a reopened scene: its results and their reliability lines, its views as saved
+    panel.set_nodes({"fa": object(), "reliability": FakeWidget(GetText=lambda: "Directions used: x 0.4°")}, show=False)
+    assert shown == [] and ui.reliabilityTextEdit.plainText == "Directions used: x 0.4°"
+    reopen = ast.unparse(_functions(MODULE)["onSceneEndImport"])
+    assert "find_results(slicer.mrmlScene)" in reopen and "show=False" in reopen
+    assert "self.onSceneEndImport" in MODULE.read_text()
 
 
 def test_pip_is_followed_without_blocking_the_gui_and_stops_on_cancel(tmp_path):
