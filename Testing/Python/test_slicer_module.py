@@ -501,3 +501,29 @@ def test_the_panel_takes_a_dwi_file_and_says_which_frame_the_bvecs_are_in():
     apply = ast.unparse(_functions(MODULE)["onApplyButton"])
     assert "p.inputFile or p.inputDWI or p.inputSequence" in apply and "add_dwi_file(" in apply
     assert "p.referenceB0File or p.referenceB0" in apply
+
+
+def test_a_model_package_is_found_by_name_shipped_first_and_a_path_is_not_a_name(tmp_path):
+    from DTISynthLib.core.errors import InputError
+    from DTISynthLib.generators.package import DEFAULT_MODELS, SHIPPED_MODELS, find_package
+
+    imported = tmp_path / "imported"
+    (imported / "mine").mkdir(parents=True)
+    (imported / "mine" / "manifest.json").write_text("{}")
+    assert find_package("tensor-unet", [SHIPPED_MODELS, imported]) == DEFAULT_MODELS
+    assert find_package("mine", [SHIPPED_MODELS, imported]) == imported / "mine"
+    for name in ("absent", "../imported/mine", str(imported / "mine"), ""):
+        with pytest.raises(InputError, match="the name of an installed model package"):
+            find_package(name, [SHIPPED_MODELS, imported])
+
+
+def test_small_panel_findings_stay_fixed():
+    """After a failed load of the next review case the reader was told the answer was not saved although it
+    was; cancelling the .zip dialog of Import models opened a folder dialog."""
+    answer = _functions(PANEL["review_panel"])["answer"]
+    blocks = [n for n in answer.body if isinstance(n, ast.With)]
+    assert len(blocks) == 2 and "self.session.save(" in ast.unparse(blocks[0]) and \
+        "self.session.show_next()" in ast.unparse(blocks[1]) and "was saved" in ast.unparse(blocks[1].items[0])
+    imported = ast.unparse(_functions(PANEL["model_sets_panel"])["import_package"])
+    assert "clickedButton() == zip_button" in imported and "clickedButton() == folder_button" in imported
+    assert "if not source:" not in imported
