@@ -1,11 +1,18 @@
 """Brain mask from a b=0 image: median smoothing, Otsu threshold, largest component, holes filled
 in 3D and in each slice.
 
-The recipe of dipy's median_otsu with a smaller default filter (radius 2, 2 passes: about 8x faster).
+The recipe of dipy's median_otsu with a smaller default filter (radius 2, 2 passes), computed without
+the median filter itself, which was the cost (about 2.5 s of a full-size synthesis, twice with a
+reference b=0): the median is a stack filter, so [median(x) > T] is the majority of [x > T] over the
+window, exactly, and so for repeated passes; a majority is a box sum (majority_filter). The threshold T
+is Otsu's of the b=0 median-filtered at half resolution (3 x 3 x 3, one pass): the full-resolution
+histogram would need the filter. Measured on the 33 shared real series against MRtrix3's dwi2mask (an
+independent peer): mean Dice 0.9616 (the full-resolution filter's threshold: 0.9605), no series worse
+by more than 0.0007; the masks agree with those of the full filter (Dice 0.98-1.00), and where they
+differ most (Philips b1000 0.983, Prisma 2018 0.983-0.998) they agree better with the peer. With the
+full filter's threshold the two are identical on all 33.
 The filter rounds off small or thin brains (test grids of a few slices): pass a mask there.
 """
-
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
@@ -25,30 +32,19 @@ def otsu_threshold(values, bins=256):
     return float(centers[np.argmax(between)])
 
 
-def median_filter_threaded(volume, size, workers=2):
-    """scipy's median_filter (size^3, mode reflect) split into slabs along the first axis, each padded
-    by the filter's reach, on `workers` threads (scipy releases the GIL): identical to one call."""
-    reach = size // 2
-    n = volume.shape[0]
-    bounds = np.linspace(0, n, min(workers, max(1, n // (4 * size))) + 1).astype(int)
-    out = np.empty_like(volume)
-
-    def slab(k):
-        low, high = bounds[k], bounds[k + 1]
-        pad_low, pad_high = max(low - reach, 0), min(high + reach, n)
-        filtered = ndimage.median_filter(volume[pad_low:pad_high], size=size)
-        out[low:high] = filtered[low - pad_low:high - pad_low]
-
-    with ThreadPoolExecutor(len(bounds) - 1) as pool:
-        list(pool.map(slab, range(len(bounds) - 1)))
-    return out
+def majority_filter(binary, size):
+    """[median(x) > T] from binary = [x > T]: True where more than half of the size^3 window (mode
+    reflect, as scipy's median_filter) is True. Box sums: separable, a few milliseconds a pass."""
+    window = size ** 3
+    counts = np.rint(ndimage.uniform_filter(binary.astype(np.float32), size) * window)
+    return counts >= window // 2 + 1
 
 
 def brain_mask(b0, median_radius=2, passes=2):
-    """Boolean (x, y, z) brain mask of a mean b=0 volume."""
+    """Boolean (x, y, z) brain mask of a mean b=0 volume (the module docstring's recipe)."""
     b0 = np.asarray(b0, dtype=np.float32)
-    # Median filtering is the cost: do it only in the box around the head (rough Otsu threshold),
-    # padded by the filters' reach; outside it every voxel is background anyway.
+    # Only the box around the head (rough Otsu threshold), padded by the filters' reach, is filtered:
+    # outside it every voxel is background anyway.
     rough = b0 > otsu_threshold(b0)
     box = tuple(slice(0, n) for n in b0.shape)
     if rough.any():
@@ -56,12 +52,13 @@ def brain_mask(b0, median_radius=2, passes=2):
         corners = np.argwhere(rough)
         low, high = np.maximum(corners.min(0) - reach, 0), np.minimum(corners.max(0) + reach + 1, b0.shape)
         box = tuple(slice(a, b) for a, b in zip(low, high))
-    smoothed = np.zeros_like(b0)
     inner = b0[box]
+    threshold = otsu_threshold(ndimage.median_filter(inner[::2, ::2, ::2], size=3))
+    smoothed = inner > threshold
     for _ in range(passes):
-        inner = median_filter_threaded(inner, 2 * median_radius + 1)
-    smoothed[box] = inner
-    mask = smoothed > otsu_threshold(inner)
+        smoothed = majority_filter(smoothed, 2 * median_radius + 1)
+    mask = np.zeros(b0.shape, bool)
+    mask[box] = smoothed
     labels, count = ndimage.label(mask)
     if count > 1:
         sizes = np.bincount(labels.ravel())

@@ -23,11 +23,66 @@ def test_brain_mask_agrees_with_dipy_median_otsu(real_dwi):
 
 
 @pytest.mark.parametrize("shape", [(5, 6, 7), (23, 9, 8), (61, 30, 12)])
-def test_threaded_median_equals_one_scipy_call(shape):
+def test_a_majority_of_the_thresholded_image_is_the_thresholded_median(shape):
+    """The median is a stack filter: thresholding commutes with it, for one pass and for two (what lets
+    brain_mask skip the median filter once it has its threshold)."""
     from scipy import ndimage
 
-    from DTISynthLib.fit.brain_mask import median_filter_threaded
+    from DTISynthLib.fit.brain_mask import majority_filter
 
     volume = np.random.default_rng(len(shape) + shape[0]).random(shape).astype(np.float32)
-    for workers in (1, 2, 3):
-        assert np.array_equal(median_filter_threaded(volume, 5, workers), ndimage.median_filter(volume, size=5))
+    for threshold in (0.2, 0.5, 0.77):
+        once, twice = ndimage.median_filter(volume, size=5), None
+        twice = ndimage.median_filter(once, size=5)
+        assert np.array_equal(majority_filter(volume > threshold, 5), once > threshold)
+        assert np.array_equal(majority_filter(majority_filter(volume > threshold, 5), 5), twice > threshold)
+    assert np.array_equal(majority_filter(volume > 0.5, 3), ndimage.median_filter(volume, size=3) > 0.5)
+
+
+def _full_filter_mask(b0):
+    """The recipe before (two passes of scipy's 5 x 5 x 5 median filter at full resolution, Otsu's threshold
+    of the filtered image), as a reference: 2.5 s of a full-size synthesis."""
+    from scipy import ndimage
+
+    from DTISynthLib.fit.brain_mask import otsu_threshold
+
+    b0 = np.asarray(b0, np.float32)
+    corners = np.argwhere(b0 > otsu_threshold(b0))
+    low, high = np.maximum(corners.min(0) - 6, 0), np.minimum(corners.max(0) + 7, b0.shape)
+    box = tuple(slice(a, b) for a, b in zip(low, high))
+    smoothed = ndimage.median_filter(ndimage.median_filter(b0[box], size=5), size=5)
+    mask = np.zeros(b0.shape, bool)
+    mask[box] = smoothed > otsu_threshold(smoothed)
+    labels, _ = ndimage.label(mask)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    mask = ndimage.binary_fill_holes(labels == np.argmax(sizes))
+    for k in range(mask.shape[2]):
+        mask[:, :, k] = ndimage.binary_fill_holes(mask[:, :, k])
+    return mask
+
+
+def test_the_mask_agrees_with_the_full_filter_s_and_no_worse_with_mrtrix3(real_dwi, tmp_path):
+    """Against the full-resolution median filter's mask (the recipe before) and MRtrix3's dwi2mask (an
+    independent peer): nearly the same mask, and no further from the peer (measured on all 33 shared series:
+    Dice with the full filter's 0.98-1.00, with the peer never lower by more than 0.0007)."""
+    import shutil
+    import subprocess
+
+    from DTISynthLib.io.nifti import read_nifti
+
+    if shutil.which("dwi2mask") is None:
+        pytest.skip("MRtrix3 (make test installs it) is the peer")
+    b0 = load_dwi(real_dwi).mean_b0()
+    ours, full = brain_mask(b0), _full_filter_mask(b0)
+    stem = real_dwi.name.split(".")[0]
+    subprocess.run(["dwi2mask", str(real_dwi), str(tmp_path / "peer.nii"), "-fslgrad",
+                    str(real_dwi.with_name(stem + ".bvec")), str(real_dwi.with_name(stem + ".bval")), "-quiet"],
+                   check=True)
+    peer = read_nifti(tmp_path / "peer.nii")[0] > 0
+
+    def dice(a, b):
+        return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+    assert dice(ours, full) > 0.99, dice(ours, full)
+    assert dice(ours, peer) >= dice(full, peer) - 0.001, (dice(ours, peer), dice(full, peer))
