@@ -30,7 +30,7 @@ SHARED = Path(os.environ.get("DTISYNTH_SHARED", REPO.parent / "shared"))
 
 def full_filter_mask(b0, median_radius=2, passes=2):
     """The recipe before 2026-12-07 (dipy's median_otsu with radius 2, 2 passes), as a reference."""
-    from DTISynthLib.fit.brain_mask import otsu_threshold
+    from DTISynthLib.fit.brain_mask import largest_filled_component, otsu_threshold
 
     b0 = np.asarray(b0, np.float32)
     corners = np.argwhere(b0 > otsu_threshold(b0))
@@ -42,15 +42,7 @@ def full_filter_mask(b0, median_radius=2, passes=2):
         smoothed = _median_two_slabs(smoothed, 2 * median_radius + 1)
     mask = np.zeros(b0.shape, bool)
     mask[box] = smoothed > otsu_threshold(smoothed)
-    labels, count = ndimage.label(mask)
-    if count > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        mask = labels == np.argmax(sizes)
-    mask = ndimage.binary_fill_holes(mask)
-    for k in range(mask.shape[2]):
-        mask[:, :, k] = ndimage.binary_fill_holes(mask[:, :, k])
-    return mask
+    return largest_filled_component(mask)  # the step the two recipes share
 
 
 def _median_two_slabs(volume, size):

@@ -59,6 +59,11 @@ def brain_mask(b0, median_radius=2, passes=2):
         smoothed = majority_filter(smoothed, 2 * median_radius + 1)
     mask = np.zeros(b0.shape, bool)
     mask[box] = smoothed
+    return largest_filled_component(mask)
+
+
+def largest_filled_component(mask):
+    """The largest connected component of a thresholded mask, its holes filled in 3D and in each slice."""
     labels, count = ndimage.label(mask)
     if count > 1:
         sizes = np.bincount(labels.ravel())
