@@ -87,11 +87,12 @@ def registerSampleData():
 @parameterNodeWrapper
 class DTISynthParameterNode:
     """inputDWI: the 3-direction DWI, or inputSequence (a 4D volume loaded as a sequence) with FSL
-    bvalFile / bvecFile (paths, "" when not given), or inputFile (a DWI file: NIfTI with those FSL files, their
-    default beside it, NRRD or a DICOM folder; used instead of the nodes when given); referenceB0: the b=0 to
-    register to (default the DWI's own), or referenceB0File; acquiredDTI: an acquired DTI to evaluate against (optional); modelSet: the name of an installed model
-    package (model_sets_panel.model_folder finds it: a saved scene must not pin one install's folder); device:
-    where the generators run; shownMap / showROIs / hideGuessedOrientation (colour FA grey where the V1
+    bvalFile / bvecFile (paths, "" when not given), or inputFile (a DWI file: NIfTI with those FSL files,
+    their default beside it, NRRD or a DICOM folder; used instead of the nodes when given); referenceB0:
+    the b=0 to register to (default the DWI's own), or referenceB0File; acquiredDTI: an acquired DTI to
+    evaluate against (optional); modelSet: the name of an installed model package (model_sets_panel.
+    model_folder finds it: a saved scene must not pin one install's folder); device: where the generators
+    run; shownMap / showROIs / hideGuessedOrientation (colour FA grey where the V1
     confidence is below 0.8): the results display. A reader's review link is not kept: a saved scene must
     not carry it."""
 
