@@ -35,7 +35,7 @@ class ReviewSession:
         self.scene, self.fit_views = scene, fit_views
         self.client = StudyClient(link)
         self.state = self.client.state()
-        self.shown, self.window, self.nodes = None, None, {}
+        self.shown, self.nodes = None, {}
         self.paused_since, self.paused_seconds = None, 0.0  # the case on screen's pauses (monotonic clock)
         self._practised = False  # a practice case was answered in this session (the next study case says so)
         self._linked = None  # the views' linked-control flags before the review linked them
@@ -61,7 +61,7 @@ class ReviewSession:
         shown, window = self.client.case(position)
         for side in ("left", "right"):
             self.nodes[side] = self._load(side, getattr(shown, f"{side}_image"), window)
-        self.shown, self.window = shown, window
+        self.shown = shown
         self.paused_since, self.paused_seconds = None, 0.0
         self._show_side_by_side()
         if self.fit_views is not None:

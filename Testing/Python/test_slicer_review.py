@@ -103,7 +103,8 @@ def test_a_reader_reviews_through_the_server_in_linked_views_with_one_display_an
     answers = store.unblinded_answers(training=True)
     assert [(a["position"], a["choice"], a["confidence"], a["training"]) for a in answers] == [
         (1, "left", 1, True), (2, "right", 2, False), (3, "left", 3, False), (4, "right", 4, False)]
-    assert [a["synthetic_chosen"] for a in answers] == answered_synthetic and reader is not None
+    assert [a["synthetic_chosen"] for a in answers] == answered_synthetic
+    assert store.progress(reader) == (3, 3)  # saved under this reader's name, as the organiser's store says
     with pytest.raises(InputError, match="none"):
         session.answer("left", 3)
 
