@@ -216,7 +216,7 @@ def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly
         if overlap < MIN_OVERLAP:
             raise InputError(source, f"a b=0 overlapping the DWI (at least {MIN_OVERLAP:.0%} of its field of view)",
                              f"{overlap:.0%} overlap")
-        progress("register", 0.0, "rigid, normalised correlation, three starts")
+        progress("register", 0.0, "rigid, normalised correlation")
         result = register_rigid(reference, ref_affine, dwi_b0, dwi.affine)
         matrix = result.matrix
         report["registration"] = {"performed": True, "matrix_ras": matrix.round(8).tolist(),

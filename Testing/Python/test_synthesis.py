@@ -103,6 +103,7 @@ def test_a_b0_of_another_subject_is_warned_with_its_correlation():
     result = synthesize_dwi(check_dwi(subject.dwi), fake, manifest, b0=b0)
     correlation = result.report["registration"]["correlation"]
     assert 0.6 < correlation < 0.93
+    assert len(result.report["registration"]["candidates_correlation"]) == 6  # no early stop: every start searched
     warning = [w for w in result.report["warnings"] if "another subject" in w]
     assert len(warning) == 1 and "sub-003_b0.nii.gz" in warning[0] and f"{correlation:.3f}" in warning[0]
 
