@@ -1,12 +1,20 @@
-"""pix2pix training throughput (slices/s) on this machine: DTISynth's trainer against a reference loop.
+"""Training throughput on this machine, in one run.
 
-Paper-size models (U-Net ngf 64, 7 down-samplings at 128 x 128; PatchGAN ndf 64, n_layers 3), batch 1.
+pix2pix (slices/s): DTISynth's trainer against a reference loop. Paper-size models (U-Net ngf 64, 7
+down-samplings at 128 x 128; PatchGAN ndf 64, n_layers 3), batch 1.
 - DTISynth: Pix2PixTrainer steps on slices held in memory, fp32, bf16 autocast and channels_last.
 - Reference: a straightforward loop like the reference pix2pix code: each pair read from an aligned
   A|B 8-bit PNG (PIL), normalised, then the same G / D updates in fp32.
 Both run in this one process and the ratio is printed. GPU figures are added when CUDA is present.
 
-    .venv/bin/python benchmarks/bench_training.py [--steps 8] [--warmup 2]
+tensor-unet (steps/s), the shipped default's training (make_tensor_models.sh: ngf 32, depth 5, batch
+8 slabs of 96 x 96, fp32) on noise-free phantom subjects: batches drawn in the training process as
+before 2026-12-07 (previous_rotate_tensor, Adam not fused), as now (--workers 0, the CPU's default), and by one loader
+process while the network trains (--workers 1, the GPU's default); then both with the step on one
+thread, which leaves a core to the loader as a GPU would. Target (issue 38): at least 1.5x the steps
+per second of before on the CPU.
+
+    .venv/bin/python benchmarks/bench_training.py [--steps 8] [--warmup 2] [--tensor-steps 24]
 """
 
 import argparse
@@ -26,6 +34,7 @@ from DTISynthLib.generators.networks import (
     init_weights,
 )
 from DTISynthLib.training.pix2pix import Pix2PixTrainer
+from DTISynthLib.generators.runner import cpu_model
 from DTISynthLib.training.config import TrainConfig
 
 
@@ -96,11 +105,96 @@ def ours(data, steps, warmup, device="cpu", **options):
     return times
 
 
+def previous_rotate_tensor(tensor6, rotation):
+    """tensor_unet.rotate_tensor before 2026-12-07 (each voxel's 3 x 3 matrix formed and multiplied), as
+    the reference of the "before" row."""
+    d = tensor6.movedim(1, -1)
+    matrix = torch.stack([torch.stack([d[..., 0], d[..., 3], d[..., 4]], -1),
+                          torch.stack([d[..., 3], d[..., 1], d[..., 5]], -1),
+                          torch.stack([d[..., 4], d[..., 5], d[..., 2]], -1)], -2)
+    r = rotation.view(rotation.shape[0], *([1] * (d.dim() - 2)), 3, 3)
+    rotated = r @ matrix @ r.transpose(-1, -2)
+    out = torch.stack([rotated[..., 0, 0], rotated[..., 1, 1], rotated[..., 2, 2],
+                       rotated[..., 0, 1], rotated[..., 0, 2], rotated[..., 1, 2]], -1)
+    return out.movedim(-1, 1)
+
+
+def tensor_unet_stepper(subjects, workers, today=True):
+    """(one training step of the default's settings on `subjects` with `workers` loader processes, its
+    stop): train's own pieces (its streams, adam, step_draws, train_step); today False: the rotation and
+    the optimiser of before 2026-12-07."""
+    from DTISynthLib.generators.networks import UNetGenerator, init_weights
+    from DTISynthLib.training import tensor_unet as kind
+
+    config = TrainConfig(ngf=32, depth=5, batch_size=8, lr=1e-3, seed=0)
+    torch.manual_seed(config.seed)
+    streams = {0: kind._Batches(subjects, kind.CROP, torch.Generator().manual_seed(config.seed))}
+    network = init_weights(UNetGenerator(kind.INPUT_CHANNELS, kind.HEADS[kind.SPLIT], config.ngf, config.depth,
+                                         dropout=False))
+    optimiser = kind.adam(network, config) if today else \
+        torch.optim.Adam(network.parameters(), lr=config.lr, betas=(config.beta1, 0.999))  # before: not fused
+    design = torch.from_numpy(kind.design_matrix_per_unit_b().astype(np.float32))
+    draws = kind.step_draws(streams, config.batch_size, workers)
+
+    def step():
+        kind.train_step(network, optimiser, None, [batch for batch, _ in next(draws).values()], design, config)
+
+    return step, draws.close
+
+
+def tensor_unet_rows(steps, warmup, subjects=2, rounds=8):
+    """The table: the variants' steps interleaved in `rounds` (this machine's speed drifts between minutes)."""
+    from DTISynthLib.simulation.cohort import write_cohort
+    from DTISynthLib.training import tensor_unet as kind
+    from DTISynthLib.training.data import find_pairs, load_dti_targets
+
+    today, threads = kind.rotate_tensor, torch.get_num_threads()
+    variants = (("in the training process, before", 0, False, threads),
+                ("in the training process (--workers 0)", 0, True, threads),
+                ("one loader process (--workers 1)", 1, True, threads),
+                ("1 training thread, in the training process", 0, True, 1),
+                ("1 training thread, one loader process", 1, True, 1))
+    with tempfile.TemporaryDirectory() as tmp:
+        write_cohort(Path(tmp) / "cohort", subjects, "sampled", seed=7301, grid=(128, 128, 40), noise=False)
+        targets, _, _ = load_dti_targets(find_pairs(Path(tmp) / "cohort"), 5)
+    training = kind.training_subjects(targets)
+    steppers = [tensor_unet_stepper(training, workers, now) for _, workers, now, _ in variants]
+    times = [[] for _ in variants]
+    try:
+        for r in range(rounds):
+            for (_, _, now, step_threads), (step, _), spent in zip(variants, steppers, times):
+                kind.rotate_tensor = today if now else previous_rotate_tensor
+                torch.set_num_threads(step_threads)  # one thread: a core free for the loader, as beside a GPU
+                for k in range(warmup * (r == 0) + steps // rounds):
+                    start = time.perf_counter()
+                    step()
+                    if r > 0 or k >= warmup:
+                        spent.append(time.perf_counter() - start)
+    finally:
+        kind.rotate_tensor = today
+        torch.set_num_threads(threads)
+        for _, stop in steppers:
+            stop()
+    print(f"\ntensor-unet training, the default's settings (ngf 32, depth 5, 8 slabs of 96 x 96, fp32), {subjects} "
+          f"phantom subjects, {threads} threads, {steps} timed steps each in {rounds} interleaved rounds; {cpu_model()}")
+    before = 1 / statistics.median(times[0])
+    print(f"{'batches drawn':44} {'median ms':>10} {'min ms':>8} {'steps/s':>9} {'x before':>10}")
+    for (name, *_), spent in zip(variants, times):
+        rate = 1 / statistics.median(spent)
+        print(f"{name:44} {1000 * statistics.median(spent):10.1f} {1000 * min(spent):8.1f} {rate:9.2f} {rate / before:10.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--tensor-steps", type=int, default=24)
+    parser.add_argument("--only", choices=("pix2pix", "tensor-unet"), help="one of the two tables")
     args = parser.parse_args()
+    if args.only != "pix2pix":
+        tensor_unet_rows(args.tensor_steps, args.warmup)
+    if args.only == "tensor-unet":
+        return 0
     data = slices(16)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -378,6 +378,11 @@ class TrainingRequest(Request):
                                help="further epochs of linear decay (default 0)")
     batch_size: int = option("--batch-size", 1, type=positive_int)
     accumulate: int = option("--accumulate", 1, type=positive_int, help="micro-batches per optimiser step")
+    workers: int = option("--workers", None, type=non_negative_int,
+                          help="tensor-unet: processes drawing the batches while the network trains (default 1 on "
+                               "a GPU, 0 on the CPU, where the step takes every core; 0: drawn in the training "
+                               "process; at most one per micro-batch stream is used); the same batches, so the same "
+                               "weights, with any number")
     lr: float = option("--lr", None, type=positive_float, help="learning rate (default 2e-4; 1e-4 with --init-from)")
     lambda_l1: float = option("--lambda-l1", 100.0, type=non_negative_float)
     ngf: int = option("--ngf", None, type=positive_int, help="generator width (default 64; --init-from: its own)")

@@ -51,7 +51,7 @@ def train_config(request, parent=None):
                        batch_size=request.batch_size, accumulate=request.accumulate, ndf=request.ndf,
                        dropout=not request.no_dropout, seed=request.seed, deterministic=not request.nondeterministic,
                        amp=request.amp, channels_last=request.channels_last, flip_augment=request.flip_augment,
-                       device=request.device)
+                       device=request.device, loader_workers=request.workers)
 
 
 def train(request, reporter=NullReporter()):

@@ -28,6 +28,7 @@ class TrainConfig:
     channels_last: bool = False
     flip_augment: bool = False
     device: str = "auto"
+    loader_workers: int = None  # processes drawing batches beside the training (None: the kind's default)
     extra: dict = field(default_factory=dict)
 
     def learning_rate(self, epoch):

@@ -270,6 +270,9 @@ def train(request):
     if request.init_from is not None:
         raise InputError("--init-from", "a tensor-unet package (fine-tuning is built for the default kind)",
                          f"a {NAME} package: {request.init_from}")
+    if config.loader_workers is not None:
+        raise InputError("--workers", f"left out with --kind {NAME} (its slices are held in memory: nothing to draw)",
+                         repr(config.loader_workers))
     world, rank = distributed_context()
     train_data, validation, grid, provenance = load_training_data(
         request.data, request.intensity, config.depth, request.grid, request.validation_fraction, config.seed,

@@ -33,7 +33,7 @@ from .. import __version__
 from ..core.checksums import sha256_file
 from ..core.errors import InputError
 from ..core.gradient_schemes import AXES_3_RAS, MAX_DIRECTION_CONDITION, SIEMENS_6_RAS, direction_condition
-from ..core.tensor_layout import matrix_to_tensor6, tensor6_to_matrix
+from ..core.tensor_layout import TENSOR6_INDEX, matrix_to_tensor6, tensor6_to_matrix
 from ..fit.tensor_fit import design_matrix
 from ..fit.tensor_maps import eigen_decompose, v1_angles
 from ..generators.intensity import Intensity
@@ -149,16 +149,16 @@ def flip_tensor(tensor6, axis):
 
 
 def rotate_tensor(tensor6, rotation):
-    """Tensor (B, 6, ...) expressed in a frame rotated by `rotation` (B, 3, 3), rows: R D R^T."""
-    d = tensor6.movedim(1, -1)
-    matrix = torch.stack([torch.stack([d[..., 0], d[..., 3], d[..., 4]], -1),
-                          torch.stack([d[..., 3], d[..., 1], d[..., 5]], -1),
-                          torch.stack([d[..., 4], d[..., 5], d[..., 2]], -1)], -2)
-    r = rotation.view(rotation.shape[0], *([1] * (d.dim() - 2)), 3, 3)
-    rotated = r @ matrix @ r.transpose(-1, -2)
-    out = torch.stack([rotated[..., 0, 0], rotated[..., 1, 1], rotated[..., 2, 2],
-                       rotated[..., 0, 1], rotated[..., 0, 2], rotated[..., 1, 2]], -1)
-    return out.movedim(-1, 1)
+    """Tensor (B, 6, ...) expressed in a frame rotated by `rotation` (B, 3, 3), rows: R D R^T. R D R^T is
+    linear in D's six elements: one (6, 6) matrix per rotation applied to every voxel (a batched matrix
+    product; forming each voxel's 3 x 3 matrix made this half the cost of drawing a batch)."""
+    columns = []
+    for i, j in TENSOR6_INDEX:  # R E R^T of the symmetric unit matrix E of element (i, j)
+        outer = rotation[:, :, i, None] * rotation[:, None, :, j]  # R_ai R_bj
+        unit = outer + outer.transpose(1, 2) if i != j else outer
+        columns.append(torch.stack([unit[:, a, b] for a, b in TENSOR6_INDEX], 1))
+    linear = torch.stack(columns, 2).to(tensor6.dtype)  # (B, 6 out, 6 in)
+    return (linear @ tensor6.reshape(*tensor6.shape[:2], -1)).reshape(tensor6.shape)
 
 
 def random_rotations(n, max_degrees, generator, power=1.0):
@@ -374,6 +374,47 @@ class _Batches:
 
 
 SLOT_SEED_STEP = 7919  # slot k's stream is seeded seed + SLOT_SEED_STEP k (train)
+# train's default loader processes (--workers) by device: on a GPU the drawing is the only CPU work, on
+# the CPU the step takes every core (a loader process made steps 0.78x as fast on 2 cores:
+# benchmarks/bench_training.py)
+LOADER_WORKERS = {"cuda": 1, "cpu": 0}
+
+
+class _StepDraws(torch.utils.data.IterableDataset):
+    """Endless steps of micro-batches from some slots' streams ({slot: _Batches}): each step a {slot:
+    (batch, the stream's generator state after it)}, drawn in the order the training process would draw
+    them, so a loader process gives the very batches of an in-process draw; the state is what a
+    checkpoint of that step keeps (a loader process runs ahead of the step being trained)."""
+
+    def __init__(self, streams, size):
+        super().__init__()
+        self.streams, self.size = streams, size
+
+    def __iter__(self):
+        while True:
+            yield {k: (self.streams[k].draw(self.size), self.streams[k].generator.get_state())
+                   for k in sorted(self.streams)}
+
+
+def step_draws(streams, size, workers, pin_memory=False):
+    """Iterator over training steps' micro-batches ({slot: (batch, generator state after it)}) of this
+    process's slot streams: drawn here (workers 0) or by `workers` loader processes (at most one per
+    slot: a stream is one random sequence), each holding every workers-th slot and drawing while the
+    network trains. The batches are the same either way, so the weights are too."""
+    if workers == 0:
+        yield from _StepDraws(streams, size)
+        return
+    slots = sorted(streams)
+    # the DataLoader seeds its workers from the global RNG unless given a generator: keep the global one as it is
+    loaders = [iter(torch.utils.data.DataLoader(
+        _StepDraws({k: streams[k] for k in slots[i::workers]}, size), batch_size=None, num_workers=1,
+        pin_memory=pin_memory, prefetch_factor=2, generator=torch.Generator().manual_seed(0)))
+        for i in range(min(workers, len(slots)))]
+    while True:
+        step = {}
+        for loader in loaders:
+            step.update(next(loader))
+        yield step
 
 
 def _stream_name(slot):
@@ -544,6 +585,36 @@ def load_parent(network, folder):
             **({"added_direction_channels": added} if added else {})}
 
 
+def adam(network, config):
+    """The network's Adam, fused (one kernel for every parameter: 12 -> 1.8 ms a step for the default's 4.2 M
+    parameters on a 2-core CPU)."""
+    return torch.optim.Adam(network.parameters(), lr=config.lr, betas=(config.beta1, 0.999), fused=True)
+
+
+def train_step(model, optimiser, scaler, mine, design, config, world=1, heads=SPLIT):
+    """One optimiser step on this process's micro-batches `mine` (each (inputs, target, mask, b)), each
+    term normalised by the mask voxels of the whole step (every process's); returns the step's loss terms
+    summed over the processes."""
+    device = next(model.parameters()).device
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    voxels = {"count": float(sum(int(m[2].sum()) for m in mine))}
+    count = max(sum_over_processes(voxels, world)["count"], 1)
+    optimiser.zero_grad(set_to_none=True)
+    step_terms = {}
+    for i, batch in enumerate(mine):
+        inputs, target, mask, b = (t.to(device) for t in batch)
+        with no_sync_unless(i == len(mine) - 1, model):
+            with autocast(device, config.amp):
+                output = model(inputs.contiguous(memory_format=memory_format))
+            loss, terms = loss_terms(output.float(), inputs, target, mask, b, design, heads, count)
+            # DDP averages the processes' gradients: x world makes it their sum, the step's loss's
+            scaled_backward(loss * world, scaler)
+        for key, value in terms.items():
+            step_terms[key] = step_terms.get(key, 0.0) + value
+    optimiser_step(optimiser, scaler)
+    return sum_over_processes(step_terms, world)
+
+
 def train(request):
     """Train the one network (Adam; learning rate constant, then linear decay) and write the package.
     Checkpoints every epoch under out/checkpoints/tensor; request.resume continues from the last.
@@ -586,7 +657,7 @@ def train(request):
     parent = load_parent(network, request.init_from) if request.init_from else None
     best = copy.deepcopy(network)  # the weights of the best validation score so far
     model = nn.parallel.DistributedDataParallel(network) if world > 1 else network
-    optimiser = torch.optim.Adam(network.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+    optimiser = adam(network, config)
     scaler = grad_scaler(config.amp)
     design = torch.from_numpy(design_matrix_per_unit_b().astype(np.float32)).to(device)
     slots = config.accumulate * world
@@ -599,6 +670,9 @@ def train(request):
         or {"epoch": 0, "history": [], "seconds": 0.0, "best_epoch": 0, "best_score": None, "slots": slots}
     samples = sum(len(s[4]) for s in train_subjects)
     steps = max(1, samples // (config.batch_size * slots))  # an epoch: about every slab once
+    workers = LOADER_WORKERS.get(device.type, 0) if config.loader_workers is None else config.loader_workers
+    draws = step_draws(streams, config.batch_size, workers, device.type == "cuda")
+    positions = {k: streams[k].generator.get_state() for k in streams}  # each stream after the last step trained
     while state["epoch"] < config.total_epochs and not state.get("stopped_early"):
         epoch, started = state["epoch"], time.perf_counter()
         training_mode(network, keep_statistics=parent is not None)  # again each epoch: validation ends in train()
@@ -606,23 +680,10 @@ def train(request):
             group["lr"] = config.learning_rate(epoch)
         sums = {}
         for _ in range(steps):
-            mine = [streams[k].draw(config.batch_size) for k in sorted(streams)]
-            voxels = {"count": float(sum(int(m[2].sum()) for m in mine))}
-            count = max(sum_over_processes(voxels, world)["count"], 1)  # mask voxels of the whole step
-            optimiser.zero_grad(set_to_none=True)
-            step_terms = {}
-            for i, batch in enumerate(mine):
-                inputs, target, mask, b = (t.to(device) for t in batch)
-                with no_sync_unless(i == len(mine) - 1, model):
-                    with autocast(device, config.amp):
-                        output = model(inputs.contiguous(memory_format=memory_format))
-                    loss, terms = loss_terms(output.float(), inputs, target, mask, b, design, heads, count)
-                    # DDP averages the processes' gradients: x world makes it their sum, the step's loss's
-                    scaled_backward(loss * world, scaler)
-                for key, value in terms.items():
-                    step_terms[key] = step_terms.get(key, 0.0) + value
-            optimiser_step(optimiser, scaler)
-            for key, value in sum_over_processes(step_terms, world).items():
+            drawn = next(draws)
+            mine = [drawn[k][0] for k in sorted(drawn)]
+            positions.update({k: state for k, (_, state) in drawn.items()})
+            for key, value in train_step(model, optimiser, scaler, mine, design, config, world, heads).items():
                 sums[key] = sums.get(key, 0.0) + value / steps
         row = {"epoch": epoch + 1, **sums}
         if validation_subjects:
@@ -640,14 +701,14 @@ def train(request):
         state["history"].append(row)
         state["epoch"] = epoch + 1
         # process r holds slots r, r + world, ...: row j of its block is slot r + j world
-        blocks = gather_to_rank_zero(torch.stack([streams[k].generator.get_state() for k in sorted(streams)]),
-                                     world, rank)
+        blocks = gather_to_rank_zero(torch.stack([positions[k] for k in sorted(streams)]), world, rank)
         stream_states = {r + j * world: state for r, block in enumerate(blocks) for j, state in enumerate(block)}
         if rank == 0:
             _save_checkpoint(request.out, network, best, optimiser, stream_states, state)
         reporter.progress(f"train {NAME}", state["epoch"] / config.total_epochs,
                           f"epoch {state['epoch']}/{config.total_epochs} "
                           + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
+    draws.close()  # its loader processes end with it
     out = Path(request.out)
     if rank != 0:
         torch.distributed.barrier()  # until rank 0 has written the package

@@ -720,6 +720,11 @@ def case_train_init_from_pix2pix(i, f):
         ["--init-from", "expected a tensor-unet package", "a pix2pix-per-direction package"]
 
 
+def case_train_pix2pix_workers(i, f):  # its slices are in memory: the option would do nothing
+    return ["train", "--kind", "pix2pix-per-direction", "--data", str(i.cohort), "--out", str(f / "out"), "--workers",
+            "2"], ["--workers", "left out with --kind pix2pix-per-direction", "held in memory", "found 2"]
+
+
 def case_train_init_from_missing(i, f):
     return ["train", "--init-from", str(f / "nope"), "--data", str(i.cohort), "--out", str(f / "out")], \
         ["manifest.json", "a DTISynth model folder with manifest.json", "no manifest.json"]
@@ -1139,6 +1144,7 @@ CASES = [  # (id, class, build)
     ("train-tensor-unet-depth", "usage", case_train_tensor_unet_depth),
     ("train-init-from-pix2pix", "usage", case_train_init_from_pix2pix),
     ("train-init-from-missing", "file", case_train_init_from_missing),
+    ("train-pix2pix-workers", "usage", case_train_pix2pix_workers),
     ("train-out-is-a-file", "output", case_train_out_is_a_file),
     ("fit-unconvertible-dicom", "file", case_fit_unconvertible_dicom),
     ("synthesize-fifo", "file", case_synthesize_fifo),

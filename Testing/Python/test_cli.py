@@ -300,6 +300,7 @@ def test_models_import_of_a_folder_refuses_a_listed_file_that_is_not_a_regular_f
     (["train", "--data", "d", "--out", "x", "--batch-size", "0"], "--batch-size", "an integer >= 1, not '0'"),
     (["train", "--data", "d", "--out", "x", "--validation-fraction", "1.5"], "--validation-fraction", "not '1.5'"),
     (["train", "--data", "d", "--out", "x", "--lr", "inf"], "--lr", "a finite number > 0, not 'inf'"),
+    (["train", "--data", "d", "--out", "x", "--workers", "-1"], "--workers", "an integer >= 0, not '-1'"),
     (["evaluate", "--original", "a", "--synthetic", "b", "--out", "x", "--jobs", "0"], "--jobs", "not '0'"),
     (["synthesize", "--dwi", "d", "--out", "x", "--output-b", "-1"], "--output-b", "> 0, not '-1'"),
 ])

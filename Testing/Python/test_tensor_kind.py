@@ -336,9 +336,9 @@ def predict_dti(tensor, s0, bvals, gradients):
     return predict_signals(tensor, np.full(tensor.shape[:-1], s0), bvals, gradients).astype(np.float32)
 
 
-def _train(cohort, out, epochs, resume=False):
+def _train(cohort, out, epochs, resume=False, more=()):
     args = ["train", "--kind", "tensor-unet", "--data", str(cohort), "--out", str(out), "--ngf", "4", "--depth", "5",
-            "--epochs", str(epochs), "--lr", "1e-3", "--batch-size", "4", "--validation-subjects", "sub-003"]
+            "--epochs", str(epochs), "--lr", "1e-3", "--batch-size", "4", "--validation-subjects", "sub-003", *more]
     return cli.main(args + (["--resume"] if resume else []))
 
 
@@ -398,9 +398,10 @@ def test_the_tensor_kind_trains_resumes_and_synthesizes_through_the_jobs(tmp_pat
     history = manifest.data["networks"][0]["history"]
     assert history[-1]["tensor"] < history[0]["tensor"]  # it learns
     assert np.isfinite(manifest.data["networks"][0]["validation"]["val_fa"])
-    # stopped after 3 epochs and resumed to 5: the same weights as the uninterrupted run
+    # stopped after 3 epochs and resumed to 5: the same weights as the uninterrupted run. The first part's
+    # loader process had drawn ahead; the checkpoint keeps each stream where the last trained step left it.
     resumed = tmp_path / "resumed"
-    assert _train(cohort, resumed, 3) == 0 and _train(cohort, resumed, 5, resume=True) == 0
+    assert _train(cohort, resumed, 3) == 0 and _train(cohort, resumed, 5, resume=True, more=["--workers", "0"]) == 0
     for name, value in _weights(models).items():
         np.testing.assert_array_equal(_weights(resumed)[name], value, err_msg=name)
     noisy = tmp_path / "noisy"
@@ -440,6 +441,22 @@ def test_the_tensor_kind_trains_resumes_and_synthesizes_through_the_jobs(tmp_pat
 
 
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def test_loader_processes_draw_the_batches_of_the_training_process_so_the_weights_are_the_same(tmp_path):
+    """--workers 0 draws in the training process; 1 (the default) and 2 (two streams: --accumulate 2)
+    draw in loader processes while the network trains: the same batches, so the same bytes."""
+    cohort = tmp_path / "cohort"
+    write_cohort(cohort, 3, "sampled", seed=5, grid=(32, 32, 19), noise=False)
+    runs = {"0": ["--workers", "0"], "1": [], "2": ["--workers", "2"], "accumulate 2, here": ["--workers", "0"]}
+    for name, options in runs.items():
+        accumulate = ["--accumulate", "2"] if name in ("2", "accumulate 2, here") else []
+        assert _train(cohort, tmp_path / name, 2, more=[*options, *accumulate]) == 0
+    same = lambda a, b: a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)  # noqa: E731
+    weights = {name: _weights(tmp_path / name) for name in runs}
+    assert same(weights["1"], weights["0"]) and same(weights["2"], weights["accumulate 2, here"])
+    assert not same(weights["2"], weights["0"])  # other steps: the comparison can tell runs apart
+    assert read_manifest(tmp_path / "1").data["training"]["config"]["loader_workers"] is None
 
 
 def _last_parameters(folder):
