@@ -78,15 +78,17 @@ def child_dipy(dwi_path, mask_path):
                       "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 
 
-def run_measured(cmd):
-    """Run a command in a fresh process; return (wall seconds, peak RSS MiB of that process, stdout)."""
+def run_measured(cmd, env=None):
+    """Run a command in a fresh process (environment `env`, default ENV); return (wall seconds, peak RSS
+    MiB of that process, stdout)."""
     wrapper = ("import resource, subprocess, sys, time\n"
                "t = time.perf_counter(); r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
                "w = time.perf_counter() - t\n"
                "sys.stderr.write(r.stderr)\n"
                "print(r.stdout, end='')\n"
                "print('MEASURE', w, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)\n")
-    run = subprocess.run([sys.executable, "-c", wrapper, *map(str, cmd)], capture_output=True, text=True, env=ENV)
+    run = subprocess.run([sys.executable, "-c", wrapper, *map(str, cmd)], capture_output=True, text=True,
+                         env=ENV if env is None else env)
     lines = run.stdout.strip().splitlines()
     _, wall, rss_kb, code = lines[-1].split()
     if int(code) != 0:

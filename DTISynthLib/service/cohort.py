@@ -407,9 +407,22 @@ def _dask_client(request):
         with client:
             yield client
         return
-    with LocalCluster(n_workers=request.workers or len(available_cores()), threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
-        yield client
+    import dask
+
+    # Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's adaptive mmap
+    # threshold: every large numpy temporary is then mapped and page-faulted anew, and a session took 25 %
+    # longer than outside Dask (benchmarks/bench_cohort.py). Our workers keep glibc's defaults (None unsets
+    # it). The nannies also write their workers' variables (OMP_NUM_THREADS=1, ...) into this process's
+    # environment, where every later child process (a Slicer job, a test's command) would inherit them.
+    saved = dict(os.environ)
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
+                LocalCluster(n_workers=request.workers or len(available_cores()), threads_per_worker=1,
+                             processes=True, dashboard_address=":0") as cluster, Client(cluster) as client:
+            yield client
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _on_dask(arguments, client, reporter):

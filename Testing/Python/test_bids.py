@@ -128,6 +128,24 @@ def test_two_dask_workers_write_what_one_session_after_another_writes_and_report
     assert bids.validator_errors(tmp_path / "dask") == {}
 
 
+def test_local_workers_keep_glibc_s_malloc_and_this_process_s_environment_is_left_as_it_was(dataset, tiny_models,
+                                                                                             tmp_path, monkeypatch):
+    """Dask's MALLOC_TRIM_THRESHOLD_=65536 made every session 25 % slower in a worker than outside Dask
+    (benchmarks/bench_cohort.py); its nannies also left OMP_NUM_THREADS=1 and the rest in this process's
+    environment, for every later child process to inherit."""
+    import os
+
+    from DTISynthLib.service.cohort import _dask_client
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    before = dict(os.environ)
+    with _dask_client(_request(dataset, tmp_path / "out", tiny_models, workers=1)) as client:
+        seen = list(client.run(lambda: [os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")])
+                    .values())
+    assert seen == [[None, "1"]]  # glibc's malloc; one thread per worker, as Dask sets it
+    assert dict(os.environ) == before
+
+
 def test_a_rerun_skips_what_is_done_and_redoes_the_rest_and_the_command_says_what_failed(dataset, tiny_models,
                                                                                       tmp_path):
     out = tmp_path / "out"
