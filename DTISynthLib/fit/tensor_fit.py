@@ -220,9 +220,21 @@ def fit_tensors(dwi: DWI, mask=None, method="iwls", iterations=2, progress=None)
 
 
 def predict_signals(tensor6, s0, bvals, gradients):
-    """Signals (..., n) of tensors (..., 6) [mm^2/s, RAS] for b-values (s/mm^2) and RAS unit vectors."""
-    design = design_matrix(bvals, gradients)
-    return np.asarray(s0)[..., None] * np.exp(np.asarray(tensor6, dtype=np.float64) @ design[:, :6].T)
+    """Signals (..., n) of tensors (..., 6) [mm^2/s, RAS] for b-values (s/mm^2) and RAS unit vectors; a
+    volume's voxels in chunks (in_chunks: small temporaries, every core)."""
+    design = design_matrix(bvals, gradients)[:, :6].T
+    tensor6 = np.asarray(tensor6, dtype=np.float64)
+    s0 = np.asarray(s0)
+    if tensor6[..., 0].size <= CHUNK_VOXELS:
+        return s0[..., None] * np.exp(tensor6 @ design)
+    rows, s0_rows = tensor6.reshape(-1, 6), np.broadcast_to(s0, tensor6.shape[:-1]).reshape(-1)
+    out = np.empty((len(rows), design.shape[1]), np.result_type(s0.dtype, np.float64))
+
+    def signals(index):
+        out[index] = s0_rows[index, None] * np.exp(rows[index] @ design)
+
+    in_chunks(np.arange(len(rows)), signals)
+    return out.reshape(tensor6.shape[:-1] + (design.shape[1],))
 
 
 def assembly_matrices(measured_bvals, measured_gradients, bvals, gradients):

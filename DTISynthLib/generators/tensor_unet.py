@@ -56,6 +56,7 @@ from ..core.tensor_layout import (
     shrink_off_diagonals,
     tensor6_to_matrix,
 )
+from ..fit.tensor_fit import in_chunks
 from .intensity import brain_floor
 from .registry import GeneratorKind
 
@@ -185,11 +186,17 @@ def v1_confidence(excess, probabilities):
     """Per voxel, the probability that the principal direction lies within CONFIDENCE_DEGREES of the
     most probable pattern's: the summed probability of the sign patterns whose V1 does (numpy; excess
     (N, 3), probabilities (N, 4); a tensor without excess has one V1 whatever the signs)."""
-    vectors = pattern_vectors(excess)  # every candidate has the same length, |a|^2 = sum of the excess
-    chosen = vectors[np.arange(len(vectors)), probabilities.argmax(1)]
-    length = np.maximum(excess, 0.0).sum(1)[:, None]
+    # pattern p's V1 is PATTERN_AXES[p] sqrt(e) (pattern_vectors): every candidate has the length |a|^2 = sum
+    # of e, and its product with the chosen c's is sum_k A_pk A_ck e_k, one small product per chosen pattern
+    excess = np.maximum(excess, 0.0)
+    length = excess.sum(1)[:, None]
+    chosen = probabilities.argmax(1)
+    products = np.empty_like(probabilities)
+    for c, axes in enumerate(PATTERN_AXES):
+        here = chosen == c
+        products[here] = excess[here] @ (PATTERN_AXES * axes).T
     with np.errstate(divide="ignore", invalid="ignore"):
-        cosine = np.where(length > 0, np.abs((vectors * chosen[:, None]).sum(-1)) / length, 1.0)
+        cosine = np.where(length > 0, np.abs(products) / length, 1.0)
     return (probabilities * (cosine >= np.cos(np.radians(CONFIDENCE_DEGREES)))).sum(1)
 
 
@@ -209,8 +216,8 @@ def build(manifest, key):
 
 
 def flat_channels(array):
-    """(N, C) float64 of an (n, C, H, W) array, one row per voxel in (n, H, W) order (slice_map's)."""
-    array = np.asarray(array, np.float64)
+    """(N, C) rows of an (n, C, H, W) array, one per voxel in (n, H, W) order (slice_map's), in its dtype."""
+    array = np.asarray(array)
     return np.moveaxis(array, 1, -1).reshape(-1, array.shape[1])
 
 
@@ -315,26 +322,37 @@ def synthesize(predict, grid_signals, manifest, reporter):
         inputs = np.concatenate([inputs, constant], axis=1)
     output = np.asarray(predict(NETWORK, inputs, slices), np.float32)
     heads = heads_of(manifest)
+    shape = (output.shape[0], output.shape[2], output.shape[3])  # (n, H, W): flat_channels' order
     with torch.no_grad():
-        tensor_w = decode(torch.from_numpy(output), torch.from_numpy(units[slices]), heads).numpy()
+        decoded = [decode(torch.from_numpy(output), torch.from_numpy(units[slices]), heads)]
+        if heads == SPLIT:  # the decoded parts and pattern probabilities, once for the MD step and both maps
+            decoded += split_outputs(torch.from_numpy(output), torch.from_numpy(units[slices]))
+    columns = [flat_channels(t.numpy()) for t in decoded]  # tensor in W, then diagonal, excess, logits
     weights = assembled_md_weights(working, grid_signals, manifest)
-    if heads == SPLIT:  # the decoded parts and pattern probabilities, once for the MD step and both maps
-        with torch.no_grad():
-            parts = split_outputs(torch.from_numpy(output), torch.from_numpy(units[slices]))
-        diagonal, excess, logits = (flat_channels(t.numpy()) for t in parts)
-        probabilities = pattern_probabilities(logits, manifest.architecture.get("sign_temperature", 1.0))
-        if float(weights @ weights) >= 1e-12:  # a skewed triple
-            off = expected_md_off_diagonals(flat_channels(tensor_w[:, 3:]), excess, probabilities, weights)
-            tensor_w[:, 3:] = np.moveaxis(off.reshape(tensor_w.shape[0], *tensor_w.shape[2:], 3), -1, 1)
-    matrices = tensor6_to_matrix(np.transpose(tensor_w, (3, 2, 0, 1)).astype(np.float64) * ADC_SCALE)  # (x, y, n)
-    tensor = shrink_off_diagonals(matrix_to_tensor6(working.T @ matrices @ working))  # RAS
+    temperature = manifest.architecture.get("sign_temperature", 1.0)
+    tensor = np.zeros((np.prod(shape), 6))
+    confidence, uncertainty = np.zeros(len(tensor)), np.zeros(len(tensor))
+
+    def voxels(rows):  # each voxel's arithmetic is its own: in chunks (fit.tensor_fit.in_chunks), on two threads
+        tensor_w = columns[0][rows].astype(np.float64)
+        if heads == SPLIT:
+            diagonal, excess, logits = (c[rows].astype(np.float64) for c in columns[1:])
+            probabilities = pattern_probabilities(logits, temperature)
+            if float(weights @ weights) >= 1e-12:  # a skewed triple
+                off = expected_md_off_diagonals(tensor_w[:, 3:], excess, probabilities, weights)
+                tensor_w[:, 3:] = off.astype(np.float32)  # the decoded tensors' precision
+            confidence[rows] = confidence_map(diagonal, excess, probabilities)
+            uncertainty[rows] = md_uncertainty_map(diagonal, excess, probabilities, weights)
+        rotated = working.T @ tensor6_to_matrix(tensor_w * ADC_SCALE) @ working
+        tensor[rows] = shrink_off_diagonals(matrix_to_tensor6(rotated))  # RAS
+
+    in_chunks(np.arange(len(tensor)), voxels)
+    tensor = np.transpose(tensor.reshape(*shape, 6), (2, 1, 0, 3))  # (x, y, n, 6)
     _, directions = manifest.direction_vectors()
     synthetic = grid_signals.signals_of(tensor, directions, manifest.b_value)
     maps = {}
     if heads == SPLIT:
-        shape = (output.shape[0], output.shape[2], output.shape[3])
-        for name, values in (("v1_confidence", confidence_map(diagonal, excess, probabilities)),
-                             ("md_uncertainty", md_uncertainty_map(diagonal, excess, probabilities, weights))):
+        for name, values in (("v1_confidence", confidence), ("md_uncertainty", uncertainty)):
             maps[name] = np.zeros(grid_signals.reference.shape, np.float32)
             maps[name][:, :, slices] = slice_map(values, *shape)
     reporter.progress("synthesize", 1.0, f"{len(directions)} directions")

@@ -32,7 +32,7 @@ Frames: gradients are RAS unit vectors; b in s/mm^2; signals and b=0 volumes on 
 import numpy as np
 
 from ..core.tensor_layout import matrix_to_tensor6, shrink_off_diagonals, shrink_toward, smallest_eigenvalue
-from ..fit.tensor_fit import assembly_matrices, design_matrix, predict_signals
+from ..fit.tensor_fit import assembly_matrices, design_matrix, in_chunks, predict_signals
 from ..generators.registry import ATTENUATION_FLOOR
 
 ASSEMBLIES = ("physics", "network")
@@ -96,7 +96,8 @@ def assembled_tensors(log_generated, log_measured, measured_bvals, measured_grad
     projected = generated_size_scaled(log_generated, adc, measured_gradients, bvals, gradients) @ from_generated.T \
         + log_measured @ from_measured.T
     anchored = (adc > 0).all(1)
-    out = shrink_off_diagonals(projected)
+    out = np.empty_like(projected)
+    out[~anchored] = shrink_off_diagonals(projected[~anchored])
     out[anchored] = shrink_toward(projected[anchored], measured_anchor(adc[anchored], measured_gradients))
     return out
 
@@ -115,10 +116,16 @@ def physics_consistent(generated, reference_b0, measured, measured_b0, measured_
     index = np.flatnonzero(inside)
     if index.size == 0:
         return out
-    s0 = reference_b0.reshape(-1)[index].astype(np.float64)[:, None]
-    log_generated = np.log(np.maximum(generated.reshape(-1, generated.shape[-1])[index] / s0, ATTENUATION_FLOOR))
-    log_measured = np.log(np.maximum(measured.reshape(-1, 3)[index].astype(np.float64)
-                                     / measured_b0.reshape(-1)[index, None], ATTENUATION_FLOOR))
-    tensor = assembled_tensors(log_generated, log_measured, measured_bvals, measured_gradients, bvals, gradients)
-    out.reshape(-1, out.shape[-1])[index] = predict_signals(tensor, s0[:, 0], bvals, gradients).astype(np.float32)
+    rows_out, rows_generated = out.reshape(-1, out.shape[-1]), generated.reshape(-1, generated.shape[-1])
+    rows_measured, s0_all, b0_all = measured.reshape(-1, 3), reference_b0.reshape(-1), measured_b0.reshape(-1)
+
+    def assemble(rows):  # voxel by voxel, so in chunks (fit.tensor_fit.in_chunks: small temporaries, two threads)
+        s0 = s0_all[rows].astype(np.float64)[:, None]
+        log_generated = np.log(np.maximum(rows_generated[rows] / s0, ATTENUATION_FLOOR))
+        log_measured = np.log(np.maximum(rows_measured[rows].astype(np.float64) / b0_all[rows, None],
+                                         ATTENUATION_FLOOR))
+        tensor = assembled_tensors(log_generated, log_measured, measured_bvals, measured_gradients, bvals, gradients)
+        rows_out[rows] = predict_signals(tensor, s0[:, 0], bvals, gradients).astype(np.float32)
+
+    in_chunks(index, assemble)
     return out
