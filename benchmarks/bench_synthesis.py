@@ -25,7 +25,7 @@ import numpy as np
 
 SIX = "six pix2pix ngf 64"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_tensor_fit import run_measured  # noqa: E402  (one way to time a process and its peak RSS)
+from bench_tensor_fit import ENV, run_measured  # noqa: E402  (one way to time a process and its peak RSS)
 
 
 def make_inputs(work):
@@ -101,6 +101,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--keep", help="folder for inputs and outputs (default: temporary)")
+    parser.add_argument("--before", help="another checkout of DTISynth (e.g. `git worktree add /tmp/before REV`): its "
+                                         "default set also runs, in the same rounds, as 'before'")
     args = parser.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="dtisynth-synth-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -115,12 +117,15 @@ def main():
     runs = (("default set, tensor-unet", DEFAULT_MODELS, "auto"),
             ("previous default, tensor-unet-signed", DEFAULT_MODELS.parent / "tensor-unet-signed", "auto"),
             (SIX, work / "models", "auto"), ("six pix2pix ngf 64", work / "models", "fp32"))
+    if args.before:
+        runs = (("default set, before", Path(args.before) / "Resources" / "Models" / "tensor-unet", "auto"),) + runs
     for r in range(args.repeats):
         for label, models, precision in runs:
-            out = work / f"ours_{label.split()[0]}_{precision}_{r}"
+            out = work / f"ours_{label.split()[0]}_{label.split()[-1]}_{precision}_{r}"
+            env = dict(ENV, PYTHONPATH=str(Path(args.before).resolve())) if label.endswith("before") else None
             wall, rss, _ = run_measured([sys.executable, "-m", "DTISynthLib", "synthesize", "--dwi", work / "dwi.nii.gz",
                                          "--b0", work / "b0.nii.gz", "--models", models, "--device", "cpu",
-                                         "--precision", precision, "--out", out])
+                                         "--precision", precision, "--out", out], env)
             used = json.loads((out / "synthesis.json").read_text())["precision"]
             name = f"synthesize, {label} ({'auto: ' + used if precision == 'auto' else precision})"
             rows.setdefault(name, []).append((wall, rss))
@@ -138,10 +143,14 @@ def main():
         print(f"{name:64} {median:9.2f} {min(times):7.2f} {max(m for _, m in values):13.0f} "
               f"{paper / median:14.2f} {six / median:12.2f}")
     default, previous = (statistics.median(t for name, values in rows.items() if name.startswith(f"synthesize, {label}")
-                                           for t, _ in values) for label in ("default set", "previous default"))
+                                           for t, _ in values) for label in ("default set, tensor-unet", "previous default"))
     print(f"default set / previous default (its orientation confidence included): {default / previous:.2f}x the time")
-    print("targets: the default set >= 5x the paper-style and >= 3x the six-model set, <= 2048 MiB, <= 1.3x the "
-          "previous default; no GPU here")
+    if args.before:
+        before = statistics.median(t for t, _ in rows[next(name for name in rows if "before" in name)])
+        print(f"default set now / before ({args.before}): {default / before:.2f}x the time; "
+              f"{paper / default:.2f}x the paper-style (before {paper / before:.2f}x)")
+    print("targets: the default set <= 8 s on a 2-core machine and >= 4x the paper-style (issue 38), >= 3x the "
+          "six-model set, <= 2048 MiB, <= 1.3x the previous default; no GPU here")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0

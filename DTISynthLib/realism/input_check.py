@@ -74,12 +74,15 @@ def input_features(b0, weighted, bvals, mask):
         mean_square = ndimage.uniform_filter(value * value, size=(TEXTURE_SIZE, TEXTURE_SIZE, 1), mode="nearest")
         smoothed.append(np.clip(TEXTURE_SCALE * np.sqrt(np.maximum(mean_square - mean * mean, 0.0)), 0.0, MAX_FEATURE))
     i, j, k = np.nonzero(mask)
-    columns = []
+    features = np.empty((len(i), 9 * len(smoothed)), np.float32)  # filled column by column: no float64 copy
+    column = 0
     for di in (-1, 0, 1):
         for dj in (-1, 0, 1):
             ii, jj = np.clip(i + di, 0, mask.shape[0] - 1), np.clip(j + dj, 0, mask.shape[1] - 1)
-            columns += [c[ii, jj, k] for c in smoothed]
-    return np.stack(columns, axis=1).astype(np.float32)
+            for c in smoothed:
+                features[:, column] = c[ii, jj, k]
+                column += 1
+    return features
 
 
 def dwi_input_features(dwi):
