@@ -38,7 +38,7 @@ EXAMPLES = [
     RealismRequest(real="r.nii.gz", bval="b", bvec="v", shell=1000.0, schemes=["syn", "random-wm"], out="o",
                    train_voxels=10, validation_voxels=5, epochs=2, min_hidden=6, seed=3),
     TrainingRequest(data="d", out="m", kind="tensor-unet", direction=[1, 3], epochs=2, decay_epochs=1, batch_size=4,
-                    accumulate=2, lr=1e-3, lambda_l1=10.0, ngf=8, ndf=8, depth=5, grid=(32, 48), intensity="relative",
+                    accumulate=2, workers=2, lr=1e-3, lambda_l1=10.0, ngf=8, ndf=8, depth=5, grid=(32, 48), intensity="relative",
                     quantise_8bit=True, validation_fraction=0.2, validation_subjects=["s1", "s2"], no_register=True,
                     flip_augment=True, no_dropout=True, seed=7, nondeterministic=True, amp="bf16", channels_last=True,
                     device="cpu", weights_dtype="float16", resume=True, init_from="parent models",

@@ -189,3 +189,22 @@ def test_nearly_coplanar_directions_are_refused_by_condition_number():
         fit_tensors(check_dwi(flat))
     # scanners' schemes are far inside the limit
     assert design_condition(np.r_[0, np.full(6, 1000.0)], np.vstack([np.zeros(3), SIEMENS_6_RAS])) < 10
+
+
+def test_predicted_signals_of_a_volume_in_chunks_are_the_voxel_formula_exactly():
+    """Volumes beyond CHUNK_VOXELS are predicted in chunks on every core (small temporaries): the same
+    S0 exp(B D) per voxel, bit for bit, for a (x, y, z, 6) view in any memory order and an S0 map."""
+    from DTISynthLib.fit.tensor_fit import CHUNK_VOXELS, design_matrix
+
+    rng = np.random.default_rng(3)
+    bvals, gradients = np.full(6, 1000.0), SIEMENS_6_RAS
+    tensors = np.transpose(rng.normal(0, 1e-3, (6, 40, 30, 20)), (1, 2, 3, 0))  # not C-contiguous
+    s0 = rng.uniform(100, 300, (40, 30, 20)).astype(np.float32)
+    assert s0.size > 2 * CHUNK_VOXELS
+    signals = predict_signals(tensors, s0, bvals, gradients)
+    design = design_matrix(bvals, gradients)[:, :6].T
+    whole = s0[..., None] * np.exp(tensors @ design)  # the whole volume at once, as before the chunks
+    assert signals.shape == whole.shape == (40, 30, 20, 6) and signals.dtype == np.float64
+    np.testing.assert_array_equal(signals, whole)
+    small = tensors[:2, :2, :2]  # directly, with a scalar S0
+    np.testing.assert_array_equal(predict_signals(small, 1.0, bvals, gradients), np.exp(small @ design))
