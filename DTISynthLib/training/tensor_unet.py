@@ -374,9 +374,9 @@ class _Batches:
 
 
 SLOT_SEED_STEP = 7919  # slot k's stream is seeded seed + SLOT_SEED_STEP k (train)
-# train's default loader processes (--workers) by device: on a GPU the drawing is the only CPU work, on
-# the CPU the step takes every core (a loader process made steps 0.78x as fast on 2 cores:
-# benchmarks/bench_training.py)
+# train's default loader processes (--workers) by device: on a GPU the drawing is the only CPU work; on
+# the CPU the step takes every core (on 2 cores a step took 169 ms with a loader process, 140 ms drawing
+# in the training process: benchmarks/bench_training.py)
 LOADER_WORKERS = {"cuda": 1, "cpu": 0}
 
 
