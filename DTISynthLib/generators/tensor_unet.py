@@ -333,12 +333,14 @@ def synthesize(predict, grid_signals, manifest, reporter):
     tensor = np.zeros((np.prod(shape), 6))
     confidence, uncertainty = np.zeros(len(tensor)), np.zeros(len(tensor))
 
-    def voxels(rows):  # each voxel's arithmetic is its own: in chunks (fit.tensor_fit.in_chunks), on two threads
+    skewed = float(weights @ weights) >= 1e-12  # a skewed triple: the expected MD step
+
+    def voxels(rows):  # each voxel's arithmetic is its own: in chunks (fit.tensor_fit.in_chunks), on every core
         tensor_w = columns[0][rows].astype(np.float64)
         if heads == SPLIT:
             diagonal, excess, logits = (c[rows].astype(np.float64) for c in columns[1:])
             probabilities = pattern_probabilities(logits, temperature)
-            if float(weights @ weights) >= 1e-12:  # a skewed triple
+            if skewed:
                 off = expected_md_off_diagonals(tensor_w[:, 3:], excess, probabilities, weights)
                 tensor_w[:, 3:] = off.astype(np.float32)  # the decoded tensors' precision
             confidence[rows] = confidence_map(diagonal, excess, probabilities)

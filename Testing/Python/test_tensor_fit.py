@@ -208,3 +208,24 @@ def test_predicted_signals_of_a_volume_in_chunks_are_the_voxel_formula_exactly()
     np.testing.assert_array_equal(signals, whole)
     small = tensors[:2, :2, :2]  # directly, with a scalar S0
     np.testing.assert_array_equal(predict_signals(small, 1.0, bvals, gradients), np.exp(small @ design))
+
+
+def test_chunks_run_on_the_threads_the_process_may_use(monkeypatch):
+    """A local Dask cluster's workers have OMP_NUM_THREADS=1 and one core each: their chunks run on one
+    thread, or two workers on two cores would run four; elsewhere one thread per core, up to 4."""
+    import os
+    import threading
+
+    from DTISynthLib.fit.tensor_fit import chunk_threads, in_chunks
+
+    def threads_used():
+        seen = set()
+        in_chunks(np.arange(40 * 8192), lambda rows: (seen.add(threading.get_ident()), sum(range(20000))))
+        return seen
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert chunk_threads() == 1 and len(threads_used()) == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert chunk_threads() == min(4, len(os.sched_getaffinity(0)))
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert chunk_threads() == min(4, len(os.sched_getaffinity(0)))
