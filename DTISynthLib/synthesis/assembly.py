@@ -119,7 +119,7 @@ def physics_consistent(generated, reference_b0, measured, measured_b0, measured_
     rows_out, rows_generated = out.reshape(-1, out.shape[-1]), generated.reshape(-1, generated.shape[-1])
     rows_measured, s0_all, b0_all = measured.reshape(-1, 3), reference_b0.reshape(-1), measured_b0.reshape(-1)
 
-    def assemble(rows):  # voxel by voxel, so in chunks (fit.tensor_fit.in_chunks: small temporaries, two threads)
+    def assemble(rows):  # voxel by voxel, so in chunks (fit.tensor_fit.in_chunks: small temporaries, every core)
         s0 = s0_all[rows].astype(np.float64)[:, None]
         log_generated = np.log(np.maximum(rows_generated[rows] / s0, ATTENUATION_FLOOR))
         log_measured = np.log(np.maximum(rows_measured[rows].astype(np.float64) / b0_all[rows, None],
