@@ -208,6 +208,13 @@ def test_predicted_signals_of_a_volume_in_chunks_are_the_voxel_formula_exactly()
     np.testing.assert_array_equal(signals, whole)
     small = tensors[:2, :2, :2]  # directly, with a scalar S0
     np.testing.assert_array_equal(predict_signals(small, 1.0, bvals, gradients), np.exp(small @ design))
+    # the caller's np.errstate holds in the chunks' threads too (pairs --mode tensor printed overflows)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught, np.errstate(over="ignore"):
+        warnings.simplefilter("always")
+        overflowing = predict_signals(-tensors * 1e6, s0, bvals, gradients)
+    assert np.isinf(overflowing).any() and not [w for w in caught if "overflow" in str(w.message)]
 
 
 def test_chunks_run_on_the_threads_the_process_may_use(monkeypatch):
