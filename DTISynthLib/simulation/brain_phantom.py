@@ -141,19 +141,28 @@ BACKGROUND_DISPERSION = 0.45  # association and U-fibres: many orientations per 
 
 
 def _tract_field(points, centreline, radius):
-    """(weight (N,), unit tangent (N, 3)) of one centreline at points (N, 3)."""
+    """(weight (N,), unit tangent (N, 3)) of one centreline at points (N, 3).
+
+    The weight is zero beyond 1.5 radius of the centreline; there the tangent is the first segment's
+    (any unit vector would do: a zero weight never gives a compartment a volume fraction), so only
+    points in the centreline's bounding box, grown by 1.5 radius, are measured.
+    """
     c = np.asarray(centreline, dtype=np.float64)
+    reach = 1.5 * radius
+    near = np.flatnonzero(((points >= c.min(axis=0) - reach) & (points <= c.max(axis=0) + reach)).all(axis=1))
+    weight = np.zeros(len(points))
+    tangent = np.tile((c[1] - c[0]) / np.linalg.norm(c[1] - c[0]), (len(points), 1))
+    points = points[near]
     best_d2 = np.full(len(points), np.inf)
-    tangent = np.zeros((len(points), 3))
     for a, b in zip(c[:-1], c[1:]):
         seg = b - a
         t = np.clip((points - a) @ seg / (seg @ seg), 0.0, 1.0)
         d2 = ((points - (a + t[:, None] * seg)) ** 2).sum(axis=1)
         closer = d2 < best_d2
         best_d2[closer] = d2[closer]
-        tangent[closer] = seg / np.linalg.norm(seg)
+        tangent[near[closer]] = seg / np.linalg.norm(seg)
     sigma = radius / 2.0
-    weight = np.where(best_d2 <= (1.5 * radius) ** 2, np.exp(-best_d2 / (2 * sigma**2)), 0.0)
+    weight[near] = np.where(best_d2 <= reach**2, np.exp(-best_d2 / (2 * sigma**2)), 0.0)
     return weight, tangent
 
 
@@ -177,7 +186,8 @@ def fibre_compartments(points):
     """WM fibre compartments at MNI points (N, 3): up to MAX_FIBRES per voxel.
 
     Returns directions (N, K, 3) (unit, MNI RAS), fractions (N, K) summing to 1 within WM and the
-    orientation dispersion (N, K) of each compartment's tract. Tracts compete by weight; the radial
+    orientation dispersion (N, K) of each compartment's tract. A compartment of fraction 0 carries some
+    unit direction that means nothing. Tracts compete by weight; the radial
     background fibre fills WM that no tract reaches.
     """
     points = np.asarray(points, dtype=np.float64)

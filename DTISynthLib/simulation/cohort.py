@@ -11,6 +11,7 @@ The same seed gives the same bytes.
 """
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from ..core.frames import rotation_matrix
 from ..core.gradient_schemes import dti_6, dwi_3
 from ..core.output_layout import DTI6, DWI3, acquisition_name
 from ..core.progress import NullReporter
-from ..fit.tensor_fit import fit_signals
+from ..fit.tensor_fit import chunk_threads, fit_signals, in_chunks
 from ..io.files import save_dwi, save_tensor, save_volume
 from .brain_phantom import (
     MAX_FIBRES,
@@ -42,6 +43,7 @@ from .signals import (
     build_voxel_tissue,
     eigenvalues_for,
     random_choices,
+    random_wm_signals,
     reference_pools,
     simulate_signals,
 )
@@ -52,6 +54,7 @@ FIELD_OF_VIEW = tuple(n * v for n, v in zip(PAPER_GRID, PAPER_VOXEL))
 FOV_CENTRE_MNI = (0.0, -17.0, 4.0)  # mm: the brain's centre, so that 152 mm of slices cover it
 S0_WM = 300.0  # b=0 signal of white matter: b=1000 DWI stays mostly below 255, as in the seed paper
 NUCLEI = tuple(NUCLEUS_DIFFUSIVITY)
+SIMULATION_CHUNK = 32768  # grid voxels per chunk: about 40 MB of float64 temporaries each
 
 
 def scanner_affine(grid=PAPER_GRID):
@@ -140,8 +143,18 @@ def subject_tissue(params, affine, grid, pose, scheme, pools):
     """
     ijk = np.stack(np.meshgrid(*[np.arange(n) for n in grid], indexing="ij"), axis=-1).reshape(-1, 3)
     world = ijk @ affine[:3, :3].T + affine[:3, 3]
+    return tissue_at(params, world, pose, scheme, pools, _deformation_field(params.seed, params.deformation_mm))
+
+
+def tissue_at(params, world, pose, scheme, pools, deform):
+    """The phantom's tissue at scanner points `world` (N, 3; RAS mm) for a head pose (head -> world, 4x4).
+
+    deform: the subject's deformation (_deformation_field). Returns (indices into `world` of the points
+    holding tissue, VoxelTissue of those points, their ROI labels, their T1). Every output of a point
+    depends on that point alone, so the points may come in any chunks.
+    """
     head = (world - pose[:3, 3]) @ pose[:3, :3]  # inverse rigid: R^T (p - t)
-    mni = _deformation_field(params.seed, params.deformation_mm)(head)
+    mni = deform(head)
     fractions, t1 = sample_tissue(mni)
     inside = np.flatnonzero(fractions.sum(axis=1) > 0.01)
     fractions, mni, t1 = fractions[inside], mni[inside], t1[inside]
@@ -164,11 +177,56 @@ def subject_tissue(params, affine, grid, pose, scheme, pools):
     return inside, tissue, labels, t1
 
 
-def _volume(grid, inside, values, dtype=np.float32):
-    """Scatter per-voxel values (N, ...) into a zero volume of `grid`."""
-    out = np.zeros((int(np.prod(grid)),) + values.shape[1:], dtype=dtype)
-    out[inside] = values
-    return out.reshape(tuple(grid) + values.shape[1:])
+def simulate_acquisition(params, name, scheme="sampled", pools=None, grid=PAPER_GRID, noise=True):
+    """One of a subject's acquisitions: "dti" (b=0 + Siemens' 6 directions, head at its pose) or "dwi"
+    (b=0 + the scanner's axes, head moved by the misregistration), with independent noise.
+
+    Returns (DWI, truth): truth = {"tensor" (x, y, z, 6) float32, "tissue" (x, y, z, 3), "labels" int16,
+    "t1"} on the acquisition's grid (see SimulatedSubject). The phantom is sampled in chunks of voxels
+    on chunk_threads() threads; every voxel's tissue and clean signal depend on that voxel alone (noise
+    and random-wm attenuations are drawn afterwards, in voxel order), so the bytes do not depend on the
+    chunks or threads.
+    """
+    pools = pools or reference_pools()
+    grid = tuple(int(n) for n in grid)
+    affine = scanner_affine(grid)
+    (bvals, gradients), pose, slot = {"dti": (dti_6(), params.head_pose, 4),
+                                      "dwi": (dwi_3(), params.misregistration @ params.head_pose, 5)}[name]
+    count = int(np.prod(grid))
+    deform = _deformation_field(params.seed, params.deformation_mm)
+    has_tissue = np.zeros(count, dtype=bool)
+    clean = np.zeros((count, len(bvals)))
+    weight = np.zeros((count, 3)) if scheme == "random-wm" else None  # each tissue's share of the b=0 signal
+    fractions = np.zeros((count, 3), dtype=np.float32)
+    labels = np.zeros(count, dtype=np.int16)
+    t1 = np.zeros(count, dtype=np.float32)
+    truth_rows = np.zeros((count, 6), dtype=np.float32)  # the apparent tensor of the clean signals
+
+    def simulate_rows(rows):
+        world = np.stack(np.unravel_index(rows, grid), axis=1) @ affine[:3, :3].T + affine[:3, 3]
+        found, tissue, found_labels, found_t1 = tissue_at(params, world, pose, scheme, pools, deform)
+        voxels = rows[found]
+        has_tissue[voxels] = True
+        fractions[voxels], labels[voxels], t1[voxels] = tissue.fractions, found_labels, found_t1
+        if weight is None:
+            clean[voxels] = simulate_signals(tissue, bvals, gradients, scheme, None)
+            truth_rows[voxels] = fit_signals(clean[voxels], bvals, gradients, "ols")[:, :6]
+        else:
+            weight[voxels] = tissue.fractions * tissue.tissue_s0
+
+    in_chunks(np.arange(count), simulate_rows, chunk=SIMULATION_CHUNK)
+    rng = np.random.default_rng([params.seed, slot])
+    if weight is not None:
+        inside = np.flatnonzero(has_tissue)
+        clean[inside] = random_wm_signals(weight[inside], bvals, rng)
+        truth_rows[inside] = fit_signals(clean[inside], bvals, gradients, "ols")[:, :6]
+    signal = clean.reshape(grid + (len(bvals),))
+    if noise:
+        signal = add_rician_noise(signal, S0_WM / params.snr, rng)
+    dwi = DWI(signal.astype(np.float32), affine, bvals, gradients, f"<simulated {params.subject_id} {name}>")
+    truth = {"tensor": truth_rows.reshape(grid + (6,)), "tissue": fractions.reshape(grid + (3,)),
+             "labels": labels.reshape(grid), "t1": t1.reshape(grid)}
+    return dwi, truth
 
 
 @dataclass
@@ -194,28 +252,12 @@ class SimulatedSubject:
 def simulate_subject(params, scheme="sampled", pools=None, grid=PAPER_GRID, noise=True):
     """Simulate one subject's 3-direction DWI and 6-direction DTI (see the module docstring)."""
     pools = pools or reference_pools()
-    grid = tuple(int(n) for n in grid)
-    affine = scanner_affine(grid)
-    sigma = S0_WM / params.snr if noise else 0.0
-    acquisitions = {}
-    truth = None
-    for name, (bvals, gradients), pose, slot in (
-            ("dti", dti_6(), params.head_pose, 4),
-            ("dwi", dwi_3(), params.misregistration @ params.head_pose, 5)):
-        inside, tissue, labels, t1 = subject_tissue(params, affine, grid, pose, scheme, pools)
-        rng = np.random.default_rng([params.seed, slot])
-        clean = simulate_signals(tissue, bvals, gradients, scheme, rng)
-        signal = _volume(grid, inside, clean, np.float64)
-        if noise:
-            signal = add_rician_noise(signal, sigma, rng)
-        acquisitions[name] = DWI(signal.astype(np.float32), affine, bvals, gradients,
-                                 f"<simulated {params.subject_id} {name}>")
-        if name == "dti":
-            params_fit = fit_signals(clean, bvals, gradients, "ols")
-            truth = (_volume(grid, inside, params_fit[:, :6].astype(np.float32)),
-                     _volume(grid, inside, tissue.fractions), _volume(grid, inside, labels, np.int16),
-                     _volume(grid, inside, t1))
-    return SimulatedSubject(params, scheme, acquisitions["dwi"], acquisitions["dti"], *truth, sigma)
+    # Side by side where two cores are free: one acquisition's noise (one thread) overlaps the other's chunks.
+    with ThreadPoolExecutor(min(2, chunk_threads())) as pool:
+        (dti, truth), (dwi, _) = pool.map(lambda name: simulate_acquisition(params, name, scheme, pools, grid, noise),
+                                          ("dti", "dwi"))
+    return SimulatedSubject(params, scheme, dwi, dti, truth["tensor"], truth["tissue"], truth["labels"], truth["t1"],
+                            S0_WM / params.snr if noise else 0.0)
 
 
 def eigenvalue_pools(scheme, sample_from=None, shell=None):

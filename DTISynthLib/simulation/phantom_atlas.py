@@ -14,14 +14,14 @@ from ..core.atomic import atomic_output_dir, write_text_atomic
 from ..fit.tensor_maps import compute_maps
 from ..io.files import save_volume
 from .brain_phantom import ROIS, label_table_tsv
-from .cohort import PAPER_GRID, draw_subject, simulate_subject
+from .cohort import PAPER_GRID, draw_subject, simulate_acquisition
 
 
 def phantom_atlas(grid=PAPER_GRID):
     """The atlas on `grid`: (affine, ROI labels, T1-like template (0-1), FA template, b=0 template)."""
-    subject = simulate_subject(draw_subject("atlas", 0, vary=False), "sampled", grid=grid, noise=False)
-    fa = compute_maps(subject.truth_tensor, names=("fa",))["fa"]
-    return subject.dti.affine, subject.labels, subject.t1, fa, subject.dti.data[..., 0]
+    dti, truth = simulate_acquisition(draw_subject("atlas", 0, vary=False), "dti", "sampled", grid=grid, noise=False)
+    fa = compute_maps(truth["tensor"], names=("fa",))["fa"]
+    return dti.affine, truth["labels"], truth["t1"], fa, dti.data[..., 0]
 
 
 def write_atlas(out_dir, grid=PAPER_GRID):

@@ -30,6 +30,7 @@ TISSUES = ("wm", "gm", "csf")
 # b=0 signal of each tissue relative to WM in a T2-weighted spin-echo EPI (TE ~ 80 ms at 3 T).
 S0_CONTRAST = {"wm": 1.0, "gm": 1.3, "csf": 3.0}
 FREE_WATER = 3.0e-3
+NOISE_CHUNK = 1 << 18  # values per chunk of add_rician_noise's float64 draws
 SYN_EIGENVALUES = {"wm": (1.5e-3, 0.3e-3, 0.3e-3), "gm": (0.5e-3,) * 3, "csf": (3.0e-3,) * 3,
                    "deep_gm": (0.5e-3,) * 3}
 
@@ -199,16 +200,24 @@ def simulate_signals(tissue, bvals, gradients, scheme, rng):
     g = np.asarray(gradients, dtype=np.float64)
     weight = tissue.fractions * tissue.tissue_s0  # (N, 3): each tissue's share of the b=0 signal
     if scheme == "random-wm":
-        attenuation = rng.uniform(0.0, 1.0, size=(len(weight), len(bvals)))
-        attenuation[:, bvals <= 0] = 1.0
-        free_water = np.exp(-bvals * FREE_WATER)[None, :]
-        return weight[:, :2].sum(axis=1, keepdims=True) * attenuation + weight[:, 2:3] * free_water
+        return random_wm_signals(weight, bvals, rng)
     # exp(-b g^T D g) for every compartment and gradient
     quad = np.einsum("vi,nkij,vj->nkv", g, tissue.compartments, g)
     decay = np.exp(-bvals[None, None, :] * quad)
     k = tissue.fibre_fractions.shape[1]
     wm = (tissue.fibre_fractions[:, :, None] * decay[:, :k]).sum(axis=1)
     return weight[:, 0:1] * wm + weight[:, 1:2] * decay[:, k] + weight[:, 2:3] * decay[:, k + 1]
+
+
+def random_wm_signals(weight, bvals, rng):
+    """The random-wm scheme's signals (N, n): free water at FREE_WATER with the CSF share, the WM and GM
+    shares attenuated by U(0, 1) draws per voxel and volume (b=0 volumes: 1). weight (N, 3): each
+    tissue's share of the b=0 signal (WM, GM, CSF); b s/mm^2."""
+    bvals = np.asarray(bvals, dtype=np.float64)
+    attenuation = rng.uniform(0.0, 1.0, size=(len(weight), len(bvals)))
+    attenuation[:, bvals <= 0] = 1.0
+    free_water = np.exp(-bvals * FREE_WATER)[None, :]
+    return weight[:, :2].sum(axis=1, keepdims=True) * attenuation + weight[:, 2:3] * free_water
 
 
 def add_rician_noise(signals, sigma, rng):
@@ -220,9 +229,18 @@ def add_rician_noise(signals, sigma, rng):
         real = signals + np.float32(sigma) * rng.standard_normal(signals.shape, dtype=np.float32)
         imaginary = np.float32(sigma) * rng.standard_normal(signals.shape, dtype=np.float32)
         return np.sqrt(real * real + imaginary * imaginary)
-    real = signals + rng.normal(0.0, sigma, signals.shape)
-    imaginary = rng.normal(0.0, sigma, signals.shape)
-    return np.sqrt(real**2 + imaginary**2)
+    # In chunks of the flattened array, all real parts drawn before all imaginary ones: the same numbers
+    # as whole-array draws, without the whole-array temporaries (fresh memory is slow to fault in).
+    source = np.ascontiguousarray(signals, dtype=np.float64).reshape(-1)
+    magnitude = np.empty(source.shape)
+    pieces = [slice(start, start + NOISE_CHUNK) for start in range(0, source.size, NOISE_CHUNK)]
+    for piece in pieces:
+        np.add(source[piece], rng.normal(0.0, sigma, magnitude[piece].size), out=magnitude[piece])
+    for piece in pieces:
+        real = magnitude[piece]
+        imaginary = rng.normal(0.0, sigma, real.size)
+        np.sqrt(real**2 + imaginary**2, out=real)
+    return magnitude.reshape(np.shape(signals))
 
 
 def simulate_voxels(scheme, pools, bvals, gradients, n_voxels, rng, max_fibres=3):

@@ -34,7 +34,7 @@ def test_gradients_and_adam_match_torch():
     target = rng.uniform(0, 1, (7, 12)).astype(np.float32)
     params = [torch.tensor(p.copy(), requires_grad=True) for p in model.weights + model.biases]
     optimiser = torch.optim.Adam(params, lr=5e-3)
-    ours = _Adam(model.weights + model.biases, 5e-3)
+    ours = _Adam(model, 5e-3)
     for _ in range(3):
         h = torch.tensor(x)
         for k in range(4):

@@ -223,6 +223,31 @@ def test_same_seed_same_bytes_and_layout(tmp_path):
     assert not np.array_equal(s1, s2)
 
 
+def test_chunks_threads_and_noise_pieces_do_not_change_the_bytes(monkeypatch):
+    """simulate_acquisition samples the phantom in chunks on threads and draws noise in pieces: a subject
+    is the same, bit for bit, as the whole grid sampled at once (subject_tissue) with whole-array noise."""
+    from DTISynthLib.simulation import cohort, signals
+    from DTISynthLib.simulation.cohort import S0_WM, simulate_acquisition
+
+    params = draw_subject("sub-001", 21)
+    monkeypatch.setattr(cohort, "SIMULATION_CHUNK", 2500)  # uneven chunks over 38 slices of 64 x 64
+    monkeypatch.setattr(signals, "NOISE_CHUNK", 7777)
+    for scheme in ("sampled", "random-wm"):
+        dti, truth = simulate_acquisition(params, "dti", scheme, reference_pools(), SMALL)
+        inside, tissue, labels, t1 = subject_tissue(params, scanner_affine(SMALL), SMALL, params.head_pose, scheme,
+                                                    reference_pools())
+        rng = np.random.default_rng([params.seed, 4])
+        bvals, gradients = dti_6()
+        clean = np.zeros((np.prod(SMALL), 7))
+        clean[inside] = simulate_signals(tissue, bvals, gradients, scheme, rng)
+        real = clean + rng.normal(0.0, S0_WM / params.snr, clean.shape)
+        imaginary = rng.normal(0.0, S0_WM / params.snr, clean.shape)
+        np.testing.assert_array_equal(dti.data.reshape(-1, 7), np.sqrt(real**2 + imaginary**2).astype(np.float32))
+        np.testing.assert_array_equal(truth["labels"].reshape(-1)[inside], labels)
+        np.testing.assert_array_equal(truth["t1"].reshape(-1)[inside], t1)
+        assert np.count_nonzero(truth["labels"]) == np.count_nonzero(labels) > 100
+
+
 def test_signals_match_dipy_multi_tensor():
     """Peer: dipy.sims.voxel.multi_tensor, voxel by voxel, for syn-scheme compartments (axially symmetric)."""
     voxel = pytest.importorskip("dipy.sims.voxel")
