@@ -48,12 +48,10 @@ def direction_condition(directions):
 
 def nearest_volumes(dwi, directions):
     """Distinct diffusion-weighted volumes of a DWI matched one-to-one to nominal directions (RAS, rows),
-    minimising the sum of sign-free angles (Hungarian algorithm, scipy).
+    minimising the sum of sign-free angles (min_cost_assignment).
 
     Returns (volume indices (m,), angles in degrees (m,)); fewer than m weighted volumes is an InputError.
     """
-    from scipy.optimize import linear_sum_assignment
-
     from .errors import InputError
 
     directions = np.asarray(directions, dtype=np.float64)
@@ -63,9 +61,41 @@ def nearest_volumes(dwi, directions):
                          f"{len(directions)} nominal directions", f"{weighted.size}")
     cosines = np.abs(dwi.gradients[weighted] @ directions.T)
     angles = np.degrees(np.arccos(np.clip(cosines, 0.0, 1.0)))
-    rows, columns = linear_sum_assignment(angles)
-    order = np.argsort(columns)
-    return weighted[rows[order]], angles[rows[order], columns[order]]
+    rows = min_cost_assignment(angles)
+    return weighted[rows], angles[rows, np.arange(len(directions))]
+
+
+def min_cost_assignment(cost):
+    """Distinct rows (m,) of a cost matrix (n, m), n >= m, one per column, with the least total cost;
+    among equal totals the earliest rows. Exact, by dynamic programming over the rows and the subsets
+    of columns already taken (n 2^m m steps: a few milliseconds for the m <= 6 directions matched here).
+    scipy's linear_sum_assignment gives the same optimum, but importing scipy.optimize cost a synthesis
+    0.7-1 s."""
+    cost = np.asarray(cost, dtype=np.float64)
+    n, m = cost.shape
+    if m > 12:
+        raise ValueError(f"min_cost_assignment is for a few columns, not {m}")
+    subsets = np.arange(1 << m)
+    best = np.full(1 << m, np.inf)
+    best[0] = 0.0
+    taken_by = np.full((n, 1 << m), -1)  # column row r took to reach a subset, -1: r took none
+    for r in range(n):
+        previous = best.copy()
+        for column in range(m):
+            bit = 1 << column
+            without = subsets[(subsets & bit) == 0]
+            candidate = previous[without] + cost[r, column]
+            better = candidate < best[without | bit]
+            best[(without | bit)[better]] = candidate[better]
+            taken_by[r, (without | bit)[better]] = column
+    rows = np.empty(m, dtype=np.int64)
+    subset = (1 << m) - 1
+    for r in range(n - 1, -1, -1):
+        column = taken_by[r, subset]
+        if column >= 0:
+            rows[column] = r
+            subset &= ~(1 << column)
+    return rows
 
 
 def check_three_directions(source, directions):

@@ -23,6 +23,8 @@ Frames: all gradient vectors are RAS world vectors (as everywhere in memory).
 
 from dataclasses import dataclass, field, replace
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from ..core.dwi import DWI
@@ -216,6 +218,12 @@ def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly
         if overlap < MIN_OVERLAP:
             raise InputError(source, f"a b=0 overlapping the DWI (at least {MIN_OVERLAP:.0%} of its field of view)",
                              f"{overlap:.0%} overlap")
+        if input_check is not None:
+            # The check scores the DWI on its own grid, which the registration does not change: it runs
+            # beside the registration, which ITK computes on one thread.
+            beside = ThreadPoolExecutor(1)
+            dwi_check = beside.submit(lambda: input_check_report(input_check, dwi_input_features(dwi), dwi.source))
+            beside.shutdown(wait=False)
         progress("register", 0.0, "rigid, normalised correlation")
         result = register_rigid(reference, ref_affine, dwi_b0, dwi.affine)
         matrix = result.matrix
@@ -251,9 +259,8 @@ def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly
         report["input_check"] = "none in this model package"
     else:
         # the DWI as the generators see it; when it is its own reference, it is in axial slices already
-        features = input_features(dwi_b0, dwi.data[..., order], dwi.bvals[order], mask) if b0 is None \
-            else dwi_input_features(dwi)
-        report["input_check"], warning = input_check_report(input_check, features, dwi.source)
+        report["input_check"], warning = dwi_check.result() if b0 is not None else input_check_report(
+            input_check, input_features(dwi_b0, dwi.data[..., order], dwi.bvals[order], mask), dwi.source)
         report["warnings"] += [warning] if warning else []
     # Every slice with brain (the model grid keeps the reference's slices) or with signal (0.5 % of its
     # voxels above the brain floor, so that noise alone does not count) is synthesized; the others are

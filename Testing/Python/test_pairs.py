@@ -98,6 +98,28 @@ def test_nearest_is_one_to_one_on_a_rotated_12_direction_scheme(axis):
     np.testing.assert_array_equal(report["dti6_volumes"], index)
 
 
+def test_min_cost_assignment_is_the_optimum_scipy_finds_and_prefers_earlier_rows():
+    import itertools
+
+    from scipy.optimize import linear_sum_assignment
+
+    from DTISynthLib.core.gradient_schemes import min_cost_assignment
+
+    rng = np.random.default_rng(1)
+    for trial in range(300):
+        n = int(rng.integers(3, 9))
+        m = int(rng.integers(1, min(n, 4) + 1))
+        cost = rng.integers(0, 3, (n, m)).astype(float) if trial % 2 else rng.uniform(0, 90, (n, m))
+        rows = min_cost_assignment(cost)
+        assert len(set(rows.tolist())) == m
+        brute = min(cost[list(p), np.arange(m)].sum() for p in itertools.permutations(range(n), m))
+        scipy_rows, columns = linear_sum_assignment(cost)
+        assert cost[rows, np.arange(m)].sum() == pytest.approx(brute, abs=1e-9)
+        assert cost[scipy_rows, columns].sum() == pytest.approx(brute, abs=1e-9)
+    # A repeated direction (identical rows): the earlier volume
+    np.testing.assert_array_equal(min_cost_assignment(np.array([[9.0, 1], [2, 8], [2, 8], [9, 1]])), [1, 0])
+
+
 ALL_REAL_SERIES = sorted(p.name for p in (SHARED / "data" / "real").glob("dev_*") if p.is_dir())
 
 
