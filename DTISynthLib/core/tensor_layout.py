@@ -65,10 +65,14 @@ def shrink_toward(tensor6, anchor6):
     anchor equal to D's own diagonal this is shrink_off_diagonals."""
     tensor = np.asarray(tensor6, dtype=np.float64)
     anchor = np.asarray(anchor6, dtype=np.float64)
-    lower = np.linalg.cholesky(tensor6_to_matrix(anchor))
+    t = np.ones(tensor.shape[:-1])
+    # Only tensors not clearly positive need M: lambda_min(M) >= lambda_min(D) / lambda_max(A) - 1, and
+    # lambda_max(A) <= trace(A), so a margin of 1e-6 trace(A) keeps t = 1 there beyond any rounding.
+    doubtful = ~(smallest_eigenvalue(tensor) > 1e-6 * anchor[..., :3].sum(-1))
+    lower = np.linalg.cholesky(tensor6_to_matrix(anchor[doubtful]))
     inverse = np.linalg.inv(lower)
-    m = inverse @ tensor6_to_matrix(tensor - anchor) @ np.swapaxes(inverse, -1, -2)
+    m = inverse @ tensor6_to_matrix(tensor[doubtful] - anchor[doubtful]) @ np.swapaxes(inverse, -1, -2)
     smallest = smallest_eigenvalue(matrix_to_tensor6(m))
     with np.errstate(divide="ignore"):
-        t = np.where(smallest < -1.0, -1.0 / smallest, 1.0)
+        t[doubtful] = np.where(smallest < -1.0, -1.0 / smallest, 1.0)
     return anchor + t[..., None] * (tensor - anchor)

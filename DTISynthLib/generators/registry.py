@@ -54,11 +54,18 @@ class GridSignals:
         """float32 (x, y, z, n) signals S0_reference exp(-b g^T D g) of tensors (x, y, len(slices), 6)
         [mm^2/s, RAS] on the synthesized slices, for RAS unit vectors `directions` (n, 3) at b_value
         (s/mm^2); 0 on the other slices."""
-        from ..fit.tensor_fit import predict_signals
+        from ..fit.tensor_fit import design_matrix, in_chunks
 
+        design = design_matrix(np.full(len(directions), float(b_value)), directions)[:, :6].T
         synthetic = np.zeros(self.reference.shape + (len(directions),), dtype=np.float32)
-        synthetic[:, :, self.slices] = predict_signals(tensor6, self.reference[:, :, self.slices],
-                                                       np.full(len(directions), float(b_value)), directions)
+
+        def slice_signals(positions):  # slice by slice, into the output: no volume of float64 temporaries
+            for k in positions:
+                z, rows = self.slices[k], np.asarray(tensor6[:, :, k], dtype=np.float64).reshape(-1, 6)
+                s0 = self.reference[:, :, z].reshape(-1, 1)
+                synthetic[:, :, z] = (s0 * np.exp(rows @ design)).reshape(synthetic.shape[:2] + (len(directions),))
+
+        in_chunks(np.arange(len(self.slices)), slice_signals, chunk=1)
         return synthetic
 
 

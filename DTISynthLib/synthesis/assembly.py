@@ -65,9 +65,9 @@ def measured_anchor(adc, measured_gradients):
     adc = np.asarray(adc, dtype=np.float64)
     least = adc @ least_anisotropic_matrix(gradients).T
     inverse = np.linalg.inv(gradients)
-    fallback = matrix_to_tensor6(np.einsum("ik,nk,jk->nij", inverse, adc, inverse))
     positive = smallest_eigenvalue(least) > 1e-3 * adc.min(1)
-    return np.where(positive[:, None], least, fallback)
+    least[~positive] = matrix_to_tensor6(np.einsum("ik,nk,jk->nij", inverse, adc[~positive], inverse))
+    return least
 
 
 def generated_size_scaled(log_generated, adc, measured_gradients, bvals, gradients):

@@ -316,6 +316,28 @@ def test_the_closed_form_smallest_eigenvalue_matches_numpy():
                                atol=1e-12)
 
 
+def test_shrink_toward_measures_only_doubtful_tensors_and_gives_the_full_computation_s_bits():
+    """shrink_toward skips the Cholesky step where a tensor is clearly positive; every tensor, positive,
+    borderline or not, comes out as the step applied to all of them gives it."""
+    from DTISynthLib.core.tensor_layout import shrink_toward, smallest_eigenvalue
+
+    def everywhere(tensor, anchor):  # the step for every tensor (the function before it skipped any)
+        inverse = np.linalg.inv(np.linalg.cholesky(tensor6_to_matrix(anchor)))
+        m = inverse @ tensor6_to_matrix(tensor - anchor) @ np.swapaxes(inverse, -1, -2)
+        smallest = smallest_eigenvalue(matrix_to_tensor6(m))
+        t = np.where(smallest < -1.0, -1.0 / smallest, 1.0)
+        return anchor + t[:, None] * (tensor - anchor)
+
+    rng = np.random.default_rng(3)
+    anchor = np.concatenate([rng.uniform(0.3, 2.0, (6000, 3)), np.zeros((6000, 3))], 1) * 1e-3
+    tensor = anchor + rng.normal(0.0, 0.6e-3, (6000, 6))
+    values = smallest_eigenvalue(tensor)
+    tensor[:500, :3] -= values[:500, None]  # borderline: smallest eigenvalue 0, within rounding
+    values = smallest_eigenvalue(tensor)
+    assert (values < 0).sum() > 1000 and (values > 0).sum() > 1000 and (np.abs(values) < 1e-15).sum() >= 400
+    np.testing.assert_array_equal(shrink_toward(tensor, anchor), everywhere(tensor, anchor))
+
+
 def test_training_tensors_are_in_the_working_frame_of_a_flipped_grid():
     """A DTI stored with its first axis running right-to-left: D_W,01 = -Dxy (RAS)."""
     tensor = np.zeros((4, 4, 3, 6))
