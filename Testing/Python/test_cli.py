@@ -84,6 +84,30 @@ def test_fit_refuses_unknown_map(tmp_path, phantom):
 SMALL_DEMO = ("--grid", "128x128x24", "--realism-voxels", "20000", "--realism-epochs", "10")
 
 
+def test_the_process_exits_with_the_job_s_code_after_its_atexit_handlers_and_output(tmp_path):
+    """cli.command skips the interpreter's teardown (os._exit): the exit code, what was printed and the
+    atexit handlers (temporary-file cleanup) must survive that."""
+    script = ("import atexit, pathlib, sys, tempfile\n"
+              "from DTISynthLib import cli\n"
+              "folder = sys.argv[1]\n"
+              "kept = tempfile.TemporaryDirectory(dir=folder)  # cleaned up by weakref's atexit hook\n"
+              "pathlib.Path(kept.name, 'inside').write_text('x')\n"
+              "atexit.register(lambda: pathlib.Path(folder, 'atexit-ran').write_text('yes'))\n"
+              "print('printed before the job', end='')  # no newline: still in the buffer when the job ends\n"
+              "sys.argv = ['dtisynth', *sys.argv[2:]]\n"
+              "cli.command()\n"
+              "print('not reached')\n")
+    for args, code in ((["fit", tmp_path / "missing.nii.gz", "--out", tmp_path / "out"], 2), (["models"], 0)):
+        for old in tmp_path.glob("atexit-ran"):
+            old.unlink()
+        run = subprocess.run([sys.executable, "-c", script, tmp_path, *map(str, args)], capture_output=True, text=True,
+                             cwd=REPO)
+        assert run.returncode == code, run.stderr
+        assert run.stdout.startswith("printed before the job") and "not reached" not in run.stdout
+        assert (tmp_path / "atexit-ran").read_text() == "yes"
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith("tmp")] == []  # the temporary folder went
+
+
 def test_demo_synthesizes_and_compares(tmp_path):
     run = _dtisynth("demo", "--out", tmp_path / "demo", *SMALL_DEMO)
     assert run.returncode == 0, run.stderr
