@@ -122,8 +122,10 @@ def main():
     for r in range(args.repeats):
         for label, models, precision in runs:
             out = work / f"ours_{label.split()[0]}_{label.split()[-1]}_{precision}_{r}"
+            # -P: `python -m` would put the current folder first on sys.path, so a run started in this checkout
+            # imported this checkout's code for 'before' too, whatever PYTHONPATH said
             env = dict(ENV, PYTHONPATH=str(Path(args.before).resolve())) if label.endswith("before") else None
-            wall, rss, _ = run_measured([sys.executable, "-m", "DTISynthLib", "synthesize", "--dwi", work / "dwi.nii.gz",
+            wall, rss, _ = run_measured([sys.executable, "-P", "-m", "DTISynthLib", "synthesize", "--dwi", work / "dwi.nii.gz",
                                          "--b0", work / "b0.nii.gz", "--models", models, "--device", "cpu",
                                          "--precision", precision, "--out", out], env)
             used = json.loads((out / "synthesis.json").read_text())["precision"]
