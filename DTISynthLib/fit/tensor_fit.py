@@ -162,18 +162,29 @@ def voxel_rows(array, order):
     return array.reshape(-1, array.shape[-1], order=order)
 
 
+_BLAS_LIMIT = {"holders": 0, "limits": None}  # the blocks now inside single_threaded_blas, and its limit
+
+
 @contextmanager
 def single_threaded_blas():
     """BLAS limited to one thread within the block (threadpoolctl); the loaded libraries are looked up
-    under core.native_libraries.LOADING, never while a background thread loads one."""
-    from threadpoolctl import threadpool_limits
-
+    under core.native_libraries.LOADING, never while a background thread loads one. Blocks may overlap
+    in several threads (a simulated subject's two acquisitions run side by side): the first to enter
+    sets the limit, the last to leave restores the process's own; each restoring what it found would
+    leave BLAS on one thread for good when they leave in the order they came."""
     with LOADING:
-        limits = threadpool_limits(1, user_api="blas")
+        if _BLAS_LIMIT["holders"] == 0:
+            from threadpoolctl import threadpool_limits
+
+            _BLAS_LIMIT["limits"] = threadpool_limits(1, user_api="blas")
+        _BLAS_LIMIT["holders"] += 1
     try:
         yield
     finally:
-        limits.restore_original_limits()
+        with LOADING:
+            _BLAS_LIMIT["holders"] -= 1
+            if _BLAS_LIMIT["holders"] == 0:
+                _BLAS_LIMIT["limits"].restore_original_limits()
 
 
 def chunk_threads():

@@ -21,9 +21,8 @@ Pipeline (the seed paper's, with its weak points addressed):
 Frames: all gradient vectors are RAS world vectors (as everywhere in memory).
 """
 
-from dataclasses import dataclass, field, replace
-
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 

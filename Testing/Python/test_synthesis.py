@@ -238,6 +238,46 @@ def test_a_dwi_sliced_sagittally_or_coronally_is_synthesized_through_its_axial_s
     assert np.array_equal(result.dti.affine, b0_affine)
 
 
+def test_blas_limits_overlapping_in_two_threads_restore_the_process_s_own():
+    """Two threads inside single_threaded_blas at once, leaving in the order they came: BLAS has its own
+    thread count again afterwards (each restoring what it found left it at one thread)."""
+    import threading
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from DTISynthLib.fit.tensor_fit import single_threaded_blas
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    with threadpool_limits(2, user_api="blas"):
+        assert blas_threads() and set(blas_threads()) == {2}
+        first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+        def first():
+            with single_threaded_blas():
+                first_in.set()
+                second_in.wait(10)
+            first_out.set()
+
+        inside_after_first_left = []
+
+        def second():
+            first_in.wait(10)
+            with single_threaded_blas():
+                second_in.set()
+                first_out.wait(10)
+                inside_after_first_left.extend(blas_threads())
+
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+        assert set(inside_after_first_left) == {1}  # still limited while the second block runs
+        assert set(blas_threads()) == {2}
+
+
 def test_blas_limits_wait_while_models_load_in_the_background(tiny_models):
     # threadpoolctl walking the loaded libraries while another thread imports one deadlocks (glibc's loader
     # lock against the GIL): both take core.native_libraries.LOADING.
