@@ -36,7 +36,10 @@ class DWI:
 
     def mean_b0(self):
         """Arithmetic mean of the b=0 volumes (x, y, z), float32."""
-        return self.data[..., self.is_b0].mean(axis=-1, dtype=np.float64).astype(np.float32)
+        index = np.flatnonzero(self.is_b0)
+        if len(index) == 1:  # that volume, as the mean gives it, without a float64 reduction over a copy
+            return np.array(self.data[..., index[0]], dtype=np.float32)
+        return self.data[..., index].mean(axis=-1, dtype=np.float64).astype(np.float32)
 
 
 def check_dwi(dwi):

@@ -126,3 +126,18 @@ def test_dicom_series_through_dcm2niix(tmp_path):
     v1 = compute_maps(fit_tensors(back, labels > 0).tensor, names=("v1",))["v1"]
     for bundle, direction in truth["bundle_directions"].items():
         assert np.abs(v1[labels == LABELS[bundle]] @ direction).min() > 0.999, bundle
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.uint16, np.int64])
+def test_mean_b0_of_one_or_several_b0_volumes_is_the_float64_mean_in_float32(dtype):
+    from DTISynthLib.core.dwi import DWI
+
+    rng = np.random.default_rng(4)
+    data = np.asfortranarray(rng.uniform(0, 3e4, (6, 5, 4, 5)).astype(dtype))  # F order, as nibabel reads
+    for bvals in ([0, 1000, 1000, 1000, 1000], [0, 1000, 0, 1000, 5]):  # one b=0 volume; three (b <= 5)
+        dwi = DWI(data, np.eye(4), np.array(bvals, float), np.zeros((5, 3)))
+        expected = data[..., np.array(bvals) <= 5].astype(np.float64).mean(axis=-1).astype(np.float32)
+        mean = dwi.mean_b0()
+        assert mean.dtype == np.float32 and mean.shape == (6, 5, 4)
+        np.testing.assert_array_equal(mean, expected)
+        assert not np.shares_memory(mean, data)  # a copy, never a view of the DWI
