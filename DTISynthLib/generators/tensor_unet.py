@@ -163,13 +163,19 @@ def decode(output, adc, heads=SIGNED):
     import torch
 
     if heads == SPLIT:
-        diagonal, excess, logits = split_outputs(output, adc)
-        signs = torch.from_numpy(PATTERNS.astype(np.float32))[logits.argmax(1)].movedim(-1, 1)
-        return torch.cat([diagonal, signs * prolate_magnitudes(excess)], 1)
+        return most_probable_tensor(*split_outputs(output, adc))
     diagonal = (adc + DIAGONAL_RANGE * output[:, 3:6]).clamp(min=0.0)
     off = [MARGIN * output[:, c] * (diagonal[:, i] * diagonal[:, j]).clamp(min=1e-12).sqrt()
            for c, (i, j) in enumerate(_PAIRS)]
     return torch.cat([diagonal, torch.stack(off, 1)], 1)
+
+
+def most_probable_tensor(diagonal, excess, logits):
+    """Tensors in W (B, 6, H, W; units) of split_outputs' parts with the most probable sign pattern. Torch."""
+    import torch
+
+    signs = torch.from_numpy(PATTERNS.astype(np.float32))[logits.argmax(1)].movedim(-1, 1)
+    return torch.cat([diagonal, signs * prolate_magnitudes(excess)], 1)
 
 
 # Signs of V1's components (v_x >= 0) for each pattern: v_y follows D_xy's sign, v_z D_xz's.
@@ -324,9 +330,11 @@ def synthesize(predict, grid_signals, manifest, reporter):
     heads = heads_of(manifest)
     shape = (output.shape[0], output.shape[2], output.shape[3])  # (n, H, W): flat_channels' order
     with torch.no_grad():
-        decoded = [decode(torch.from_numpy(output), torch.from_numpy(units[slices]), heads)]
-        if heads == SPLIT:  # the decoded parts and pattern probabilities, once for the MD step and both maps
-            decoded += split_outputs(torch.from_numpy(output), torch.from_numpy(units[slices]))
+        if heads == SPLIT:  # the tensor, then its parts and pattern logits for the MD step and both maps
+            parts = split_outputs(torch.from_numpy(output), torch.from_numpy(units[slices]))
+            decoded = [most_probable_tensor(*parts), *parts]
+        else:
+            decoded = [decode(torch.from_numpy(output), torch.from_numpy(units[slices]), heads)]
     columns = [flat_channels(t.numpy()) for t in decoded]  # tensor in W, then diagonal, excess, logits
     weights = assembled_md_weights(working, grid_signals, manifest)
     temperature = manifest.architecture.get("sign_temperature", 1.0)
