@@ -200,9 +200,9 @@ def chunk_threads():
 
 
 def in_chunks(index, work, progress=None, chunk=CHUNK_VOXELS):
-    """Call work(rows) on consecutive chunks of `chunk` voxel indices, on chunk_threads() threads
-    (numpy releases the GIL in its loops), each with single-threaded BLAS (threads of threads
-    oversubscribe: on 2 cores the 30-direction IWLS fit takes 0.95 s this way, 1.2 s with BLAS's own
+    """Call work(rows) on consecutive chunks of `chunk` indices (voxels; GridSignals.signals_of: slices),
+    on chunk_threads() threads (numpy releases the GIL in its loops), each with single-threaded BLAS
+    (threads of threads oversubscribe: on 2 cores the 30-direction IWLS fit takes 0.95 s this way, 1.2 s with BLAS's own
     two threads alone, 1.6 s with both). `work` must write disjoint rows only. progress(fraction) after each
     chunk, from this thread."""
     chunks = [index[start:start + chunk] for start in range(0, index.size, chunk)]
