@@ -65,3 +65,40 @@ def test_the_pyramid_keeps_every_axis_and_tiny_volumes_are_refused():
     shifted[0, 3] = 0.5
     assert not same_acquisition(volume, np.eye(4), volume, shifted)
     assert not same_acquisition(volume, np.eye(4), volume * 1.01, np.eye(4))
+
+
+def test_registrations_side_by_side_run_on_one_itk_thread_and_the_last_out_restores_the_default():
+    import threading
+
+    import SimpleITK as sitk
+
+    from DTISynthLib.registration.itk import execute_deterministic
+
+    class Method:  # stands in for an ImageRegistrationMethod: waits inside Execute until released
+        def __init__(self):
+            self.inside, self.release, self.seen = threading.Event(), threading.Event(), None
+
+        def Execute(self, fixed, moving):
+            self.seen = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+            self.inside.set()
+            self.release.wait(10)
+            return "done"
+
+    own = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(3)
+    try:
+        first, second = Method(), Method()
+        threads = [threading.Thread(target=execute_deterministic, args=(m, None, None)) for m in (first, second)]
+        threads[0].start()
+        assert first.inside.wait(10)
+        threads[1].start()
+        assert second.inside.wait(10)
+        first.release.set()  # they leave in the order they came
+        threads[0].join(10)
+        assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == 1  # the second still runs on one
+        second.release.set()
+        threads[1].join(10)
+        assert (first.seen, second.seen) == (1, 1)
+        assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == 3
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(own)
