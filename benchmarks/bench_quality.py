@@ -145,6 +145,27 @@ def at_b(dwi, b):
     return DWI(data, dwi.affine, np.where(weighted, b, dwi.bvals), dwi.gradients, dwi.source)
 
 
+def register_each_pair_once():
+    """Every package and assembly synthesizes one DWI against one b=0, and the registration is
+    deterministic (registration.rigid: one thread, a fixed sampling seed): the pipeline's register_rigid
+    is computed once per pair of volumes and affines and reused (the same matrix, correlation and
+    candidates; a subject's seven syntheses registered seven times before)."""
+    import hashlib
+
+    from DTISynthLib.synthesis import pipeline
+
+    register, done = pipeline.register_rigid, {}
+
+    def register_once(*volumes_and_affines):
+        key = tuple((np.shape(a), hashlib.blake2b(np.ascontiguousarray(a, dtype=np.float64).tobytes(),
+                                                  digest_size=16).digest()) for a in volumes_and_affines)
+        if key not in done:
+            done[key] = register(*volumes_and_affines)
+        return done[key]
+
+    pipeline.register_rigid = register_once
+
+
 def synthesize(generators, manifest, dwi, b0, assembly, force_b):
     from DTISynthLib.synthesis.pipeline import synthesize_dwi
 
@@ -475,6 +496,7 @@ def main():
     started = time.perf_counter()
     log = lambda text: print(f"[{time.perf_counter() - started:6.0f} s] {text}", file=sys.stderr, flush=True)  # noqa: E731
     rows = packages(args.models)
+    register_each_pair_once()
     results, refusals = {}, []
     run_phantom(rows, args.subjects, args.grid, results, log, not args.no_oblique)
     if not args.no_real:
