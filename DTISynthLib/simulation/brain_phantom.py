@@ -20,7 +20,6 @@ from functools import lru_cache
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
 
 from ..core.resources import RESOURCES
 
@@ -83,6 +82,8 @@ def tissue_atlas():
 
 def sample_tissue(points):
     """Trilinear WM, GM, CSF fractions (N, 3), normalised to sum <= 1, and T1 (N,) at MNI points (N, 3)."""
+    from scipy import ndimage  # here: service.requests imports this module for its option names
+
     maps, affine = tissue_atlas()
     ijk = np.linalg.solve(affine[:3, :3], (np.asarray(points, dtype=np.float64) - affine[:3, 3]).T)
     values = np.stack([ndimage.map_coordinates(maps[..., c], ijk, order=1, mode="constant", cval=0.0)

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from .. import __version__
 from ..core.atomic import atomic_output_dir, write_text_atomic
@@ -119,6 +118,8 @@ def _deformation_field(seed, amplitude_mm):
     box = np.asarray(maps.shape[:3]) - 1
 
     def deform(points):
+        from scipy import ndimage  # here: service.requests imports this module for PAPER_GRID
+
         ijk = np.linalg.solve(affine[:3, :3], (points - affine[:3, 3]).T)  # atlas voxel coordinates
         lattice = ijk / box[:, None] * 7.0
         shift = np.stack([ndimage.map_coordinates(control[c], lattice, order=3, mode="nearest") for c in range(3)], 1)

@@ -27,7 +27,6 @@ from ..core.gradient_schemes import (
     dwi_3,
     nearest_volumes,
 )
-from ..fit.brain_mask import brain_mask
 from ..fit.tensor_fit import fit_tensors, predict_signals
 
 MODES = ("nearest", "tensor")
@@ -65,6 +64,8 @@ def make_pairs(dwi, mode="nearest", b=DEFAULT_B):
         report.update(dwi3_volumes=index3.tolist(), dwi3_angle_degrees=np.round(angles3, 2).tolist(),
                       dti6_volumes=index6.tolist(), dti6_angle_degrees=np.round(angles6, 2).tolist())
         return dwi3, dti6, report
+    from ..fit.brain_mask import brain_mask  # here: service.requests imports this module for its option names
+
     mask = brain_mask(dwi.mean_b0())
     fit = fit_tensors(dwi, mask)
     acquisitions = []

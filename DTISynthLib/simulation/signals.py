@@ -20,7 +20,6 @@ reference subject (reference_pools), a typical adult at b=1000.
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from ..core.dwi import B0_THRESHOLD
 from ..core.errors import InputError
@@ -75,6 +74,8 @@ def pools_from_fit(evals, fa, md, brain, source, min_voxels=50):
     MD > 1.5e-3 (above any tissue; at b >= 2000 the CSF signal sits at the noise floor and its measured
     MD falls to 1.5-2.2e-3). Deep grey nuclei cannot be told apart here and share the GM pool.
     """
+    from scipy import ndimage  # here: service.requests imports this module for its option names
+
     interior = ndimage.binary_erosion(brain, iterations=1)
     classes = {"wm": fa > 0.7,
                "gm": (fa < 0.25) & (md >= 0.6e-3) & (md <= 1.1e-3),

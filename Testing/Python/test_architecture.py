@@ -167,6 +167,17 @@ def test_nothing_the_slicer_panel_imports_pulls_in_torch():
     assert run.stdout.strip() == "False", sorted(ours)
 
 
+def test_the_fit_command_given_a_mask_starts_without_scipy_ndimage_or_torch():
+    """Start-up is part of every command's time: building a command's parser imports service.requests,
+    which names every option (simulation, training, review); scipy.ndimage (0.17 s) and torch are
+    imported only where used, so `fit --mask` (numpy, nibabel, the fit) does without them."""
+    code = ("import sys\nfrom DTISynthLib.cli import build_parser\nimport DTISynthLib.service.fit\n"
+            "build_parser(['fit'])\nprint(sorted(m for m in ('scipy.ndimage', 'torch') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
 OUTPUT_NAMES = ("synthetic_dti", "synthesis.json", "fit.json", "evaluation.json", "table2.csv", "roi_statistics.csv",
                 "bland_altman.csv", "similarity.csv", "report.html", "montage_", "_rois", "rois.tsv", "roi_values.tsv",
                 "color_fa", "_acq-", "pairs.json", "manifest.json", "study.sqlite", "noisier.csv", "analysis.json",

@@ -56,6 +56,14 @@ def still_subject():
     return simulate_subject(draw_subject("sub-001", 4, vary=False), "sampled", grid=GRID, noise=False)
 
 
+@pytest.fixture(scope="module")
+def unseen_subject():
+    """A full-size phantom subject whose seed is in no training cohort, and its noise-free twin (same
+    seed): the shipped sets' checks share it."""
+    params = draw_subject("sub-009", 424242)
+    return simulate_subject(params, "sampled"), simulate_subject(params, "sampled", noise=False)
+
+
 def test_truth_stub_reproduces_the_ground_truth_tensors(still_subject):
     subject = still_subject
     manifest = manifest_for(subject.dti.affine, GRID)
@@ -546,7 +554,7 @@ def test_a_models_folder_whose_listed_files_are_links_is_refused_before_they_are
         read_manifest(models)
 
 
-def test_shipped_pix2pix_models_are_verified_small_and_useful():
+def test_shipped_pix2pix_models_are_verified_small_and_useful(unseen_subject):
     from DTISynthLib.generators.package import SHIPPED_MODELS, read_manifest
 
     PIX2PIX = SHIPPED_MODELS / "pix2pix"
@@ -558,10 +566,7 @@ def test_shipped_pix2pix_models_are_verified_small_and_useful():
         assert {"val_L1", "val_PSNR", "val_SSIM"} <= set(entry["validation"]), entry["index"]
         np.testing.assert_allclose(entry["gradient_ras"], SIEMENS_6_RAS[entry["index"] - 1], atol=1e-9)
     generators = TorchGenerators(PIX2PIX, "cpu")  # every checksum verified on load
-    # An unseen subject (its seed is not in the training cohort) and its noise-free twin (same seed).
-    params = draw_subject("sub-009", 424242)
-    subject = simulate_subject(params, "sampled")
-    clean = simulate_subject(params, "sampled", noise=False)
+    subject, clean = unseen_subject
     b0 = (subject.dti.mean_b0(), subject.dti.affine, "b0")
     dti = synthesize_dwi(check_dwi(subject.dwi), generators, manifest, b0=b0).dti
     # Direction-specific contrast was learned: in white matter every direction beats an oracle that knows
@@ -579,7 +584,7 @@ def test_shipped_pix2pix_models_are_verified_small_and_useful():
     assert abs(np.median(md[brain]) / np.median(true_md[brain]) - 1) < 0.1
 
 
-def test_the_shipped_default_set_is_verified_small_and_beats_the_baseline_on_an_unseen_subject():
+def test_the_shipped_default_set_is_verified_small_and_beats_the_baseline_on_an_unseen_subject(unseen_subject):
     """The default tensor-unet set: checksummed, <= 40 MB, its training recorded; on an unseen phantom
     subject (its seed in no training cohort) its FA and fibre orientation are far better than the
     diagonal baseline's and its MD as good."""
@@ -602,8 +607,7 @@ def test_the_shipped_default_set_is_verified_small_and_beats_the_baseline_on_an_
     assert manifest.data["architecture"]["sign_temperature"] > 0
     assert manifest.data["training"]["selection"]["best_epoch"] >= 1
     assert manifest.data["b_range"] == [500.0, 3000.0] and manifest.data["architecture"]["parameters"] > 1e6
-    params = draw_subject("sub-009", 424242)
-    subject = simulate_subject(params, "sampled")
+    subject = unseen_subject[0]
     brain, white = subject.tissue.sum(-1) > 0.5, subject.tissue[..., 0] > 0.8
     truth = compute_maps(subject.truth_tensor, brain, ("fa", "md", "v1"), policy="clip")
     b0 = (subject.dti.mean_b0(), subject.dti.affine, "b0")
