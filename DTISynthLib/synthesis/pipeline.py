@@ -217,12 +217,13 @@ def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly
         if overlap < MIN_OVERLAP:
             raise InputError(source, f"a b=0 overlapping the DWI (at least {MIN_OVERLAP:.0%} of its field of view)",
                              f"{overlap:.0%} overlap")
+        # The check scores the DWI on its own grid, and the brain mask is the reference's: the registration
+        # changes neither, so both run beside it (ITK registers on one thread).
+        beside = ThreadPoolExecutor(1)
         if input_check is not None:
-            # The check scores the DWI on its own grid, which the registration does not change: it runs
-            # beside the registration, which ITK computes on one thread.
-            beside = ThreadPoolExecutor(1)
             dwi_check = beside.submit(lambda: input_check_report(input_check, dwi_input_features(dwi), dwi.source))
-            beside.shutdown(wait=False)
+        reference_mask = beside.submit(brain_mask, reference)
+        beside.shutdown(wait=False)
         progress("register", 0.0, "rigid, normalised correlation")
         result = register_rigid(reference, ref_affine, dwi_b0, dwi.affine)
         matrix = result.matrix
@@ -251,9 +252,9 @@ def _synthesize_axial(dwi, generators, manifest, b0, force_b, reporter, assembly
         moved = resample_rigid(stack, dwi.affine, grid.affine, grid.shape, matrix)
     ref_on_grid = reference if reference_is_model_grid else \
         resample_rigid(reference, ref_affine, grid.affine, grid.shape, np.eye(4))
-    # The brain mask depends on the reference b=0 alone: computed here, it fills the wait for the
-    # models still loading on their background thread.
-    mask = brain_mask(reference)
+    # The brain mask depends on the reference b=0 alone: without --b0 computed here, it fills the wait for
+    # the models still loading on their background thread.
+    mask = brain_mask(reference) if b0 is None else reference_mask.result()
     if input_check is None:
         report["input_check"] = "none in this model package"
     else:
