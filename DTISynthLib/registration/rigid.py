@@ -124,7 +124,8 @@ def register_rigid(fixed, fixed_affine, moving, moving_affine, seed=1):
         search.SetOptimizerScales([1.0] * 6)
         search.SetInitialTransform(sitk.Euler3DTransform(transforms["moments"]), inPlace=False)
         # The two descents are independent and ITK runs each on one thread without the GIL: side by side
-        # they take the time of the longer (a b=0 of noise, 64 x 64 x 38: 14 -> 10 s; 24 real and phantom cases: 95 -> 66 s).
+        # they take about the time of the longer (a b=0 of noise, 64 x 64 x 38: 14 -> 10 s; the 24
+        # full-search cases of bench_registration: 95 -> 66 s).
         with ThreadPoolExecutor(1) as beside:
             from_moments = beside.submit(descend_from, "moments")
             transforms["rotation search"] = _euler(execute_deterministic(search, fixed_img, moving_img))
