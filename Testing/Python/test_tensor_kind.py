@@ -808,3 +808,20 @@ def test_a_package_without_direction_channels_widens_to_them_with_its_outputs_ke
     assert "--add-direction-channels: expected with --init-from" in \
         json.loads(capsys.readouterr().out.strip().splitlines()[-1])["message"]
     assert not (tmp_path / "x").exists()
+
+
+def test_slab_inputs_hold_each_slice_with_its_neighbours_in_the_documented_channel_order():
+    rng = np.random.default_rng(5)
+    adc, b0 = rng.random((6, 3, 4, 5)).astype(np.float32), rng.random((6, 4, 5)).astype(np.float32)
+    directions = np.arange(9.0)
+    slices = np.array([0, 2, 5])  # both edges: the missing neighbour is the slice itself
+    inputs = tensor_unet.slab_inputs(adc, b0, slices, directions)
+    assert inputs.shape == (3, 21, 4, 5) and inputs.dtype == np.float32
+    for i, z in enumerate(slices):
+        below, above = max(z - 1, 0), min(z + 1, 5)
+        for s, neighbour in enumerate((below, z, above)):
+            for k in range(3):  # channel 3 s + k: slice s, axis k
+                np.testing.assert_array_equal(inputs[i, 3 * s + k], adc[neighbour, k])
+            np.testing.assert_array_equal(inputs[i, 9 + s], b0[neighbour])
+        np.testing.assert_array_equal(inputs[i, 12:], np.broadcast_to(directions[:, None, None], (9, 4, 5)))
+    assert tensor_unet.slab_inputs(adc, b0, slices).shape == (3, 12, 4, 5)  # packages without direction channels
