@@ -350,6 +350,7 @@ def synthesize(predict, grid_signals, manifest, reporter):
     confidence, uncertainty = np.zeros(len(tensor)), np.zeros(len(tensor))
 
     skewed = float(weights @ weights) >= 1e-12  # a skewed triple: the expected MD step
+    coupled = bool(np.any(weights))  # the signs move the assembled MD at all
 
     def voxels(rows):  # each voxel's arithmetic is its own: in chunks (fit.tensor_fit.in_chunks), on every core
         tensor_w = columns[0][rows].astype(np.float64)
@@ -360,7 +361,8 @@ def synthesize(predict, grid_signals, manifest, reporter):
                 off = expected_md_off_diagonals(tensor_w[:, 3:], excess, probabilities, weights)
                 tensor_w[:, 3:] = off.astype(np.float32)  # the decoded tensors' precision
             confidence[rows] = confidence_map(diagonal, excess, probabilities)
-            uncertainty[rows] = md_uncertainty_map(diagonal, excess, probabilities, weights)
+            if coupled:  # else every voxel's is 0 (x, y, z and straight triples): left as allocated
+                uncertainty[rows] = md_uncertainty_map(diagonal, excess, probabilities, weights)
         rotated = working.T @ tensor6_to_matrix(tensor_w * ADC_SCALE) @ working
         tensor[rows] = shrink_off_diagonals(matrix_to_tensor6(rotated))  # RAS
 

@@ -825,3 +825,15 @@ def test_slab_inputs_hold_each_slice_with_its_neighbours_in_the_documented_chann
             np.testing.assert_array_equal(inputs[i, 9 + s], b0[neighbour])
         np.testing.assert_array_equal(inputs[i, 12:], np.broadcast_to(directions[:, None, None], (9, 4, 5)))
     assert tensor_unet.slab_inputs(adc, b0, slices).shape == (3, 12, 4, 5)  # packages without direction channels
+
+
+def test_md_uncertainty_is_exactly_zero_where_the_triple_does_not_couple_the_signs_into_the_md():
+    """synthesize leaves the map as allocated (zeros) for such triples instead of computing it: exact only
+    because the computed map is +0.0 in every voxel."""
+    rng = np.random.default_rng(3)
+    diagonal, excess = rng.uniform(0.1, 2.0, (500, 3)), rng.uniform(0.1, 1.5, (500, 3))
+    diagonal[:5] = 0.0  # no MD there
+    probabilities = rng.dirichlet(np.ones(4), 500)
+    zero = tensor_unet.md_uncertainty_map(diagonal, excess, probabilities, np.zeros(3))
+    assert zero.tobytes() == np.zeros(500).tobytes()  # +0.0 everywhere, as np.zeros allocates
+    assert np.all(tensor_unet.md_uncertainty_map(diagonal, excess, probabilities, np.array([0.0, 0.0, 0.3]))[5:] > 0)
