@@ -22,14 +22,13 @@ row of the fit, b=0 volumes and repeated directions included, as in MRtrix3's dw
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..core.dwi import B0_THRESHOLD, DWI
 from ..core.errors import InputError
-from ..core.native_libraries import LOADING
+from ..core.native_libraries import LOADING, SharedSetting
 
 METHODS = ("ols", "wls", "iwls")
 SIGNAL_FLOOR = 1e-6  # relative to the voxel's largest signal
@@ -162,29 +161,21 @@ def voxel_rows(array, order):
     return array.reshape(-1, array.shape[-1], order=order)
 
 
-_BLAS_LIMIT = {"holders": 0, "limits": None}  # the blocks now inside single_threaded_blas, and its limit
+def _one_blas_thread():
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas").restore_original_limits
 
 
-@contextmanager
+_ONE_BLAS_THREAD = SharedSetting(_one_blas_thread, LOADING)
+
+
 def single_threaded_blas():
     """BLAS limited to one thread within the block (threadpoolctl); the loaded libraries are looked up
     under core.native_libraries.LOADING, never while a background thread loads one. Blocks may overlap
-    in several threads (a simulated subject's two acquisitions run side by side): the first to enter
-    sets the limit, the last to leave restores the process's own; each restoring what it found would
-    leave BLAS on one thread for good when they leave in the order they came."""
-    with LOADING:
-        if _BLAS_LIMIT["holders"] == 0:
-            from threadpoolctl import threadpool_limits
-
-            _BLAS_LIMIT["limits"] = threadpool_limits(1, user_api="blas")
-        _BLAS_LIMIT["holders"] += 1
-    try:
-        yield
-    finally:
-        with LOADING:
-            _BLAS_LIMIT["holders"] -= 1
-            if _BLAS_LIMIT["holders"] == 0:
-                _BLAS_LIMIT["limits"].restore_original_limits()
+    in several threads: the first in sets the limit, the last out restores the process's own
+    (SharedSetting)."""
+    return _ONE_BLAS_THREAD.held()
 
 
 def chunk_threads():

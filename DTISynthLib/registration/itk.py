@@ -5,13 +5,12 @@ information method with its pyramid, run deterministically.
 Frames: our affines map voxels to RAS mm; ITK's physical space is LPS. Conversions happen here only.
 """
 
-import threading
-
 import numpy as np
 import SimpleITK as sitk
 
+from ..core.native_libraries import SharedSetting
+
 FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS, its own inverse
-_ONE_THREAD = {"lock": threading.Lock(), "holders": 0, "threads": None}  # execute_deterministic's
 
 
 def to_sitk(volume, affine):
@@ -85,21 +84,20 @@ def set_pyramid(method, fixed_affine, shape=None):
     return voxel
 
 
+def _one_itk_thread():
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    return lambda: sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
+_ONE_ITK_THREAD = SharedSetting(_one_itk_thread)
+
+
 def execute_deterministic(method, fixed_img, moving_img):
     """Run a registration on one thread: ITK's threaded metric sums vary in the last bit (1e-14 mm)
     from run to run, and one thread makes the result, and what is built on it, bit-identical.
     Registrations may run at once in several threads (ITK releases the GIL; register_rigid's last two
-    descents): the first to start sets ITK's default to one thread, the last to finish restores the
-    process's own (each restoring what it found would leave ITK on one thread for good)."""
-    with _ONE_THREAD["lock"]:
-        if _ONE_THREAD["holders"] == 0:
-            _ONE_THREAD["threads"] = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-        _ONE_THREAD["holders"] += 1
-    try:
+    descents): the first in sets ITK's default to one thread, the last out restores the process's own
+    (SharedSetting)."""
+    with _ONE_ITK_THREAD.held():
         return method.Execute(fixed_img, moving_img)
-    finally:
-        with _ONE_THREAD["lock"]:
-            _ONE_THREAD["holders"] -= 1
-            if _ONE_THREAD["holders"] == 0:
-                sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(_ONE_THREAD["threads"])
